@@ -1,0 +1,1 @@
+"""Embedded infrastructure for development and tests: PostgreSQL and the Temporal dev server."""

@@ -1,0 +1,1 @@
+"""Shared domain of Platform Service: models, status machine, naming rules and settings."""

@@ -1,0 +1,96 @@
+"""Configuration from the environment, one typed object for the API, the worker and tests."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PostgresDsn,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TASK_QUEUE = "platform-tenants"
+
+
+def _seconds(value: object) -> object:
+    if isinstance(value, str):
+        return timedelta(seconds=float(value))
+    return value
+
+
+Seconds = Annotated[timedelta, BeforeValidator(_seconds), Field(gt=timedelta(0))]
+
+
+class DownstreamService(BaseModel):
+    """A service that runs its own migrations for each new tenant."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")
+    base_url: AnyHttpUrl
+
+
+DEFAULT_DOWNSTREAM_SERVICES = (
+    DownstreamService(name="backend-service", base_url=AnyHttpUrl("http://127.0.0.1:8101")),
+    DownstreamService(name="auth-service", base_url=AnyHttpUrl("http://127.0.0.1:8102")),
+)
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Unset database/Temporal URLs mean the embedded servers."""
+
+    model_config = SettingsConfigDict(env_prefix="PLATFORM_", extra="ignore")
+
+    database_url: PostgresDsn | None = None
+    storage_database_url: PostgresDsn | None = None
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    downstream_services: tuple[DownstreamService, ...] = DEFAULT_DOWNSTREAM_SERVICES
+    migration_max_attempts: int = Field(default=5, ge=1, le=100)
+    # Durations are plain seconds in the environment (e.g. PLATFORM_MIGRATION_INITIAL_INTERVAL=0.5).
+    migration_initial_interval: Seconds = timedelta(seconds=1)
+    migration_max_interval: Seconds = timedelta(seconds=30)
+    # Bounds one migration call, so a hung service or a dead worker shows within this time.
+    migration_timeout: Seconds = timedelta(seconds=60)
+    # How long POST waits for the workflow to record the tenant row before answering 503.
+    create_timeout: Seconds = timedelta(seconds=15)
+    task_queue: str = TASK_QUEUE
+    # The connection itself is configured through the SDK's TEMPORAL_* variables (see
+    # tenancy.temporal); the address is read here only to know whether to embed a dev server.
+    temporal_address: str | None = Field(default=None, validation_alias="TEMPORAL_ADDRESS")
+
+    @model_validator(mode="after")
+    def _unique_service_names(self) -> Settings:
+        names = [s.name for s in self.downstream_services]
+        if len(names) != len(set(names)):
+            raise ValueError("PLATFORM_DOWNSTREAM_SERVICES has duplicate service names")
+        return self
+
+    def require_database_url(self) -> str:
+        """The metadata database URL; the embedded server sets it before anything connects."""
+        if self.database_url is None:
+            raise RuntimeError(
+                "PLATFORM_DATABASE_URL is not set: start the stack with `make dev`, "
+                "or point it at a PostgreSQL server"
+            )
+        return str(self.database_url)
+
+    def require_storage_database_url(self) -> str:
+        """Where tenant schemas and databases are created; defaults to the metadata database."""
+        if self.storage_database_url is not None:
+            return str(self.storage_database_url)
+        return self.require_database_url()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once per process; tests call ``get_settings.cache_clear()`` to override."""
+    return Settings()
