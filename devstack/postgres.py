@@ -126,7 +126,14 @@ class EmbeddedPostgres:
         ]
         if not self.durable:
             # Test clusters are thrown away, so trade crash safety for speed.
-            args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+            args += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
         log_file = (self.data_dir / "server.log").open("ab")
         self._proc = subprocess.Popen(
             args,

@@ -1,0 +1,74 @@
+"""Activities on the platform's metadata: the plan, the tenant row and its guarded status."""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from tenancy.contracts import (
+    MigrationFailedInput,
+    MigrationRetry,
+    PlanInput,
+    ProvisioningPlan,
+    RecordTenantInput,
+    TransitionInput,
+    TransitionResult,
+)
+from tenancy.failures import FailureType
+from tenancy.models import Tenant
+from tenancy.repository import TenantOwnedElsewhere, TenantRepository, TransitionRefused
+from tenancy.settings import Settings
+
+
+class MetadataActivities:
+    """Bound to one repository and the worker's settings."""
+
+    def __init__(self, tenants: TenantRepository, settings: Settings) -> None:
+        self._tenants = tenants
+        self._settings = settings
+
+    @activity.defn(name="load_plan")
+    async def load_plan(self, _: PlanInput) -> ProvisioningPlan:
+        """The services and retry policy this worker is configured with, fixed for the run."""
+        s = self._settings
+        return ProvisioningPlan(
+            services=[service.name for service in s.downstream_services],
+            migration_retry=MigrationRetry(
+                max_attempts=s.migration_max_attempts,
+                initial_interval=s.migration_initial_interval,
+                max_interval=s.migration_max_interval,
+                timeout=s.migration_timeout,
+            ),
+        )
+
+    @activity.defn(name="record_tenant")
+    async def record_tenant(self, request: RecordTenantInput) -> Tenant:
+        """Insert the tenant row; a retry of the same run finds it, another run is refused."""
+        try:
+            return await self._tenants.insert(
+                request.spec, request.workflow_id, request.run_id, request.services
+            )
+        except TenantOwnedElsewhere:
+            raise ApplicationError(
+                f"tenant {request.spec.id} already exists",
+                type=FailureType.TENANT_EXISTS,
+                non_retryable=True,
+            ) from None
+
+    @activity.defn(name="transition_status")
+    async def transition_status(self, request: TransitionInput) -> TransitionResult:
+        """Apply one status transition, only from its allowed source states."""
+        try:
+            status = await self._tenants.transition(
+                request.tenant_id, request.target, request.reason
+            )
+        except TransitionRefused as refused:
+            raise ApplicationError(
+                str(refused), type=FailureType.ILLEGAL_TRANSITION, non_retryable=True
+            ) from None
+        return TransitionResult(status=status)
+
+    @activity.defn(name="mark_migration_failed")
+    async def mark_migration_failed(self, request: MigrationFailedInput) -> None:
+        """Record that a service's migration failed for good (until a retry signal)."""
+        await self._tenants.migration_failed(request.tenant_id, request.service, request.error)

@@ -1,0 +1,1 @@
+"""The REST facade: validates input, starts/signals/queries workflows, reads tenant rows."""

@@ -1,0 +1,125 @@
+"""API errors, rendered as RFC 9457 `application/problem+json` by one handler.
+
+    ApiError                      (500) base: carries its HTTP status and problem type
+    ├── InvalidRequest            (422) a field failed validation; lists every field
+    ├── TenantNotFound            (404)
+    ├── TenantConflict            (409) the id is taken (also when requests race)
+    ├── StatusConflict            (409) the operation needs another status
+    └── ServiceUnavailable        (503) PostgreSQL or Temporal cannot be reached in time
+
+Routes raise these; nothing else builds an error response.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+_log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+class ApiError(Exception):
+    """Base of every error the API answers with; subclasses set status and title."""
+
+    status = 500
+    title = "Internal error"
+    slug = "internal"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+
+    def problem(self, instance: str) -> dict[str, Any]:
+        """The RFC 9457 body."""
+        return {
+            "type": f"urn:platform-service:problem:{self.slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "instance": instance,
+            **self.extensions,
+        }
+
+
+class InvalidRequest(ApiError):
+    """Input failed validation; `errors` names each field."""
+
+    status = 422
+    title = "Invalid request"
+    slug = "invalid-request"
+
+
+class TenantNotFound(ApiError):
+    """No tenant with that id."""
+
+    status = 404
+    title = "Tenant not found"
+    slug = "tenant-not-found"
+
+
+class TenantConflict(ApiError):
+    """A tenant with that id exists already."""
+
+    status = 409
+    title = "Tenant already exists"
+    slug = "tenant-exists"
+
+
+class StatusConflict(ApiError):
+    """The tenant's status does not allow the operation."""
+
+    status = 409
+    title = "Operation not allowed in this status"
+    slug = "status-conflict"
+
+
+class ServiceUnavailable(ApiError):
+    """A backing service did not answer in time; the request may be retried."""
+
+    status = 503
+    title = "Service unavailable"
+    slug = "unavailable"
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    # Drop the "body"/"query"/"path" prefix: the caller wants the field it sent.
+    parts = [str(p) for p in loc[1:]] if len(loc) > 1 else [str(p) for p in loc]
+    return ".".join(parts)
+
+
+def validation_problem(exc: RequestValidationError) -> InvalidRequest:
+    """Turn pydantic's error list into one InvalidRequest that names every field."""
+    fields = [
+        {"field": _field_name(tuple(err.get("loc", ()))), "message": err.get("msg", "invalid")}
+        for err in exc.errors()
+    ]
+    names = ", ".join(sorted({f["field"] for f in fields})) or "request"
+    return InvalidRequest(f"invalid value for: {names}", errors=fields)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the one renderer of ApiError and the adapter for request validation."""
+
+    async def render(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return JSONResponse(
+            exc.problem(request.url.path), status_code=exc.status, media_type=PROBLEM_JSON
+        )
+
+    async def render_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return await render(request, validation_problem(exc))
+
+    async def render_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        _log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return await render(request, ApiError("unexpected error; see the server log"))
+
+    app.add_exception_handler(ApiError, render)
+    app.add_exception_handler(RequestValidationError, render_validation)
+    app.add_exception_handler(Exception, render_unexpected)

@@ -1,0 +1,60 @@
+"""FastAPI application factory. Entry point: `uvicorn api.main:app`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+
+from api.deps import AppState
+from api.errors import install_error_handlers
+from api.provisioning import ProvisioningGateway
+from api.routes import health_router, tenants_router
+from tenancy.repository import TenantRepository
+from tenancy.schema import apply_platform_migrations
+from tenancy.settings import Settings, get_settings
+from tenancy.temporal import connect_client
+
+_log = logging.getLogger("platform.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; resources are created in its lifespan, not here."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
+        config = settings or get_settings()
+        database_url = config.require_database_url()
+        await asyncio.to_thread(apply_platform_migrations, database_url)
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            database_url, open=False, min_size=1, max_size=10, timeout=5
+        )
+        await pool.open()
+        try:
+            client = await connect_client(config)
+            yield AppState(
+                tenants=TenantRepository(pool),
+                provisioning=ProvisioningGateway(client, config),
+                temporal=client,
+            )
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="Platform Service",
+        summary="Provisions tenants: metadata, PostgreSQL storage and downstream migrations.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(tenants_router)
+    app.include_router(health_router)
+    return app
+
+
+app = create_app()

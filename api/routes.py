@@ -1,0 +1,135 @@
+"""Tenant and health endpoints. Thin: validation by pydantic, work by the gateway/repository."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+import psycopg
+from fastapi import APIRouter, Path, Query, Response, status
+from psycopg_pool import PoolTimeout
+from pydantic import Field
+from temporalio.service import RPCError
+
+from api import cursor as cursors
+from api.deps import Provisioning, TemporalClient, Tenants
+from api.errors import ServiceUnavailable, StatusConflict, TenantNotFound
+from tenancy.models import TENANT_ID_PATTERN, CamelModel, SlaTier, Tenant, TenantSpec
+from tenancy.status import TenantStatus
+
+tenants_router = APIRouter(prefix="/api/tenants", tags=["tenants"])
+health_router = APIRouter(tags=["health"])
+
+_HEALTH_TIMEOUT = timedelta(seconds=2)
+TenantIdPath = Annotated[str, Path(pattern=TENANT_ID_PATTERN, description="The tenant id.")]
+
+
+class TenantPage(CamelModel):
+    """One page of tenants, oldest first; pass `nextCursor` back as `cursor` for the next."""
+
+    items: list[Tenant]
+    next_cursor: str | None = None
+
+
+class Health(CamelModel):
+    """Health answer."""
+
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+async def _load(tenants: Tenants, tenant_id: str) -> Tenant:
+    try:
+        tenant = await tenants.get(tenant_id)
+    except (psycopg.OperationalError, PoolTimeout):
+        raise ServiceUnavailable("the metadata database is unavailable") from None
+    if tenant is None:
+        raise TenantNotFound(f"no tenant {tenant_id}")
+    return tenant
+
+
+@tenants_router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Tenant,
+    responses={409: {"description": "The id exists"}, 422: {"description": "Invalid input"}},
+)
+async def create_tenant(
+    spec: TenantSpec, response: Response, tenants: Tenants, provisioning: Provisioning
+) -> Tenant:
+    """Start provisioning; answers once the tenant is recorded, so a GET never 404s after."""
+    await provisioning.start(spec)
+    response.headers["Location"] = f"/api/tenants/{spec.id}"
+    return await _load(tenants, spec.id)
+
+
+@tenants_router.get("/{tenant_id}", response_model=Tenant)
+async def get_tenant(tenant_id: TenantIdPath, tenants: Tenants) -> Tenant:
+    """One tenant with its per-service migration state."""
+    return await _load(tenants, tenant_id)
+
+
+@tenants_router.get("", response_model=TenantPage)
+async def list_tenants(
+    tenants: Tenants,
+    tenant_status: Annotated[TenantStatus | None, Query(alias="status")] = None,
+    sla_tier: Annotated[SlaTier | None, Query(alias="slaTier")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> TenantPage:
+    """Tenants oldest first, filtered by status and tier, in pages of `limit`."""
+    after = cursors.decode(cursor) if cursor else None
+    try:
+        items = await tenants.page(
+            limit=limit + 1, status=tenant_status, sla_tier=sla_tier, after=after
+        )
+    except (psycopg.OperationalError, PoolTimeout):
+        raise ServiceUnavailable("the metadata database is unavailable") from None
+    has_more = len(items) > limit
+    items = items[:limit]
+    return TenantPage(items=items, next_cursor=cursors.encode(items[-1]) if has_more else None)
+
+
+@tenants_router.post(
+    "/{tenant_id}/retry-migration",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Tenant,
+    responses={404: {"description": "No such tenant"}, 409: {"description": "Not failed"}},
+)
+async def retry_migration(
+    tenant_id: TenantIdPath, tenants: Tenants, provisioning: Provisioning
+) -> Tenant:
+    """Ask the workflow to re-run the services whose migrations failed."""
+    tenant = await _load(tenants, tenant_id)
+    if tenant.status is not TenantStatus.MIGRATION_ERROR:
+        raise StatusConflict(
+            f"tenant {tenant_id} is {tenant.status}; retry needs {TenantStatus.MIGRATION_ERROR}",
+            tenantStatus=tenant.status.value,
+        )
+    await provisioning.request_retry(tenant_id)
+    return tenant
+
+
+@health_router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """Liveness: the process answers."""
+    return Health(status="ok")
+
+
+@health_router.get("/readyz", response_model=Health, responses={503: {"description": "Not ready"}})
+async def readyz(tenants: Tenants, temporal: TemporalClient) -> Health:
+    """Readiness: PostgreSQL and Temporal both answer."""
+    checks: dict[str, str] = {}
+    try:
+        await tenants.ping()
+        checks["postgresql"] = "ok"
+    except (psycopg.Error, PoolTimeout) as exc:
+        checks["postgresql"] = f"unavailable: {type(exc).__name__}"
+    try:
+        await temporal.service_client.check_health(timeout=_HEALTH_TIMEOUT)
+        checks["temporal"] = "ok"
+    except (RPCError, RuntimeError) as exc:
+        checks["temporal"] = f"unavailable: {type(exc).__name__}"
+    if any(value != "ok" for value in checks.values()):
+        raise ServiceUnavailable("not ready", checks=checks)
+    return Health(status="ok", checks=checks)

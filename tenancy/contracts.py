@@ -1,0 +1,114 @@
+"""Typed inputs and results of the workflow, its signal/query/update and its activities.
+
+One model per call so that fields can be added without breaking running workflows.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field
+
+from tenancy.models import CamelModel, StorageLocation, StorageMode, TenantSpec
+from tenancy.status import MigrationStatus, TenantStatus
+
+
+class ProvisionInput(CamelModel):
+    """Start argument of `ProvisionTenantWorkflow`."""
+
+    spec: TenantSpec
+
+
+class MigrationRetry(CamelModel):
+    """Retry policy of each downstream migration call, from the worker's settings."""
+
+    max_attempts: int
+    initial_interval: timedelta
+    max_interval: timedelta
+    timeout: timedelta
+
+
+class PlanInput(CamelModel):
+    """Argument of `load_plan` (empty today; a model so fields can be added)."""
+
+
+class ProvisioningPlan(CamelModel):
+    """Which services to migrate and how hard to try; recorded in history once per run."""
+
+    services: list[str]
+    migration_retry: MigrationRetry
+
+
+class RecordTenantInput(CamelModel):
+    """Argument of `record_tenant`."""
+
+    spec: TenantSpec
+    workflow_id: str
+    run_id: str
+    services: list[str]
+
+
+class TransitionInput(CamelModel):
+    """Argument of `transition_status`."""
+
+    tenant_id: str
+    target: TenantStatus
+    reason: str | None = None
+
+
+class TransitionResult(CamelModel):
+    """The status the tenant is in after the transition."""
+
+    status: TenantStatus
+
+
+class CreateStorageInput(CamelModel):
+    """Argument of `create_storage`."""
+
+    tenant_id: str
+    mode: StorageMode
+
+
+class MigrateInput(CamelModel):
+    """Argument of `migrate_service`: one logical call, retried under one idempotency key."""
+
+    tenant_id: str
+    service: str
+    location: StorageLocation
+    idempotency_key: str
+    timeout: timedelta
+
+
+class MigrateResult(CamelModel):
+    """The version a downstream service reports as applied."""
+
+    service: str
+    version: str
+
+
+class MigrationFailedInput(CamelModel):
+    """Argument of `mark_migration_failed`, once a service's retries are spent."""
+
+    tenant_id: str
+    service: str
+    error: str
+
+
+class ServiceState(CamelModel):
+    """Live state of one service's migration inside the workflow."""
+
+    status: MigrationStatus = MigrationStatus.PENDING
+    version: str | None = None
+    error: str | None = None
+
+
+class TenantState(CamelModel):
+    """Answer of the `get_status` query and the `tenant_recorded` update."""
+
+    tenant_id: str
+    status: TenantStatus
+    reason: str | None = None
+    recorded: bool = False
+    storage: StorageLocation | None = None
+    services: dict[str, ServiceState] = Field(default_factory=dict)
+    retry_cycle: int = 0

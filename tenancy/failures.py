@@ -1,0 +1,36 @@
+"""Failure types carried by `ApplicationError.type` across the workflow boundary.
+
+Callers match on these names, never on messages:
+
+    TENANT_EXISTS          record_tenant found a row owned by another workflow run
+    ILLEGAL_TRANSITION     the status machine refused a transition
+    STORAGE_FORBIDDEN      the storage server denied the DDL (no retry can fix it)
+    STORAGE_FAILED         storage creation failed for a transient reason (retried)
+    MIGRATION_REJECTED     a downstream service answered a non-retryable 4xx
+    MIGRATION_UNAVAILABLE  timeout, connection error, 408, 429 or 5xx (retried)
+    UNKNOWN_SERVICE        the workflow named a service this worker is not configured with
+    PROVISION_FAILED       the workflow ended in PROVISION_ERROR
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class FailureType(StrEnum):
+    """Values of `ApplicationError.type` raised by activities and the workflow."""
+
+    TENANT_EXISTS = "TenantAlreadyExists"
+    ILLEGAL_TRANSITION = "IllegalTransition"
+    STORAGE_FORBIDDEN = "StorageForbidden"
+    STORAGE_FAILED = "StorageFailed"
+    MIGRATION_REJECTED = "MigrationRejected"
+    MIGRATION_UNAVAILABLE = "MigrationUnavailable"
+    UNKNOWN_SERVICE = "UnknownService"
+    PROVISION_FAILED = "ProvisionFailed"
+
+
+def summarize(text: str, limit: int = 300) -> str:
+    """One short line fit for `lastError`: control characters folded, long text cut."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -1,0 +1,2 @@
+DROP TABLE tenant_migrations;
+DROP TABLE tenants;

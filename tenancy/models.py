@@ -1,0 +1,111 @@
+"""Domain models shared by the API, the workflow and the activities (JSON in camelCase)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
+from pydantic.alias_generators import to_camel
+
+from tenancy.status import MigrationStatus, TenantStatus
+
+# Kept here (not imported from naming) because naming builds on these models.
+TENANT_ID_PATTERN = r"^[a-z][a-z0-9_]{2,39}$"
+
+
+class CamelModel(BaseModel):
+    """Base for every model that crosses a process boundary: camelCase on the wire."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+
+class StorageMode(StrEnum):
+    """Isolation of a tenant's data: its own schema, or its own database."""
+
+    SCHEMA = "SCHEMA"
+    DATABASE = "DATABASE"
+
+
+class SlaTier(StrEnum):
+    """Commercial tier; recorded and searchable, used for routing later."""
+
+    BASIC = "BASIC"
+    STANDARD = "STANDARD"
+    PREMIUM = "PREMIUM"
+
+
+def _printable_name(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must contain printable characters only")
+    return value
+
+
+TenantId = Annotated[
+    str,
+    Field(pattern=TENANT_ID_PATTERN, description="Lowercase letter, then 2-39 of [a-z0-9_]."),
+]
+TenantName = Annotated[
+    str,
+    Field(min_length=1, max_length=200, description="1-200 printable characters, trimmed."),
+    AfterValidator(_printable_name),
+]
+
+
+class TenantSpec(CamelModel):
+    """What an operator asks for. Unknown fields are rejected rather than silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    id: TenantId
+    name: TenantName
+    storage_mode: StorageMode
+    sla_tier: SlaTier
+
+
+class StorageLocation(CamelModel):
+    """Where a tenant's data lives: enough for a service to connect with its own credentials."""
+
+    mode: StorageMode
+    database: str
+    schema_name: str = Field(alias="schema")
+    jdbc_url: str
+
+
+class MigrationRecord(CamelModel):
+    """One downstream service's migration state for one tenant."""
+
+    service: str
+    status: MigrationStatus
+    version: str | None = None
+    attempts: int = 0
+    last_error: str | None = None
+    updated_at: datetime
+
+
+class Tenant(CamelModel):
+    """A tenant as stored in the platform's metadata and returned by the API."""
+
+    id: str
+    name: str
+    storage_mode: StorageMode
+    sla_tier: SlaTier
+    status: TenantStatus
+    status_reason: str | None = None
+    jdbc_url: str | None = None
+    migrations: list[MigrationRecord] = Field(default_factory=list)
+    workflow_id: str
+    created_at: datetime
+    updated_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def last_migration_version(self) -> dict[str, str]:
+        """Newest applied version per service, for services that reported one."""
+        return {m.service: m.version for m in self.migrations if m.version is not None}

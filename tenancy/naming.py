@@ -1,0 +1,63 @@
+"""Tenant ids and the names derived from them: storage identifiers and the JDBC URL.
+
+Every identifier that reaches SQL is built here from an id that passed `TENANT_ID_PATTERN`,
+and is then still only ever used through `psycopg.sql.Identifier`.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from tenancy.models import TENANT_ID_PATTERN, StorageLocation, StorageMode
+
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
+STORAGE_PREFIX = "tenant_"
+
+
+class InvalidTenantId(ValueError):
+    """The id does not match `TENANT_ID_PATTERN`."""
+
+
+def check_tenant_id(tenant_id: str) -> str:
+    """Return `tenant_id` unchanged, or raise `InvalidTenantId`."""
+    if not _TENANT_ID.fullmatch(tenant_id):
+        raise InvalidTenantId(f"tenant id {tenant_id!r} does not match {TENANT_ID_PATTERN}")
+    return tenant_id
+
+
+def workflow_id(tenant_id: str) -> str:
+    """The provisioning workflow's id: the business id, so a tenant has exactly one."""
+    return f"tenant-provision-{check_tenant_id(tenant_id)}"
+
+
+def storage_name(tenant_id: str) -> str:
+    """Name of the tenant's schema (SCHEMA mode) or database (DATABASE mode)."""
+    return STORAGE_PREFIX + check_tenant_id(tenant_id)
+
+
+def storage_location(server_url: str, mode: StorageMode, tenant_id: str) -> StorageLocation:
+    """Where a tenant's data lives on the storage server at `server_url`.
+
+    The JDBC URL carries host, port and database only: credentials stay with each service.
+    """
+    parts = urlsplit(server_url)
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    authority = f"{host}:{parts.port or 5432}"
+    name = storage_name(tenant_id)
+    if mode is StorageMode.SCHEMA:
+        database = parts.path.lstrip("/") or "postgres"
+        return StorageLocation(
+            mode=mode,
+            database=database,
+            schema_name=name,
+            jdbc_url=f"jdbc:postgresql://{authority}/{database}?currentSchema={name}",
+        )
+    return StorageLocation(
+        mode=mode,
+        database=name,
+        schema_name="public",
+        jdbc_url=f"jdbc:postgresql://{authority}/{name}",
+    )

@@ -1,0 +1,242 @@
+"""All SQL on the platform's metadata tables. Values are always bound parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from tenancy.models import MigrationRecord, SlaTier, Tenant, TenantSpec
+from tenancy.status import ALLOWED_SOURCES, MigrationStatus, TenantStatus
+
+_TENANT_COLUMNS = """
+    id, name, storage_mode, sla_tier, status, status_reason, jdbc_url, workflow_id,
+    created_at, updated_at
+"""
+
+
+class TenantOwnedElsewhere(Exception):
+    """A tenant row with this id exists and belongs to another workflow run."""
+
+
+class TransitionRefused(Exception):
+    """The tenant is in a state from which the requested transition is not allowed."""
+
+    def __init__(self, tenant_id: str, current: TenantStatus | None, target: TenantStatus) -> None:
+        super().__init__(f"tenant {tenant_id}: {current} -> {target} is not allowed")
+        self.current = current
+        self.target = target
+
+
+class TenantRepository:
+    """Reads and guarded writes of tenants and their per-service migration records."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    async def ping(self) -> None:
+        """Raise unless the metadata database answers."""
+        async with self._pool.connection(timeout=2) as conn:
+            await conn.execute("SELECT 1")
+
+    async def insert(
+        self, spec: TenantSpec, workflow_id: str, run_id: str, services: Sequence[str]
+    ) -> Tenant:
+        """Insert the tenant in PROVISIONING with PENDING migrations; a re-run finds its row."""
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                """
+                INSERT INTO tenants (id, name, storage_mode, sla_tier, status,
+                                     workflow_id, workflow_run_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (id) DO NOTHING
+                """,
+                (
+                    spec.id,
+                    spec.name,
+                    spec.storage_mode.value,
+                    spec.sla_tier.value,
+                    TenantStatus.PROVISIONING.value,
+                    workflow_id,
+                    run_id,
+                ),
+            )
+            cur = await conn.execute(
+                "SELECT workflow_run_id FROM tenants WHERE id = %s FOR UPDATE", (spec.id,)
+            )
+            row = await cur.fetchone()
+            if row is None or row[0] != run_id:
+                raise TenantOwnedElsewhere(spec.id)
+            await conn.cursor().executemany(
+                """
+                INSERT INTO tenant_migrations (tenant_id, service, status)
+                VALUES (%s, %s, %s)
+                ON CONFLICT (tenant_id, service) DO NOTHING
+                """,
+                [(spec.id, service, MigrationStatus.PENDING.value) for service in services],
+            )
+        tenant = await self.get(spec.id)
+        assert tenant is not None
+        return tenant
+
+    async def get(self, tenant_id: str) -> Tenant | None:
+        """The tenant with its migration records, or None."""
+        found = await self._select(
+            f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE id = %s", [tenant_id]
+        )
+        return found[0] if found else None
+
+    async def page(
+        self,
+        *,
+        limit: int,
+        status: TenantStatus | None = None,
+        sla_tier: SlaTier | None = None,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[Tenant]:
+        """Tenants oldest first, strictly after the `(created_at, id)` keyset cursor."""
+        after_created, after_id = after if after is not None else (None, None)
+        return await self._select(
+            f"""
+            SELECT {_TENANT_COLUMNS} FROM tenants
+            WHERE (%(status)s::text IS NULL OR status = %(status)s)
+              AND (%(tier)s::text IS NULL OR sla_tier = %(tier)s)
+              AND (%(after_created)s::timestamptz IS NULL
+                   OR (created_at, id) > (%(after_created)s, %(after_id)s::text))
+            ORDER BY created_at, id
+            LIMIT %(limit)s
+            """,
+            {
+                "status": status.value if status else None,
+                "tier": sla_tier.value if sla_tier else None,
+                "after_created": after_created,
+                "after_id": after_id,
+                "limit": limit,
+            },
+        )
+
+    async def transition(
+        self, tenant_id: str, target: TenantStatus, reason: str | None
+    ) -> TenantStatus:
+        """Move to `target` only from its allowed sources; a repeated transition is a no-op."""
+        allowed = [s.value for s in ALLOWED_SOURCES[target]]
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                UPDATE tenants
+                SET status = %s, status_reason = %s, updated_at = clock_timestamp()
+                WHERE id = %s AND status = ANY(%s)
+                RETURNING status
+                """,
+                (target.value, reason, tenant_id, allowed),
+            )
+            if await cur.fetchone() is not None:
+                return target
+            cur = await conn.execute("SELECT status FROM tenants WHERE id = %s", (tenant_id,))
+            row = await cur.fetchone()
+        current = TenantStatus(row[0]) if row else None
+        if current is target:
+            return target
+        raise TransitionRefused(tenant_id, current, target)
+
+    async def set_jdbc_url(self, tenant_id: str, jdbc_url: str) -> None:
+        """Record where the tenant's storage is."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE tenants SET jdbc_url = %s, updated_at = clock_timestamp() WHERE id = %s",
+                (jdbc_url, tenant_id),
+            )
+
+    async def migration_attempt_started(self, tenant_id: str, service: str) -> None:
+        """Count one more attempt; a service that already succeeded is left alone."""
+        await self._upsert_migration(
+            tenant_id,
+            service,
+            MigrationStatus.RUNNING,
+            attempts_delta=1,
+            version=None,
+            error=None,
+            keep_error=True,
+        )
+
+    async def migration_attempt_failed(self, tenant_id: str, service: str, error: str) -> None:
+        """Keep the error of an attempt that will be retried."""
+        await self._upsert_migration(
+            tenant_id, service, MigrationStatus.RUNNING, attempts_delta=0, version=None, error=error
+        )
+
+    async def migration_succeeded(self, tenant_id: str, service: str, version: str) -> None:
+        """Record the version the service applied."""
+        await self._upsert_migration(
+            tenant_id,
+            service,
+            MigrationStatus.SUCCEEDED,
+            attempts_delta=0,
+            version=version,
+            error=None,
+        )
+
+    async def migration_failed(self, tenant_id: str, service: str, error: str) -> None:
+        """Mark a service as failed once its retries are spent or it refused the call."""
+        await self._upsert_migration(
+            tenant_id, service, MigrationStatus.FAILED, attempts_delta=0, version=None, error=error
+        )
+
+    async def _upsert_migration(
+        self,
+        tenant_id: str,
+        service: str,
+        status: MigrationStatus,
+        *,
+        attempts_delta: int,
+        version: str | None,
+        error: str | None,
+        keep_error: bool = False,
+    ) -> None:
+        # A SUCCEEDED record is final: a late attempt that lost a race must not undo it.
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                """
+                INSERT INTO tenant_migrations AS m
+                    (tenant_id, service, status, version, attempts, last_error)
+                VALUES (%(tenant)s, %(service)s, %(status)s, %(version)s, %(delta)s, %(error)s)
+                ON CONFLICT (tenant_id, service) DO UPDATE
+                SET status = EXCLUDED.status,
+                    version = COALESCE(EXCLUDED.version, m.version),
+                    attempts = m.attempts + %(delta)s,
+                    last_error = CASE WHEN %(keep_error)s THEN m.last_error
+                                      ELSE EXCLUDED.last_error END,
+                    updated_at = clock_timestamp()
+                WHERE m.status <> 'SUCCEEDED'
+                """,
+                {
+                    "tenant": tenant_id,
+                    "service": service,
+                    "status": status.value,
+                    "version": version,
+                    "delta": attempts_delta,
+                    "error": error,
+                    "keep_error": keep_error,
+                },
+            )
+
+    async def _select(self, query: str, params: Sequence[Any] | dict[str, Any]) -> list[Tenant]:
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            rows = await cur.fetchall()
+            if not rows:
+                return []
+            await cur.execute(
+                """
+                SELECT tenant_id, service, status, version, attempts, last_error, updated_at
+                FROM tenant_migrations WHERE tenant_id = ANY(%s) ORDER BY tenant_id, service
+                """,
+                ([r["id"] for r in rows],),
+            )
+            by_tenant: dict[str, list[MigrationRecord]] = {}
+            for m in await cur.fetchall():
+                by_tenant.setdefault(m.pop("tenant_id"), []).append(MigrationRecord(**m))
+        return [Tenant(**row, migrations=by_tenant.get(row["id"], [])) for row in rows]

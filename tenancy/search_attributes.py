@@ -1,0 +1,15 @@
+"""Search attributes the workflow keeps current, so runs can be found in the Web UI and CLI.
+
+Not named `Status`: that clashes with the Web UI's own column.
+"""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+TENANT_ID = SearchAttributeKey.for_keyword("TenantId")
+TENANT_STATUS = SearchAttributeKey.for_keyword("TenantStatus")
+SLA_TIER = SearchAttributeKey.for_keyword("SlaTier")
+STORAGE_MODE = SearchAttributeKey.for_keyword("StorageMode")
+
+ALL = (TENANT_ID, TENANT_STATUS, SLA_TIER, STORAGE_MODE)

@@ -1,0 +1,63 @@
+"""Connecting to Temporal the same way from the API, the worker and the tools.
+
+Address, namespace, TLS client certificates and API keys come from the SDK's environment
+configuration (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_TLS_*`, `TEMPORAL_API_KEY`,
+or a `temporal.toml` profile), so a Temporal Cloud or mTLS cluster needs no code change.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+from temporalio.service import RPCError
+
+from tenancy import search_attributes
+from tenancy.settings import Settings
+
+_log = logging.getLogger(__name__)
+DEFAULT_ADDRESS = "127.0.0.1:7233"
+
+
+async def connect_client(settings: Settings) -> Client:
+    """A client with the pydantic data converter, configured from the environment."""
+    config = ClientConfig.load_client_connect_config()
+    if settings.temporal_address:
+        config["target_host"] = settings.temporal_address
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    return await Client.connect(**config, data_converter=pydantic_data_converter)
+
+
+async def ensure_search_attributes(client: Client) -> list[str]:
+    """Register the workflow's Keyword search attributes the namespace lacks; idempotent."""
+    namespace = client.namespace
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = [
+        key.name for key in search_attributes.ALL if key.name not in existing.custom_attributes
+    ]
+    if not missing:
+        return []
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=namespace,
+                search_attributes=dict.fromkeys(
+                    missing, IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                ),
+            )
+        )
+    except RPCError as exc:
+        # Temporal Cloud registers search attributes through its own control plane.
+        _log.warning("could not register search attributes %s: %s", missing, exc.message)
+        raise
+    _log.info("registered search attributes: %s", ", ".join(missing))
+    return missing

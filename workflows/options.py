@@ -1,0 +1,93 @@
+"""Every step's activity options in one place: tuning a step is a one-line change here."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from tenancy.contracts import MigrationRetry
+    from tenancy.failures import FailureType
+
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class ActivityOptions:
+    """How one kind of activity is scheduled: local or regular, timeouts and retries."""
+
+    start_to_close: timedelta
+    retry: RetryPolicy
+    local: bool = False
+    schedule_to_close: timedelta | None = None
+
+
+# Metadata writes are short; a database outage is waited out rather than failing the tenant.
+_METADATA_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+)
+
+LOAD_PLAN = ActivityOptions(start_to_close=timedelta(seconds=5), retry=_METADATA_RETRY, local=True)
+RECORD_TENANT = ActivityOptions(start_to_close=timedelta(seconds=10), retry=_METADATA_RETRY)
+TRANSITION_STATUS = ActivityOptions(start_to_close=timedelta(seconds=10), retry=_METADATA_RETRY)
+MARK_MIGRATION_FAILED = ActivityOptions(start_to_close=timedelta(seconds=10), retry=_METADATA_RETRY)
+# DDL retries transient errors for a bounded time; after that the tenant is PROVISION_ERROR.
+CREATE_STORAGE = ActivityOptions(
+    start_to_close=timedelta(minutes=2),
+    schedule_to_close=timedelta(minutes=10),
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+    ),
+)
+
+
+def migrate_service_options(retry: MigrationRetry) -> ActivityOptions:
+    """Options of one migration call, from the worker's configured retry policy."""
+    return ActivityOptions(
+        # The HTTP call itself is bounded by `retry.timeout`; the margin covers the
+        # bookkeeping around it, and bounds how long a dead worker can hide an attempt.
+        start_to_close=retry.timeout + timedelta(seconds=10),
+        retry=RetryPolicy(
+            initial_interval=retry.initial_interval,
+            backoff_coefficient=2.0,
+            maximum_interval=retry.max_interval,
+            maximum_attempts=retry.max_attempts,
+            non_retryable_error_types=[
+                FailureType.MIGRATION_REJECTED,
+                FailureType.UNKNOWN_SERVICE,
+            ],
+        ),
+    )
+
+
+async def run_activity(
+    method: Callable[[Any, ArgT], Awaitable[ResultT]],
+    arg: ArgT,
+    options: ActivityOptions,
+) -> ResultT:
+    """Run an activity method as a local or a regular activity, as its options say."""
+    if options.local:
+        return await workflow.execute_local_activity_method(
+            method,
+            arg,
+            start_to_close_timeout=options.start_to_close,
+            schedule_to_close_timeout=options.schedule_to_close,
+            retry_policy=options.retry,
+        )
+    return await workflow.execute_activity_method(
+        method,
+        arg,
+        start_to_close_timeout=options.start_to_close,
+        schedule_to_close_timeout=options.schedule_to_close,
+        retry_policy=options.retry,
+    )
