@@ -1,0 +1,59 @@
+"""A downstream service whose answers a test scripts per tenant, recording every call."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Call:
+    """One request the service received."""
+
+    tenant_id: str
+    idempotency_key: str | None
+    body: dict[str, Any]
+
+
+@dataclass
+class ScriptedService:
+    """Answers `POST /internal/tenants/{id}/migrate` with the next scripted status for that
+    tenant (the last one repeats; 200 when nothing is scripted)."""
+
+    version: str = "0002"
+    scripts: dict[str, list[int]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def script(self, tenant_id: str, *statuses: int) -> None:
+        """Answer the next calls for `tenant_id` with these statuses, in order."""
+        with self._lock:
+            self.scripts[tenant_id] = list(statuses)
+
+    def calls_for(self, tenant_id: str) -> list[Call]:
+        """The calls received for one tenant, oldest first."""
+        with self._lock:
+            return [c for c in self.calls if c.tenant_id == tenant_id]
+
+    async def _migrate(self, request: Request) -> JSONResponse:
+        tenant_id = request.path_params["tenant_id"]
+        body = await request.json()
+        with self._lock:
+            self.calls.append(Call(tenant_id, request.headers.get("Idempotency-Key"), body))
+            script = self.scripts.get(tenant_id, [])
+            status = script.pop(0) if len(script) > 1 else (script[0] if script else 200)
+        if 200 <= status < 300:
+            return JSONResponse({"version": self.version}, status_code=status)
+        return JSONResponse({"detail": f"scripted failure {status}"}, status_code=status)
+
+    def app(self) -> Starlette:
+        """The ASGI app to serve."""
+        return Starlette(
+            routes=[Route("/internal/tenants/{tenant_id}/migrate", self._migrate, methods=["POST"])]
+        )
