@@ -122,7 +122,7 @@ class MigrationActivities:
     ) -> NoReturn:
         await self._tenants.migration_attempt_failed(request.tenant_id, request.service, reason)
         raise ApplicationError(
-            f"{request.service}: {reason}",
+            reason,
             type=FailureType.MIGRATION_REJECTED
             if non_retryable
             else FailureType.MIGRATION_UNAVAILABLE,

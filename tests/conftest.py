@@ -100,7 +100,9 @@ async def temporal_client() -> AsyncIterator[Client]:
 
 
 @pytest.fixture
-def make_settings(platform_db_url: str, storage_db_url: str) -> Callable[..., Settings]:
+def make_settings(
+    platform_db_url: str, storage_db_url: str, temporal_client: Client
+) -> Callable[..., Settings]:
     """Settings for one test: its own task queue, fast retries, and the given overrides."""
     task_queue = f"test-{uuid.uuid4().hex[:12]}"
 
@@ -109,6 +111,7 @@ def make_settings(platform_db_url: str, storage_db_url: str) -> Callable[..., Se
             "database_url": platform_db_url,
             "storage_database_url": storage_db_url,
             "task_queue": task_queue,
+            "temporal_address": temporal_client.service_client.config.target_host,
             "downstream_services": tuple(
                 DownstreamService(name=name, base_url=url) for name, url in services
             ),

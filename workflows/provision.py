@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.metadata import MetadataActivities
@@ -46,7 +46,9 @@ def failure_reason(error: ActivityError) -> str:
     cause: BaseException = error
     while cause.__cause__ is not None:
         cause = cause.__cause__
-    return summarize(str(cause) or type(cause).__name__)
+    # FailureError.message is the bare message; str() would prefix the failure type.
+    text = cause.message if isinstance(cause, FailureError) else str(cause)
+    return summarize(text or type(cause).__name__)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,28 @@
+# Image for the API (default command), the worker and the reference downstream service;
+# docker-compose.temporal.yml picks the process with `command:`.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Dependencies get their own layer, keyed on pyproject.toml and constraints.txt only, so editing
+# source does not reinstall them. `pip install .` cannot run yet: setuptools needs the packages.
+COPY pyproject.toml constraints.txt ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > /tmp/requirements.txt \
+    && pip install -c constraints.txt -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+COPY . .
+RUN pip install --no-deps -c constraints.txt . \
+    && rm -rf build ./*.egg-info
+
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app
+USER app
+
+EXPOSE 8000
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]
