@@ -1,0 +1,116 @@
+"""Record workflow histories from real runs, for the replay test (`make record-history`).
+
+Starts its own embedded PostgreSQL, Temporal dev server and scripted downstream services,
+provisions tenants through scenarios that cover every branch of the workflow, and writes
+each history to `tests/histories/<scenario>.json`. Commit new files; never edit old ones:
+they are what runs already in flight look like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from api.provisioning import ProvisioningGateway
+from devstack.postgres import EmbeddedPostgres
+from devstack.temporal import cli_path
+from tenancy.contracts import TenantState
+from tenancy.models import SlaTier, StorageMode, TenantSpec
+from tenancy.naming import workflow_id
+from tenancy.schema import apply_platform_migrations
+from tenancy.settings import DownstreamService, Settings
+from tenancy.status import TenantStatus
+from tenancy.temporal import ensure_search_attributes
+from tests.support.scripted_service import ScriptedService
+from tests.support.servers import free_port, serve
+from worker import build_worker, worker_activities
+from workflows.provision import ProvisionTenantWorkflow
+
+HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+_log = logging.getLogger("record_history")
+
+
+async def _wait_until(
+    handle: WorkflowHandle[ProvisionTenantWorkflow, TenantState], status: TenantStatus
+) -> None:
+    for _ in range(600):
+        state = await handle.query(ProvisionTenantWorkflow.get_status)
+        if state.status is status:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{handle.id} never reached {status}")
+
+
+async def record(client: Client, settings: Settings, service: ScriptedService, suffix: str) -> None:
+    """Run each scenario and save its history."""
+    gateway = ProvisioningGateway(client, settings)
+    scenarios = {
+        "active_schema": (StorageMode.SCHEMA, []),
+        "active_database": (StorageMode.DATABASE, []),
+        "retry_after_rejection": (StorageMode.SCHEMA, [503, 400, 200]),
+    }
+    for name, (mode, script) in scenarios.items():
+        tenant_id = f"{name}_{suffix}"[:40]
+        if script:
+            service.script(tenant_id, *script)
+        await gateway.start(
+            TenantSpec(id=tenant_id, name=name, storage_mode=mode, sla_tier=SlaTier.STANDARD)
+        )
+        handle = client.get_workflow_handle_for(ProvisionTenantWorkflow.run, workflow_id(tenant_id))
+        if script:
+            await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
+            await handle.signal(ProvisionTenantWorkflow.retry_migration)
+        await handle.result()
+        history = await handle.fetch_history()
+        target = HISTORIES / f"{name}.json"
+        target.write_text(history.to_json())
+        _log.info("wrote %s (%d events)", target, len(history.events))
+
+
+async def main(suffix: str) -> None:
+    """Bring up the real infrastructure in a temporary folder and record."""
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        EmbeddedPostgres(Path(scratch) / "pg", free_port(), durable=False) as pg,
+    ):
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("platform")))
+        database_url = pg.url.rsplit("/", 1)[0] + "/platform"
+        apply_platform_migrations(database_url)
+        service = ScriptedService(version="0002")
+        with serve(service.app()) as url:
+            settings = Settings(
+                database_url=database_url,
+                downstream_services=(DownstreamService(name="backend-service", base_url=url),),
+                migration_max_attempts=2,
+                migration_initial_interval=timedelta(milliseconds=50),
+            )
+            env = await WorkflowEnvironment.start_local(
+                data_converter=pydantic_data_converter, dev_server_existing_path=str(cli_path())
+            )
+            try:
+                await ensure_search_attributes(env.client)
+                async with (
+                    worker_activities(settings) as activities,
+                    build_worker(env.client, settings, activities),
+                ):
+                    await record(env.client, settings, service, suffix)
+            finally:
+                await env.shutdown()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suffix", default="v1", help="appended to the recorded tenant ids")
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(main(parser.parse_args().suffix))

@@ -1,0 +1,39 @@
+"""Every recorded history must replay against today's workflow code.
+
+A failure here means a change would break runs already in flight: guard it with
+`workflow.patched(...)` (see README, "Changing the workflow") instead of editing histories.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows.provision import ProvisionTenantWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_histories_are_recorded() -> None:
+    assert {p.stem for p in HISTORIES} >= {
+        "active_schema",
+        "active_database",
+        "retry_after_rejection",
+    }
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_history_replays_deterministically(path: Path) -> None:
+    raw = path.read_text()
+    workflow_id = json.loads(raw)["events"][0]["workflowExecutionStartedEventAttributes"].get(
+        "workflowId", path.stem
+    )
+    history = WorkflowHistory.from_json(workflow_id, raw)
+    replayer = Replayer(workflows=[ProvisionTenantWorkflow], data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(history)
+    assert result.replay_failure is None
