@@ -1,0 +1,39 @@
+# Platform Service. Two commands matter: `make dev` (whole stack) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install dev service test lint record-history clean-dev
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)  ## Create .venv and install the locked dependencies
+
+dev: $(STAMP)  ## Run the whole stack in the foreground (Ctrl-C stops it)
+	$(BIN)/python -m devstack.dev
+
+service: $(STAMP)  ## Run one reference downstream service again: make service NAME=auth-service
+	$(BIN)/python -m devstack.dev service $(NAME)
+
+test: $(STAMP)  ## Run the test suite against real PostgreSQL and Temporal
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)  ## ruff (lint + format) and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+record-history: $(STAMP)  ## Record workflow histories for the replay test into tests/histories/
+	$(BIN)/python -m tests.support.record_history
+
+clean-dev:  ## Delete the data of `make dev` (PostgreSQL, Temporal)
+	rm -rf .devdata
