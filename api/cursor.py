@@ -22,8 +22,10 @@ def decode(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, tenant_id = json.loads(raw)
-        position = (datetime.fromisoformat(created), str(tenant_id))
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        if not isinstance(tenant_id, str):
+            raise TypeError("cursor id must be a string")
+        position = (datetime.fromisoformat(created), tenant_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest(
             "invalid value for: cursor",
             errors=[{"field": "cursor", "message": "not a cursor returned by this API"}],

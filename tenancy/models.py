@@ -6,7 +6,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, computed_field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+)
 from pydantic.alias_generators import to_camel
 
 from tenancy.status import MigrationStatus, TenantStatus
@@ -53,6 +60,7 @@ TenantId = Annotated[
 ]
 TenantName = Annotated[
     str,
+    StringConstraints(strip_whitespace=True),
     Field(min_length=1, max_length=200, description="1-200 printable characters, trimmed."),
     AfterValidator(_printable_name),
 ]
@@ -61,7 +69,7 @@ TenantName = Annotated[
 class TenantSpec(CamelModel):
     """What an operator asks for. Unknown fields are rejected rather than silently dropped."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
     id: TenantId
     name: TenantName

@@ -7,7 +7,7 @@ and is then still only ever used through `psycopg.sql.Identifier`.
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from tenancy.models import TENANT_ID_PATTERN, StorageLocation, StorageMode
 
@@ -48,7 +48,8 @@ def storage_location(server_url: str, mode: StorageMode, tenant_id: str) -> Stor
     authority = f"{host}:{parts.port or 5432}"
     name = storage_name(tenant_id)
     if mode is StorageMode.SCHEMA:
-        database = parts.path.lstrip("/") or "postgres"
+        # libpq's default database is the user's name.
+        database = unquote(parts.path.lstrip("/")) or parts.username or "postgres"
         return StorageLocation(
             mode=mode,
             database=database,

@@ -23,7 +23,10 @@ TASK_QUEUE = "platform-tenants"
 
 def _seconds(value: object) -> object:
     if isinstance(value, str):
-        return timedelta(seconds=float(value))
+        try:
+            return timedelta(seconds=float(value))
+        except OverflowError:
+            raise ValueError(f"{value} seconds is out of range") from None
     return value
 
 
@@ -68,10 +71,16 @@ class Settings(BaseSettings):
     temporal_address: str | None = Field(default=None, validation_alias="TEMPORAL_ADDRESS")
 
     @model_validator(mode="after")
-    def _unique_service_names(self) -> Settings:
+    def _consistent(self) -> Settings:
         names = [s.name for s in self.downstream_services]
         if len(names) != len(set(names)):
             raise ValueError("PLATFORM_DOWNSTREAM_SERVICES has duplicate service names")
+        if self.migration_initial_interval > self.migration_max_interval:
+            # Temporal rejects such a retry policy only when the activity is scheduled.
+            raise ValueError(
+                "PLATFORM_MIGRATION_INITIAL_INTERVAL must not exceed "
+                "PLATFORM_MIGRATION_MAX_INTERVAL"
+            )
         return self
 
     def require_database_url(self) -> str:

@@ -1,0 +1,307 @@
+"""RFC 9457 problem bodies, request-validation mapping and the opaque list cursor."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Query
+from fastapi.exceptions import RequestValidationError
+
+from api import cursor
+from api.errors import (
+    PROBLEM_JSON,
+    ApiError,
+    InvalidRequest,
+    ServiceUnavailable,
+    StatusConflict,
+    TenantConflict,
+    TenantNotFound,
+    install_error_handlers,
+    validation_problem,
+)
+from tenancy.models import SlaTier, StorageMode, Tenant, TenantSpec
+from tenancy.status import TenantStatus
+
+RFC_9457_KEYS = {"type", "title", "status", "detail", "instance"}
+ERRORS = [
+    (ApiError, 500),
+    (InvalidRequest, 422),
+    (TenantNotFound, 404),
+    (TenantConflict, 409),
+    (StatusConflict, 409),
+    (ServiceUnavailable, 503),
+]
+
+
+@pytest.mark.parametrize(("error_class", "status"), ERRORS, ids=lambda e: getattr(e, "__name__", e))
+def test_problem_shape(error_class: type[ApiError], status: int) -> None:
+    error = error_class("something specific happened")
+
+    body = error.problem("/api/tenants/acme")
+
+    assert set(body) == RFC_9457_KEYS
+    assert body["status"] == error.status == status
+    assert body["title"] == error_class.title
+    assert body["detail"] == "something specific happened"
+    assert body["instance"] == "/api/tenants/acme"
+    assert re.fullmatch(r"urn:platform-service:problem:[a-z-]+", body["type"])
+    assert json.loads(json.dumps(body)) == body
+
+
+def test_problem_carries_extensions() -> None:
+    error = TenantConflict(
+        "tenant 'acme' exists", tenantId="acme", workflowId="tenant-provision-acme"
+    )
+
+    body = error.problem("/api/tenants")
+
+    assert set(body) == RFC_9457_KEYS | {"tenantId", "workflowId"}
+    assert body["tenantId"] == "acme"
+    assert body["workflowId"] == "tenant-provision-acme"
+    assert body["status"] == 409
+
+
+def test_problem_types_and_titles_are_distinct() -> None:
+    types = {error_class("x").problem("/")["type"] for error_class, _ in ERRORS}
+    titles = {error_class.title for error_class, _ in ERRORS}
+
+    assert len(types) == len(titles) == len(ERRORS)
+
+
+def test_every_error_is_an_api_error_and_keeps_its_message() -> None:
+    for error_class, _ in ERRORS:
+        error = error_class("detail text")
+        assert isinstance(error, ApiError)
+        assert str(error) == "detail text"
+
+
+def test_validation_problem_drops_the_location_prefix() -> None:
+    exc = RequestValidationError(
+        [
+            {"loc": ("body", "storageMode"), "msg": "Input should be 'SCHEMA' or 'DATABASE'"},
+            {"loc": ("query", "limit"), "msg": "Input should be less than or equal to 100"},
+            {"loc": ("path", "tenant_id"), "msg": "String should match pattern"},
+            {"loc": ("body", "migrations", 0, "service"), "msg": "Field required"},
+        ]
+    )
+
+    problem = validation_problem(exc)
+
+    assert isinstance(problem, InvalidRequest)
+    assert problem.status == 422
+    assert problem.extensions["errors"] == [
+        {"field": "storageMode", "message": "Input should be 'SCHEMA' or 'DATABASE'"},
+        {"field": "limit", "message": "Input should be less than or equal to 100"},
+        {"field": "tenant_id", "message": "String should match pattern"},
+        {"field": "migrations.0.service", "message": "Field required"},
+    ]
+    assert problem.detail == (
+        "invalid value for: limit, migrations.0.service, storageMode, tenant_id"
+    )
+
+
+def test_validation_problem_keeps_a_lone_location() -> None:
+    problem = validation_problem(
+        RequestValidationError([{"loc": ("body",), "msg": "Field required"}])
+    )
+
+    assert problem.extensions["errors"] == [{"field": "body", "message": "Field required"}]
+
+
+def test_validation_problem_names_each_field_once() -> None:
+    exc = RequestValidationError(
+        [
+            {"loc": ("body", "name"), "msg": "too short"},
+            {"loc": ("body", "name"), "msg": "not printable"},
+        ]
+    )
+
+    problem = validation_problem(exc)
+
+    assert problem.detail == "invalid value for: name"
+    assert len(problem.extensions["errors"]) == 2
+
+
+def build_app() -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/tenants")
+    async def create(spec: TenantSpec) -> dict[str, str]:
+        return {"id": spec.id}
+
+    @app.get("/tenants")
+    async def page(limit: Annotated[int, Query(ge=1, le=100)] = 50) -> dict[str, int]:
+        return {"limit": limit}
+
+    @app.get("/tenants/{tenant_id}")
+    async def missing(tenant_id: str) -> None:
+        raise TenantNotFound(f"no tenant {tenant_id!r}", tenantId=tenant_id)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("password=hunter2 leaked into an exception")
+
+    return app
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    # In-process ASGI: no server, no socket. Starlette re-raises unhandled errors after
+    # responding, so let the transport hand back the 500 instead.
+    transport = httpx.ASGITransport(app=build_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+def fields_of(response: httpx.Response) -> set[str]:
+    return {error["field"] for error in response.json()["errors"]}
+
+
+async def test_invalid_body_is_a_422_problem_naming_fields(client: httpx.AsyncClient) -> None:
+    body: dict[str, Any] = {
+        "id": "Bad-Id",
+        "name": "Acme",
+        "storageMode": "TABLE",
+        "slaTier": "BASIC",
+        "extra": 1,
+    }
+
+    response = await client.post("/tenants", json=body)
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == PROBLEM_JSON
+    problem = response.json()
+    assert set(problem) >= RFC_9457_KEYS
+    assert problem["status"] == 422
+    assert problem["instance"] == "/tenants"
+    assert fields_of(response) == {"id", "storageMode", "extra"}
+    assert problem["detail"] == "invalid value for: extra, id, storageMode"
+
+
+async def test_invalid_query_is_a_422_naming_the_parameter(client: httpx.AsyncClient) -> None:
+    response = await client.get("/tenants", params={"limit": "101"})
+
+    assert response.status_code == 422
+    assert fields_of(response) == {"limit"}
+
+
+async def test_valid_request_passes(client: httpx.AsyncClient) -> None:
+    body = {"id": "acme", "name": " Acme ", "storageMode": "SCHEMA", "slaTier": "BASIC"}
+
+    response = await client.post("/tenants", json=body)
+
+    assert response.status_code == 200
+    assert response.json() == {"id": "acme"}
+
+
+async def test_api_error_is_rendered_with_its_status(client: httpx.AsyncClient) -> None:
+    response = await client.get("/tenants/ghost")
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.json() == {
+        "type": "urn:platform-service:problem:tenant-not-found",
+        "title": "Tenant not found",
+        "status": 404,
+        "detail": "no tenant 'ghost'",
+        "instance": "/tenants/ghost",
+        "tenantId": "ghost",
+    }
+
+
+async def test_unexpected_error_is_a_500_problem_without_internals(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = await client.get("/boom")
+
+    assert response.status_code == 500
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.json()["status"] == 500
+    assert "hunter2" not in response.text
+    assert any("unhandled error on GET /boom" in r.getMessage() for r in caplog.records)
+
+
+def make_tenant(created_at: datetime, tenant_id: str = "acme") -> Tenant:
+    return Tenant(
+        id=tenant_id,
+        name="Acme",
+        storage_mode=StorageMode.SCHEMA,
+        sla_tier=SlaTier.BASIC,
+        status=TenantStatus.ACTIVE,
+        workflow_id=f"tenant-provision-{tenant_id}",
+        created_at=created_at,
+        updated_at=created_at,
+    )
+
+
+@pytest.mark.parametrize(
+    ("created_at", "tenant_id"),
+    [
+        (datetime(2024, 5, 1, 12, 30, tzinfo=UTC), "acme"),
+        (datetime(2024, 5, 1, 12, 30, 0, 123456, tzinfo=UTC), "a" * 40),
+        (datetime(2024, 5, 1, 18, 0, tzinfo=timezone(timedelta(hours=5, minutes=30))), "b_2"),
+        (datetime(1999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-8))), "zzz"),
+    ],
+)
+def test_cursor_round_trips(created_at: datetime, tenant_id: str) -> None:
+    token = cursor.encode(make_tenant(created_at, tenant_id))
+
+    assert cursor.decode(token) == (created_at, tenant_id)
+    assert cursor.decode(token)[0].utcoffset() == created_at.utcoffset()
+    # URL-safe and short enough for the route's `cursor` (max_length=200).
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
+    assert len(token) <= 200
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def b64_json(value: object) -> str:
+    return b64(json.dumps(value).encode())
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param("!!!", id="not-base64"),
+        pytest.param("", id="empty"),
+        pytest.param("a", id="one-char"),
+        pytest.param(b64(b"not json at all"), id="base64-of-text"),
+        pytest.param(b64(b"\xff\xfe\xfd"), id="base64-of-binary"),
+        pytest.param(b64_json(None), id="json-null"),
+        pytest.param(b64_json(5), id="json-number"),
+        pytest.param(b64_json("ab"), id="json-two-char-string"),
+        pytest.param(b64_json({}), id="json-empty-object"),
+        pytest.param(b64_json({"createdAt": "2024-05-01T12:30:00+00:00", "id": "acme"}), id="obj"),
+        pytest.param(b64_json([]), id="json-empty-list"),
+        pytest.param(b64_json(["2024-05-01T12:30:00+00:00"]), id="json-one-item"),
+        pytest.param(b64_json(["2024-05-01T12:30:00+00:00", "acme", 1]), id="json-three-items"),
+        pytest.param(b64_json(["yesterday", "acme"]), id="json-bad-date"),
+        pytest.param(b64_json([1714566600, "acme"]), id="json-epoch-number"),
+        pytest.param(b64_json(["2024-05-01T12:30:00", "acme"]), id="naive-datetime"),
+        pytest.param(b64(b"[" * 150), id="deeply-nested-within-200-chars"),
+    ],
+)
+def test_garbage_cursor_is_invalid_request_naming_cursor(token: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        cursor.decode(token)
+
+    error = caught.value
+    assert error.status == 422
+    assert error.detail == "invalid value for: cursor"
+    assert [e["field"] for e in error.extensions["errors"]] == ["cursor"]
+
+
+@pytest.mark.parametrize("bad_id", [None, 5])
+def test_cursor_with_a_non_string_id_is_rejected(bad_id: object) -> None:
+    with pytest.raises(InvalidRequest):
+        cursor.decode(b64_json(["2024-05-01T12:30:00+00:00", bad_id]))
