@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from typing import Any
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -16,6 +18,13 @@ from tenancy.models import TenantSpec
 from tenancy.naming import workflow_id
 from tenancy.settings import Settings
 from workflows.provision import RECORDED_UPDATE, ProvisionTenantWorkflow
+
+
+async def _consume_start_failure(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    # The start operation holds its own future with the same failure; reading it keeps
+    # asyncio from logging "exception was never retrieved" on every 409.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(start.workflow_handle(), timeout=0.1)
 
 
 class ProvisioningGateway:
@@ -47,6 +56,7 @@ class ProvisioningGateway:
                 timeout=self._settings.create_timeout.total_seconds(),
             )
         except WorkflowAlreadyStartedError:
+            await _consume_start_failure(start)
             raise TenantConflict(f"tenant {spec.id} already exists") from None
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
@@ -59,6 +69,7 @@ class ProvisioningGateway:
                 "written yet; GET the tenant later",
             ) from None
         except RPCError as exc:
+            await _consume_start_failure(start)
             raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
 
     async def request_retry(self, tenant_id: str) -> None:

@@ -261,6 +261,8 @@ async def test_retry_of_an_active_tenant_is_409_and_of_an_unknown_one_404(
     tenant_id = unique_id("noretry")
     assert (await api.post("/api/tenants", json=body(tenant_id))).status_code == 202
     await wait_status(api, tenant_id, "ACTIVE")
+    # The workflow has completed: its id still cannot be provisioned again.
+    assert (await api.post("/api/tenants", json=body(tenant_id))).status_code == 409
     conflict = await api.post(f"/api/tenants/{tenant_id}/retry-migration")
     assert conflict.status_code == 409
     assert conflict.json()["tenantStatus"] == "ACTIVE"
