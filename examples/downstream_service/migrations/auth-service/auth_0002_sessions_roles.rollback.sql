@@ -1,0 +1,7 @@
+DROP INDEX IF EXISTS sessions_user_idx;
+
+DROP TABLE IF EXISTS sessions;
+
+DROP TABLE IF EXISTS user_roles;
+
+DROP TABLE IF EXISTS roles;

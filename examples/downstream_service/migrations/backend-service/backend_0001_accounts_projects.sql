@@ -1,0 +1,17 @@
+-- Accounts and the projects they own.
+-- DDL uses IF NOT EXISTS because yoyo records a migration in a separate transaction from the one
+-- that applies it: after a crash between the two, the re-run must not fail.
+CREATE TABLE IF NOT EXISTS accounts (
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    email        TEXT NOT NULL UNIQUE,
+    display_name TEXT NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS projects (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id BIGINT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    UNIQUE (account_id, name)
+);
