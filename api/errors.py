@@ -7,7 +7,8 @@
     ├── StatusConflict            (409) the operation needs another status
     └── ServiceUnavailable        (503) PostgreSQL or Temporal cannot be reached in time
 
-Routes raise these; nothing else builds an error response.
+Routes raise these; nothing else builds an error response. A lost database connection
+(psycopg.OperationalError, PoolTimeout) is rendered as ServiceUnavailable wherever it surfaces.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
 
 _log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -116,10 +119,16 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return await render(request, validation_problem(exc))
 
+    async def render_database_down(request: Request, exc: Exception) -> JSONResponse:
+        _log.warning("metadata database unavailable: %s", type(exc).__name__)
+        return await render(request, ServiceUnavailable("the metadata database is unavailable"))
+
     async def render_unexpected(request: Request, exc: Exception) -> JSONResponse:
         _log.exception("unhandled error on %s %s", request.method, request.url.path)
         return await render(request, ApiError("unexpected error; see the server log"))
 
     app.add_exception_handler(ApiError, render)
     app.add_exception_handler(RequestValidationError, render_validation)
+    app.add_exception_handler(psycopg.OperationalError, render_database_down)
+    app.add_exception_handler(PoolTimeout, render_database_down)
     app.add_exception_handler(Exception, render_unexpected)

@@ -39,10 +39,7 @@ class Health(CamelModel):
 
 
 async def _load(tenants: Tenants, tenant_id: str) -> Tenant:
-    try:
-        tenant = await tenants.get(tenant_id)
-    except (psycopg.OperationalError, PoolTimeout):
-        raise ServiceUnavailable("the metadata database is unavailable") from None
+    tenant = await tenants.get(tenant_id)
     if tenant is None:
         raise TenantNotFound(f"no tenant {tenant_id}")
     return tenant
@@ -79,12 +76,9 @@ async def list_tenants(
 ) -> TenantPage:
     """Tenants oldest first, filtered by status and tier, in pages of `limit`."""
     after = cursors.decode(cursor) if cursor else None
-    try:
-        items = await tenants.page(
-            limit=limit + 1, status=tenant_status, sla_tier=sla_tier, after=after
-        )
-    except (psycopg.OperationalError, PoolTimeout):
-        raise ServiceUnavailable("the metadata database is unavailable") from None
+    items = await tenants.page(
+        limit=limit + 1, status=tenant_status, sla_tier=sla_tier, after=after
+    )
     has_more = len(items) > limit
     items = items[:limit]
     return TenantPage(items=items, next_cursor=cursors.encode(items[-1]) if has_more else None)

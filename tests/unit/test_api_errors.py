@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
+from psycopg_pool import PoolTimeout
 
 from api import cursor
 from api.errors import (
@@ -145,6 +147,14 @@ def build_app() -> FastAPI:
     async def missing(tenant_id: str) -> None:
         raise TenantNotFound(f"no tenant {tenant_id!r}", tenantId=tenant_id)
 
+    @app.get("/db-down")
+    async def db_down() -> None:
+        raise psycopg.OperationalError("connection to server at 10.0.0.1 failed: password=secret")
+
+    @app.get("/pool-exhausted")
+    async def pool_exhausted() -> None:
+        raise PoolTimeout("couldn't get a connection after 5.00 sec")
+
     @app.get("/boom")
     async def boom() -> None:
         raise RuntimeError("password=hunter2 leaked into an exception")
@@ -159,6 +169,18 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=build_app(), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
+
+
+@pytest.mark.parametrize("path", ["/db-down", "/pool-exhausted"])
+async def test_lost_database_is_a_503_problem_without_details(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    response = await client.get(path)
+
+    assert response.status_code == 503
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.json()["detail"] == "the metadata database is unavailable"
+    assert "secret" not in response.text
 
 
 def fields_of(response: httpx.Response) -> set[str]:
