@@ -49,6 +49,5 @@ async def test_registration_adds_the_missing_keywords_and_is_idempotent(
     listed = await client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=namespace)
     )
-    assert {name: listed.custom_attributes[name] for name in names} == dict.fromkeys(
-        names, IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-    )
+    keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+    assert {name: listed.custom_attributes[name] for name in names} == dict.fromkeys(names, keyword)
