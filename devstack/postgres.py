@@ -73,6 +73,13 @@ class EmbeddedPostgres:
         """Superuser URL (trust authentication on loopback; development only)."""
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
 
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The running server process (after `start`), for a supervisor to watch."""
+        if self._proc is None:
+            raise RuntimeError("PostgreSQL has not been started")
+        return self._proc
+
     def _prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() != 0:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -37,16 +36,8 @@ def dev_server_command(db_file: Path, *, port: int = 7233, ui_port: int = 8233) 
         "--db-filename",
         str(db_file),
         "--log-level",
-        "warn",
+        "error",
     ]
     for key in search_attributes.ALL:
         command += ["--search-attribute", f"{key.name}=Keyword"]
     return command
-
-
-def start_dev_server(
-    db_file: Path, *, port: int = 7233, ui_port: int = 8233
-) -> subprocess.Popen[bytes]:
-    """Start the dev server as a child process; the caller waits for it to answer."""
-    db_file.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(dev_server_command(db_file, port=port, ui_port=ui_port))

@@ -1,0 +1,313 @@
+"""`make dev`: the whole stack in the foreground, as `python -m devstack.dev`.
+
+Starts what the environment does not already name (embedded PostgreSQL, the Temporal dev server,
+the two reference downstream services), then the worker and the API, and prints how to use it
+once `/readyz` answers. Ctrl-C or SIGTERM stops everything in reverse order.
+`python -m devstack.dev service auth-service` runs one reference service alone, to bring it
+back after an outage drill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import psycopg
+from psycopg import errors, sql
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio.client import Client
+
+from devstack.postgres import EmbeddedPostgres
+from devstack.supervisor import DevStackError, Interrupted, Stack
+from devstack.temporal import dev_server_command
+from tenancy.settings import Settings, get_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+READY_MARKER = "Platform Service is up"
+_log = logging.getLogger("devstack.dev")
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class DevSettings(BaseSettings):
+    """Where `make dev` keeps its data, and the ports of what it embeds."""
+
+    model_config = SettingsConfigDict(env_prefix="PLATFORM_DEV_", extra="ignore")
+
+    data_dir: Path = REPO_ROOT / ".devdata"
+    postgres_port: Port = 54329
+    temporal_port: Port = 7233
+    temporal_ui_port: Port = 8233
+    backend_port: Port = 8101
+    auth_port: Port = 8102
+
+    def service_ports(self) -> dict[str, tuple[int, str]]:
+        """Each reference service's port and the variable that sets it."""
+        return {
+            "backend-service": (self.backend_port, "PLATFORM_DEV_BACKEND_PORT"),
+            "auth-service": (self.auth_port, "PLATFORM_DEV_AUTH_PORT"),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to embed and what every child is told, decided before anything starts."""
+
+    dev: DevSettings
+    api_port: int
+    embed_postgres: bool
+    embed_temporal: bool
+    embed_services: bool
+    env: dict[str, str] = field(repr=False)
+
+    def service_env(self) -> dict[str, str]:
+        """The reference services swap the database name per tenant, so they get the storage
+        server's URL."""
+        storage = self.env.get("PLATFORM_STORAGE_DATABASE_URL") or self.env["PLATFORM_DATABASE_URL"]
+        return {**self.env, "DOWNSTREAM_DATABASE_URL": storage}
+
+    def required_ports(self) -> list[tuple[int, str]]:
+        """Every port this run listens on, with the variable that moves it."""
+        ports = [(self.api_port, "PLATFORM_API_PORT")]
+        if self.embed_postgres:
+            ports.append((self.dev.postgres_port, "PLATFORM_DEV_POSTGRES_PORT"))
+        if self.embed_temporal:
+            ports.append((self.dev.temporal_port, "PLATFORM_DEV_TEMPORAL_PORT"))
+            ports.append((self.dev.temporal_ui_port, "PLATFORM_DEV_TEMPORAL_UI_PORT"))
+        if self.embed_services:
+            ports.extend(self.dev.service_ports().values())
+        return ports
+
+
+def make_plan(dev: DevSettings, platform: Settings) -> Plan:
+    """Export the embedded servers' addresses for whatever the environment leaves unset."""
+    env = dict(os.environ)
+    embed_postgres = platform.database_url is None
+    if embed_postgres:
+        server = f"postgresql://postgres@127.0.0.1:{dev.postgres_port}"
+        env["PLATFORM_DATABASE_URL"] = f"{server}/platform"
+        if platform.storage_database_url is None:
+            env["PLATFORM_STORAGE_DATABASE_URL"] = f"{server}/tenants"
+    embed_temporal = platform.temporal_address is None
+    if embed_temporal:
+        env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{dev.temporal_port}"
+    # The setting has a default, so only the fields read from the environment tell whether
+    # the operator named the services.
+    embed_services = "downstream_services" not in platform.model_fields_set
+    if embed_services:
+        env["PLATFORM_DOWNSTREAM_SERVICES"] = json.dumps(
+            [
+                {"name": name, "baseUrl": f"http://127.0.0.1:{port}"}
+                for name, (port, _) in dev.service_ports().items()
+            ]
+        )
+    return Plan(dev, platform.api_port, embed_postgres, embed_temporal, embed_services, env)
+
+
+def busy_ports(ports: Sequence[tuple[int, str]]) -> list[str]:
+    """A message for each port something already listens on."""
+    messages = []
+    for port, variable in ports:
+        with socket.socket() as sock:
+            # As the servers themselves bind: a port held only by closed connections is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                messages.append(f"port {port} is in use: stop what holds it or set {variable}")
+    return messages
+
+
+def http_ok(url: str) -> bool:
+    """`url` answers 200 (proxies ignored: everything here is on loopback)."""
+    try:
+        return httpx.get(url, timeout=2, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def temporal_answers(address: str) -> bool:
+    """A client can connect to the frontend at `address`."""
+
+    async def connect() -> None:
+        await asyncio.wait_for(Client.connect(address), timeout=5)
+
+    try:
+        asyncio.run(connect())
+    except (RuntimeError, OSError, TimeoutError):
+        return False
+    return True
+
+
+def start_postgres(stack: Stack, plan: Plan) -> None:
+    """The embedded server, plus the `platform` and `tenants` databases if missing."""
+    server = EmbeddedPostgres(plan.dev.data_dir / "postgres", plan.dev.postgres_port, durable=True)
+    _log.info("starting PostgreSQL on 127.0.0.1:%d", server.port)
+    try:
+        server.start(timeout=60)
+    except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
+        server.stop()
+        raise DevStackError(f"PostgreSQL did not start: {exc}") from exc
+    stack.adopt("postgres", server.process, essential=True, stop=server.stop)
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        for name in ("platform", "tenants"):
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                _log.info("created database %s", name)
+            except errors.DuplicateDatabase:
+                pass
+
+
+def start_temporal(stack: Stack, plan: Plan) -> None:
+    """The Temporal dev server persisting to `temporal.db`, once a client can connect."""
+    dev = plan.dev
+    _log.info("starting the Temporal dev server on 127.0.0.1:%d", dev.temporal_port)
+    command = dev_server_command(
+        dev.data_dir / "temporal.db", port=dev.temporal_port, ui_port=dev.temporal_ui_port
+    )
+    stack.spawn("temporal", command, plan.env, essential=True)
+    address = plan.env["TEMPORAL_ADDRESS"]
+    stack.wait_until("Temporal", lambda: temporal_answers(address), timeout=60)
+
+
+def service_command(name: str, port: int) -> list[str]:
+    """The reference downstream service `name` on loopback `port`."""
+    options = ["--name", name, "--host", "127.0.0.1", "--port", str(port)]
+    return [sys.executable, "-m", "examples.downstream_service", *options]
+
+
+def start_stack(stack: Stack, plan: Plan) -> None:
+    """Everything, in dependency order, until the API is ready."""
+    plan.dev.data_dir.mkdir(parents=True, exist_ok=True)
+    if plan.embed_postgres:
+        start_postgres(stack, plan)
+    if plan.embed_temporal:
+        start_temporal(stack, plan)
+    probes = [f"http://127.0.0.1:{plan.api_port}/readyz"]
+    if plan.embed_services:
+        for name, (port, _) in plan.dev.service_ports().items():
+            _log.info("starting %s on 127.0.0.1:%d", name, port)
+            stack.spawn(name, service_command(name, port), plan.service_env(), essential=False)
+            probes.append(f"http://127.0.0.1:{port}/healthz")
+    _log.info("starting the worker")
+    stack.spawn("worker", [sys.executable, "worker.py"], plan.env, essential=True)
+    _log.info("starting the API on 127.0.0.1:%d", plan.api_port)
+    api = ["-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", str(plan.api_port)]
+    stack.spawn("api", [sys.executable, *api], plan.env, essential=True)
+    stack.wait_until(
+        "the API and the services", lambda: all(http_ok(url) for url in probes), timeout=90
+    )
+
+
+def banner(plan: Plan) -> str:
+    """How to reach and use the running stack."""
+    api = f"http://127.0.0.1:{plan.api_port}"
+    dev = plan.dev
+    ui = f"http://127.0.0.1:{dev.temporal_ui_port}" if plan.embed_temporal else None
+    body = '{"id": "acme", "name": "Acme Corp", "storageMode": "SCHEMA", "slaTier": "STANDARD"}'
+    lines = [
+        "",
+        f"{READY_MARKER} at {api}",
+        "",
+        f"  API               {api}",
+        f"  API docs          {api}/docs",
+        f"  Temporal Web UI   {ui or '(external Temporal)'}",
+        f"  Data folder       {dev.data_dir}",
+        "",
+        "Provision a tenant:",
+        f"  curl -s -X POST {api}/api/tenants -H 'Content-Type: application/json' -d '{body}'",
+        "Watch it:",
+        f"  curl -s {api}/api/tenants/acme",
+    ]
+    if plan.embed_services:
+        pid_file = dev.data_dir / "run" / "auth-service.pid"
+        lines += [
+            "Simulate an auth-service outage, then bring it back in another terminal:",
+            f"  kill $(cat {pid_file})",
+            "  make service NAME=auth-service",
+        ]
+    lines += ["", "Ctrl-C stops everything; the data stays for the next run.", ""]
+    return "\n".join(lines)
+
+
+def run(ports: Sequence[tuple[int, str]], run_dir: Path, start: Callable[[Stack], None]) -> int:
+    """Check ports, start, supervise, stop. 0 after a requested stop, else non-zero."""
+    busy = busy_ports(ports)
+    for message in busy:
+        _log.error("%s", message)
+    if busy:
+        if any(run_dir.glob("*.pid")):
+            _log.error("a previous run may still be going: see the pid files in %s", run_dir)
+        return 2
+    stack = Stack(run_dir, REPO_ROOT)
+    stack.install_signal_handlers()
+    try:
+        start(stack)
+        stack.supervise()
+        _log.info("stopping")
+        return 0
+    except Interrupted:
+        _log.info("interrupted during start-up; stopping")
+        return 0
+    except DevStackError as exc:
+        _log.error("%s; stopping the rest", exc)
+        return 1
+    finally:
+        stack.stop_all()
+
+
+def run_stack(plan: Plan) -> int:
+    """The whole stack, with the banner once it is ready."""
+
+    def start(stack: Stack) -> None:
+        start_stack(stack, plan)
+        sys.stdout.write(banner(plan))
+        sys.stdout.flush()
+
+    return run(plan.required_ports(), plan.dev.data_dir / "run", start)
+
+
+def run_service(plan: Plan, name: str) -> int:
+    """One reference service, given what the whole stack would give it."""
+    port, variable = plan.dev.service_ports()[name]
+    url = f"http://127.0.0.1:{port}"
+
+    def start(stack: Stack) -> None:
+        stack.spawn(name, service_command(name, port), plan.service_env(), essential=True)
+        stack.wait_until(name, lambda: http_ok(f"{url}/healthz"), timeout=60)
+        _log.info("%s is up at %s; Ctrl-C stops it", name, url)
+
+    return run([(port, variable)], plan.dev.data_dir / "run", start)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m devstack.dev [service NAME]`."""
+    parser = argparse.ArgumentParser(prog="python -m devstack.dev", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    one = commands.add_parser("service", help="run one reference downstream service")
+    one.add_argument("name", choices=["backend-service", "auth-service"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s devstack: %(message)s"
+    )
+    # Readiness polling would log every probe.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    plan = make_plan(DevSettings(), get_settings())
+    if args.command == "service":
+        return run_service(plan, args.name)
+    return run_stack(plan)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""`make dev` end to end: `python -m devstack.dev` as a real process, used as its banner says,
+stopped with Ctrl-C (SIGINT), then started again on the same data."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from devstack.dev import READY_MARKER
+from devstack.temporal import cli_path
+from tests.support.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHILDREN = {"postgres", "temporal", "backend-service", "auth-service", "worker", "api"}
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 45.0
+
+
+class DevRun:
+    """One `python -m devstack.dev`; a thread keeps reading its stdout so it never blocks."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._stderr = log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "devstack.dev"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            encoding="utf-8",
+            errors="replace",
+            # Like a terminal's Ctrl-C, the test's SIGINT must reach the runner alone.
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for_line(self, accept: Callable[[str], bool], timeout: float = START_TIMEOUT) -> str:
+        """The first stdout line `accept`s, polled until the deadline or the runner's exit."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in list(self.lines):
+                if accept(line):
+                    return line
+            code = self.proc.poll()
+            if code is not None or time.monotonic() > deadline:
+                tail = "\n".join(self.lines[-40:])
+                raise AssertionError(
+                    f"line not seen (runner exit code {code}); stderr in {self.log}; "
+                    f"stdout ends with:\n{tail}"
+                )
+            time.sleep(0.1)
+
+    def stop(self) -> int:
+        """SIGINT, as Ctrl-C; the runner's exit code."""
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(STOP_TIMEOUT)
+
+    def kill(self) -> None:
+        """Whatever state the test left it in: a Ctrl-C, then SIGKILL if that is not enough."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def close(self) -> None:
+        """Close the pipe once every writer (the runner and its children) has gone."""
+        self._reader.join(10)
+        # Closing while the reader is blocked on the pipe would deadlock on its buffer lock.
+        if not self._reader.is_alive() and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
+
+
+def _env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
+    # Nothing from the caller's environment may point the runner at other servers.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PLATFORM_", "TEMPORAL_", "DOWNSTREAM_"))
+    }
+    env["PLATFORM_DEV_DATA_DIR"] = str(data_dir)
+    env["PLATFORM_API_PORT"] = str(ports["api"])
+    for name in ("postgres", "temporal", "temporal_ui", "backend", "auth"):
+        env[f"PLATFORM_DEV_{name.upper()}_PORT"] = str(ports[name])
+    return env
+
+
+def _pids(run_dir: Path) -> dict[str, int]:
+    return {path.stem: int(path.read_text()) for path in run_dir.glob("*.pid")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    # A zombie answers kill(0) but is gone.
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+
+def _wait_active(http: httpx.Client, tenant_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = http.get(f"/api/tenants/{tenant_id}")
+        assert answer.status_code == 200, answer.text
+        tenant: dict[str, Any] = answer.json()
+        if tenant["status"] == "ACTIVE":
+            return tenant
+        assert tenant["status"] in {"PROVISIONING", "MIGRATING"}, tenant
+        assert time.monotonic() < deadline, f"not ACTIVE within {timeout}s: {tenant}"
+        time.sleep(0.2)
+
+
+def _tables(database_url: str, schema: str) -> set[str]:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _kill_groups(pids: set[int]) -> None:
+    for pid in pids:
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(240)
+def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -> None:
+    ports = {
+        name: free_port()
+        for name in ("api", "postgres", "temporal", "temporal_ui", "backend", "auth")
+    }
+    data_dir = tmp_path / "devdata"
+    run_dir = data_dir / "run"
+    env = _env(data_dir, ports)
+    api = f"http://127.0.0.1:{ports['api']}"
+    runs: list[DevRun] = []
+    seen_pids: set[int] = set()
+    log = tmp_path / "stderr.log"
+    try:
+        first = DevRun(env, log)
+        runs.append(first)
+        first.wait_for_line(lambda line: line.startswith(READY_MARKER))
+        post = first.wait_for_line(lambda line: "curl -s -X POST" in line, timeout=5)
+        watch = first.wait_for_line(lambda line: "curl -s http" in line, timeout=5)
+        banner = "\n".join(first.lines)
+        assert f"{api}/docs" in banner
+        assert f"http://127.0.0.1:{ports['temporal_ui']}" in banner
+        assert str(data_dir) in banner
+        seen_pids |= set(_pids(run_dir).values())
+
+        # Exactly what an operator pastes: the banner's URL, header and body.
+        match = re.search(
+            r"curl -s -X POST (\S+) -H 'Content-Type: application/json' -d '(.+)'$", post
+        )
+        assert match is not None, post
+        assert match[1] == f"{api}/api/tenants"
+        body = match[2]
+        tenant_id = json.loads(body)["id"]
+        assert watch.strip() == f"curl -s {api}/api/tenants/{tenant_id}"
+        with httpx.Client(base_url=api, timeout=10, trust_env=False) as http:
+            created = http.post(
+                "/api/tenants", content=body, headers={"Content-Type": "application/json"}
+            )
+            assert created.status_code == 202, created.text
+            _wait_active(http, tenant_id)
+
+        tenants_db = f"postgresql://postgres@127.0.0.1:{ports['postgres']}/tenants"
+        # backend-service's accounts/projects and auth-service's users, in the tenant schema.
+        assert {"accounts", "projects", "users"} <= _tables(tenants_db, f"tenant_{tenant_id}")
+
+        pids = _pids(run_dir)
+        assert set(pids) == CHILDREN
+        assert first.stop() == 0
+        assert [name for name, pid in pids.items() if _alive(pid)] == []
+        assert list(run_dir.glob("*.pid")) == []
+
+        second = DevRun(env, log)
+        runs.append(second)
+        second.wait_for_line(lambda line: line.startswith(READY_MARKER))
+        seen_pids |= set(_pids(run_dir).values())
+        with httpx.Client(base_url=api, timeout=10, trust_env=False) as http:
+            again = http.get(f"/api/tenants/{tenant_id}")
+        assert again.status_code == 200, again.text
+        assert again.json()["status"] == "ACTIVE"
+        described = subprocess.run(
+            [
+                str(cli_path()),
+                "workflow",
+                "describe",
+                "--workflow-id",
+                f"tenant-provision-{tenant_id}",
+                "--address",
+                f"127.0.0.1:{ports['temporal']}",
+                "--output",
+                "json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        # The workflow history survived in temporal.db, not only the tenant row.
+        assert described.returncode == 0, described.stderr
+        assert "WORKFLOW_EXECUTION_STATUS_COMPLETED" in described.stdout
+        assert second.stop() == 0
+    finally:
+        for run in runs:
+            run.kill()
+        # Children of a runner that had to be SIGKILLed are orphans: end them by pid.
+        _kill_groups(seen_pids | set(_pids(run_dir).values()))
+        for run in runs:
+            run.close()
