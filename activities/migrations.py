@@ -127,4 +127,4 @@ class MigrationActivities:
             if non_retryable
             else FailureType.MIGRATION_UNAVAILABLE,
             non_retryable=non_retryable,
-        )
+        ) from None

@@ -42,10 +42,13 @@ RECORDED_UPDATE = "tenant_recorded"
 
 
 def failure_reason(error: ActivityError) -> str:
-    """The innermost cause of an activity failure, as one short line."""
-    cause: BaseException = error
-    while cause.__cause__ is not None:
-        cause = cause.__cause__
+    """Why an activity failed, as one short line: the activity's own ApplicationError message
+    if it raised one, else the innermost cause (a timeout, say)."""
+    chain: list[BaseException] = [error]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    own = [c for c in chain if isinstance(c, ApplicationError)]
+    cause = own[0] if own else chain[-1]
     # FailureError.message is the bare message; str() would prefix the failure type.
     text = cause.message if isinstance(cause, FailureError) else str(cause)
     return summarize(text or type(cause).__name__)

@@ -23,7 +23,7 @@ from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
-from tests.support.servers import serve
+from tests.support.servers import free_port, serve
 from workflows.provision import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -222,6 +222,26 @@ async def test_exhausted_retries_end_in_migration_error(
     assert record.last_error is not None
     assert "HTTP 503" in record.last_error
     assert tenant.status_reason == "migration failed for: backend-service"
+
+
+async def test_unreachable_service_is_retried_then_reported(
+    temporal_client: Client, make_settings: Callable[..., Settings], tenants: TenantRepository
+) -> None:
+    nothing_listens = f"http://127.0.0.1:{free_port()}"
+    settings = make_settings(("ghost-service", nothing_listens), migration_max_attempts=2)
+    request = spec()
+    async with running_worker(temporal_client, settings):
+        await ProvisioningGateway(temporal_client, settings).start(request)
+        await wait_status(tenants, request.id, TenantStatus.MIGRATION_ERROR)
+        handle = temporal_client.get_workflow_handle_for(
+            ProvisionTenantWorkflow.run, workflow_id(request.id)
+        )
+        await handle.terminate("test done")
+    tenant = await tenants.get(request.id)
+    assert tenant is not None
+    (record,) = tenant.migrations
+    assert record.attempts == 2
+    assert record.last_error == "cannot reach ghost-service: ConnectError"
 
 
 async def test_storage_permission_denied_ends_in_provision_error(
