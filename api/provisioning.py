@@ -6,7 +6,12 @@ import asyncio
 import contextlib
 from typing import Any
 
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
@@ -63,7 +68,8 @@ class ProvisioningGateway:
             if isinstance(cause, ApplicationError) and cause.type == FailureType.TENANT_EXISTS:
                 raise TenantConflict(f"tenant {spec.id} already exists") from None
             raise
-        except TimeoutError:
+        # Cancelling the update's long poll surfaces as the SDK's own error, not TimeoutError.
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             raise ServiceUnavailable(
                 f"provisioning of {spec.id} was accepted by Temporal but its record is not "
                 "written yet; GET the tenant later",
