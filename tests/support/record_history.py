@@ -2,8 +2,8 @@
 
 Starts its own embedded PostgreSQL, Temporal dev server and scripted downstream services,
 provisions tenants through scenarios that cover every branch of the workflow, and writes
-each history to `tests/histories/<scenario>.json`. Commit new files; never edit old ones:
-they are what runs already in flight look like.
+each history to `tests/histories/<scenario>_<suffix>.json`, never overwriting one. Commit new
+files; never edit old ones: they are what runs already in flight look like.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import logging
 import tempfile
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -72,7 +72,9 @@ async def record(client: Client, settings: Settings, service: ScriptedService, s
             await handle.signal(ProvisionTenantWorkflow.retry_migration)
         await handle.result()
         history = await handle.fetch_history()
-        target = HISTORIES / f"{name}.json"
+        target = HISTORIES / f"{name}_{suffix}.json"
+        if target.exists():
+            raise FileExistsError(f"{target} exists: histories are never overwritten")
         target.write_text(history.to_json())
         _log.info("wrote %s (%d events)", target, len(history.events))
 
@@ -111,6 +113,10 @@ async def main(suffix: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suffix", default="v1", help="appended to the recorded tenant ids")
+    parser.add_argument(
+        "--suffix",
+        default=datetime.now(UTC).strftime("%Y%m%d%H%M"),
+        help="names this recording (file names and tenant ids); default: the UTC time",
+    )
     logging.basicConfig(level=logging.INFO)
     asyncio.run(main(parser.parse_args().suffix))
