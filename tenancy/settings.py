@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import lru_cache
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import (
     AnyHttpUrl,
@@ -66,6 +67,26 @@ class Settings(BaseSettings):
     # How long POST waits for the workflow to record the tenant row before answering 503.
     create_timeout: Seconds = timedelta(seconds=15)
     task_queue: str = TASK_QUEUE
+
+    # API authentication: bearer JWTs from an identity provider's JWKS, or (development) a
+    # local public key. With neither configured the API refuses to start.
+    auth_jwks_url: AnyHttpUrl | None = None
+    auth_public_key_file: Path | None = None
+    auth_issuer: str | None = None
+    auth_audience: str = "platform-service"
+    auth_algorithms: tuple[Literal["RS256", "ES256"], ...] = ("RS256", "ES256")
+
+    # Signed calls to downstream services: the platform's private key (EC P-256 or RSA PEM),
+    # and the previous keys still published in the JWKS while a rotation is under way.
+    signing_key_file: Path | None = None
+    signing_previous_key_files: tuple[Path, ...] = ()
+    downstream_token_ttl: Seconds = timedelta(minutes=5)
+
+    # Observability. Logs are JSON unless "console"; the worker's Prometheus endpoint is off
+    # unless an address is given; tracing follows the standard OTEL_* variables.
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    worker_metrics_address: str | None = None
     # The connection itself is configured through the SDK's TEMPORAL_* variables (see
     # tenancy.temporal); the address is read here only to know whether to embed a dev server.
     temporal_address: str | None = Field(default=None, validation_alias="TEMPORAL_ADDRESS")
@@ -91,6 +112,15 @@ class Settings(BaseSettings):
                 "or point it at a PostgreSQL server"
             )
         return str(self.database_url)
+
+    def require_signing_key_file(self) -> Path:
+        """The platform's private signing key; the worker cannot call services without it."""
+        if self.signing_key_file is None:
+            raise RuntimeError(
+                "PLATFORM_SIGNING_KEY_FILE is not set: downstream calls must be signed "
+                "(`make dev` generates a development key)"
+            )
+        return self.signing_key_file
 
     def require_storage_database_url(self) -> str:
         """Where tenant schemas and databases are created; defaults to the metadata database."""
