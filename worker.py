@@ -26,6 +26,7 @@ from activities.storage import StorageActivities
 from tenancy.repository import TenantRepository
 from tenancy.schema import apply_platform_migrations
 from tenancy.settings import Settings, get_settings
+from tenancy.signing import CallSigner
 from tenancy.storage import StorageAdmin
 from tenancy.temporal import connect_client, ensure_search_attributes
 from workflows.provision import ProvisionTenantWorkflow
@@ -53,7 +54,8 @@ async def worker_activities(settings: Settings) -> AsyncIterator[list[Callable[.
         storage = StorageActivities(
             StorageAdmin(storage_pool, settings.require_storage_database_url()), tenants
         )
-        migrations = MigrationActivities(http, tenants, settings.downstream_services)
+        signer = CallSigner(settings.require_signing_key_file(), settings.downstream_token_ttl)
+        migrations = MigrationActivities(http, tenants, settings.downstream_services, signer)
         yield [
             metadata.load_plan,
             metadata.record_tenant,

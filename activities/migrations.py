@@ -14,6 +14,7 @@ from tenancy.contracts import MigrateInput, MigrateResult
 from tenancy.failures import FailureType, summarize
 from tenancy.repository import TenantRepository
 from tenancy.settings import DownstreamService
+from tenancy.signing import CallSigner
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -60,8 +61,10 @@ class MigrationActivities:
         http: httpx.AsyncClient,
         tenants: TenantRepository,
         services: Iterable[DownstreamService],
+        signer: CallSigner,
     ) -> None:
         self._http = http
+        self._signer = signer
         self._tenants = tenants
         self._services = {service.name: service for service in services}
 
@@ -89,7 +92,12 @@ class MigrationActivities:
             response = await self._http.post(
                 url,
                 json=body,
-                headers={IDEMPOTENCY_HEADER: request.idempotency_key},
+                headers={
+                    IDEMPOTENCY_HEADER: request.idempotency_key,
+                    # A new token per attempt: its `jti` is single-use at the service.
+                    "Authorization": "Bearer "
+                    + self._signer.token(audience=service.name, tenant_id=request.tenant_id),
+                },
                 timeout=request.timeout.total_seconds(),
             )
         except httpx.TimeoutException:

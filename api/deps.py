@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, TypedDict
+from typing import Annotated, Any, TypedDict
 
 from fastapi import Depends, Request
 from temporalio.client import Client
@@ -17,6 +17,7 @@ class AppState(TypedDict):
     tenants: TenantRepository
     provisioning: ProvisioningGateway
     temporal: Client
+    jwks: dict[str, Any]
 
 
 def _tenants(request: Request) -> TenantRepository:

@@ -13,11 +13,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.deps import AppState
 from api.errors import install_error_handlers
+from api.jwks import router as jwks_router
 from api.provisioning import ProvisioningGateway
 from api.routes import health_router, tenants_router
 from tenancy.repository import TenantRepository
 from tenancy.schema import apply_platform_migrations
 from tenancy.settings import Settings, get_settings
+from tenancy.signing import jwks_document
 from tenancy.temporal import connect_client
 
 _log = logging.getLogger("platform.api")
@@ -30,6 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
         config = settings or get_settings()
         database_url = config.require_database_url()
+        # The API publishes only public keys: a public key file is enough here.
+        jwks = jwks_document(config.require_signing_key_file(), config.signing_previous_key_files)
         await asyncio.to_thread(apply_platform_migrations, database_url)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             database_url, open=False, min_size=1, max_size=10, timeout=5
@@ -41,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 tenants=TenantRepository(pool),
                 provisioning=ProvisioningGateway(client, config),
                 temporal=client,
+                jwks=jwks,
             )
         finally:
             await pool.close()
@@ -54,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(tenants_router)
     app.include_router(health_router)
+    app.include_router(jwks_router)
     return app
 
 

@@ -32,6 +32,7 @@ from temporalio.client import Client
 from devstack.postgres import EmbeddedPostgres
 from devstack.supervisor import DevStackError, Interrupted, Stack
 from devstack.temporal import dev_server_command
+from tenancy.keys import generate_private_key
 from tenancy.settings import Settings, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +113,8 @@ def make_plan(dev: DevSettings, platform: Settings) -> Plan:
                 for name, (port, _) in dev.service_ports().items()
             ]
         )
+    if platform.signing_key_file is None:
+        env["PLATFORM_SIGNING_KEY_FILE"] = str(dev.data_dir / "keys" / "platform-signing.pem")
     return Plan(dev, platform.api_port, embed_postgres, embed_temporal, embed_services, env)
 
 
@@ -190,6 +193,8 @@ def service_command(name: str, port: int) -> list[str]:
 def start_stack(stack: Stack, plan: Plan) -> None:
     """Everything, in dependency order, until the API is ready."""
     plan.dev.data_dir.mkdir(parents=True, exist_ok=True)
+    # Development keys are made once and kept with the data, so tokens survive a restart.
+    generate_private_key(Path(plan.env["PLATFORM_SIGNING_KEY_FILE"]))
     if plan.embed_postgres:
         start_postgres(stack, plan)
     if plan.embed_temporal:

@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import cli_path
+from tenancy.keys import generate_private_key
 from tenancy.repository import TenantRepository
 from tenancy.schema import apply_platform_migrations
 from tenancy.settings import DownstreamService, Settings
@@ -99,9 +100,18 @@ async def temporal_client() -> AsyncIterator[Client]:
         await env.shutdown()
 
 
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fresh keys for the session: the platform's signing key and a test identity provider's."""
+    folder = Path(tmp_path_factory.mktemp("keys"))
+    generate_private_key(folder / "platform-signing.pem")
+    generate_private_key(folder / "idp.pem")
+    return folder
+
+
 @pytest.fixture
 def make_settings(
-    platform_db_url: str, storage_db_url: str, temporal_client: Client
+    platform_db_url: str, storage_db_url: str, temporal_client: Client, keys_dir: Path
 ) -> Callable[..., Settings]:
     """Settings for one test: its own task queue, fast retries, and the given overrides."""
     task_queue = f"test-{uuid.uuid4().hex[:12]}"
@@ -112,6 +122,8 @@ def make_settings(
             "storage_database_url": storage_db_url,
             "task_queue": task_queue,
             "temporal_address": temporal_client.service_client.config.target_host,
+            "signing_key_file": keys_dir / "platform-signing.pem",
+            "auth_public_key_file": keys_dir / "idp.pem",
             "downstream_services": tuple(
                 DownstreamService(name=name, base_url=url) for name, url in services
             ),

@@ -69,6 +69,7 @@ async def test_worker_process_provisions_and_stops_cleanly_on_sigterm(
             "PLATFORM_TASK_QUEUE": settings.task_queue,
             "PLATFORM_DOWNSTREAM_SERVICES": f'[{{"name": "backend-service", "baseUrl": "{url}"}}]',
             "TEMPORAL_ADDRESS": temporal_client.service_client.config.target_host,
+            "PLATFORM_SIGNING_KEY_FILE": str(settings.require_signing_key_file()),
         }
         proc = subprocess.Popen(
             [sys.executable, "worker.py"],

@@ -25,6 +25,7 @@ from api.provisioning import ProvisioningGateway
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import cli_path
 from tenancy.contracts import TenantState
+from tenancy.keys import generate_private_key
 from tenancy.models import SlaTier, StorageMode, TenantSpec
 from tenancy.naming import workflow_id
 from tenancy.schema import apply_platform_migrations
@@ -91,11 +92,14 @@ async def main(suffix: str) -> None:
         apply_platform_migrations(database_url)
         service = ScriptedService(version="0002")
         with serve(service.app()) as url:
+            key_file = Path(scratch) / "signing.pem"
+            generate_private_key(key_file)
             settings = Settings(
                 database_url=database_url,
                 downstream_services=(DownstreamService(name="backend-service", base_url=url),),
                 migration_max_attempts=2,
                 migration_initial_interval=timedelta(milliseconds=50),
+                signing_key_file=key_file,
             )
             env = await WorkflowEnvironment.start_local(
                 data_converter=pydantic_data_converter, dev_server_existing_path=str(cli_path())
