@@ -16,7 +16,12 @@ from tenancy.contracts import (
 )
 from tenancy.failures import FailureType
 from tenancy.models import Tenant
-from tenancy.repository import TenantOwnedElsewhere, TenantRepository, TransitionRefused
+from tenancy.repository import (
+    TenantOwnedElsewhere,
+    TenantRepository,
+    TransitionRefused,
+    workflow_actor,
+)
 from tenancy.settings import Settings
 
 
@@ -46,7 +51,11 @@ class MetadataActivities:
         """Insert the tenant row; a retry of the same run finds it, another run is refused."""
         try:
             return await self._tenants.insert(
-                request.spec, request.workflow_id, request.run_id, request.services
+                request.spec,
+                request.workflow_id,
+                request.run_id,
+                request.services,
+                request.created_by,
             )
         except TenantOwnedElsewhere:
             raise ApplicationError(
@@ -60,7 +69,10 @@ class MetadataActivities:
         """Apply one status transition, only from its allowed source states."""
         try:
             status = await self._tenants.transition(
-                request.tenant_id, request.target, request.reason
+                request.tenant_id,
+                request.target,
+                request.reason,
+                workflow_actor(activity.info().workflow_id or "unknown"),
             )
         except TransitionRefused as refused:
             raise ApplicationError(

@@ -39,7 +39,7 @@ class ProvisioningGateway:
         self._client = client
         self._settings = settings
 
-    async def start(self, spec: TenantSpec) -> TenantState:
+    async def start(self, spec: TenantSpec, requested_by: str | None = None) -> TenantState:
         """Start the workflow and wait until it has recorded the tenant row.
 
         The workflow id is the tenant id, and an existing run (running or closed) is never
@@ -47,7 +47,7 @@ class ProvisioningGateway:
         """
         start = WithStartWorkflowOperation(
             ProvisionTenantWorkflow.run,
-            ProvisionInput(spec=spec),
+            ProvisionInput(spec=spec, requested_by=requested_by),
             id=workflow_id(spec.id),
             task_queue=self._settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,

@@ -17,6 +17,8 @@ class ProvisionInput(CamelModel):
     """Start argument of `ProvisionTenantWorkflow`."""
 
     spec: TenantSpec
+    # The authenticated subject that asked for the tenant (absent in histories before it).
+    requested_by: str | None = None
 
 
 class MigrationRetry(CamelModel):
@@ -46,6 +48,7 @@ class RecordTenantInput(CamelModel):
     workflow_id: str
     run_id: str
     services: list[str]
+    created_by: str | None = None
 
 
 class TransitionInput(CamelModel):

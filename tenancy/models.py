@@ -109,6 +109,7 @@ class Tenant(CamelModel):
     jdbc_url: str | None = None
     migrations: list[MigrationRecord] = Field(default_factory=list)
     workflow_id: str
+    created_by: str | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -117,3 +118,24 @@ class Tenant(CamelModel):
     def last_migration_version(self) -> dict[str, str]:
         """Newest applied version per service, for services that reported one."""
         return {m.service: m.version for m in self.migrations if m.version is not None}
+
+
+class EventAction(StrEnum):
+    """What an audit event records."""
+
+    CREATED = "CREATED"
+    STATUS_CHANGED = "STATUS_CHANGED"
+    RETRY_REQUESTED = "RETRY_REQUESTED"
+
+
+class TenantEvent(CamelModel):
+    """One entry of a tenant's audit trail."""
+
+    id: int
+    tenant_id: str
+    occurred_at: datetime
+    actor: str
+    action: EventAction
+    old_status: TenantStatus | None = None
+    new_status: TenantStatus | None = None
+    reason: str | None = None

@@ -6,15 +6,23 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from tenancy.models import MigrationRecord, SlaTier, Tenant, TenantSpec
+from tenancy.models import (
+    EventAction,
+    MigrationRecord,
+    SlaTier,
+    Tenant,
+    TenantEvent,
+    TenantSpec,
+)
 from tenancy.status import ALLOWED_SOURCES, MigrationStatus, TenantStatus
 
 _TENANT_COLUMNS = """
     id, name, storage_mode, sla_tier, status, status_reason, jdbc_url, workflow_id,
-    created_at, updated_at
+    created_by, created_at, updated_at
 """
 
 
@@ -31,6 +39,36 @@ class TransitionRefused(Exception):
         self.target = target
 
 
+def workflow_actor(workflow_id: str) -> str:
+    """How automatic steps appear in the audit trail."""
+    return f"workflow:{workflow_id}"
+
+
+async def _append_event(
+    conn: AsyncConnection[Any],
+    tenant_id: str,
+    actor: str,
+    action: EventAction,
+    old: TenantStatus | None = None,
+    new: TenantStatus | None = None,
+    reason: str | None = None,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO tenant_events (tenant_id, actor, action, old_status, new_status, reason)
+        VALUES (%s, %s, %s, %s, %s, %s)
+        """,
+        (
+            tenant_id,
+            actor,
+            action.value,
+            old.value if old else None,
+            new.value if new else None,
+            reason,
+        ),
+    )
+
+
 class TenantRepository:
     """Reads and guarded writes of tenants and their per-service migration records."""
 
@@ -43,16 +81,22 @@ class TenantRepository:
             await conn.execute("SELECT 1")
 
     async def insert(
-        self, spec: TenantSpec, workflow_id: str, run_id: str, services: Sequence[str]
+        self,
+        spec: TenantSpec,
+        workflow_id: str,
+        run_id: str,
+        services: Sequence[str],
+        created_by: str | None = None,
     ) -> Tenant:
         """Insert the tenant in PROVISIONING with PENDING migrations; a re-run finds its row."""
         async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute(
+            cur = await conn.execute(
                 """
                 INSERT INTO tenants (id, name, storage_mode, sla_tier, status,
-                                     workflow_id, workflow_run_id)
-                VALUES (%s, %s, %s, %s, %s, %s, %s)
+                                     workflow_id, workflow_run_id, created_by)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (id) DO NOTHING
+                RETURNING id
                 """,
                 (
                     spec.id,
@@ -62,8 +106,17 @@ class TenantRepository:
                     TenantStatus.PROVISIONING.value,
                     workflow_id,
                     run_id,
+                    created_by,
                 ),
             )
+            if await cur.fetchone() is not None:
+                await _append_event(
+                    conn,
+                    spec.id,
+                    created_by or workflow_actor(workflow_id),
+                    EventAction.CREATED,
+                    new=TenantStatus.PROVISIONING,
+                )
             cur = await conn.execute(
                 "SELECT workflow_run_id FROM tenants WHERE id = %s FOR UPDATE", (spec.id,)
             )
@@ -119,28 +172,51 @@ class TenantRepository:
         )
 
     async def transition(
-        self, tenant_id: str, target: TenantStatus, reason: str | None
+        self, tenant_id: str, target: TenantStatus, reason: str | None, actor: str
     ) -> TenantStatus:
-        """Move to `target` only from its allowed sources; a repeated transition is a no-op."""
-        allowed = [s.value for s in ALLOWED_SOURCES[target]]
-        async with self._pool.connection() as conn:
+        """Move to `target` only from its allowed sources, recording the event in the same
+        transaction; a repeated transition is a no-op and records nothing."""
+        async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
+                "SELECT status FROM tenants WHERE id = %s FOR UPDATE", (tenant_id,)
+            )
+            row = await cur.fetchone()
+            current = TenantStatus(row[0]) if row else None
+            if current is target:
+                return target
+            if current is None or current not in ALLOWED_SOURCES[target]:
+                raise TransitionRefused(tenant_id, current, target)
+            await conn.execute(
                 """
                 UPDATE tenants
                 SET status = %s, status_reason = %s, updated_at = clock_timestamp()
-                WHERE id = %s AND status = ANY(%s)
-                RETURNING status
+                WHERE id = %s
                 """,
-                (target.value, reason, tenant_id, allowed),
+                (target.value, reason, tenant_id),
             )
-            if await cur.fetchone() is not None:
-                return target
-            cur = await conn.execute("SELECT status FROM tenants WHERE id = %s", (tenant_id,))
-            row = await cur.fetchone()
-        current = TenantStatus(row[0]) if row else None
-        if current is target:
-            return target
-        raise TransitionRefused(tenant_id, current, target)
+            await _append_event(
+                conn, tenant_id, actor, EventAction.STATUS_CHANGED, current, target, reason
+            )
+        return target
+
+    async def record_event(
+        self, tenant_id: str, actor: str, action: EventAction, reason: str | None = None
+    ) -> None:
+        """Append an operator action (e.g. a retry request) to the audit trail."""
+        async with self._pool.connection() as conn:
+            await _append_event(conn, tenant_id, actor, action, reason=reason)
+
+    async def events(self, tenant_id: str) -> list[TenantEvent]:
+        """The tenant's audit trail, oldest first."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                """
+                SELECT id, tenant_id, occurred_at, actor, action, old_status, new_status, reason
+                FROM tenant_events WHERE tenant_id = %s ORDER BY id
+                """,
+                (tenant_id,),
+            )
+            return [TenantEvent(**row) for row in await cur.fetchall()]
 
     async def set_jdbc_url(self, tenant_id: str, jdbc_url: str) -> None:
         """Record where the tenant's storage is."""

@@ -71,6 +71,7 @@ class ProvisionTenantWorkflow:
     @workflow.init
     def __init__(self, request: ProvisionInput) -> None:
         self._spec = request.spec
+        self._requested_by = request.requested_by
         self._state = TenantState(tenant_id=request.spec.id, status=TenantStatus.PROVISIONING)
         self._plan: ProvisioningPlan | None = None
         self._rejection: str | None = None
@@ -130,6 +131,7 @@ class ProvisionTenantWorkflow:
                     workflow_id=info.workflow_id,
                     run_id=info.run_id,
                     services=self._plan.services,
+                    created_by=self._requested_by,
                 ),
                 options.RECORD_TENANT,
             )

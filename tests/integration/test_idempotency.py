@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
 
-from tenancy.models import StorageMode, TenantSpec
+from tenancy.models import EventAction, StorageMode, TenantSpec
 from tenancy.repository import TenantOwnedElsewhere, TenantRepository, TransitionRefused
 from tenancy.status import MigrationStatus, TenantStatus
 from tenancy.storage import StorageAdmin
@@ -66,26 +66,35 @@ async def test_record_tenant_rerun_finds_its_row_and_another_run_is_refused(
     assert counts == (1, 2)
 
 
-async def test_transitions_are_guarded_and_repeats_are_no_ops(tenants: TenantRepository) -> None:
+async def test_transitions_are_guarded_audited_and_repeats_are_no_ops(
+    tenants: TenantRepository,
+) -> None:
     request = spec()
-    await tenants.insert(request, "wf", "run-1", [])
-    assert (
-        await tenants.transition(request.id, TenantStatus.MIGRATING, None) is TenantStatus.MIGRATING
+    await tenants.insert(request, "wf", "run-1", [], created_by="alice")
+    await tenants.insert(request, "wf", "run-1", [], created_by="alice")
+    actor = "workflow:wf"
+    migrating = TenantStatus.MIGRATING
+    assert await tenants.transition(request.id, migrating, None, actor) is migrating
+    assert await tenants.transition(request.id, migrating, None, actor) is migrating
+    assert await tenants.transition(request.id, TenantStatus.ACTIVE, "done", actor) is (
+        TenantStatus.ACTIVE
     )
-    assert (
-        await tenants.transition(request.id, TenantStatus.MIGRATING, None) is TenantStatus.MIGRATING
-    )
-    assert await tenants.transition(request.id, TenantStatus.ACTIVE, None) is TenantStatus.ACTIVE
-    for late in (
-        TenantStatus.MIGRATING,
-        TenantStatus.MIGRATION_ERROR,
-        TenantStatus.PROVISION_ERROR,
-    ):
+    for late in (migrating, TenantStatus.MIGRATION_ERROR, TenantStatus.PROVISION_ERROR):
         with pytest.raises(TransitionRefused):
-            await tenants.transition(request.id, late, "late activity")
+            await tenants.transition(request.id, late, "late activity", actor)
     tenant = await tenants.get(request.id)
     assert tenant is not None
     assert tenant.status is TenantStatus.ACTIVE
+    assert tenant.created_by == "alice"
+    trail = [
+        (e.actor, e.action, e.old_status, e.new_status, e.reason)
+        for e in await tenants.events(request.id)
+    ]
+    assert trail == [
+        ("alice", EventAction.CREATED, None, TenantStatus.PROVISIONING, None),
+        (actor, EventAction.STATUS_CHANGED, TenantStatus.PROVISIONING, migrating, None),
+        (actor, EventAction.STATUS_CHANGED, migrating, TenantStatus.ACTIVE, "done"),
+    ]
 
 
 async def test_a_late_attempt_never_undoes_a_succeeded_migration(tenants: TenantRepository) -> None:

@@ -1,0 +1,2 @@
+DROP TABLE tenant_events;
+ALTER TABLE tenants DROP COLUMN created_by;
