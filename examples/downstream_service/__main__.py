@@ -10,7 +10,7 @@ from typing import Any
 import uvicorn
 
 from examples.downstream_service.app import create_app
-from examples.downstream_service.settings import DownstreamSettings
+from examples.downstream_service.settings import AuthNotConfigured, DownstreamSettings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -29,6 +29,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if value is not None
     }
     settings = DownstreamSettings(**overrides)
+    try:
+        settings.require_key_source()
+    except AuthNotConfigured as exc:
+        # Said plainly before uvicorn starts, rather than as a traceback from the lifespan.
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

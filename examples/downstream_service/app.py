@@ -1,4 +1,8 @@
-"""HTTP surface of the downstream service: `POST /internal/tenants/{id}/migrate` and `/healthz`."""
+"""HTTP surface of the downstream service: `POST /internal/tenants/{id}/migrate` and `/healthz`.
+
+Every `/internal` route is the platform's alone: its bearer token is verified first (see
+`auth.PlatformCallRoute`), then the Idempotency-Key header, then the body.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Security
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
 
+from examples.downstream_service.auth import PlatformCall, PlatformCallRoute, build_verifier
 from examples.downstream_service.errors import (
-    DownstreamError,
     InvalidRequest,
     MissingIdempotencyKey,
+    install_error_handlers,
 )
 from examples.downstream_service.migrator import Migrator, Target, load_migrations
 from examples.downstream_service.models import (
@@ -39,6 +43,11 @@ def _settings(request: Request) -> DownstreamSettings:
     return settings
 
 
+def _platform_call(request: Request) -> PlatformCall:
+    call: PlatformCall = request.state.platform_call
+    return call
+
+
 def _idempotency_key(
     key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> str:
@@ -52,9 +61,18 @@ def _idempotency_key(
 MigratorDep = Annotated[Migrator, Depends(_migrator)]
 SettingsDep = Annotated[DownstreamSettings, Depends(_settings)]
 IdempotencyKey = Annotated[str, Depends(_idempotency_key)]
+PlatformCallDep = Annotated[PlatformCall, Depends(_platform_call)]
 TenantIdPath = Annotated[str, PathParam(pattern=TENANT_ID_PATTERN)]
 
 router = APIRouter()
+# The Security dependency only documents the bearer scheme in OpenAPI; PlatformCallRoute checks.
+internal = APIRouter(
+    prefix="/internal",
+    route_class=PlatformCallRoute,
+    dependencies=[
+        Security(HTTPBearer(auto_error=False, description="The platform's per-call JWT"))
+    ],
+)
 
 
 @router.get("/healthz")
@@ -63,11 +81,12 @@ def healthz(settings: SettingsDep) -> dict[str, str]:
     return {"status": "ok", "service": settings.service_name}
 
 
-@router.post("/internal/tenants/{tenant_id}/migrate")
+@internal.post("/tenants/{tenant_id}/migrate")
 def migrate(
     tenant_id: TenantIdPath,
     body: MigrateRequest,
     idempotency_key: IdempotencyKey,
+    call: PlatformCallDep,
     migrator: MigratorDep,
 ) -> MigrateResponse:
     """Apply this service's pending migrations to the tenant's storage.
@@ -77,36 +96,28 @@ def migrate(
     if body.tenant_id != tenant_id:
         raise InvalidRequest.field("tenantId", "must equal the tenant id in the path")
     _log.info(
-        "migrate tenant=%s mode=%s jdbcUrl=%s idempotency_key=%s",
+        "migrate tenant=%s mode=%s jdbcUrl=%s idempotency_key=%s jti=%s",
         tenant_id,
         body.storage_mode,
         body.jdbc_url,
         idempotency_key,
+        call.jti,
     )
     outcome = migrator.migrate(Target(database=body.database, schema=body.schema_name))
     return MigrateResponse(version=outcome.version, applied=outcome.applied)
 
 
-def _validation_error(exc: RequestValidationError) -> InvalidRequest:
-    errors = []
-    for error in exc.errors():
-        location, *path = error.get("loc", ()) or ("body",)
-        errors.append(
-            {
-                "field": ".".join(str(part) for part in path) or str(location),
-                "location": str(location),
-                "message": str(error.get("msg", "invalid")),
-            }
-        )
-    return InvalidRequest(errors)
-
-
 def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
-    """Build the app; migrations are read at start-up, PostgreSQL is reached per call only."""
+    """Build the app; keys and migrations are read at start-up, the platform's JWKS and
+    PostgreSQL are reached per call only.
+
+    Start-up fails (AuthNotConfigured) when the settings name no source of platform keys.
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.verifier = await run_in_threadpool(build_verifier, settings)
         migrations = await run_in_threadpool(load_migrations, settings.migrations_path)
         app.state.settings = settings
         app.state.migrator = Migrator(
@@ -117,24 +128,17 @@ def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
             lock_timeout=settings.lock_timeout,
         )
         _log.info(
-            "%s ready with migrations %s",
+            "%s ready with migrations %s; platform tokens verified with %s",
             settings.service_name,
             ", ".join(app.state.migrator.migration_ids),
+            settings.require_key_source(),
         )
         yield
 
     app = FastAPI(title=settings.service_name, lifespan=lifespan)
     app.include_router(router)
-
-    @app.exception_handler(DownstreamError)
-    async def _render_error(request: Request, exc: DownstreamError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def _render_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        error = _validation_error(exc)
-        return JSONResponse(error.body(), status_code=error.status_code)
-
+    app.include_router(internal)
+    install_error_handlers(app)
     return app
 
 

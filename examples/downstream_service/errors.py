@@ -1,35 +1,63 @@
-"""Errors the service answers with; each carries its HTTP status and a stable `code`.
+"""Errors the service answers with, as RFC 9457 `application/problem+json`.
 
     DownstreamError (500)           unexpected failure while migrating
     ├── MissingIdempotencyKey (400)
-    ├── InvalidRequest (422)        names the offending field
+    ├── Unauthenticated (401)       bearer token missing or invalid; WWW-Authenticate says why
+    ├── InvalidRequest (422)        names the offending field(s)
     ├── TargetMissing (409)         tenant database or schema not provisioned: not retryable
+    ├── KeysUnavailable (503)       the platform's JWKS cannot be fetched: retryable
     └── StorageUnavailable (503)    PostgreSQL unreachable: retryable
         ├── NotConfigured (503)     DOWNSTREAM_DATABASE_URL unset
         └── MigrationBusy (503)     another call holds the tenant's migration lock
 
 The platform retries 408, 429 and 5xx and gives up at once on any other 4xx, so the status is the
-whole contract; `code` and `detail` are for people reading logs.
+whole contract. It stores `detail` as the tenant's `lastError`, so details are one short line that
+says what was wrong, and never carry a token or a password. `code` (also the last part of `type`)
+is a stable extension member for people and tools reading logs.
 """
 
 from __future__ import annotations
 
+import re
+from http import HTTPStatus
 from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_PREFIX = "urn:downstream-service:problem:"
+# RFC 6750 section 3: the characters an error_description may hold (no quote, no backslash).
+_NOT_IN_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 
 
 class DownstreamError(Exception):
-    """Base of every error the service renders as a JSON response."""
+    """Base of every error the service renders as a problem response."""
 
     status_code = 500
     code = "migration_failed"
+    title = "Migration failed"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
 
-    def body(self) -> dict[str, Any]:
-        """JSON body of the response."""
-        return {"code": self.code, "detail": self.detail}
+    def problem(self, instance: str) -> dict[str, Any]:
+        """The RFC 9457 body; `instance` is the request path."""
+        return {
+            "type": PROBLEM_TYPE_PREFIX + self.code,
+            "title": self.title,
+            "status": self.status_code,
+            "detail": self.detail,
+            "instance": instance,
+            "code": self.code,
+        }
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers."""
+        return {}
 
 
 class MissingIdempotencyKey(DownstreamError):
@@ -37,6 +65,29 @@ class MissingIdempotencyKey(DownstreamError):
 
     status_code = 400
     code = "missing_idempotency_key"
+    title = "Idempotency-Key required"
+
+
+class Unauthenticated(DownstreamError):
+    """The call does not carry a valid token of the platform (RFC 6750 `WWW-Authenticate`)."""
+
+    status_code = 401
+    code = "invalid_token"
+    title = "Unauthenticated platform call"
+
+    def __init__(self, detail: str, *, realm: str, token_given: bool = True) -> None:
+        super().__init__(detail)
+        self.realm = realm
+        self.token_given = token_given
+
+    def headers(self) -> dict[str, str]:
+        """`WWW-Authenticate: Bearer realm=..., error=..., error_description=...`."""
+        challenge = f'Bearer realm="{self.realm}"'
+        # RFC 6750 section 3.1: a request without any bearer token gets no error code.
+        if self.token_given:
+            description = _NOT_IN_DESCRIPTION.sub("?", self.detail)
+            challenge += f', error="invalid_token", error_description="{description}"'
+        return {"WWW-Authenticate": challenge}
 
 
 class InvalidRequest(DownstreamError):
@@ -44,6 +95,7 @@ class InvalidRequest(DownstreamError):
 
     status_code = 422
     code = "invalid_request"
+    title = "Invalid request"
 
     def __init__(self, errors: list[dict[str, str]]) -> None:
         fields = ", ".join(error["field"] for error in errors)
@@ -55,9 +107,9 @@ class InvalidRequest(DownstreamError):
         """One invalid field."""
         return cls([{"field": field, "location": location, "message": message}])
 
-    def body(self) -> dict[str, Any]:
-        """JSON body of the response, listing every invalid field."""
-        return {**super().body(), "errors": self.errors}
+    def problem(self, instance: str) -> dict[str, Any]:
+        """The problem body, listing every invalid field as `{field, location, message}`."""
+        return {**super().problem(instance), "errors": self.errors}
 
 
 class TargetMissing(DownstreamError):
@@ -65,6 +117,15 @@ class TargetMissing(DownstreamError):
 
     status_code = 409
     code = "target_missing"
+    title = "Tenant storage missing"
+
+
+class KeysUnavailable(DownstreamError):
+    """The platform's public keys cannot be fetched right now; the call may succeed later."""
+
+    status_code = 503
+    code = "platform_keys_unavailable"
+    title = "Platform keys unavailable"
 
 
 class StorageUnavailable(DownstreamError):
@@ -72,15 +133,80 @@ class StorageUnavailable(DownstreamError):
 
     status_code = 503
     code = "storage_unavailable"
+    title = "Storage unavailable"
 
 
 class NotConfigured(StorageUnavailable):
     """The service does not know which PostgreSQL server to migrate."""
 
     code = "not_configured"
+    title = "Storage not configured"
 
 
 class MigrationBusy(StorageUnavailable):
     """Another call kept the tenant's migration lock longer than the lock timeout."""
 
     code = "migration_busy"
+    title = "Migration in progress"
+
+
+def validation_error(exc: RequestValidationError) -> InvalidRequest:
+    """FastAPI's validation errors as one InvalidRequest naming each field and its location."""
+    errors = []
+    for error in exc.errors():
+        location, *path = error.get("loc", ()) or ("body",)
+        errors.append(
+            {
+                "field": ".".join(str(part) for part in path) or str(location),
+                "location": str(location),
+                "message": str(error.get("msg", "invalid")),
+            }
+        )
+    return InvalidRequest(errors)
+
+
+def _render(request: Request, error: DownstreamError) -> JSONResponse:
+    return JSONResponse(
+        error.problem(request.url.path),
+        status_code=error.status_code,
+        headers=error.headers(),
+        media_type=PROBLEM_JSON,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error response of `app` as problem+json."""
+
+    async def render(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, DownstreamError)
+        return _render(request, exc)
+
+    async def render_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return _render(request, validation_error(exc))
+
+    async def render_http(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's own answers: unknown path (404), wrong method (405).
+        assert isinstance(exc, StarletteHTTPException)
+        title = HTTPStatus(exc.status_code).phrase
+        return JSONResponse(
+            {
+                "type": "about:blank",
+                "title": title,
+                "status": exc.status_code,
+                "detail": exc.detail if isinstance(exc.detail, str) else title,
+                "instance": request.url.path,
+            },
+            status_code=exc.status_code,
+            headers=exc.headers,
+            media_type=PROBLEM_JSON,
+        )
+
+    async def render_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises the exception after this answer, so the server logs the traceback.
+        return _render(request, DownstreamError("unexpected error; see the service's log"))
+
+    app.add_exception_handler(DownstreamError, render)
+    app.add_exception_handler(RequestValidationError, render_validation)
+    app.add_exception_handler(StarletteHTTPException, render_http)
+    app.add_exception_handler(Exception, render_unexpected)

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, PostgresDsn
+from pydantic import AnyHttpUrl, BeforeValidator, Field, PostgresDsn
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIGRATIONS_ROOT = Path(__file__).resolve().parent / "migrations"
@@ -27,8 +27,13 @@ def _plain_seconds(value: Any) -> Any:
 Seconds = Annotated[timedelta, BeforeValidator(_plain_seconds)]
 
 
+class AuthNotConfigured(ValueError):
+    """Neither (or both) of the ways to get the platform's public keys is configured."""
+
+
 class DownstreamSettings(BaseSettings):
-    """Who this service is, where its migrations are and which PostgreSQL it migrates."""
+    """Who this service is, where its migrations are, which PostgreSQL it migrates, and how it
+    checks that a call comes from the platform."""
 
     model_config = SettingsConfigDict(env_prefix="DOWNSTREAM_", extra="ignore")
 
@@ -43,10 +48,44 @@ class DownstreamSettings(BaseSettings):
     connect_timeout: Seconds = Field(default=timedelta(seconds=5), gt=timedelta(0))
     lock_timeout: Seconds = Field(default=timedelta(seconds=10), gt=timedelta(0))
 
+    # Where the platform's public keys come from: its JWK Set (follows key rotation) or one PEM
+    # file (a private key file works too; only its public half is kept). Exactly one is required.
+    platform_jwks_url: AnyHttpUrl | None = None
+    platform_public_key_file: Path | None = None
+    platform_issuer: str = "platform-service"
+    # Clock skew tolerated on exp, nbf and iat; tokens live minutes, so this stays short.
+    token_leeway: Seconds = Field(default=timedelta(seconds=30), ge=timedelta(0))
+    # The platform serves its JWKS with max-age=300; a key missing from the cached set forces
+    # one refresh per cooldown at most, so unknown key ids cannot make this service hammer it.
+    jwks_cache_ttl: Seconds = Field(default=timedelta(minutes=5), gt=timedelta(0))
+    jwks_refresh_cooldown: Seconds = Field(default=timedelta(seconds=10), ge=timedelta(0))
+    jwks_timeout: Seconds = Field(default=timedelta(seconds=5), gt=timedelta(0))
+
     @property
     def migrations_path(self) -> Path:
         """The configured migrations folder, else `migrations/<service_name>` in this package."""
         return self.migrations_dir or MIGRATIONS_ROOT / self.service_name
+
+    def require_key_source(self) -> AnyHttpUrl | Path:
+        """The one configured source of the platform's public keys.
+
+        Checked at start-up rather than on construction, so the settings (and the module-level
+        app) can be built before the environment is complete; the service itself never runs
+        without a way to verify the platform's tokens.
+        """
+        if self.platform_jwks_url is not None and self.platform_public_key_file is not None:
+            raise AuthNotConfigured(
+                "set only one of DOWNSTREAM_PLATFORM_JWKS_URL and "
+                "DOWNSTREAM_PLATFORM_PUBLIC_KEY_FILE"
+            )
+        source = self.platform_jwks_url or self.platform_public_key_file
+        if source is None:
+            raise AuthNotConfigured(
+                f"{self.service_name} verifies every platform call and has no key to do it with: "
+                "set DOWNSTREAM_PLATFORM_JWKS_URL (the platform's /.well-known/jwks.json) or "
+                "DOWNSTREAM_PLATFORM_PUBLIC_KEY_FILE (a PEM file with its public key)"
+            )
+        return source
 
 
 @lru_cache(maxsize=1)

@@ -1,4 +1,4 @@
-"""Fixtures for the reference downstream service: tenant storage and in-process apps.
+"""Fixtures for the reference downstream service: platform keys, tenant storage, in-process apps.
 
 Every test gets its own tenant id (`ds_` + random hex), so its schema or database cannot clash
 with another test's, and drops what it created.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,8 +22,8 @@ from tests.downstream.helpers import (
     app_client,
     database_payload,
     schema_payload,
-    settings_for,
 )
+from tests.downstream.tokens import PlatformKey
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +32,24 @@ def _no_downstream_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("DOWNSTREAM_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def platform_keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for the test platform's keys."""
+    return Path(tmp_path_factory.mktemp("downstream-keys"))
+
+
+@pytest.fixture(scope="session")
+def platform(platform_keys_dir: Path) -> PlatformKey:
+    """The platform's signing key: the services under test verify with its public PEM."""
+    return PlatformKey.generate(platform_keys_dir, "platform")
+
+
+@pytest.fixture(scope="session")
+def stranger(platform_keys_dir: Path) -> PlatformKey:
+    """A key the services do not trust."""
+    return PlatformKey.generate(platform_keys_dir, "stranger")
 
 
 @pytest.fixture
@@ -65,7 +84,18 @@ def database_tenant(tenant_id: str, admin: psycopg.Connection[Any]) -> Iterator[
 
 
 @pytest.fixture
-async def backend_client(pg_server_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """In-process `backend-service` connected to the test PostgreSQL."""
-    async with app_client(settings_for(pg_server_url)) as client:
+async def backend_client(
+    pg_server_url: str, platform: PlatformKey
+) -> AsyncIterator[httpx.AsyncClient]:
+    """In-process `backend-service` connected to the test PostgreSQL, trusting `platform`."""
+    async with app_client(platform.settings(pg_server_url)) as client:
+        yield client
+
+
+@pytest.fixture
+async def auth_client(
+    pg_server_url: str, platform: PlatformKey
+) -> AsyncIterator[httpx.AsyncClient]:
+    """In-process `auth-service`, trusting `platform`."""
+    async with app_client(platform.settings(pg_server_url, service_name="auth-service")) as client:
         yield client

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -62,11 +61,6 @@ def migrate_path(tenant_id: str) -> str:
     return f"/internal/tenants/{tenant_id}/migrate"
 
 
-def headers(key: str | None = None) -> dict[str, str]:
-    """Request headers with a fresh idempotency key."""
-    return {"Idempotency-Key": key or secrets.token_hex(8)}
-
-
 def tables_in(server_url: str, database: str, schema: str) -> set[str]:
     """Names of the tables in `database`.`schema`."""
     with psycopg.connect(with_database(server_url, database)) as conn:
@@ -97,11 +91,6 @@ def yoyo_backend(server_url: str, schema: str) -> Any:
     assert schema.replace("_", "").isalnum(), schema
     url = server_url.replace("postgresql://", "postgresql+psycopg://", 1)
     return get_backend(f"{url}?schema={schema}")
-
-
-def settings_for(server_url: str | None, **overrides: Any) -> DownstreamSettings:
-    """Settings for an in-test service instance."""
-    return DownstreamSettings(database_url=server_url, **overrides)
 
 
 @asynccontextmanager

@@ -14,13 +14,12 @@ from tests.downstream.helpers import (
     Payload,
     app_client,
     applied_log,
-    headers,
     migrate_path,
-    settings_for,
     tables_in,
     with_database,
     yoyo_backend,
 )
+from tests.downstream.tokens import PlatformKey
 
 BACKEND_VERSIONS = ["backend_0001_accounts_projects", "backend_0002_project_archiving"]
 AUTH_VERSIONS = ["auth_0001_users", "auth_0002_sessions_roles"]
@@ -29,8 +28,16 @@ BACKEND_TABLES = {"accounts", "projects"}
 AUTH_TABLES = {"users", "roles", "user_roles", "sessions"}
 
 
-async def _migrate(client: httpx.AsyncClient, payload: Payload) -> dict[str, Any]:
-    response = await client.post(migrate_path(payload["tenantId"]), json=payload, headers=headers())
+async def _migrate(
+    client: httpx.AsyncClient,
+    platform: PlatformKey,
+    payload: Payload,
+    audience: str = "backend-service",
+) -> dict[str, Any]:
+    tenant_id = payload["tenantId"]
+    response = await client.post(
+        migrate_path(tenant_id), json=payload, headers=platform.headers(tenant_id, audience)
+    )
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -55,9 +62,12 @@ def _indexes(url: str, database: str, schema: str) -> set[str]:
 
 
 async def test_schema_mode_applies_every_version_into_the_schema(
-    backend_client: httpx.AsyncClient, schema_tenant: Payload, pg_server_url: str
+    backend_client: httpx.AsyncClient,
+    platform: PlatformKey,
+    schema_tenant: Payload,
+    pg_server_url: str,
 ) -> None:
-    body = await _migrate(backend_client, schema_tenant)
+    body = await _migrate(backend_client, platform, schema_tenant)
 
     assert body == {"version": BACKEND_VERSIONS[-1], "applied": BACKEND_VERSIONS}
     schema = schema_tenant["schema"]
@@ -68,9 +78,12 @@ async def test_schema_mode_applies_every_version_into_the_schema(
 
 
 async def test_database_mode_applies_every_version_into_the_database(
-    backend_client: httpx.AsyncClient, database_tenant: Payload, pg_server_url: str
+    backend_client: httpx.AsyncClient,
+    platform: PlatformKey,
+    database_tenant: Payload,
+    pg_server_url: str,
 ) -> None:
-    body = await _migrate(backend_client, database_tenant)
+    body = await _migrate(backend_client, platform, database_tenant)
 
     assert body == {"version": BACKEND_VERSIONS[-1], "applied": BACKEND_VERSIONS}
     database = database_tenant["database"]
@@ -80,10 +93,13 @@ async def test_database_mode_applies_every_version_into_the_database(
 
 
 async def test_second_call_applies_nothing(
-    backend_client: httpx.AsyncClient, schema_tenant: Payload, pg_server_url: str
+    backend_client: httpx.AsyncClient,
+    platform: PlatformKey,
+    schema_tenant: Payload,
+    pg_server_url: str,
 ) -> None:
-    first = await _migrate(backend_client, schema_tenant)
-    second = await _migrate(backend_client, schema_tenant)
+    first = await _migrate(backend_client, platform, schema_tenant)
+    second = await _migrate(backend_client, platform, schema_tenant)
 
     assert first["applied"] == BACKEND_VERSIONS
     assert second == {"version": first["version"], "applied": []}
@@ -91,15 +107,18 @@ async def test_second_call_applies_nothing(
 
 
 async def test_services_apply_their_own_migration_sets(
-    backend_client: httpx.AsyncClient, schema_tenant: Payload, pg_server_url: str
+    backend_client: httpx.AsyncClient,
+    platform: PlatformKey,
+    schema_tenant: Payload,
+    pg_server_url: str,
 ) -> None:
     schema = schema_tenant["schema"]
-    backend = await _migrate(backend_client, schema_tenant)
+    backend = await _migrate(backend_client, platform, schema_tenant)
     assert tables_in(pg_server_url, "postgres", schema) == BACKEND_TABLES | YOYO_TABLES
 
-    async with app_client(settings_for(pg_server_url, service_name="auth-service")) as auth:
-        auth_body = await _migrate(auth, schema_tenant)
-        auth_again = await _migrate(auth, schema_tenant)
+    async with app_client(platform.settings(pg_server_url, service_name="auth-service")) as auth:
+        auth_body = await _migrate(auth, platform, schema_tenant, "auth-service")
+        auth_again = await _migrate(auth, platform, schema_tenant, "auth-service")
 
     assert backend == {"version": BACKEND_VERSIONS[-1], "applied": BACKEND_VERSIONS}
     assert auth_body == {"version": AUTH_VERSIONS[-1], "applied": AUTH_VERSIONS}
@@ -112,25 +131,28 @@ async def test_services_apply_their_own_migration_sets(
 
 
 async def test_rollback_files_undo_the_migrations(
-    backend_client: httpx.AsyncClient, schema_tenant: Payload, pg_server_url: str
+    backend_client: httpx.AsyncClient,
+    platform: PlatformKey,
+    schema_tenant: Payload,
+    pg_server_url: str,
 ) -> None:
     schema = schema_tenant["schema"]
-    await _migrate(backend_client, schema_tenant)
+    await _migrate(backend_client, platform, schema_tenant)
 
     migrations = load_migrations(MIGRATIONS_ROOT / "backend-service")
     with yoyo_backend(pg_server_url, schema) as backend, backend.lock():
         backend.rollback_migrations(backend.to_rollback(migrations))
     assert tables_in(pg_server_url, "postgres", schema) == YOYO_TABLES
 
-    again = await _migrate(backend_client, schema_tenant)
+    again = await _migrate(backend_client, platform, schema_tenant)
     assert again == {"version": BACKEND_VERSIONS[-1], "applied": BACKEND_VERSIONS}
     assert tables_in(pg_server_url, "postgres", schema) == BACKEND_TABLES | YOYO_TABLES
 
 
 async def test_backends_do_not_grow_yoyos_global_error_registry(
-    backend_client: httpx.AsyncClient, schema_tenant: Payload
+    backend_client: httpx.AsyncClient, platform: PlatformKey, schema_tenant: Payload
 ) -> None:
     before = len(yoyo.exceptions.DatabaseErrors)
-    await _migrate(backend_client, schema_tenant)
-    await _migrate(backend_client, schema_tenant)
+    await _migrate(backend_client, platform, schema_tenant)
+    await _migrate(backend_client, platform, schema_tenant)
     assert len(yoyo.exceptions.DatabaseErrors) == before

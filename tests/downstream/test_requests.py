@@ -1,4 +1,8 @@
-"""Request handling of the migrate endpoint: headers, validation, error statuses (in-process)."""
+"""Request handling of the migrate endpoint: headers, validation, error statuses (in-process).
+
+Every error is an RFC 9457 problem; every call here carries a valid platform token, so what is
+tested is what comes after authentication (see test_auth.py for the token itself).
+"""
 
 from __future__ import annotations
 
@@ -14,37 +18,64 @@ from tests.downstream.helpers import (
     Payload,
     app_client,
     database_payload,
-    headers,
     migrate_path,
     schema_payload,
-    settings_for,
     tables_in,
 )
+from tests.downstream.tokens import PlatformKey
 
 INJECTION = '"; drop table canary; --'
 
 
-async def test_healthz_names_the_service(pg_server_url: str) -> None:
-    async with app_client(settings_for(pg_server_url, service_name="auth-service")) as client:
-        response = await client.get("/healthz")
+def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The RFC 9457 body of `response`, after checking its shape, status and type."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"urn:downstream-service:problem:{code}"
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["title"]
+    assert body["instance"] == response.request.url.path
+    return body
+
+
+async def test_healthz_names_the_service(auth_client: httpx.AsyncClient) -> None:
+    response = await auth_client.get("/healthz")
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "service": "auth-service"}
+
+
+async def test_unknown_path_is_a_404_problem(backend_client: httpx.AsyncClient) -> None:
+    response = await backend_client.get("/nowhere")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Not Found",
+        "status": 404,
+        "detail": "Not Found",
+        "instance": "/nowhere",
+    }
 
 
 @pytest.mark.parametrize("key", [None, "", "   "])
 async def test_missing_idempotency_key_is_400_and_migrates_nothing(
     backend_client: httpx.AsyncClient,
+    platform: PlatformKey,
     schema_tenant: Payload,
     pg_server_url: str,
     key: str | None,
 ) -> None:
     tenant_id = schema_tenant["tenantId"]
-    request_headers = {} if key is None else {"Idempotency-Key": key}
+    request_headers = {"Authorization": f"Bearer {platform.token(tenant_id)}"}
+    if key is not None:
+        request_headers["Idempotency-Key"] = key
     response = await backend_client.post(
         migrate_path(tenant_id), json=schema_tenant, headers=request_headers
     )
-    assert response.status_code == 400
-    assert response.json()["code"] == "missing_idempotency_key"
+    body = problem(response, 400, "missing_idempotency_key")
+    assert body["detail"] == "the Idempotency-Key header is required"
     assert tables_in(pg_server_url, "postgres", schema_tenant["schema"]) == set()
 
 
@@ -83,6 +114,7 @@ BAD_BODIES: dict[str, tuple[Callable[[Payload, str], Payload], str]] = {
 @pytest.mark.parametrize("case", BAD_BODIES, ids=list(BAD_BODIES))
 async def test_invalid_body_is_422_naming_the_field_and_creates_nothing(
     backend_client: httpx.AsyncClient,
+    platform: PlatformKey,
     schema_tenant: Payload,
     admin: psycopg.Connection[Any],
     pg_server_url: str,
@@ -94,13 +126,15 @@ async def test_invalid_body_is_422_naming_the_field_and_creates_nothing(
     build, field = BAD_BODIES[case]
 
     response = await backend_client.post(
-        migrate_path(tenant_id), json=build(schema_tenant, tenant_id), headers=headers()
+        migrate_path(tenant_id),
+        json=build(schema_tenant, tenant_id),
+        headers=platform.headers(tenant_id),
     )
 
-    assert response.status_code == 422, response.text
-    body = response.json()
-    assert body["code"] == "invalid_request"
+    body = problem(response, 422, "invalid_request")
     assert [error["field"] for error in body["errors"]] == [field]
+    assert field in body["detail"]
+    assert set(body["errors"][0]) == {"field", "location", "message"}
     # The migrator never ran: no yoyo tables, the canary survived, no stray schema or database.
     assert tables_in(pg_server_url, "postgres", schema) == {"canary"}
     schemas = admin.execute(
@@ -121,75 +155,88 @@ async def test_invalid_body_is_422_naming_the_field_and_creates_nothing(
     ],
 )
 async def test_database_mode_requires_its_own_names(
-    backend_client: httpx.AsyncClient, tenant_id: str, case: str, field: str
+    backend_client: httpx.AsyncClient, platform: PlatformKey, tenant_id: str, case: str, field: str
 ) -> None:
     payload = database_payload(tenant_id)
     payload[field] = f"tenant_{tenant_id}" if field == "schema" else "postgres"
-    response = await backend_client.post(migrate_path(tenant_id), json=payload, headers=headers())
-    assert response.status_code == 422
-    assert [error["field"] for error in response.json()["errors"]] == [field]
+    response = await backend_client.post(
+        migrate_path(tenant_id), json=payload, headers=platform.headers(tenant_id)
+    )
+    body = problem(response, 422, "invalid_request")
+    assert [error["field"] for error in body["errors"]] == [field]
 
 
 @pytest.mark.parametrize("path_id", ['x"; drop table canary', "AB", "a" * 41, "1abc"])
-async def test_invalid_path_id_is_422(backend_client: httpx.AsyncClient, path_id: str) -> None:
+async def test_invalid_path_id_is_422(
+    backend_client: httpx.AsyncClient, platform: PlatformKey, path_id: str
+) -> None:
+    # Signed for that very id, so the token passes and the path validation is what answers.
     response = await backend_client.post(
-        migrate_path(path_id), json=schema_payload("abc"), headers=headers()
+        migrate_path(path_id), json=schema_payload("abc"), headers=platform.headers(path_id)
     )
-    assert response.status_code == 422
-    [error] = response.json()["errors"]
+    [error] = problem(response, 422, "invalid_request")["errors"]
     assert (error["location"], error["field"]) == ("path", "tenant_id")
 
 
 async def test_unknown_fields_are_accepted(
-    backend_client: httpx.AsyncClient, schema_tenant: Payload
+    backend_client: httpx.AsyncClient, platform: PlatformKey, schema_tenant: Payload
 ) -> None:
+    tenant_id = schema_tenant["tenantId"]
     body = {**schema_tenant, "slaTier": "PREMIUM", "futureField": {"nested": True}}
     response = await backend_client.post(
-        migrate_path(schema_tenant["tenantId"]), json=body, headers=headers()
+        migrate_path(tenant_id), json=body, headers=platform.headers(tenant_id)
     )
     assert response.status_code == 200, response.text
     assert response.json()["version"] == "backend_0002_project_archiving"
 
 
-async def test_missing_schema_is_409(backend_client: httpx.AsyncClient, tenant_id: str) -> None:
+async def test_missing_schema_is_409(
+    backend_client: httpx.AsyncClient, platform: PlatformKey, tenant_id: str
+) -> None:
     response = await backend_client.post(
-        migrate_path(tenant_id), json=schema_payload(tenant_id), headers=headers()
+        migrate_path(tenant_id), json=schema_payload(tenant_id), headers=platform.headers(tenant_id)
     )
-    assert response.status_code == 409
-    assert response.json()["code"] == "target_missing"
-    assert f"tenant_{tenant_id}" in response.json()["detail"]
+    body = problem(response, 409, "target_missing")
+    assert f"tenant_{tenant_id}" in body["detail"]
 
 
-async def test_missing_database_is_409(backend_client: httpx.AsyncClient, tenant_id: str) -> None:
+async def test_missing_database_is_409(
+    backend_client: httpx.AsyncClient, platform: PlatformKey, tenant_id: str
+) -> None:
+    path = migrate_path(tenant_id)
     response = await backend_client.post(
-        migrate_path(tenant_id), json=database_payload(tenant_id), headers=headers()
+        path, json=database_payload(tenant_id), headers=platform.headers(tenant_id)
     )
-    assert response.status_code == 409
-    assert response.json() == {
-        "code": "target_missing",
+    assert problem(response, 409, "target_missing") == {
+        "type": "urn:downstream-service:problem:target_missing",
+        "title": "Tenant storage missing",
+        "status": 409,
         "detail": f"database 'tenant_{tenant_id}' does not exist",
+        "instance": path,
+        "code": "target_missing",
     }
 
 
-async def test_unreachable_postgres_is_503(tenant_id: str) -> None:
+async def test_unreachable_postgres_is_503(platform: PlatformKey, tenant_id: str) -> None:
     # Port 1 on loopback: nothing listens, so the connection is refused at once.
-    settings = settings_for("postgresql://postgres@127.0.0.1:1/postgres")
+    settings = platform.settings("postgresql://postgres@127.0.0.1:1/postgres")
     async with app_client(settings) as client:
         response = await client.post(
-            migrate_path(tenant_id), json=schema_payload(tenant_id), headers=headers()
+            migrate_path(tenant_id),
+            json=schema_payload(tenant_id),
+            headers=platform.headers(tenant_id),
         )
-    assert response.status_code == 503
-    assert response.json()["code"] == "storage_unavailable"
+    body = problem(response, 503, "storage_unavailable")
+    assert body["detail"] == "PostgreSQL at 127.0.0.1 is unreachable"
     assert "Traceback" not in response.text
 
 
-async def test_unset_database_url_is_503(tenant_id: str) -> None:
-    async with app_client(settings_for(None)) as client:
+async def test_unset_database_url_is_503(platform: PlatformKey, tenant_id: str) -> None:
+    async with app_client(platform.settings(None)) as client:
         response = await client.post(
-            migrate_path(tenant_id), json=schema_payload(tenant_id), headers=headers()
+            migrate_path(tenant_id),
+            json=schema_payload(tenant_id),
+            headers=platform.headers(tenant_id),
         )
-    assert response.status_code == 503
-    assert response.json() == {
-        "code": "not_configured",
-        "detail": "DOWNSTREAM_DATABASE_URL is not set",
-    }
+    body = problem(response, 503, "not_configured")
+    assert body["detail"] == "DOWNSTREAM_DATABASE_URL is not set"

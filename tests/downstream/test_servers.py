@@ -14,27 +14,30 @@ from examples.downstream_service.app import create_app
 from tests.downstream.helpers import (
     Payload,
     applied_log,
-    headers,
     migrate_path,
-    settings_for,
     subprocess_server,
     tables_in,
     threaded_server,
     yoyo_backend,
 )
+from tests.downstream.tokens import PlatformKey
 
 BACKEND_VERSIONS = ["backend_0001_accounts_projects", "backend_0002_project_archiving"]
 SLOW_VERSIONS = ["slow_0001_first", "slow_0002_second"]
 
 
-def _concurrently(base_urls: list[str], payload: Payload) -> list[httpx.Response]:
-    """POST the same migrate call to each URL at once, from one thread each."""
+def _concurrently(
+    base_urls: list[str], payload: Payload, platform: PlatformKey
+) -> list[httpx.Response]:
+    """POST the same migrate call to each URL at once, from one thread each (own tokens)."""
     start = threading.Barrier(len(base_urls))
+    tenant_id = payload["tenantId"]
 
     def call(base_url: str) -> httpx.Response:
+        headers = platform.headers(tenant_id)
         with httpx.Client(base_url=base_url, timeout=30) as client:
             start.wait(timeout=10)
-            return client.post(migrate_path(payload["tenantId"]), json=payload, headers=headers())
+            return client.post(migrate_path(tenant_id), json=payload, headers=headers)
 
     with ThreadPoolExecutor(len(base_urls)) as pool:
         return list(pool.map(call, base_urls))
@@ -61,21 +64,21 @@ def _prepare_slow_migrations(folder: Path, server_url: str, schema: str) -> Path
     return folder
 
 
-def test_healthz_over_http(pg_server_url: str) -> None:
-    app = create_app(settings_for(pg_server_url, service_name="auth-service"))
+def test_healthz_over_http(pg_server_url: str, platform: PlatformKey) -> None:
+    app = create_app(platform.settings(pg_server_url, service_name="auth-service"))
     with threaded_server(app) as base_url:
         response = httpx.get(f"{base_url}/healthz")
     assert response.json() == {"status": "ok", "service": "auth-service"}
 
 
 def test_concurrent_calls_both_succeed_and_apply_each_migration_once(
-    schema_tenant: Payload, pg_server_url: str, tmp_path: Path
+    schema_tenant: Payload, pg_server_url: str, tmp_path: Path, platform: PlatformKey
 ) -> None:
     # One process, so both lock attempts carry the same pid: yoyo must still tell them apart.
     migrations = _prepare_slow_migrations(tmp_path / "slow", pg_server_url, schema_tenant["schema"])
-    app = create_app(settings_for(pg_server_url, migrations_dir=migrations))
+    app = create_app(platform.settings(pg_server_url, migrations_dir=migrations))
     with threaded_server(app) as base_url:
-        responses = _concurrently([base_url, base_url], schema_tenant)
+        responses = _concurrently([base_url, base_url], schema_tenant, platform)
 
     assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
     bodies: list[dict[str, Any]] = [r.json() for r in responses]
@@ -86,12 +89,16 @@ def test_concurrent_calls_both_succeed_and_apply_each_migration_once(
     assert Counter(log) == Counter(SLOW_VERSIONS)
 
 
-def test_real_server_migrates_the_backend_set(schema_tenant: Payload, pg_server_url: str) -> None:
-    app = create_app(settings_for(pg_server_url))
+def test_real_server_migrates_the_backend_set(
+    schema_tenant: Payload, pg_server_url: str, platform: PlatformKey
+) -> None:
+    app = create_app(platform.settings(pg_server_url))
+    tenant_id = schema_tenant["tenantId"]
     with threaded_server(app) as base_url, httpx.Client(base_url=base_url) as client:
-        path = migrate_path(schema_tenant["tenantId"])
-        first = client.post(path, json=schema_tenant, headers=headers("key-1"))
-        retry = client.post(path, json=schema_tenant, headers=headers("key-1"))
+        path = migrate_path(tenant_id)
+        # A retry repeats the idempotency key but, as the platform does, with a new token.
+        first = client.post(path, json=schema_tenant, headers=platform.headers(tenant_id, key="k1"))
+        retry = client.post(path, json=schema_tenant, headers=platform.headers(tenant_id, key="k1"))
 
     assert first.json() == {"version": BACKEND_VERSIONS[-1], "applied": BACKEND_VERSIONS}
     assert retry.json() == {"version": BACKEND_VERSIONS[-1], "applied": []}
@@ -99,16 +106,20 @@ def test_real_server_migrates_the_backend_set(schema_tenant: Payload, pg_server_
 
 
 def test_lock_holds_across_processes(
-    schema_tenant: Payload, pg_server_url: str, tmp_path: Path
+    schema_tenant: Payload, pg_server_url: str, tmp_path: Path, platform: PlatformKey
 ) -> None:
     migrations = _prepare_slow_migrations(tmp_path / "slow", pg_server_url, schema_tenant["schema"])
-    settings = settings_for(pg_server_url, migrations_dir=migrations)
-    env = {"DOWNSTREAM_DATABASE_URL": pg_server_url, "DOWNSTREAM_MIGRATIONS_DIR": str(migrations)}
+    settings = platform.settings(pg_server_url, migrations_dir=migrations)
+    env = {
+        "DOWNSTREAM_DATABASE_URL": pg_server_url,
+        "DOWNSTREAM_MIGRATIONS_DIR": str(migrations),
+        "DOWNSTREAM_PLATFORM_PUBLIC_KEY_FILE": str(platform.public_file),
+    }
     with (
         threaded_server(create_app(settings)) as in_process,
         subprocess_server("backend-service", env, tmp_path / "service.log") as (other, _),
     ):
-        responses = _concurrently([in_process, other], schema_tenant)
+        responses = _concurrently([in_process, other], schema_tenant, platform)
 
     assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
     bodies = sorted((r.json() for r in responses), key=lambda body: len(body["applied"]))
