@@ -2,41 +2,64 @@
 
 Run with `python worker.py`. It applies the platform's metadata migrations, registers the
 search attributes it needs, and on SIGTERM/SIGINT stops polling and lets in-flight
-activities finish before it exits.
+activities finish before it exits. Logs are structured (`PLATFORM_LOG_FORMAT`), metrics are
+served at `PLATFORM_WORKER_METRICS_ADDRESS` when set, and traces follow `OTEL_TRACES_EXPORTER`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import timedelta
 from typing import Any
 
 import httpx
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
+from temporalio.common import MetricMeter
 from temporalio.worker import Worker
 
+from activities.interceptor import ActivityContextInterceptor
 from activities.metadata import MetadataActivities
 from activities.migrations import MigrationActivities
 from activities.storage import StorageActivities
+from tenancy.logging import configure_logging, redact
+from tenancy.metrics import TENANT_GAUGE_INTERVAL, tenant_gauge
 from tenancy.repository import TenantRepository
 from tenancy.schema import apply_platform_migrations
 from tenancy.settings import Settings, get_settings
 from tenancy.signing import CallSigner
 from tenancy.storage import StorageAdmin
-from tenancy.temporal import connect_client, ensure_search_attributes
+from tenancy.temporal import connect_client, ensure_search_attributes, worker_runtime
+from tenancy.tracing import (
+    client_interceptors,
+    instrument_http_client,
+    shutdown_tracing,
+    tracer_provider_from_env,
+)
 from workflows.provision import ProvisionTenantWorkflow
 
-_log = logging.getLogger("platform.worker")
+SERVICE_NAME = "platform-worker"
+_log = structlog.stdlib.get_logger("platform.worker")
 
 
 @asynccontextmanager
-async def worker_activities(settings: Settings) -> AsyncIterator[list[Callable[..., Any]]]:
-    """The activity methods, bound to pools and one HTTP client that live as long as this."""
+async def worker_activities(
+    settings: Settings,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    metric_meter: MetricMeter | None = None,
+    gauge_interval: timedelta = TENANT_GAUGE_INTERVAL,
+) -> AsyncIterator[list[Callable[..., Any]]]:
+    """The activity methods, bound to pools and one HTTP client that live as long as this.
+
+    With a `tracer_provider` the HTTP client's calls are traced (and carry `traceparent`);
+    with a `metric_meter` the tenants-by-status gauge is refreshed every `gauge_interval`.
+    """
     metadata_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         settings.require_database_url(), open=False, min_size=1, max_size=10
     )
@@ -48,7 +71,14 @@ async def worker_activities(settings: Settings) -> AsyncIterator[list[Callable[.
         max_size=4,
         kwargs={"autocommit": True},
     )
+    _log.info(
+        "activity resources",
+        database=redact(settings.require_database_url()),
+        storage_database=redact(settings.require_storage_database_url()),
+        services={s.name: str(s.base_url) for s in settings.downstream_services},
+    )
     async with httpx.AsyncClient() as http, metadata_pool, storage_pool:
+        instrument_http_client(http, tracer_provider)
         tenants = TenantRepository(metadata_pool)
         metadata = MetadataActivities(tenants, settings)
         storage = StorageActivities(
@@ -56,46 +86,67 @@ async def worker_activities(settings: Settings) -> AsyncIterator[list[Callable[.
         )
         signer = CallSigner(settings.require_signing_key_file(), settings.downstream_token_ttl)
         migrations = MigrationActivities(http, tenants, settings.downstream_services, signer)
-        yield [
-            metadata.load_plan,
-            metadata.record_tenant,
-            metadata.transition_status,
-            metadata.mark_migration_failed,
-            storage.create_storage,
-            migrations.migrate_service,
-        ]
+        gauge: AbstractAsyncContextManager[None] = (
+            tenant_gauge(tenants, metric_meter, gauge_interval)
+            if metric_meter is not None
+            else nullcontext()
+        )
+        async with gauge:
+            yield [
+                metadata.load_plan,
+                metadata.record_tenant,
+                metadata.transition_status,
+                metadata.mark_migration_failed,
+                storage.create_storage,
+                migrations.migrate_service,
+            ]
 
 
 def build_worker(
     client: Client, settings: Settings, activities: list[Callable[..., Any]]
 ) -> Worker:
-    """A worker for the platform's task queue."""
+    """A worker for the platform's task queue; every activity attempt gets a log context.
+    The client's own interceptors (tracing, see `connect_client`) apply to it as well."""
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[ProvisionTenantWorkflow],
         activities=activities,
+        interceptors=[ActivityContextInterceptor()],
         graceful_shutdown_timeout=timedelta(seconds=15),
     )
 
 
 async def main() -> None:
     """Prepare the database and namespace, then work until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
-    await asyncio.to_thread(apply_platform_migrations, settings.require_database_url())
-    client = await connect_client(settings)
-    await ensure_search_attributes(client)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    async with worker_activities(settings) as activities:
-        worker = build_worker(client, settings, activities)
-        async with worker:
-            _log.info("worker polling task queue %s", settings.task_queue)
-            await stop.wait()
-            _log.info("shutting down: finishing in-flight tasks")
+    configure_logging(settings)
+    tracer_provider = tracer_provider_from_env(SERVICE_NAME)
+    runtime = worker_runtime(settings)
+    if settings.worker_metrics_address:
+        _log.info("serving metrics", url=f"http://{settings.worker_metrics_address}/metrics")
+    try:
+        await asyncio.to_thread(apply_platform_migrations, settings.require_database_url())
+        client = await connect_client(
+            settings, runtime=runtime, interceptors=client_interceptors(tracer_provider)
+        )
+        await ensure_search_attributes(client)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        async with worker_activities(
+            settings,
+            tracer_provider=tracer_provider,
+            metric_meter=runtime.metric_meter if settings.worker_metrics_address else None,
+        ) as activities:
+            worker = build_worker(client, settings, activities)
+            async with worker:
+                _log.info("worker polling task queue", task_queue=settings.task_queue)
+                await stop.wait()
+                _log.info("shutting down: finishing in-flight tasks")
+    finally:
+        shutdown_tracing(tracer_provider)
     _log.info("worker stopped")
 
 

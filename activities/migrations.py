@@ -12,6 +12,8 @@ from temporalio.exceptions import ApplicationError
 
 from tenancy.contracts import MigrateInput, MigrateResult
 from tenancy.failures import FailureType, summarize
+from tenancy.logging import redact
+from tenancy.metrics import migration_attempt
 from tenancy.repository import TenantRepository
 from tenancy.settings import DownstreamService
 from tenancy.signing import CallSigner
@@ -37,7 +39,8 @@ def classify_status(status_code: int) -> Outcome:
 
 
 def _reason(response: httpx.Response) -> str:
-    """The service's own explanation if it gave one, trimmed; never more than a line."""
+    """The service's own explanation if it gave one, trimmed to a line, secrets masked (a
+    service may echo the request, bearer token included)."""
     detail: object = None
     try:
         body = response.json()
@@ -49,7 +52,7 @@ def _reason(response: httpx.Response) -> str:
         detail = body
     text = detail if isinstance(detail, str) else str(detail)
     return summarize(
-        f"HTTP {response.status_code}: {text}" if text else f"HTTP {response.status_code}"
+        redact(f"HTTP {response.status_code}: {text}") if text else f"HTTP {response.status_code}"
     )
 
 
@@ -73,6 +76,7 @@ class MigrationActivities:
         """POST the service's migrate endpoint; raise a typed failure the retry policy reads."""
         service = self._services.get(request.service)
         if service is None:
+            migration_attempt(activity.metric_meter(), request.service, Outcome.REJECTED.value)
             raise ApplicationError(
                 f"service {request.service!r} is not configured on this worker",
                 type=FailureType.UNKNOWN_SERVICE,
@@ -120,14 +124,19 @@ class MigrationActivities:
         except (ValueError, KeyError, TypeError):
             await self._fail_attempt(
                 request,
-                summarize(f"HTTP {response.status_code} without a version: {response.text}"),
+                summarize(
+                    redact(f"HTTP {response.status_code} without a version: {response.text}")
+                ),
             )
+        migration_attempt(activity.metric_meter(), request.service, Outcome.SUCCESS.value)
         await self._tenants.migration_succeeded(request.tenant_id, request.service, version)
         return MigrateResult(service=request.service, version=version)
 
     async def _fail_attempt(
         self, request: MigrateInput, reason: str, *, non_retryable: bool = False
     ) -> NoReturn:
+        outcome = Outcome.REJECTED if non_retryable else Outcome.RETRYABLE
+        migration_attempt(activity.metric_meter(), request.service, outcome.value)
         await self._tenants.migration_attempt_failed(request.tenant_id, request.service, reason)
         raise ApplicationError(
             reason,

@@ -199,6 +199,13 @@ class TenantRepository:
             )
         return target
 
+    async def count_by_status(self) -> dict[TenantStatus, int]:
+        """How many tenants are in each status; every status is present, zero included."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT status, count(*) FROM tenants GROUP BY status")
+            counts = {TenantStatus(status): int(count) for status, count in await cur.fetchall()}
+        return {status: counts.get(status, 0) for status in TenantStatus}
+
     async def record_event(
         self, tenant_id: str, actor: str, action: EventAction, reason: str | None = None
     ) -> None:

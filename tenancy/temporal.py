@@ -8,31 +8,82 @@ or a `temporal.toml` profile), so a Temporal Cloud or mTLS cluster needs no code
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.service import RPCError
 
 from tenancy import search_attributes
+from tenancy.metrics import HISTOGRAM_BUCKETS
 from tenancy.settings import Settings
 
 _log = logging.getLogger(__name__)
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 
 
-async def connect_client(settings: Settings) -> Client:
-    """A client with the pydantic data converter, configured from the environment."""
+async def connect_client(
+    settings: Settings,
+    runtime: Runtime | None = None,
+    interceptors: Sequence[Interceptor] = (),
+) -> Client:
+    """A client with the pydantic data converter, configured from the environment.
+
+    A worker's client is created on the worker's `runtime`, whose telemetry its workflows
+    and activities then use; `interceptors` (tracing) also apply to a worker on this client.
+    """
     config = ClientConfig.load_client_connect_config()
     if settings.temporal_address:
         config["target_host"] = settings.temporal_address
     config.setdefault("target_host", DEFAULT_ADDRESS)
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    return await Client.connect(
+        **config,
+        data_converter=pydantic_data_converter,
+        runtime=runtime,
+        interceptors=interceptors,
+    )
+
+
+def worker_runtime(settings: Settings) -> Runtime:
+    """The worker's SDK runtime: Core's own logs forwarded into Python logging (so they are
+    structured and redacted like the rest), and a Prometheus endpoint for the SDK's and the
+    platform's metrics when `settings.worker_metrics_address` is set.
+
+    A runtime owns threads and, with metrics, a listening socket: build one per process.
+    """
+    metrics = (
+        PrometheusConfig(
+            bind_address=settings.worker_metrics_address,
+            histogram_bucket_overrides=HISTOGRAM_BUCKETS,
+        )
+        if settings.worker_metrics_address
+        else None
+    )
+    return Runtime(
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(
+                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                forwarding=LogForwardingConfig(
+                    logger=logging.getLogger("temporalio.core"), append_target_to_name=False
+                ),
+            ),
+            metrics=metrics,
+        )
+    )
 
 
 async def ensure_search_attributes(client: Client) -> list[str]:

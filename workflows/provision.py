@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.metadata import MetadataActivities
     from activities.migrations import MigrationActivities
     from activities.storage import StorageActivities
+    from tenancy import metrics
     from tenancy import search_attributes as sa
     from tenancy.contracts import (
         CreateStorageInput,
@@ -39,6 +40,12 @@ WORKFLOW_NAME = "ProvisionTenantWorkflow"
 RETRY_SIGNAL = "retry_migration"
 STATUS_QUERY = "get_status"
 RECORDED_UPDATE = "tenant_recorded"
+# Statuses that end a provisioning pass, each counted in `platform_provisions_finished`.
+_OUTCOMES = {
+    TenantStatus.ACTIVE: metrics.ProvisionResult.ACTIVE,
+    TenantStatus.PROVISION_ERROR: metrics.ProvisionResult.PROVISION_ERROR,
+    TenantStatus.MIGRATION_ERROR: metrics.ProvisionResult.MIGRATION_ERROR,
+}
 
 
 def failure_reason(error: ActivityError) -> str:
@@ -88,6 +95,7 @@ class ProvisionTenantWorkflow:
                 sa.STORAGE_MODE.value_set(self._spec.storage_mode.value),
             ]
         )
+        metrics.provision_started(workflow.metric_meter(), self._spec)
         self._plan = await run_activity(
             MetadataActivities.load_plan, PlanInput(), options.LOAD_PLAN
         )
@@ -137,6 +145,9 @@ class ProvisionTenantWorkflow:
             )
         except ActivityError as err:
             self._rejection = failure_reason(err)
+            metrics.provision_finished(
+                workflow.metric_meter(), self._spec, metrics.ProvisionResult.REJECTED
+            )
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise ApplicationError(
                 self._rejection, type=FailureType.TENANT_EXISTS, non_retryable=True
@@ -226,6 +237,20 @@ class ProvisionTenantWorkflow:
             options.TRANSITION_STATUS,
         )
         workflow.upsert_search_attributes([sa.TENANT_STATUS.value_set(target.value)])
+        workflow.logger.info(
+            "tenant %s is %s%s", self._spec.id, target.value, f": {reason}" if reason else ""
+        )
+        outcome = _OUTCOMES.get(target)
+        if outcome is not None:
+            metrics.provision_finished(
+                workflow.metric_meter(),
+                self._spec,
+                outcome,
+                # Replay-safe clock: both times come from history.
+                workflow.now() - workflow.info().start_time
+                if outcome is metrics.ProvisionResult.ACTIVE
+                else None,
+            )
 
 
 PROVISION_CHAIN: tuple[Step, ...] = (

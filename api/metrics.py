@@ -1,0 +1,103 @@
+"""Prometheus metrics of the API: requests by route template and status, and latency.
+
+`install_metrics(app)` gives the app its own registry (two apps in one process, as in
+tests, never share counters), a middleware that records every HTTP request, and
+`GET /metrics` in the Prometheus text format. Routes are labelled by their template
+(`/api/tenants/{tenant_id}`), never by the raw path, so tenant ids cannot explode the
+number of series; a request no route matches is labelled `unmatched`.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+METRICS_PATH = "/metrics"
+UNMATCHED = "unmatched"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class RequestMetrics:
+    """The API's request counter and latency histogram, in one registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "platform_api_requests",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "platform_api_request_duration_seconds",
+            "HTTP request latency by method and route template",
+            ["method", "route"],
+            registry=registry,
+        )
+
+
+def _route_template(scope: Scope) -> str:
+    # The router stores the route it matched (or that matched all but the method) in scope.
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return template if isinstance(template, str) and template else UNMATCHED
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: records each HTTP request once its response has started."""
+
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI call; only HTTP requests are measured."""
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_with_status)
+        finally:
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            route = _route_template(scope)
+            self._metrics.requests.labels(method, route, str(status)).inc()
+            self._metrics.duration.labels(method, route).observe(time.perf_counter() - started)
+
+
+def install_metrics(app: FastAPI) -> CollectorRegistry:
+    """Measure every request of `app` and serve `GET /metrics`; returns the app's registry.
+
+    Call once in `create_app()`, before the app serves (middleware cannot be added later).
+    """
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(registry))
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route(METRICS_PATH, metrics, methods=["GET"], include_in_schema=False)
+    app.state.metrics_registry = registry
+    return registry

@@ -1,0 +1,141 @@
+"""The worker's domain metrics, recorded through the Temporal SDK's meters.
+
+They are exported by the same runtime as the SDK's own `temporal_*` metrics, on the worker's
+Prometheus endpoint (`PLATFORM_WORKER_METRICS_ADDRESS`). In a workflow the meter comes from
+`workflow.metric_meter()`, which records nothing while history is replayed, so a metric is
+counted once per real event and adds nothing to the history.
+
+    platform_provisions_started     counter    storage_mode, sla_tier
+    platform_provisions_finished    counter    result, storage_mode, sla_tier
+    platform_provision_duration     histogram  storage_mode, sla_tier (ms, start -> ACTIVE)
+    platform_migration_attempts     counter    service, outcome (success|retryable|rejected)
+    platform_tenants                gauge      status
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from temporalio.common import MetricMeter
+
+from tenancy.models import TenantSpec
+from tenancy.status import TenantStatus
+
+PROVISIONS_STARTED = "platform_provisions_started"
+PROVISIONS_FINISHED = "platform_provisions_finished"
+PROVISION_DURATION = "platform_provision_duration"
+MIGRATION_ATTEMPTS = "platform_migration_attempts"
+TENANTS = "platform_tenants"
+
+TENANT_GAUGE_INTERVAL = timedelta(seconds=15)
+# A provisioning takes seconds, or hours when it waits in MIGRATION_ERROR for an operator.
+HISTOGRAM_BUCKETS: Mapping[str, list[float]] = {
+    PROVISION_DURATION: [
+        250,
+        500,
+        1_000,
+        2_500,
+        5_000,
+        10_000,
+        30_000,
+        60_000,
+        300_000,
+        900_000,
+        3_600_000,
+        14_400_000,
+    ],
+}
+
+_log = logging.getLogger(__name__)
+
+
+class ProvisionResult(StrEnum):
+    """How a provisioning pass ended. MIGRATION_ERROR is counted each time a tenant lands
+    there (a `retry_migration` signal starts another pass); REJECTED means the tenant id
+    belonged to another workflow run."""
+
+    ACTIVE = "ACTIVE"
+    PROVISION_ERROR = "PROVISION_ERROR"
+    MIGRATION_ERROR = "MIGRATION_ERROR"
+    REJECTED = "REJECTED"
+
+
+def _tenant_attributes(spec: TenantSpec) -> dict[str, str]:
+    return {"storage_mode": spec.storage_mode.value, "sla_tier": spec.sla_tier.value}
+
+
+def provision_started(meter: MetricMeter, spec: TenantSpec) -> None:
+    """Count a new provisioning."""
+    meter.create_counter(PROVISIONS_STARTED, "Provisionings started").add(
+        1, _tenant_attributes(spec)
+    )
+
+
+def provision_finished(
+    meter: MetricMeter,
+    spec: TenantSpec,
+    result: ProvisionResult,
+    duration: timedelta | None = None,
+) -> None:
+    """Count a provisioning outcome; `duration` (start to ACTIVE) feeds the histogram."""
+    attributes = _tenant_attributes(spec)
+    meter.create_counter(PROVISIONS_FINISHED, "Provisioning outcomes by result").add(
+        1, {**attributes, "result": result.value}
+    )
+    if duration is not None:
+        meter.create_histogram_timedelta(
+            PROVISION_DURATION, "From workflow start to ACTIVE", "ms"
+        ).record(duration, attributes)
+
+
+def migration_attempt(meter: MetricMeter, service: str, outcome: str) -> None:
+    """Count one call to a downstream service's migrate endpoint by its outcome."""
+    meter.create_counter(MIGRATION_ATTEMPTS, "Downstream migration calls by outcome").add(
+        1, {"service": service, "outcome": outcome}
+    )
+
+
+class TenantCounter(Protocol):
+    """What the tenants gauge reads (`TenantRepository` in the worker)."""
+
+    async def count_by_status(self) -> dict[TenantStatus, int]:
+        """The number of tenants in each status, zero included."""
+        ...
+
+
+async def refresh_tenant_gauge(counter: TenantCounter, meter: MetricMeter) -> None:
+    """Set `platform_tenants{status}` from the metadata database once."""
+    gauge = meter.create_gauge(TENANTS, "Tenants by status")
+    for status, count in (await counter.count_by_status()).items():
+        gauge.set(count, {"status": status.value})
+
+
+@asynccontextmanager
+async def tenant_gauge(
+    counter: TenantCounter, meter: MetricMeter, interval: timedelta = TENANT_GAUGE_INTERVAL
+) -> AsyncIterator[None]:
+    """Refresh the tenants gauge now and every `interval` while the context is open."""
+
+    async def refresh_forever() -> None:
+        while True:
+            try:
+                await refresh_tenant_gauge(counter, meter)
+            except Exception as exc:
+                # A database outage must not stop the worker; the gauge keeps its last value.
+                _log.warning("could not refresh the tenants gauge: %s", exc)
+            await asyncio.sleep(interval.total_seconds())
+
+    task = asyncio.create_task(refresh_forever(), name="tenant-gauge")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
