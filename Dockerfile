@@ -1,5 +1,5 @@
-# Image for the API (default command), the worker and the reference downstream service;
-# docker-compose.temporal.yml picks the process with `command:`.
+# Image for the API (default command), the worker, the reference downstream service and the
+# one-shot key generator; docker-compose.temporal.yml picks the process with `command:`.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -21,7 +21,10 @@ COPY . .
 RUN pip install --no-deps -c constraints.txt . \
     && rm -rf build ./*.egg-info
 
-RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app \
+    && mkdir /keys && chown app /keys
+# A named volume mounted on /keys starts with this owner, so `python -m devstack.tokens init`
+# can write the development keys there as `app` (docker-compose.temporal.yml).
 USER app
 
 EXPOSE 8000

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev service test lint record-history clean-dev
+.PHONY: help install dev service token test lint record-history clean-dev
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -23,6 +23,14 @@ dev: $(STAMP)  ## Run the whole stack in the foreground (Ctrl-C stops it)
 
 service: $(STAMP)  ## Run one reference downstream service again: make service NAME=auth-service
 	$(BIN)/python -m devstack.dev service $(NAME)
+
+# `make token` mints a development token, e.g. `export TOKEN=$$(make -s token SUB=alice)`.
+SUB    ?= operator
+SCOPES ?= tenants:write tenants:read
+TTL    ?= 3600
+
+token: $(STAMP)  ## Print a dev token (needs make dev's keys): make token SUB=alice SCOPES="tenants:read"
+	@$(BIN)/python -m devstack.tokens mint --sub '$(SUB)' --scope '$(SCOPES)' --ttl '$(TTL)'
 
 test: $(STAMP)  ## Run the test suite against real PostgreSQL and Temporal
 	$(BIN)/python -m pytest

@@ -1,19 +1,24 @@
 """API errors, rendered as RFC 9457 `application/problem+json` by one handler.
 
-    ApiError                      (500) base: carries its HTTP status and problem type
+    ApiError                      (500) base: carries its HTTP status, problem type and headers
+    ├── Unauthorized              (401) no bearer token, or one that does not verify
+    ├── Forbidden                 (403) a valid token without the scope the operation needs
     ├── InvalidRequest            (422) a field failed validation; lists every field
     ├── TenantNotFound            (404)
     ├── TenantConflict            (409) the id is taken (also when requests race)
     ├── StatusConflict            (409) the operation needs another status
     └── ServiceUnavailable        (503) PostgreSQL or Temporal cannot be reached in time
 
-Routes raise these; nothing else builds an error response. A lost database connection
-(psycopg.OperationalError, PoolTimeout) is rendered as ServiceUnavailable wherever it surfaces.
+Routes and dependencies raise these; nothing else builds an error response. A lost database
+connection (psycopg.OperationalError, PoolTimeout) is rendered as ServiceUnavailable wherever it
+surfaces. 401 and 403 carry the RFC 6750 `WWW-Authenticate: Bearer ...` challenge.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -24,6 +29,17 @@ from psycopg_pool import PoolTimeout
 
 _log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+REALM = "platform-service"
+# RFC 6750 section 3: error_description and scope values exclude '"', backslash and controls.
+_UNQUOTABLE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
+def bearer_challenge(**params: str) -> str:
+    """`Bearer realm="platform-service"`, then each parameter quoted, in the given order."""
+    quoted = [f'realm="{REALM}"'] + [
+        f'{name}="{_UNQUOTABLE.sub("", value)}"' for name, value in params.items()
+    ]
+    return "Bearer " + ", ".join(quoted)
 
 
 class ApiError(Exception):
@@ -33,9 +49,12 @@ class ApiError(Exception):
     title = "Internal error"
     slug = "internal"
 
-    def __init__(self, detail: str, **extensions: Any) -> None:
+    def __init__(
+        self, detail: str, *, headers: Mapping[str, str] | None = None, **extensions: Any
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = dict(headers or {})
         self.extensions = extensions
 
     def problem(self, instance: str) -> dict[str, Any]:
@@ -48,6 +67,38 @@ class ApiError(Exception):
             "instance": instance,
             **self.extensions,
         }
+
+
+class Unauthorized(ApiError):
+    """The request carries no usable bearer token.
+
+    `error="invalid_token"` is sent only when a token was presented (RFC 6750 3.1): a request
+    without any gets the bare challenge.
+    """
+
+    status = 401
+    title = "Authentication required"
+    slug = "unauthorized"
+
+    def __init__(self, detail: str, *, token_presented: bool = True) -> None:
+        challenge = (
+            bearer_challenge(error="invalid_token", error_description=detail)
+            if token_presented
+            else bearer_challenge()
+        )
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(ApiError):
+    """The token is valid but lacks the scope the operation needs."""
+
+    status = 403
+    title = "Insufficient scope"
+    slug = "insufficient-scope"
+
+    def __init__(self, detail: str, *, scope: str) -> None:
+        challenge = bearer_challenge(error="insufficient_scope", scope=scope)
+        super().__init__(detail, headers={"WWW-Authenticate": challenge}, requiredScope=scope)
 
 
 class InvalidRequest(ApiError):
@@ -112,7 +163,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def render(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
         return JSONResponse(
-            exc.problem(request.url.path), status_code=exc.status, media_type=PROBLEM_JSON
+            exc.problem(request.url.path),
+            status_code=exc.status,
+            media_type=PROBLEM_JSON,
+            headers=exc.headers,
         )
 
     async def render_validation(request: Request, exc: Exception) -> JSONResponse:

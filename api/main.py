@@ -9,28 +9,50 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 from psycopg_pool import AsyncConnectionPool
 
+from api.auth import TokenVerifier
 from api.deps import AppState
 from api.errors import install_error_handlers
 from api.jwks import router as jwks_router
+from api.metrics import install_metrics
 from api.provisioning import ProvisioningGateway
 from api.routes import health_router, tenants_router
+from tenancy.logging import configure_logging
 from tenancy.repository import TenantRepository
 from tenancy.schema import apply_platform_migrations
 from tenancy.settings import Settings, get_settings
 from tenancy.signing import jwks_document
 from tenancy.temporal import connect_client
+from tenancy.tracing import (
+    client_interceptors,
+    instrument_fastapi,
+    shutdown_tracing,
+    tracer_provider_from_env,
+)
 
 _log = logging.getLogger("platform.api")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; resources are created in its lifespan, not here."""
+def create_app(
+    settings: Settings | None = None, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """Build the app; resources are created in its lifespan, not here.
+
+    Without explicit `settings` the app reads its environment and configures the process's
+    logging and tracing itself (the `uvicorn api.main:app` case); tests pass their own.
+    """
+    if settings is None and tracer_provider is None:
+        tracer_provider = tracer_provider_from_env("platform-api")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
         config = settings or get_settings()
+        if settings is None:
+            configure_logging(config)
+        # First: an API that cannot authenticate anyone must not come up at all.
+        verifier = TokenVerifier.from_settings(config)
         database_url = config.require_database_url()
         # The API publishes only public keys: a public key file is enough here.
         jwks = jwks_document(config.require_signing_key_file(), config.signing_previous_key_files)
@@ -40,15 +62,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await pool.open()
         try:
-            client = await connect_client(config)
+            client = await connect_client(config, interceptors=client_interceptors(tracer_provider))
             yield AppState(
                 tenants=TenantRepository(pool),
                 provisioning=ProvisioningGateway(client, config),
                 temporal=client,
                 jwks=jwks,
+                verifier=verifier,
             )
         finally:
             await pool.close()
+            shutdown_tracing(tracer_provider)
 
     app = FastAPI(
         title="Platform Service",
@@ -57,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_metrics(app)
+    instrument_fastapi(app, tracer_provider)
     app.include_router(tenants_router)
     app.include_router(health_router)
     app.include_router(jwks_router)

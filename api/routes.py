@@ -1,9 +1,14 @@
-"""Tenant and health endpoints. Thin: validation by pydantic, work by the gateway/repository."""
+"""Tenant and health endpoints. Thin: validation by pydantic, work by the gateway/repository.
+
+Tenant endpoints need a bearer token: `tenants:read` to read, `tenants:write` to provision or
+retry. The principal is each route's first parameter, so it is resolved before anything else.
+Health endpoints stay open for probes.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 import psycopg
 from fastapi import APIRouter, Path, Query, Response, status
@@ -12,9 +17,17 @@ from pydantic import Field
 from temporalio.service import RPCError
 
 from api import cursor as cursors
-from api.deps import Provisioning, TemporalClient, Tenants
+from api.deps import Provisioning, Reader, TemporalClient, Tenants, Writer
 from api.errors import ServiceUnavailable, StatusConflict, TenantNotFound
-from tenancy.models import TENANT_ID_PATTERN, CamelModel, SlaTier, Tenant, TenantSpec
+from tenancy.models import (
+    TENANT_ID_PATTERN,
+    CamelModel,
+    EventAction,
+    SlaTier,
+    Tenant,
+    TenantEvent,
+    TenantSpec,
+)
 from tenancy.status import TenantStatus
 
 tenants_router = APIRouter(prefix="/api/tenants", tags=["tenants"])
@@ -22,6 +35,10 @@ health_router = APIRouter(tags=["health"])
 
 _HEALTH_TIMEOUT = timedelta(seconds=2)
 TenantIdPath = Annotated[str, Path(pattern=TENANT_ID_PATTERN, description="The tenant id.")]
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No bearer token, or one that does not verify"},
+    403: {"description": "The token lacks the scope this operation needs"},
+}
 
 
 class TenantPage(CamelModel):
@@ -29,6 +46,12 @@ class TenantPage(CamelModel):
 
     items: list[Tenant]
     next_cursor: str | None = None
+
+
+class TenantEvents(CamelModel):
+    """A tenant's audit trail, oldest first."""
+
+    items: list[TenantEvent]
 
 
 class Health(CamelModel):
@@ -49,25 +72,49 @@ async def _load(tenants: Tenants, tenant_id: str) -> Tenant:
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Tenant,
-    responses={409: {"description": "The id exists"}, 422: {"description": "Invalid input"}},
+    responses={
+        **_AUTH_RESPONSES,
+        409: {"description": "The id exists"},
+        422: {"description": "Invalid input"},
+    },
 )
 async def create_tenant(
-    spec: TenantSpec, response: Response, tenants: Tenants, provisioning: Provisioning
+    principal: Writer,
+    spec: TenantSpec,
+    response: Response,
+    tenants: Tenants,
+    provisioning: Provisioning,
 ) -> Tenant:
     """Start provisioning; answers once the tenant is recorded, so a GET never 404s after."""
-    await provisioning.start(spec)
+    await provisioning.start(spec, requested_by=principal.subject)
     response.headers["Location"] = f"/api/tenants/{spec.id}"
     return await _load(tenants, spec.id)
 
 
-@tenants_router.get("/{tenant_id}", response_model=Tenant)
-async def get_tenant(tenant_id: TenantIdPath, tenants: Tenants) -> Tenant:
+@tenants_router.get(
+    "/{tenant_id}",
+    response_model=Tenant,
+    responses={**_AUTH_RESPONSES, 404: {"description": "No such tenant"}},
+)
+async def get_tenant(_: Reader, tenant_id: TenantIdPath, tenants: Tenants) -> Tenant:
     """One tenant with its per-service migration state."""
     return await _load(tenants, tenant_id)
 
 
-@tenants_router.get("", response_model=TenantPage)
+@tenants_router.get(
+    "/{tenant_id}/events",
+    response_model=TenantEvents,
+    responses={**_AUTH_RESPONSES, 404: {"description": "No such tenant"}},
+)
+async def tenant_events(_: Reader, tenant_id: TenantIdPath, tenants: Tenants) -> TenantEvents:
+    """Who did what to the tenant and every status change, oldest first."""
+    await _load(tenants, tenant_id)
+    return TenantEvents(items=await tenants.events(tenant_id))
+
+
+@tenants_router.get("", response_model=TenantPage, responses=_AUTH_RESPONSES)
 async def list_tenants(
+    _: Reader,
     tenants: Tenants,
     tenant_status: Annotated[TenantStatus | None, Query(alias="status")] = None,
     sla_tier: Annotated[SlaTier | None, Query(alias="slaTier")] = None,
@@ -88,10 +135,14 @@ async def list_tenants(
     "/{tenant_id}/retry-migration",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Tenant,
-    responses={404: {"description": "No such tenant"}, 409: {"description": "Not failed"}},
+    responses={
+        **_AUTH_RESPONSES,
+        404: {"description": "No such tenant"},
+        409: {"description": "Not failed"},
+    },
 )
 async def retry_migration(
-    tenant_id: TenantIdPath, tenants: Tenants, provisioning: Provisioning
+    principal: Writer, tenant_id: TenantIdPath, tenants: Tenants, provisioning: Provisioning
 ) -> Tenant:
     """Ask the workflow to re-run the services whose migrations failed."""
     tenant = await _load(tenants, tenant_id)
@@ -100,6 +151,8 @@ async def retry_migration(
             f"tenant {tenant_id} is {tenant.status}; retry needs {TenantStatus.MIGRATION_ERROR}",
             tenantStatus=tenant.status.value,
         )
+    # Recorded first: the trail must show who asked even if the signal then fails.
+    await tenants.record_event(tenant_id, principal.subject, EventAction.RETRY_REQUESTED)
     await provisioning.request_retry(tenant_id)
     return tenant
 

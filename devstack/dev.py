@@ -2,7 +2,8 @@
 
 Starts what the environment does not already name (embedded PostgreSQL, the Temporal dev server,
 the two reference downstream services), then the worker and the API, and prints how to use it
-once `/readyz` answers. Ctrl-C or SIGTERM stops everything in reverse order.
+once `/readyz` answers, with ready-to-paste tokens of the development identity provider (unless
+the environment names a real one). Ctrl-C or SIGTERM stops everything in reverse order.
 `python -m devstack.dev service auth-service` runs one reference service alone, to bring it
 back after an outage drill.
 """
@@ -19,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -26,32 +28,32 @@ import httpx
 import psycopg
 from psycopg import errors, sql
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 
+from api.auth import READ_SCOPE, WRITE_SCOPE
 from devstack.postgres import EmbeddedPostgres
 from devstack.supervisor import DevStackError, Interrupted, Stack
 from devstack.temporal import dev_server_command
+from devstack.tokens import DEV_ISSUER, DevKeys, mint
 from tenancy.keys import generate_private_key
 from tenancy.settings import Settings, get_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_MARKER = "Platform Service is up"
+BANNER_TOKEN_TTL = timedelta(hours=12)
 _log = logging.getLogger("devstack.dev")
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-class DevSettings(BaseSettings):
-    """Where `make dev` keeps its data, and the ports of what it embeds."""
+class DevSettings(DevKeys):
+    """Where `make dev` keeps its data (and keys), and the ports of what it embeds."""
 
-    model_config = SettingsConfigDict(env_prefix="PLATFORM_DEV_", extra="ignore")
-
-    data_dir: Path = REPO_ROOT / ".devdata"
     postgres_port: Port = 54329
     temporal_port: Port = 7233
     temporal_ui_port: Port = 8233
     backend_port: Port = 8101
     auth_port: Port = 8102
+    worker_metrics_port: Port = 9464
 
     def service_ports(self) -> dict[str, tuple[int, str]]:
         """Each reference service's port and the variable that sets it."""
@@ -70,13 +72,24 @@ class Plan:
     embed_postgres: bool
     embed_temporal: bool
     embed_services: bool
+    # True when the API trusts the development identity provider, whose tokens the banner shows.
+    dev_idp: bool
+    audience: str
+    # The worker's Prometheus endpoint when this run chose its address (host:port).
+    worker_metrics: str | None
     env: dict[str, str] = field(repr=False)
 
     def service_env(self) -> dict[str, str]:
         """The reference services swap the database name per tenant, so they get the storage
-        server's URL."""
+        server's URL; they verify the platform's signed calls with the API's published keys
+        (fetched on the first call, so the API may start after them)."""
         storage = self.env.get("PLATFORM_STORAGE_DATABASE_URL") or self.env["PLATFORM_DATABASE_URL"]
-        return {**self.env, "DOWNSTREAM_DATABASE_URL": storage}
+        jwks = f"http://127.0.0.1:{self.api_port}/.well-known/jwks.json"
+        return {
+            "DOWNSTREAM_PLATFORM_JWKS_URL": jwks,
+            **self.env,
+            "DOWNSTREAM_DATABASE_URL": storage,
+        }
 
     def required_ports(self) -> list[tuple[int, str]]:
         """Every port this run listens on, with the variable that moves it."""
@@ -88,6 +101,8 @@ class Plan:
             ports.append((self.dev.temporal_ui_port, "PLATFORM_DEV_TEMPORAL_UI_PORT"))
         if self.embed_services:
             ports.extend(self.dev.service_ports().values())
+        if self.worker_metrics is not None:
+            ports.append((self.dev.worker_metrics_port, "PLATFORM_DEV_WORKER_METRICS_PORT"))
         return ports
 
 
@@ -114,8 +129,28 @@ def make_plan(dev: DevSettings, platform: Settings) -> Plan:
             ]
         )
     if platform.signing_key_file is None:
-        env["PLATFORM_SIGNING_KEY_FILE"] = str(dev.data_dir / "keys" / "platform-signing.pem")
-    return Plan(dev, platform.api_port, embed_postgres, embed_temporal, embed_services, env)
+        env["PLATFORM_SIGNING_KEY_FILE"] = str(dev.signing_key_file)
+    # Readable logs in a terminal; production keeps the JSON default.
+    env.setdefault("PLATFORM_LOG_FORMAT", "console")
+    worker_metrics = None
+    if platform.worker_metrics_address is None:
+        worker_metrics = f"127.0.0.1:{dev.worker_metrics_port}"
+        env["PLATFORM_WORKER_METRICS_ADDRESS"] = worker_metrics
+    dev_idp = platform.auth_jwks_url is None and platform.auth_public_key_file is None
+    if dev_idp:
+        env["PLATFORM_AUTH_PUBLIC_KEY_FILE"] = str(dev.idp_key_file)
+        env["PLATFORM_AUTH_ISSUER"] = DEV_ISSUER
+    return Plan(
+        dev,
+        platform.api_port,
+        embed_postgres,
+        embed_temporal,
+        embed_services,
+        dev_idp,
+        platform.auth_audience,
+        worker_metrics,
+        env,
+    )
 
 
 def busy_ports(ports: Sequence[tuple[int, str]]) -> list[str]:
@@ -195,6 +230,8 @@ def start_stack(stack: Stack, plan: Plan) -> None:
     plan.dev.data_dir.mkdir(parents=True, exist_ok=True)
     # Development keys are made once and kept with the data, so tokens survive a restart.
     generate_private_key(Path(plan.env["PLATFORM_SIGNING_KEY_FILE"]))
+    if plan.dev_idp:
+        generate_private_key(plan.dev.idp_key_file)
     if plan.embed_postgres:
         start_postgres(stack, plan)
     if plan.embed_temporal:
@@ -215,12 +252,56 @@ def start_stack(stack: Stack, plan: Plan) -> None:
     )
 
 
-def banner(plan: Plan) -> str:
+@dataclass(frozen=True)
+class DevTokens:
+    """The banner's tokens: an operator's (read and write) and a viewer's (read only)."""
+
+    operator: str
+    viewer: str
+
+
+def dev_tokens(plan: Plan) -> DevTokens | None:
+    """Fresh tokens of the development identity provider, if the API trusts it."""
+    if not plan.dev_idp:
+        return None
+    key = plan.dev.idp_key_file
+    audience = plan.audience
+    return DevTokens(
+        operator=mint(
+            key,
+            subject="operator",
+            scopes=[WRITE_SCOPE, READ_SCOPE],
+            audience=audience,
+            ttl=BANNER_TOKEN_TTL,
+        ),
+        viewer=mint(
+            key, subject="viewer", scopes=[READ_SCOPE], audience=audience, ttl=BANNER_TOKEN_TTL
+        ),
+    )
+
+
+def banner(plan: Plan, tokens: DevTokens | None) -> str:
     """How to reach and use the running stack."""
     api = f"http://127.0.0.1:{plan.api_port}"
     dev = plan.dev
     ui = f"http://127.0.0.1:{dev.temporal_ui_port}" if plan.embed_temporal else None
     body = '{"id": "acme", "name": "Acme Corp", "storageMode": "SCHEMA", "slaTier": "STANDARD"}'
+    hours = int(BANNER_TOKEN_TTL.total_seconds() // 3600)
+    if tokens is not None:
+        auth = [
+            f"Tokens (development identity provider, valid {hours} h): paste into your shell.",
+            f"Operator ({WRITE_SCOPE} {READ_SCOPE}) and read-only viewer ({READ_SCOPE}):",
+            f"  export TOKEN={tokens.operator}",
+            f"  export READ_TOKEN={tokens.viewer}",
+            "More tokens (any subject and scopes):",
+            f'  export ALICE_TOKEN=$(make -s token SUB=alice SCOPES="{READ_SCOPE}")',
+        ]
+    else:
+        auth = [
+            "The API trusts your identity provider: put one of its tokens in TOKEN",
+            f"(scopes {WRITE_SCOPE} {READ_SCOPE}) and one with {READ_SCOPE} in READ_TOKEN.",
+        ]
+    bearer = '-H "Authorization: Bearer $TOKEN"'
     lines = [
         "",
         f"{READY_MARKER} at {api}",
@@ -228,12 +309,22 @@ def banner(plan: Plan) -> str:
         f"  API               {api}",
         f"  API docs          {api}/docs",
         f"  Temporal Web UI   {ui or '(external Temporal)'}",
+        f"  API metrics       {api}/metrics",
+        *(
+            [f"  Worker metrics    http://{plan.worker_metrics}/metrics"]
+            if plan.worker_metrics
+            else []
+        ),
         f"  Data folder       {dev.data_dir}",
         "",
+        *auth,
+        "",
         "Provision a tenant:",
-        f"  curl -s -X POST {api}/api/tenants -H 'Content-Type: application/json' -d '{body}'",
-        "Watch it:",
-        f"  curl -s {api}/api/tenants/acme",
+        f"  curl -s -X POST {api}/api/tenants {bearer} "
+        f"-H 'Content-Type: application/json' -d '{body}'",
+        "Watch it, then read its audit trail:",
+        f"  curl -s {api}/api/tenants/acme {bearer}",
+        f'  curl -s {api}/api/tenants/acme/events -H "Authorization: Bearer $READ_TOKEN"',
     ]
     if plan.embed_services:
         pid_file = dev.data_dir / "run" / "auth-service.pid"
@@ -277,7 +368,7 @@ def run_stack(plan: Plan) -> int:
 
     def start(stack: Stack) -> None:
         start_stack(stack, plan)
-        sys.stdout.write(banner(plan))
+        sys.stdout.write(banner(plan, dev_tokens(plan)))
         sys.stdout.flush()
 
     return run(plan.required_ports(), plan.dev.data_dir / "run", start)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +15,9 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client
 
+from api.auth import READ_SCOPE, WRITE_SCOPE
 from api.main import create_app
+from devstack.tokens import mint
 from examples.downstream_service.app import create_app as create_downstream_app
 from examples.downstream_service.settings import DownstreamSettings
 from tenancy.naming import workflow_id
@@ -27,32 +30,49 @@ from tests.support.servers import serve
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 
+OPERATOR = "operator"
+
+
+def token_for(keys_dir: Path, subject: str = OPERATOR, *scopes: str, **options: Any) -> str:
+    """A token of the test identity provider (`keys_dir/idp.pem`, which the API trusts);
+    an operator's (read and write) unless scopes are given."""
+    return mint(
+        keys_dir / "idp.pem",
+        subject=subject,
+        scopes=scopes or (WRITE_SCOPE, READ_SCOPE),
+        audience="platform-service",
+        **options,
+    )
+
+
 @pytest.fixture(scope="module")
-def reference_services(pg_server_url: str) -> Iterator[list[tuple[str, str]]]:
-    """backend-service and auth-service: the reference app with their own migration sets."""
-    urls: list[tuple[str, str]] = []
+def reference_services(pg_server_url: str, keys_dir: Path) -> Iterator[list[tuple[str, str]]]:
+    """backend-service and auth-service: the reference app with their own migration sets,
+    accepting only calls signed with the platform's key."""
+
+    def settings(name: str) -> DownstreamSettings:
+        return DownstreamSettings(
+            service_name=name,
+            database_url=pg_server_url,
+            platform_public_key_file=keys_dir / "platform-signing.pem",
+        )
+
     with (
-        serve(
-            create_downstream_app(
-                DownstreamSettings(service_name="backend-service", database_url=pg_server_url)
-            )
-        ) as backend,
-        serve(
-            create_downstream_app(
-                DownstreamSettings(service_name="auth-service", database_url=pg_server_url)
-            )
-        ) as auth,
+        serve(create_downstream_app(settings("backend-service"))) as backend,
+        serve(create_downstream_app(settings("auth-service"))) as auth,
     ):
-        urls = [("backend-service", backend), ("auth-service", auth)]
-        yield urls
+        yield [("backend-service", backend), ("auth-service", auth)]
 
 
 @asynccontextmanager
-async def api_stack(client: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """Worker + API under uvicorn; yields an HTTP client of the API."""
+async def api_stack(
+    client: Client, settings: Settings, token: str | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Worker + API under uvicorn; yields an HTTP client of the API, sending `token` if given."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with running_worker(client, settings):
         with serve(create_app(settings)) as base_url:
-            async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+            async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=headers) as http:
                 yield http
 
 
@@ -61,8 +81,10 @@ async def api(
     temporal_client: Client,
     make_settings: Callable[..., Settings],
     reference_services: list[tuple[str, str]],
+    keys_dir: Path,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_stack(temporal_client, make_settings(*reference_services)) as http:
+    settings = make_settings(*reference_services)
+    async with api_stack(temporal_client, settings, token_for(keys_dir)) as http:
         yield http
 
 
@@ -112,6 +134,7 @@ async def test_provision_through_the_api_reaches_active_with_both_services_table
     assert created.headers["location"] == f"/api/tenants/{tenant_id}"
     assert created.json()["id"] == tenant_id
     assert created.json()["workflowId"] == workflow_id(tenant_id)
+    assert created.json()["createdBy"] == OPERATOR
     # The row exists before the 202 is sent.
     immediately = await api.get(f"/api/tenants/{tenant_id}")
     assert immediately.status_code == 200
@@ -270,12 +293,12 @@ async def test_retry_of_an_active_tenant_is_409_and_of_an_unknown_one_404(
 
 
 async def test_failed_migration_is_retried_through_the_api(
-    temporal_client: Client, make_settings: Callable[..., Settings]
+    temporal_client: Client, make_settings: Callable[..., Settings], keys_dir: Path
 ) -> None:
     flaky = ScriptedService(version="7")
     with serve(flaky.app()) as url:
         settings = make_settings(("flaky-service", url))
-        async with api_stack(temporal_client, settings) as api:
+        async with api_stack(temporal_client, settings, token_for(keys_dir)) as api:
             tenant_id = unique_id("retry")
             flaky.script(tenant_id, 422, 200)
             assert (await api.post("/api/tenants", json=body(tenant_id))).status_code == 202
@@ -296,3 +319,9 @@ async def test_health_and_readiness(api: httpx.AsyncClient) -> None:
     assert ready.json()["checks"] == {"postgresql": "ok", "temporal": "ok"}
     docs = await api.get("/docs")
     assert docs.status_code == 200
+
+
+async def test_every_tenant_call_needs_the_token(api: httpx.AsyncClient) -> None:
+    del api.headers["Authorization"]
+    assert (await api.post("/api/tenants", json=body(unique_id("anon")))).status_code == 401
+    assert (await api.get("/api/tenants")).status_code == 401

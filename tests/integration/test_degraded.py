@@ -20,6 +20,7 @@ from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import cli_path
 from tenancy.settings import Settings
 from tests.conftest import running_worker, unique_id, with_database
+from tests.integration.test_api import token_for
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import free_port, serve
@@ -31,8 +32,14 @@ def body(tenant_id: str) -> dict[str, str]:
     return {"id": tenant_id, "name": "Degraded", "storageMode": "SCHEMA", "slaTier": "BASIC"}
 
 
+def authorized(url: str, keys_dir: Path) -> httpx.AsyncClient:
+    """A client of the API at `url` carrying an operator's token."""
+    headers = {"Authorization": f"Bearer {token_for(keys_dir)}"}
+    return httpx.AsyncClient(base_url=url, timeout=30, headers=headers)
+
+
 async def test_readyz_and_reads_answer_503_while_postgresql_is_down(
-    tmp_path: Path, make_settings: Callable[..., Settings]
+    tmp_path: Path, make_settings: Callable[..., Settings], keys_dir: Path
 ) -> None:
     server = EmbeddedPostgres(tmp_path / "pg", free_port(), durable=False)
     server.start()
@@ -41,7 +48,7 @@ async def test_readyz_and_reads_answer_503_while_postgresql_is_down(
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier("platform")))
         settings = make_settings(database_url=with_database(server.url, "platform"))
         with serve(create_app(settings)) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as api:
+            async with authorized(url, keys_dir) as api:
                 assert (await api.get("/readyz")).status_code == 200
                 server.stop()
 
@@ -62,7 +69,7 @@ async def test_readyz_and_reads_answer_503_while_postgresql_is_down(
 
 
 async def test_readyz_answers_503_while_temporal_is_down(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], keys_dir: Path
 ) -> None:
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
@@ -72,7 +79,7 @@ async def test_readyz_answers_503_while_temporal_is_down(
     try:
         settings = make_settings(temporal_address=env.client.service_client.config.target_host)
         with serve(create_app(settings)) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as api:
+            async with authorized(url, keys_dir) as api:
                 assert (await api.get("/readyz")).status_code == 200
                 await env.shutdown()
                 ready = await eventually(
@@ -87,7 +94,7 @@ async def test_readyz_answers_503_while_temporal_is_down(
 
 
 async def test_post_without_a_worker_answers_503_and_the_tenant_completes_later(
-    temporal_client: Client, make_settings: Callable[..., Settings]
+    temporal_client: Client, make_settings: Callable[..., Settings], keys_dir: Path
 ) -> None:
     service = ScriptedService()
     with serve(service.app()) as service_url:
@@ -96,7 +103,7 @@ async def test_post_without_a_worker_answers_503_and_the_tenant_completes_later(
         )
         tenant_id = unique_id("noworker")
         with serve(create_app(settings)) as url:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as api:
+            async with authorized(url, keys_dir) as api:
                 pending = await api.post("/api/tenants", json=body(tenant_id))
                 assert pending.status_code == 503
                 assert "GET the tenant later" in pending.json()["detail"]

@@ -139,6 +139,16 @@ def _wait_active(http: httpx.Client, tenant_id: str, timeout: float = 60.0) -> d
         time.sleep(0.2)
 
 
+def _exported(run: DevRun, name: str) -> str:
+    """The value of the banner's `export NAME=...` line."""
+    line = run.wait_for_line(lambda text: text.strip().startswith(f"export {name}="), timeout=5)
+    return line.strip().removeprefix(f"export {name}=")
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def _tables(database_url: str, schema: str) -> set[str]:
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
@@ -173,27 +183,51 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
         first.wait_for_line(lambda line: line.startswith(READY_MARKER))
         post = first.wait_for_line(lambda line: "curl -s -X POST" in line, timeout=5)
         watch = first.wait_for_line(lambda line: "curl -s http" in line, timeout=5)
+        token = _exported(first, "TOKEN")
+        read_token = _exported(first, "READ_TOKEN")
         banner = "\n".join(first.lines)
         assert f"{api}/docs" in banner
         assert f"http://127.0.0.1:{ports['temporal_ui']}" in banner
         assert str(data_dir) in banner
+        assert "$(make -s token SUB=" in banner
         seen_pids |= set(_pids(run_dir).values())
 
-        # Exactly what an operator pastes: the banner's URL, header and body.
+        # Exactly what an operator pastes: the banner's URL, headers and body.
         match = re.search(
-            r"curl -s -X POST (\S+) -H 'Content-Type: application/json' -d '(.+)'$", post
+            r"curl -s -X POST (\S+) -H \"Authorization: Bearer \$TOKEN\" "
+            r"-H 'Content-Type: application/json' -d '(.+)'$",
+            post,
         )
         assert match is not None, post
         assert match[1] == f"{api}/api/tenants"
         body = match[2]
         tenant_id = json.loads(body)["id"]
-        assert watch.strip() == f"curl -s {api}/api/tenants/{tenant_id}"
+        assert watch.strip() == (
+            f'curl -s {api}/api/tenants/{tenant_id} -H "Authorization: Bearer $TOKEN"'
+        )
         with httpx.Client(base_url=api, timeout=10, trust_env=False) as http:
-            created = http.post(
+            anonymous = http.post(
                 "/api/tenants", content=body, headers={"Content-Type": "application/json"}
             )
+            assert anonymous.status_code == 401, anonymous.text
+            read_only = http.post(
+                "/api/tenants",
+                content=body,
+                headers={"Content-Type": "application/json", **_bearer(read_token)},
+            )
+            assert read_only.status_code == 403, read_only.text
+            created = http.post(
+                "/api/tenants",
+                content=body,
+                headers={"Content-Type": "application/json", **_bearer(token)},
+            )
             assert created.status_code == 202, created.text
-            _wait_active(http, tenant_id)
+            http.headers.update(_bearer(token))
+            tenant = _wait_active(http, tenant_id)
+            assert tenant["createdBy"] == "operator"
+            events = http.get(f"/api/tenants/{tenant_id}/events", headers=_bearer(read_token))
+            assert events.status_code == 200, events.text
+            assert events.json()["items"][0]["actor"] == "operator"
 
         tenants_db = f"postgresql://postgres@127.0.0.1:{ports['postgres']}/tenants"
         # backend-service's accounts/projects and auth-service's users, in the tenant schema.
@@ -209,8 +243,10 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
         runs.append(second)
         second.wait_for_line(lambda line: line.startswith(READY_MARKER))
         seen_pids |= set(_pids(run_dir).values())
+        # The keys stay with the data: the first run's token still works.
+        assert _exported(second, "TOKEN") != token
         with httpx.Client(base_url=api, timeout=10, trust_env=False) as http:
-            again = http.get(f"/api/tenants/{tenant_id}")
+            again = http.get(f"/api/tenants/{tenant_id}", headers=_bearer(token))
         assert again.status_code == 200, again.text
         assert again.json()["status"] == "ACTIVE"
         described = subprocess.run(

@@ -20,11 +20,14 @@ from api import cursor
 from api.errors import (
     PROBLEM_JSON,
     ApiError,
+    Forbidden,
     InvalidRequest,
     ServiceUnavailable,
     StatusConflict,
     TenantConflict,
     TenantNotFound,
+    Unauthorized,
+    bearer_challenge,
     install_error_handlers,
     validation_problem,
 )
@@ -34,6 +37,7 @@ from tenancy.status import TenantStatus
 RFC_9457_KEYS = {"type", "title", "status", "detail", "instance"}
 ERRORS = [
     (ApiError, 500),
+    (Unauthorized, 401),
     (InvalidRequest, 422),
     (TenantNotFound, 404),
     (TenantConflict, 409),
@@ -71,10 +75,59 @@ def test_problem_carries_extensions() -> None:
 
 
 def test_problem_types_and_titles_are_distinct() -> None:
-    types = {error_class("x").problem("/")["type"] for error_class, _ in ERRORS}
-    titles = {error_class.title for error_class, _ in ERRORS}
+    errors = [error_class("x") for error_class, _ in ERRORS] + [Forbidden("x", scope="s")]
+    types = {error.problem("/")["type"] for error in errors}
+    titles = {type(error).title for error in errors}
 
-    assert len(types) == len(titles) == len(ERRORS)
+    assert len(types) == len(titles) == len(errors)
+
+
+def test_bearer_challenge_quotes_parameters_in_order() -> None:
+    assert bearer_challenge() == 'Bearer realm="platform-service"'
+    assert bearer_challenge(error="insufficient_scope", scope="tenants:write") == (
+        'Bearer realm="platform-service", error="insufficient_scope", scope="tenants:write"'
+    )
+
+
+def test_bearer_challenge_drops_characters_a_quoted_value_cannot_hold() -> None:
+    challenge = bearer_challenge(error_description='say "hi"\\ \r\nInjected: 1 caf\u00e9')
+
+    assert (
+        challenge == 'Bearer realm="platform-service", error_description="say hi Injected: 1 caf"'
+    )
+
+
+def test_unauthorized_without_a_token_has_the_bare_challenge() -> None:
+    error = Unauthorized("a bearer token is required", token_presented=False)
+
+    assert error.status == 401
+    assert error.headers == {"WWW-Authenticate": 'Bearer realm="platform-service"'}
+
+
+def test_unauthorized_with_a_token_says_invalid_token_and_why() -> None:
+    error = Unauthorized("the token has expired")
+
+    assert error.headers == {
+        "WWW-Authenticate": 'Bearer realm="platform-service", error="invalid_token", '
+        'error_description="the token has expired"'
+    }
+
+
+def test_forbidden_names_the_missing_scope() -> None:
+    error = Forbidden("needs tenants:write", scope="tenants:write")
+
+    assert error.status == 403
+    assert error.headers["WWW-Authenticate"] == (
+        'Bearer realm="platform-service", error="insufficient_scope", scope="tenants:write"'
+    )
+    assert error.problem("/x")["requiredScope"] == "tenants:write"
+    assert error.problem("/x")["type"] == "urn:platform-service:problem:insufficient-scope"
+
+
+def test_errors_have_no_headers_unless_given() -> None:
+    assert TenantNotFound("x").headers == {}
+    assert ServiceUnavailable("x", headers={"Retry-After": "5"}).headers == {"Retry-After": "5"}
+    assert "headers" not in ServiceUnavailable("x", headers={"Retry-After": "5"}).problem("/")
 
 
 def test_every_error_is_an_api_error_and_keeps_its_message() -> None:
@@ -154,6 +207,22 @@ def build_app() -> FastAPI:
     @app.get("/pool-exhausted")
     async def pool_exhausted() -> None:
         raise PoolTimeout("couldn't get a connection after 5.00 sec")
+
+    @app.get("/no-token")
+    async def no_token() -> None:
+        raise Unauthorized("a bearer token is required", token_presented=False)
+
+    @app.get("/bad-token")
+    async def bad_token() -> None:
+        raise Unauthorized("the token has expired")
+
+    @app.get("/read-only")
+    async def read_only() -> None:
+        raise Forbidden("this operation needs the tenants:write scope", scope="tenants:write")
+
+    @app.get("/retry-later")
+    async def retry_later() -> None:
+        raise ServiceUnavailable("busy", headers={"Retry-After": "5"})
 
     @app.get("/boom")
     async def boom() -> None:
@@ -237,6 +306,43 @@ async def test_api_error_is_rendered_with_its_status(client: httpx.AsyncClient) 
         "instance": "/tenants/ghost",
         "tenantId": "ghost",
     }
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "challenge"),
+    [
+        ("/no-token", 401, 'Bearer realm="platform-service"'),
+        (
+            "/bad-token",
+            401,
+            'Bearer realm="platform-service", error="invalid_token", '
+            'error_description="the token has expired"',
+        ),
+        (
+            "/read-only",
+            403,
+            'Bearer realm="platform-service", error="insufficient_scope", scope="tenants:write"',
+        ),
+    ],
+)
+async def test_auth_errors_are_problems_with_a_bearer_challenge(
+    client: httpx.AsyncClient, path: str, status: int, challenge: str
+) -> None:
+    response = await client.get(path)
+
+    assert response.status_code == status
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.headers["www-authenticate"] == challenge
+    assert response.json()["status"] == status
+    assert response.json()["instance"] == path
+
+
+async def test_error_headers_reach_the_response(client: httpx.AsyncClient) -> None:
+    response = await client.get("/retry-later")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert response.headers["content-type"] == PROBLEM_JSON
 
 
 async def test_unexpected_error_is_a_500_problem_without_internals(

@@ -16,6 +16,8 @@ import yaml
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
+from api.main import create_app
+from devstack.tokens import DEV_ISSUER, IDP_KEY_NAME, SIGNING_KEY_NAME
 from examples.downstream_service.settings import DownstreamSettings
 from tenancy.settings import Settings
 
@@ -25,7 +27,8 @@ URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
 
 PLATFORM_PROCESSES = ("worker", "api")
 DOWNSTREAM_SERVICES = ("backend-service", "auth-service")
-PYTHON_SERVICES = (*PLATFORM_PROCESSES, *DOWNSTREAM_SERVICES)
+PYTHON_SERVICES = (*PLATFORM_PROCESSES, *DOWNSTREAM_SERVICES, "keys")
+JWKS_PATH = "/.well-known/jwks.json"
 EXPECTED_SERVICES = {"postgresql", "temporal", "temporal-ui", "platform-db", *PYTHON_SERVICES}
 
 REQUIRED_PLATFORM_ENV = {
@@ -35,9 +38,15 @@ REQUIRED_PLATFORM_ENV = {
         "PLATFORM_DOWNSTREAM_SERVICES",
         "PLATFORM_MIGRATION_MAX_ATTEMPTS",
         "PLATFORM_MIGRATION_INITIAL_INTERVAL",
+        "PLATFORM_SIGNING_KEY_FILE",
     },
 }
-REQUIRED_PLATFORM_ENV["api"] = {*REQUIRED_PLATFORM_ENV["worker"], "PLATFORM_API_PORT"}
+REQUIRED_PLATFORM_ENV["api"] = {
+    *REQUIRED_PLATFORM_ENV["worker"],
+    "PLATFORM_API_PORT",
+    "PLATFORM_AUTH_PUBLIC_KEY_FILE",
+    "PLATFORM_AUTH_ISSUER",
+}
 
 
 @pytest.fixture(scope="module")
@@ -200,8 +209,14 @@ def test_env_loads_into_settings(
         args = argv(services[name])
         assert option(args, "--name") == name
         assert downstream.base_url.port == int(option(args, "--port"))
+    assert settings.signing_key_file is not None
+    assert settings.signing_key_file.name == SIGNING_KEY_NAME
     if service == "api":
         assert settings.api_port == int(option(argv(services["api"]), "--port"))
+        assert settings.auth_public_key_file is not None
+        assert settings.auth_public_key_file.name == IDP_KEY_NAME
+        assert settings.auth_jwks_url is None
+        assert settings.auth_issuer == DEV_ISSUER
 
 
 @pytest.mark.parametrize("service", DOWNSTREAM_SERVICES)
@@ -219,6 +234,10 @@ def test_downstream_env_loads_into_its_settings(
     assert settings.service_name == service
     assert settings.database_url is not None
     assert settings.database_url.hosts()[0]["host"] == "platform-db"
+    jwks = urlsplit(str(settings.platform_jwks_url))
+    assert jwks.hostname == "api"
+    assert jwks.port == int(option(argv(services["api"]), "--port"))
+    assert jwks.path == JWKS_PATH
     host = option(argv(services[service]), "--host", default=settings.host)
     assert host == "0.0.0.0", f"{service} must listen on all interfaces to be reachable"
 
@@ -293,3 +312,59 @@ def test_dependencies_wait_for_health(services: dict[str, dict[str, Any]]) -> No
                 f"{name} -> {target}: condition must be service_healthy exactly when "
                 f"{target} has a healthcheck"
             )
+
+
+def mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Container path -> (named volume, read-only), from short-syntax volume entries."""
+    result: dict[str, tuple[str, bool]] = {}
+    for entry in service.get("volumes", []):
+        source, target, *mode = str(entry).split(":")
+        result[target] = (source, mode == ["ro"])
+    return result
+
+
+def test_keys_are_made_once_into_a_volume_the_platform_reads(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    compose = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    args = argv(services["keys"])
+    assert args[:4] == ["python", "-m", "devstack.tokens", "init"]
+    keys_dir = option(args, "--dir")
+    volume, read_only = mounts(services["keys"])[keys_dir]
+    assert volume in compose["volumes"], "the keys must outlive the one-shot container"
+    assert not read_only
+    for name in PLATFORM_PROCESSES:
+        service = services[name]
+        assert service["depends_on"]["keys"]["condition"] == "service_completed_successfully"
+        [(mount_point, (_, ro))] = [
+            (target, spec) for target, spec in mounts(service).items() if spec[0] == volume
+        ]
+        assert ro, f"{name} needs the keys read-only"
+        env = environment(service)
+        assert env["PLATFORM_SIGNING_KEY_FILE"] == f"{mount_point}/{SIGNING_KEY_NAME}"
+        if name == "api":
+            assert env["PLATFORM_AUTH_PUBLIC_KEY_FILE"] == f"{mount_point}/{IDP_KEY_NAME}"
+            assert env["PLATFORM_AUTH_ISSUER"] == DEV_ISSUER
+
+
+def test_the_image_lets_its_user_write_the_keys_volume(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # A fresh named volume takes the owner of the image's mount point; the image runs as `app`.
+    keys_dir = option(argv(services["keys"]), "--dir")
+    lines = (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+    user_line = next(i for i, line in enumerate(lines) if line.startswith("USER "))
+    user = lines[user_line].split()[1]
+    before = " ".join(lines[:user_line])
+    assert f"mkdir {keys_dir}" in before
+    assert f"chown {user} {keys_dir}" in before
+
+
+@pytest.mark.parametrize("service", DOWNSTREAM_SERVICES)
+def test_downstream_services_verify_calls_with_the_api_jwks(
+    services: dict[str, dict[str, Any]], service: str
+) -> None:
+    url = urlsplit(environment(services[service])["DOWNSTREAM_PLATFORM_JWKS_URL"])
+    assert url.hostname == "api"
+    assert url.port in published_ports(services["api"]).values()
+    assert url.path in create_app().openapi()["paths"]
