@@ -7,6 +7,7 @@
     ├── TenantNotFound            (404)
     ├── TenantConflict            (409) the id is taken (also when requests race)
     ├── StatusConflict            (409) the operation needs another status
+    ├── FrameworkError            (4xx) raised by FastAPI itself: unparseable body, no route
     └── ServiceUnavailable        (503) PostgreSQL or Temporal cannot be reached in time
 
 Routes and dependencies raise these; nothing else builds an error response. A lost database
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 import psycopg
@@ -26,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 _log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -141,6 +144,17 @@ class ServiceUnavailable(ApiError):
     slug = "unavailable"
 
 
+class FrameworkError(ApiError):
+    """An error raised by FastAPI/Starlette itself (unparseable body, unknown route, ...),
+    rendered like ours."""
+
+    def __init__(self, status: int, detail: str, headers: Mapping[str, str] | None) -> None:
+        super().__init__(detail, headers=headers)
+        self.status = status
+        self.title = HTTPStatus(status).phrase
+        self.slug = self.title.lower().replace(" ", "-")
+
+
 def _field_name(loc: tuple[int | str, ...]) -> str:
     # Drop the "body"/"query"/"path" prefix: the caller wants the field it sent.
     parts = [str(p) for p in loc[1:]] if len(loc) > 1 else [str(p) for p in loc]
@@ -173,6 +187,11 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return await render(request, validation_problem(exc))
 
+    async def render_http(request: Request, exc: Exception) -> JSONResponse:
+        # Framework-raised errors (unparseable body, unknown route, wrong method).
+        assert isinstance(exc, StarletteHTTPException)
+        return await render(request, FrameworkError(exc.status_code, str(exc.detail), exc.headers))
+
     async def render_database_down(request: Request, exc: Exception) -> JSONResponse:
         _log.warning("metadata database unavailable: %s", type(exc).__name__)
         return await render(request, ServiceUnavailable("the metadata database is unavailable"))
@@ -183,6 +202,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(ApiError, render)
     app.add_exception_handler(RequestValidationError, render_validation)
+    app.add_exception_handler(StarletteHTTPException, render_http)
     app.add_exception_handler(psycopg.OperationalError, render_database_down)
     app.add_exception_handler(PoolTimeout, render_database_down)
     app.add_exception_handler(Exception, render_unexpected)

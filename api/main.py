@@ -17,6 +17,7 @@ from api.deps import AppState
 from api.errors import install_error_handlers
 from api.jwks import router as jwks_router
 from api.metrics import install_metrics
+from api.openapi import install_openapi
 from api.provisioning import ProvisioningGateway
 from api.routes import health_router, tenants_router
 from tenancy.logging import configure_logging
@@ -81,6 +82,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_openapi(app)
     install_metrics(app)
     instrument_fastapi(app, tracer_provider)
     app.include_router(tenants_router)
