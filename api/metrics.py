@@ -10,7 +10,9 @@ number of series; a request no route matches is labelled `unmatched`.
 from __future__ import annotations
 
 import time
+import uuid
 
+import structlog
 from fastapi import FastAPI, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,6 +26,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+_log = structlog.get_logger("platform.api.access")
 METRICS_PATH = "/metrics"
 UNMATCHED = "unmatched"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -55,7 +58,8 @@ def _route_template(scope: Scope) -> str:
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware: records each HTTP request once its response has started."""
+    """Pure ASGI middleware: records each HTTP request once its response has started, as
+    metric samples and one structured log line (route, status, duration_ms, tenant_id)."""
 
     def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
         self._app = app
@@ -68,6 +72,8 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        # Every log line of this request carries its id.
+        tokens = structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:16])
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -80,8 +86,19 @@ class MetricsMiddleware:
         finally:
             method = scope["method"] if scope["method"] in _METHODS else "other"
             route = _route_template(scope)
+            elapsed = time.perf_counter() - started
             self._metrics.requests.labels(method, route, str(status)).inc()
-            self._metrics.duration.labels(method, route).observe(time.perf_counter() - started)
+            self._metrics.duration.labels(method, route).observe(elapsed)
+            tenant_id = scope.get("path_params", {}).get("tenant_id")
+            _log.info(
+                "request",
+                method=method,
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 1),
+                **({"tenant_id": tenant_id} if tenant_id else {}),
+            )
+            structlog.contextvars.reset_contextvars(**tokens)
 
 
 def install_metrics(app: FastAPI) -> CollectorRegistry:

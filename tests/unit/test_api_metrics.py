@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import structlog.testing
 from fastapi import APIRouter, FastAPI, HTTPException
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -113,3 +114,16 @@ async def test_unknown_methods_share_one_label(method: str) -> None:
         await http.request(method, "/api/tenants/acme")
         samples = await scrape(http)
     assert samples[requests("other", "/api/tenants/{tenant_id}", "405")] == 1
+
+
+async def test_each_request_is_logged_once_with_route_status_duration_and_tenant() -> None:
+    with structlog.testing.capture_logs() as logs:
+        async with client(tiny_app()) as http:
+            await http.get("/api/tenants/acme")
+            await http.get("/api/tenants/ghost")
+    lines = [entry for entry in logs if entry["event"] == "request"]
+    assert [(e["route"], e["status"], e.get("tenant_id")) for e in lines] == [
+        ("/api/tenants/{tenant_id}", 200, "acme"),
+        ("/api/tenants/{tenant_id}", 404, "ghost"),
+    ]
+    assert all(isinstance(e["duration_ms"], float) for e in lines)
