@@ -186,13 +186,14 @@ class TenantRepository:
                 return target
             if current is None or current not in ALLOWED_SOURCES[target]:
                 raise TransitionRefused(tenant_id, current, target)
+            # The row is locked, so this matches; the guard stays as the invariant's last line.
             await conn.execute(
                 """
                 UPDATE tenants
                 SET status = %s, status_reason = %s, updated_at = clock_timestamp()
-                WHERE id = %s
+                WHERE id = %s AND status = ANY(%s)
                 """,
-                (target.value, reason, tenant_id),
+                (target.value, reason, tenant_id, [s.value for s in ALLOWED_SOURCES[target]]),
             )
             await _append_event(
                 conn, tenant_id, actor, EventAction.STATUS_CHANGED, current, target, reason
