@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev service token test lint record-history clean-dev
+.PHONY: help install dev service token test lint record-history reconcile clean-dev
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ lint: $(STAMP)  ## ruff (lint + format) and mypy --strict
 
 record-history: $(STAMP)  ## Record workflow histories for the replay test into tests/histories/
 	$(BIN)/python -m tests.support.record_history
+
+reconcile: $(STAMP)  ## Report drift between tenant rows, workflows and storage (REPAIR=1 restarts stuck tenants)
+	$(BIN)/python -m devstack.reconcile $(if $(REPAIR),--repair)
 
 clean-dev:  ## Delete the data of `make dev` (PostgreSQL, Temporal)
 	rm -rf .devdata

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 from psycopg_pool import AsyncConnectionPool
 
+from api.admin import admin_router
 from api.auth import TokenVerifier
 from api.deps import AppState
 from api.errors import install_error_handlers
@@ -88,6 +89,7 @@ def create_app(
     app.include_router(tenants_router)
     app.include_router(health_router)
     app.include_router(jwks_router)
+    app.include_router(admin_router(settings))
     return app
 
 

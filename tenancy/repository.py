@@ -18,7 +18,7 @@ from tenancy.models import (
     TenantEvent,
     TenantSpec,
 )
-from tenancy.status import ALLOWED_SOURCES, MigrationStatus, TenantStatus
+from tenancy.status import ALLOWED_SOURCES, Decision, MigrationStatus, TenantStatus, decide
 
 _TENANT_COLUMNS = """
     id, name, storage_mode, sla_tier, status, status_reason, jdbc_url, workflow_id,
@@ -182,9 +182,10 @@ class TenantRepository:
             )
             row = await cur.fetchone()
             current = TenantStatus(row[0]) if row else None
-            if current is target:
+            decision = decide(current, target)
+            if decision is Decision.NO_OP:
                 return target
-            if current is None or current not in ALLOWED_SOURCES[target]:
+            if decision is Decision.REFUSE:
                 raise TransitionRefused(tenant_id, current, target)
             # The row is locked, so this matches; the guard stays as the invariant's last line.
             await conn.execute(
@@ -199,6 +200,32 @@ class TenantRepository:
                 conn, tenant_id, actor, EventAction.STATUS_CHANGED, current, target, reason
             )
         return target
+
+    async def all_with_prefix(self, id_prefix: str = "") -> list[Tenant]:
+        """Every tenant whose id starts with `id_prefix` (all of them by default), oldest first."""
+        return await self._select(
+            f"""
+            SELECT {_TENANT_COLUMNS} FROM tenants
+            WHERE starts_with(id, %s) ORDER BY created_at, id
+            """,
+            [id_prefix],
+        )
+
+    async def hand_over(
+        self, tenant_id: str, run_id: str, statuses: Sequence[TenantStatus]
+    ) -> bool:
+        """Give the row to another run of its workflow (the reconciler's restart), only while
+        the tenant is in one of `statuses`; False when it is not (it moved meanwhile)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                UPDATE tenants SET workflow_run_id = %s, updated_at = clock_timestamp()
+                WHERE id = %s AND status = ANY(%s)
+                RETURNING id
+                """,
+                (run_id, tenant_id, [s.value for s in statuses]),
+            )
+            return await cur.fetchone() is not None
 
     async def count_by_status(self) -> dict[TenantStatus, int]:
         """How many tenants are in each status; every status is present, zero included."""

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # How long POST waits for the workflow to record the tenant row before answering 503.
     create_timeout: Seconds = timedelta(seconds=15)
     task_queue: str = TASK_QUEUE
+    # Per tenant storage server and worker process: a burst of provisionings queues for these
+    # slots instead of exhausting the server's connections (see tenancy.limits).
+    max_concurrent_storage_creations: int = Field(default=4, ge=1, le=64)
+    max_concurrent_migrations: int = Field(default=8, ge=1, le=256)
 
     # API authentication: bearer JWTs from an identity provider's JWKS, or (development) a
     # local public key. With neither configured the API refuses to start.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 
 class TenantStatus(StrEnum):
@@ -38,3 +38,21 @@ ALLOWED_SOURCES: dict[TenantStatus, frozenset[TenantStatus]] = {
 def can_transition(source: TenantStatus, target: TenantStatus) -> bool:
     """True when the status machine allows `source -> target`."""
     return source in ALLOWED_SOURCES[target]
+
+
+class Decision(Enum):
+    """What a guarded transition does, given the tenant's current status."""
+
+    APPLY = "apply"
+    NO_OP = "no-op"
+    REFUSE = "refuse"
+
+
+def decide(current: TenantStatus | None, target: TenantStatus) -> Decision:
+    """The guarded transition's rule: a repeat is a no-op (a retried or late activity), an
+    allowed source applies, anything else (no row, a move backwards) is refused."""
+    if current is target:
+        return Decision.NO_OP
+    if current is not None and current in ALLOWED_SOURCES[target]:
+        return Decision.APPLY
+    return Decision.REFUSE

@@ -116,6 +116,9 @@ def test_api_answers_as_documented(
         # The schema is the app's own: an operation it cannot even load is a failure.
         assert isinstance(result, Ok), result
         operation = result.ok()
+        if operation.path.startswith("/api/admin/"):
+            # Its repairs act on every tenant of the shared test databases; it has its own tests.
+            continue
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(

@@ -1,0 +1,73 @@
+"""`python -m reconciliation [--repair] [--prefix ID]`: print the drift report.
+
+Exit code 0 when rows, workflows and storage agree, 1 when drift was found (repaired or not),
+2 when PostgreSQL or Temporal cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from temporalio.service import RPCError
+
+from reconciliation.reconciler import Reconciler, ReconciliationReport
+from tenancy.logging import configure_logging, redact
+from tenancy.repository import TenantRepository
+from tenancy.settings import Settings, get_settings
+from tenancy.temporal import connect_client
+
+
+def render(report: ReconciliationReport) -> str:
+    """The report as aligned text lines, one per drift."""
+    lines = [f"reconciliation at {report.checked_at.isoformat(timespec='seconds')}"]
+    if not report.drift:
+        lines.append("no drift: rows, workflows and storage agree")
+    for item in report.drift:
+        mark = " [repaired]" if item.repaired else ""
+        lines.append(f"  {item.kind.value:<24} {item.tenant_id:<40} {item.detail}{mark}")
+    return "\n".join(lines) + "\n"
+
+
+async def reconcile(settings: Settings, *, repair: bool, id_prefix: str) -> ReconciliationReport:
+    """One pass with the given settings' databases and Temporal."""
+    client = await connect_client(settings)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        settings.require_database_url(), open=False, min_size=1, max_size=4
+    )
+    async with pool:
+        reconciler = Reconciler(
+            TenantRepository(pool),
+            client,
+            storage_url=settings.require_storage_database_url(),
+            task_queue=settings.task_queue,
+            id_prefix=id_prefix,
+        )
+        return await reconciler.run(repair=repair)
+
+
+def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
+    """Run one pass, print it; 0 without drift, 1 with, 2 when a server is unreachable."""
+    parser = argparse.ArgumentParser(prog="python -m reconciliation", description=__doc__)
+    parser.add_argument("--repair", action="store_true", help="restart stuck tenants' workflows")
+    parser.add_argument("--prefix", default="", help="only tenants whose id starts with this")
+    args = parser.parse_args(argv)
+    config = settings or get_settings()
+    configure_logging(config)
+    try:
+        report = asyncio.run(reconcile(config, repair=args.repair, id_prefix=args.prefix))
+    except (OSError, RuntimeError, psycopg.OperationalError, RPCError) as exc:
+        # The SDK reports an unreachable server as a RuntimeError from its native client.
+        sys.stderr.write(f"reconciliation failed: {redact(str(exc))}\n")
+        return 2
+    sys.stdout.write(render(report))
+    return 1 if report.drift else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

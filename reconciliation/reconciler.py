@@ -1,0 +1,294 @@
+"""Drift between tenant rows, their workflows and the real storage; safe repairs only.
+
+Kinds of drift:
+
+- `STORAGE_MISSING`: a row whose schema or database does not exist, for a tenant past
+  PROVISIONING (or in PROVISIONING with its `jdbcUrl` already recorded).
+- `ORPHAN_STORAGE`: a `tenant_*` schema or database that no row of that storage mode owns.
+- `STUCK_WITHOUT_WORKFLOW`: a tenant in PROVISIONING, MIGRATING or MIGRATION_ERROR whose
+  workflow is not running, so nothing will ever move it (or receive its retry signal).
+- `STATUS_MISMATCH`: the row's status differs from the running workflow's `get_status`, from
+  its `TenantStatus` search attribute, or the workflow completed while the row is not ACTIVE.
+
+The only repair is restarting the provisioning workflow of a tenant stuck in PROVISIONING or
+MIGRATING: every step is idempotent, so a new run finishes what the old one left. Nothing is
+ever deleted or rewritten: orphans, missing storage and mismatches need an operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+import structlog
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from reconciliation.inventory import StorageSnapshot, read_storage
+from tenancy import search_attributes as sa
+from tenancy.contracts import ProvisionInput, TenantState
+from tenancy.models import CamelModel, StorageMode, Tenant, TenantSpec
+from tenancy.naming import STORAGE_PREFIX, storage_location, workflow_id
+from tenancy.repository import TenantRepository
+from tenancy.status import TenantStatus
+from workflows.provision import STATUS_QUERY, WORKFLOW_NAME, ProvisionTenantWorkflow
+
+_log = structlog.stdlib.get_logger("platform.reconciliation")
+
+# Statuses in which a running workflow must exist; only the first two are restarted.
+WAITING_ON_WORKFLOW = (
+    TenantStatus.PROVISIONING,
+    TenantStatus.MIGRATING,
+    TenantStatus.MIGRATION_ERROR,
+)
+RESTARTABLE = (TenantStatus.PROVISIONING, TenantStatus.MIGRATING)
+# The restarted run's first task waits this long, so the row is handed over to the new run
+# before the run's `record_tenant` checks which run owns it.
+HANDOVER_DELAY = timedelta(seconds=2)
+TERMINAL = (TenantStatus.ACTIVE, TenantStatus.PROVISION_ERROR)
+_QUERY_TIMEOUT = timedelta(seconds=2)
+_PARALLEL_DESCRIBES = 16
+
+
+class DriftKind(StrEnum):
+    """What disagrees (see the module docstring)."""
+
+    STORAGE_MISSING = "STORAGE_MISSING"
+    ORPHAN_STORAGE = "ORPHAN_STORAGE"
+    STUCK_WITHOUT_WORKFLOW = "STUCK_WITHOUT_WORKFLOW"
+    STATUS_MISMATCH = "STATUS_MISMATCH"
+
+
+class Drift(CamelModel):
+    """One disagreement, and whether this run repaired it."""
+
+    kind: DriftKind
+    tenant_id: str
+    detail: str
+    repaired: bool = False
+
+
+class ReconciliationReport(CamelModel):
+    """Everything found in one pass; no drift means rows, workflows and storage agree."""
+
+    drift: list[Drift]
+    checked_at: datetime
+
+
+@dataclass(frozen=True)
+class WorkflowView:
+    """What Temporal says about a tenant's workflow (its latest run)."""
+
+    status: WorkflowExecutionStatus | None
+    search_status: str | None = None
+    live_status: TenantStatus | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while the run can still act (and answer queries, with a worker)."""
+        return self.status is WorkflowExecutionStatus.RUNNING
+
+    def describe(self) -> str:
+        """The run's status for a report line."""
+        return "not found" if self.status is None else self.status.name.lower()
+
+
+_NOT_FOUND = WorkflowView(status=None)
+
+
+class Reconciler:
+    """Compares rows (optionally only ids starting with `id_prefix`), workflows and storage."""
+
+    def __init__(
+        self,
+        tenants: TenantRepository,
+        client: Client,
+        *,
+        storage_url: str,
+        task_queue: str,
+        id_prefix: str = "",
+    ) -> None:
+        self._tenants = tenants
+        self._client = client
+        self._storage_url = storage_url
+        self._task_queue = task_queue
+        self._id_prefix = id_prefix
+
+    async def run(self, *, repair: bool = False) -> ReconciliationReport:
+        """One pass; with `repair`, restart the workflows of stuck tenants."""
+        checked_at = datetime.now(UTC)
+        rows = await self._tenants.all_with_prefix(self._id_prefix)
+        storage = await read_storage(self._storage_url, self._id_prefix)
+        limit = asyncio.Semaphore(_PARALLEL_DESCRIBES)
+        listed = await self._listed()
+        suspects = [t for t in rows if self._suspect(t, listed.get(t.workflow_id))]
+        confirmed = await asyncio.gather(*(self._confirm(t, limit) for t in suspects))
+        views = {t.id: v for t, v in zip(suspects, confirmed, strict=True)}
+        drift = self._orphans(rows, storage)
+        for tenant in rows:
+            drift.extend(self._storage_drift(tenant, storage))
+            seen = views.get(tenant.id) or listed.get(tenant.workflow_id) or _NOT_FOUND
+            found = self._workflow_drift(tenant, seen)
+            if found is not None and repair and found.kind is DriftKind.STUCK_WITHOUT_WORKFLOW:
+                found.repaired = await self._restart(tenant)
+            if found is not None:
+                drift.append(found)
+        for item in drift:
+            _log.warning(
+                "drift",
+                kind=item.kind.value,
+                tenant_id=item.tenant_id,
+                detail=item.detail,
+                repaired=item.repaired,
+            )
+        return ReconciliationReport(drift=drift, checked_at=checked_at)
+
+    def _expected_storage(self, tenant: Tenant) -> tuple[str, str]:
+        location = storage_location(self._storage_url, tenant.storage_mode, tenant.id)
+        if tenant.storage_mode is StorageMode.SCHEMA:
+            return "schema", location.schema_name
+        return "database", location.database
+
+    def _storage_drift(self, tenant: Tenant, storage: StorageSnapshot) -> list[Drift]:
+        expected = tenant.status is not TenantStatus.PROVISIONING or tenant.jdbc_url is not None
+        if tenant.status is TenantStatus.PROVISION_ERROR or not expected:
+            return []
+        kind, name = self._expected_storage(tenant)
+        present = storage.schemas if kind == "schema" else storage.databases
+        if name in present:
+            return []
+        return [
+            Drift(
+                kind=DriftKind.STORAGE_MISSING,
+                tenant_id=tenant.id,
+                detail=f"{kind} {name} does not exist, tenant is {tenant.status.value}",
+            )
+        ]
+
+    def _orphans(self, rows: list[Tenant], storage: StorageSnapshot) -> list[Drift]:
+        owned = {self._expected_storage(t) for t in rows}
+        found = [("schema", name) for name in sorted(storage.schemas)]
+        found += [("database", name) for name in sorted(storage.databases)]
+        return [
+            Drift(
+                kind=DriftKind.ORPHAN_STORAGE,
+                tenant_id=name.removeprefix(STORAGE_PREFIX),
+                detail=f"{kind} {name} has no tenant row (left in place)",
+            )
+            for kind, name in found
+            if (kind, name) not in owned
+        ]
+
+    def _workflow_drift(self, tenant: Tenant, seen: WorkflowView) -> Drift | None:
+        row = tenant.status
+        if row in WAITING_ON_WORKFLOW and not seen.running:
+            return Drift(
+                kind=DriftKind.STUCK_WITHOUT_WORKFLOW,
+                tenant_id=tenant.id,
+                detail=f"tenant is {row.value}, its workflow is {seen.describe()}",
+            )
+        reasons = []
+        if seen.running and seen.live_status is not None and seen.live_status is not row:
+            reasons.append(f"workflow reports {seen.live_status.value}")
+        if seen.search_status is not None and seen.search_status != row.value:
+            reasons.append(f"TenantStatus search attribute is {seen.search_status}")
+        if seen.status is WorkflowExecutionStatus.COMPLETED and row is not TenantStatus.ACTIVE:
+            reasons.append("workflow completed (it does only once ACTIVE)")
+        if not reasons:
+            return None
+        return Drift(
+            kind=DriftKind.STATUS_MISMATCH,
+            tenant_id=tenant.id,
+            detail=f"row is {row.value}; " + "; ".join(reasons),
+        )
+
+    async def _listed(self) -> dict[str, WorkflowView]:
+        """The latest run of every provisioning workflow, from one visibility listing (cheap,
+        but eventually consistent: anything that looks wrong is confirmed by `_confirm`)."""
+        prefix = workflow_id(self._id_prefix) if self._id_prefix else ""
+        latest: dict[str, tuple[datetime, WorkflowView]] = {}
+        async for execution in self._client.list_workflows(f"WorkflowType = '{WORKFLOW_NAME}'"):
+            if not execution.id.startswith(prefix):
+                continue
+            previous = latest.get(execution.id)
+            if previous is None or execution.start_time > previous[0]:
+                view = WorkflowView(
+                    status=execution.status,
+                    search_status=execution.typed_search_attributes.get(sa.TENANT_STATUS),
+                )
+                latest[execution.id] = (execution.start_time, view)
+        return {key: view for key, (_, view) in latest.items()}
+
+    def _suspect(self, tenant: Tenant, listed: WorkflowView | None) -> bool:
+        if listed is None:
+            return tenant.status in WAITING_ON_WORKFLOW
+        # A running workflow whose row is already terminal is worth asking for its live state.
+        return self._workflow_drift(tenant, listed) is not None or (
+            listed.running and tenant.status in TERMINAL
+        )
+
+    async def _confirm(self, tenant: Tenant, limit: asyncio.Semaphore) -> WorkflowView:
+        async with limit:
+            return await self._workflow(tenant)
+
+    async def _workflow(self, tenant: Tenant) -> WorkflowView:
+        handle = self._client.get_workflow_handle(tenant.workflow_id)
+        try:
+            description = await handle.describe()
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                return WorkflowView(status=None)
+            raise
+        search_status = description.typed_search_attributes.get(sa.TENANT_STATUS)
+        live: TenantStatus | None = None
+        if description.status is WorkflowExecutionStatus.RUNNING:
+            try:
+                state = await handle.query(
+                    STATUS_QUERY, result_type=TenantState, rpc_timeout=_QUERY_TIMEOUT
+                )
+                live = state.status
+            except (RPCError, WorkflowQueryFailedError) as exc:
+                # No worker polling (or an old run): the search attribute still speaks.
+                _log.info("status query unanswered", tenant_id=tenant.id, error=str(exc))
+        return WorkflowView(
+            status=description.status, search_status=search_status, live_status=live
+        )
+
+    async def _restart(self, tenant: Tenant) -> bool:
+        """Start a new run of the tenant's workflow and hand the row over to it.
+
+        The API never reuses a workflow id (REJECT_DUPLICATE: ids are business ids); the
+        reconciler alone starts with ALLOW_DUPLICATE, for a tenant whose row exists and whose
+        previous run is closed. A run still open makes the start fail (conflict policy FAIL).
+        """
+        if tenant.status not in RESTARTABLE:
+            return False
+        spec = TenantSpec(
+            id=tenant.id,
+            name=tenant.name,
+            storage_mode=tenant.storage_mode,
+            sla_tier=tenant.sla_tier,
+        )
+        try:
+            handle = await self._client.start_workflow(
+                ProvisionTenantWorkflow.run,
+                ProvisionInput(spec=spec, requested_by=tenant.created_by),
+                id=workflow_id(tenant.id),
+                task_queue=self._task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                start_delay=HANDOVER_DELAY,
+            )
+        except WorkflowAlreadyStartedError:
+            return False
+        run_id = handle.result_run_id
+        assert run_id is not None
+        if not await self._tenants.hand_over(tenant.id, run_id, RESTARTABLE):
+            await handle.terminate("reconciler: the tenant moved before the handover")
+            return False
+        _log.info("restarted stuck tenant", tenant_id=tenant.id, run_id=run_id)
+        return True
