@@ -27,6 +27,7 @@ from activities.interceptor import ActivityContextInterceptor
 from activities.metadata import MetadataActivities
 from activities.migrations import MigrationActivities
 from activities.storage import StorageActivities
+from tenancy.limits import ServerLimits
 from tenancy.logging import configure_logging, redact
 from tenancy.metrics import TENANT_GAUGE_INTERVAL, tenant_gauge
 from tenancy.repository import TenantRepository
@@ -44,6 +45,8 @@ from tenancy.tracing import (
 from workflows.provision import ProvisionTenantWorkflow
 
 SERVICE_NAME = "platform-worker"
+# Activity slots beyond the storage and migration caps, for metadata reads and writes.
+METADATA_ACTIVITY_SLOTS = 16
 _log = structlog.stdlib.get_logger("platform.worker")
 
 
@@ -68,7 +71,8 @@ async def worker_activities(
         settings.require_storage_database_url(),
         open=False,
         min_size=1,
-        max_size=4,
+        # One connection per storage creation this worker may run at once.
+        max_size=settings.max_concurrent_storage_creations,
         kwargs={"autocommit": True},
     )
     _log.info(
@@ -82,10 +86,18 @@ async def worker_activities(
         tenants = TenantRepository(metadata_pool)
         metadata = MetadataActivities(tenants, settings)
         storage = StorageActivities(
-            StorageAdmin(storage_pool, settings.require_storage_database_url()), tenants
+            StorageAdmin(storage_pool, settings.require_storage_database_url()),
+            tenants,
+            ServerLimits(settings.max_concurrent_storage_creations),
         )
         signer = CallSigner(settings.require_signing_key_file(), settings.downstream_token_ttl)
-        migrations = MigrationActivities(http, tenants, settings.downstream_services, signer)
+        migrations = MigrationActivities(
+            http,
+            tenants,
+            settings.downstream_services,
+            signer,
+            ServerLimits(settings.max_concurrent_migrations),
+        )
         gauge: AbstractAsyncContextManager[None] = (
             tenant_gauge(tenants, metric_meter, gauge_interval)
             if metric_meter is not None
@@ -106,7 +118,13 @@ def build_worker(
     client: Client, settings: Settings, activities: list[Callable[..., Any]]
 ) -> Worker:
     """A worker for the platform's task queue; every activity attempt gets a log context.
-    The client's own interceptors (tracing, see `connect_client`) apply to it as well."""
+    The client's own interceptors (tracing, see `connect_client`) apply to it as well.
+
+    It takes at most as many activities at once as the storage and migration caps allow plus
+    room for the short metadata ones, so a burst beyond the caps waits in Temporal's task
+    queue (no timeout runs there) instead of in the caps' queues, where waiting counts
+    against each attempt's start-to-close timeout.
+    """
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -114,6 +132,9 @@ def build_worker(
         activities=activities,
         interceptors=[ActivityContextInterceptor()],
         graceful_shutdown_timeout=timedelta(seconds=15),
+        max_concurrent_activities=settings.max_concurrent_storage_creations
+        + settings.max_concurrent_migrations
+        + METADATA_ACTIVITY_SLOTS,
     )
 
 

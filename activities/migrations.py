@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from enum import Enum
 from typing import NoReturn
 
@@ -12,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from tenancy.contracts import MigrateInput, MigrateResult
 from tenancy.failures import FailureType, summarize
+from tenancy.limits import NoSlot, ServerLimits, remaining_budget, server_key
 from tenancy.logging import redact
 from tenancy.metrics import migration_attempt
 from tenancy.repository import TenantRepository
@@ -19,6 +21,9 @@ from tenancy.settings import DownstreamService
 from tenancy.signing import CallSigner
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# What an attempt keeps, beyond the call's own timeout, for the bookkeeping around the call
+# when it waits for a slot (start-to-close is the call timeout plus 10 s).
+BOOKKEEPING_RESERVE = timedelta(seconds=5)
 
 
 class Outcome(Enum):
@@ -57,7 +62,8 @@ def _reason(response: httpx.Response) -> str:
 
 
 class MigrationActivities:
-    """Bound to one shared HTTP client, the repository and the configured services."""
+    """Bound to one shared HTTP client, the repository, the configured services and the cap on
+    concurrent migration calls per tenant storage server (the services migrate into it)."""
 
     def __init__(
         self,
@@ -65,8 +71,10 @@ class MigrationActivities:
         tenants: TenantRepository,
         services: Iterable[DownstreamService],
         signer: CallSigner,
+        limits: ServerLimits,
     ) -> None:
         self._http = http
+        self._limits = limits
         self._signer = signer
         self._tenants = tenants
         self._services = {service.name: service for service in services}
@@ -82,6 +90,19 @@ class MigrationActivities:
                 type=FailureType.UNKNOWN_SERVICE,
                 non_retryable=True,
             )
+        server = server_key(request.location.jdbc_url)
+        try:
+            async with self._limits.slot(
+                server, remaining_budget(request.timeout + BOOKKEEPING_RESERVE)
+            ):
+                return await self._call(service, request)
+        except NoSlot as exc:
+            migration_attempt(activity.metric_meter(), request.service, Outcome.RETRYABLE.value)
+            raise ApplicationError(
+                f"migration throttled: {exc}", type=FailureType.MIGRATION_UNAVAILABLE
+            ) from None
+
+    async def _call(self, service: DownstreamService, request: MigrateInput) -> MigrateResult:
         await self._tenants.migration_attempt_started(request.tenant_id, request.service)
         url = f"{str(service.base_url).rstrip('/')}/internal/tenants/{request.tenant_id}/migrate"
         location = request.location

@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tenancy.contracts import CreateStorageInput
 from tenancy.failures import FailureType, summarize
+from tenancy.limits import NoSlot, ServerLimits, remaining_budget, server_key
 from tenancy.models import StorageLocation
 from tenancy.repository import TenantRepository
 from tenancy.storage import PERMANENT_STORAGE_ERRORS, StorageAdmin
 
+# What an attempt keeps for the DDL itself when it waits for a slot (start-to-close is 2 min).
+DDL_RESERVE = timedelta(seconds=30)
+
 
 class StorageActivities:
-    """Bound to the storage server's admin pool and the metadata repository."""
+    """Bound to the storage server's admin pool, the metadata repository and the cap on
+    concurrent creations per storage server."""
 
-    def __init__(self, admin: StorageAdmin, tenants: TenantRepository) -> None:
+    def __init__(
+        self, admin: StorageAdmin, tenants: TenantRepository, limits: ServerLimits
+    ) -> None:
         self._admin = admin
         self._tenants = tenants
+        self._limits = limits
 
     @activity.defn(name="create_storage")
     async def create_storage(self, request: CreateStorageInput) -> StorageLocation:
         """Create the storage unless it exists, then record its `jdbcUrl`."""
+        server = server_key(self._admin.locate(request.tenant_id, request.mode).jdbc_url)
         try:
-            location = await self._admin.ensure(request.tenant_id, request.mode)
+            async with self._limits.slot(server, remaining_budget(DDL_RESERVE)):
+                location = await self._admin.ensure(request.tenant_id, request.mode)
+        except NoSlot as exc:
+            raise ApplicationError(
+                f"storage creation throttled: {exc}", type=FailureType.STORAGE_FAILED
+            ) from None
         except PERMANENT_STORAGE_ERRORS as exc:
             raise ApplicationError(
                 f"storage server refused: {summarize(str(exc))}",

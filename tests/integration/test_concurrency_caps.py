@@ -1,0 +1,192 @@
+"""Caps on concurrent storage creations and migration calls per PostgreSQL server: a burst
+queues for the slots instead of opening as many connections as there are requests."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.storage import StorageActivities
+from api.provisioning import ProvisioningGateway
+from tenancy.contracts import CreateStorageInput
+from tenancy.failures import FailureType
+from tenancy.limits import NoSlot, ServerLimits, server_key
+from tenancy.models import StorageLocation, StorageMode, TenantSpec
+from tenancy.repository import TenantRepository
+from tenancy.settings import Settings
+from tenancy.status import TenantStatus
+from tenancy.storage import StorageAdmin
+from tests.conftest import running_worker, unique_id
+from tests.support.polling import eventually
+from tests.support.servers import serve
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+@dataclasses.dataclass
+class CountingService:
+    """A downstream service that holds each migrate call briefly and records the most calls
+    it had in flight at once (all handlers run on the server's one event loop)."""
+
+    hold: float = 0.15
+    in_flight: int = 0
+    peak: int = 0
+    calls: int = 0
+
+    async def _migrate(self, _: Request) -> JSONResponse:
+        self.calls += 1
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(self.hold)
+        finally:
+            self.in_flight -= 1
+        return JSONResponse({"version": "v1"})
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[Route("/internal/tenants/{tenant_id}/migrate", self._migrate, methods=["POST"])]
+        )
+
+
+@pytest.fixture
+def counting() -> Iterator[tuple[CountingService, str]]:
+    service = CountingService()
+    with serve(service.app()) as url:
+        yield service, url
+
+
+class CountingAdmin(StorageAdmin):
+    """The real DDL, held a little longer, counting creations in flight."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], server_url: str) -> None:
+        super().__init__(pool, server_url)
+        self.in_flight = 0
+        self.peak = 0
+
+    async def ensure(self, tenant_id: str, mode: StorageMode) -> StorageLocation:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            location = await super().ensure(tenant_id, mode)
+            await asyncio.sleep(0.05)
+            return location
+        finally:
+            self.in_flight -= 1
+
+
+def activity_env(start_to_close: timedelta) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info, started_time=datetime.now(UTC), start_to_close_timeout=start_to_close
+    )
+    return env
+
+
+async def test_a_burst_of_migrations_runs_at_most_the_cap_at_once(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    tenants: TenantRepository,
+    counting: tuple[CountingService, str],
+) -> None:
+    service, url = counting
+    settings = make_settings(
+        ("backend-service", url),
+        ("auth-service", url),
+        max_concurrent_migrations=2,
+        max_concurrent_storage_creations=1,
+    )
+    ids = [unique_id("cap") for _ in range(8)]
+    gateway = ProvisioningGateway(temporal_client, settings)
+    async with running_worker(temporal_client, settings):
+        await asyncio.gather(
+            *(
+                gateway.start(
+                    TenantSpec(
+                        id=tenant_id,
+                        name="Burst",
+                        storage_mode=StorageMode.SCHEMA,
+                        sla_tier="BASIC",
+                    )
+                )
+                for tenant_id in ids
+            )
+        )
+
+        async def statuses() -> list[TenantStatus | None]:
+            found = [await tenants.get(tenant_id) for tenant_id in ids]
+            return [t.status if t else None for t in found]
+
+        await eventually(statuses, lambda s: all(x is TenantStatus.ACTIVE for x in s), timeout=60)
+
+    assert service.calls == 16
+    # The cap held, and the burst really queued for it.
+    assert service.peak == 2
+
+
+async def test_storage_creations_run_at_most_the_cap_at_once(
+    storage_db_url: str, tenants: TenantRepository
+) -> None:
+    async with AsyncConnectionPool(
+        storage_db_url, min_size=1, max_size=8, kwargs={"autocommit": True}
+    ) as pool:
+        admin = CountingAdmin(pool, storage_db_url)
+        activities = StorageActivities(admin, tenants, ServerLimits(2))
+        requests = [
+            CreateStorageInput(tenant_id=unique_id("capst"), mode=StorageMode.SCHEMA)
+            for _ in range(8)
+        ]
+        created = await asyncio.gather(
+            *(
+                activity_env(timedelta(minutes=2)).run(activities.create_storage, request)
+                for request in requests
+            )
+        )
+
+    assert [c.schema_name for c in created] == [f"tenant_{r.tenant_id}" for r in requests]
+    assert admin.peak == 2
+
+
+async def test_a_creation_that_cannot_get_a_slot_in_time_fails_retryably(
+    storage_db_url: str, tenants: TenantRepository
+) -> None:
+    limits = ServerLimits(1)
+    async with AsyncConnectionPool(
+        storage_db_url, min_size=1, max_size=2, kwargs={"autocommit": True}
+    ) as pool:
+        admin = StorageAdmin(pool, storage_db_url)
+        activities = StorageActivities(admin, tenants, limits)
+        request = CreateStorageInput(tenant_id=unique_id("capto"), mode=StorageMode.SCHEMA)
+        server = server_key(admin.locate(request.tenant_id, request.mode).jdbc_url)
+        async with limits.slot(server, None):
+            # Start-to-close barely above the DDL reserve: the wait budget is ~0.2 s.
+            env = activity_env(timedelta(seconds=30.2))
+            with pytest.raises(ApplicationError) as raised:
+                await env.run(activities.create_storage, request)
+
+    assert raised.value.type == FailureType.STORAGE_FAILED
+    assert not raised.value.non_retryable
+    assert "throttled" in raised.value.message
+
+
+async def test_each_server_has_its_own_slots() -> None:
+    limits = ServerLimits(1)
+    async with limits.slot("db-a:5432", None), limits.slot("db-b:5432", timedelta(seconds=1)):
+        with pytest.raises(NoSlot):
+            async with limits.slot("db-a:5432", timedelta(milliseconds=50)):
+                pass
+    assert server_key("jdbc:postgresql://db-a:6543/tenants?currentSchema=x") == "db-a:6543"
+    assert server_key("jdbc:postgresql://db-a/tenant_x") == "db-a:5432"
