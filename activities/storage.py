@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import psycopg
@@ -17,6 +21,29 @@ from tenancy.storage import PERMANENT_STORAGE_ERRORS, StorageAdmin
 
 # What an attempt keeps for the DDL itself when it waits for a slot (start-to-close is 2 min).
 DDL_RESERVE = timedelta(seconds=30)
+
+
+# Well inside the heartbeat timeout of workflows/options.py CREATE_STORAGE.
+HEARTBEAT_INTERVAL = timedelta(seconds=2)
+
+
+@asynccontextmanager
+async def heartbeating(interval: timedelta) -> AsyncIterator[None]:
+    """Heartbeat every `interval` while the body runs: CREATE DATABASE can take long, and a
+    silent activity is only found dead at its start-to-close timeout."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval.total_seconds())
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class StorageActivities:
@@ -35,7 +62,10 @@ class StorageActivities:
         """Create the storage unless it exists, then record its `jdbcUrl`."""
         server = server_key(self._admin.locate(request.tenant_id, request.mode).jdbc_url)
         try:
-            async with self._limits.slot(server, remaining_budget(DDL_RESERVE)):
+            async with (
+                heartbeating(HEARTBEAT_INTERVAL),
+                self._limits.slot(server, remaining_budget(DDL_RESERVE)),
+            ):
                 location = await self._admin.ensure(request.tenant_id, request.mode)
         except NoSlot as exc:
             raise ApplicationError(

@@ -26,6 +26,7 @@ class ActivityOptions:
     retry: RetryPolicy
     local: bool = False
     schedule_to_close: timedelta | None = None
+    heartbeat: timedelta | None = None
 
 
 # Metadata writes are short; a database outage is waited out rather than failing the tenant.
@@ -43,6 +44,8 @@ MARK_MIGRATION_FAILED = ActivityOptions(start_to_close=timedelta(seconds=10), re
 CREATE_STORAGE = ActivityOptions(
     start_to_close=timedelta(minutes=2),
     schedule_to_close=timedelta(minutes=10),
+    # The activity heartbeats while its DDL runs, so a dead worker shows in seconds, not minutes.
+    heartbeat=timedelta(seconds=10),
     retry=RetryPolicy(
         initial_interval=timedelta(seconds=1),
         backoff_coefficient=2.0,
@@ -89,5 +92,6 @@ async def run_activity(
         arg,
         start_to_close_timeout=options.start_to_close,
         schedule_to_close_timeout=options.schedule_to_close,
+        heartbeat_timeout=options.heartbeat,
         retry_policy=options.retry,
     )
