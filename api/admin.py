@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from reconciliation import Reconciler, ReconciliationReport
 from temporalio.service import RPCError
 
 from api.deps import TemporalClient, Tenants, Writer
 from api.errors import ServiceUnavailable
+from reconciliation import Reconciler, ReconciliationReport
 from tenancy.settings import Settings, get_settings
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {

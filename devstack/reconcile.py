@@ -10,9 +10,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from reconciliation.__main__ import main as reconcile_main
-
 from devstack.dev import DevSettings, make_plan
+from reconciliation.__main__ import main as reconcile_main
 from tenancy.settings import get_settings
 
 _FROM_PLAN = (

@@ -16,12 +16,12 @@ import psycopg
 import pytest
 import pytest_asyncio
 from psycopg import sql
-from reconciliation import DriftKind, Reconciler, ReconciliationReport
 from temporalio.client import Client
 
 from api.auth import READ_SCOPE
 from api.main import create_app
 from api.provisioning import ProvisioningGateway
+from reconciliation import DriftKind, Reconciler, ReconciliationReport
 from tenancy.models import StorageMode, TenantSpec
 from tenancy.naming import workflow_id
 from tenancy.repository import TenantRepository
