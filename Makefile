@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev service token test lint record-history reconcile clean-dev
+.PHONY: help install dev service token test lint bench record-history reconcile clean-dev
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ lint: $(STAMP)  ## ruff (lint + format) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+
+# `make bench BENCH_ARGS="--tenants 200 --concurrency 1,32"`; `python -m bench --help` lists all.
+BENCH_ARGS ?=
+
+bench: $(STAMP)  ## Benchmark provisioning (Temporal vs direct); report in bench/results/
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 record-history: $(STAMP)  ## Record workflow histories for the replay test into tests/histories/
 	$(BIN)/python -m tests.support.record_history

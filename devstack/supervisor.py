@@ -71,9 +71,11 @@ class Child:
 class Stack:
     """The children started so far, watched until a stop is requested, then stopped last first."""
 
-    def __init__(self, run_dir: Path, cwd: Path) -> None:
+    def __init__(self, run_dir: Path, cwd: Path, log_dir: Path | None = None) -> None:
         self.run_dir = run_dir
         self.cwd = cwd
+        # None: children write to this terminal; else each to `<log_dir>/<name>.log`.
+        self.log_dir = log_dir
         self.children: list[Child] = []
         self.stopping = threading.Event()
 
@@ -84,8 +86,20 @@ class Stack:
             signal.signal(signum, lambda *_: self.stopping.set())
 
     def spawn(self, name: str, args: list[str], env: dict[str, str], *, essential: bool) -> None:
-        """Start `args` in its own session; its output goes to this terminal."""
-        proc = subprocess.Popen(args, cwd=self.cwd, env=env, start_new_session=True)
+        """Start `args` in its own session; its output goes to this terminal or its log file."""
+        if self.log_dir is None:
+            proc = subprocess.Popen(args, cwd=self.cwd, env=env, start_new_session=True)
+        else:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with (self.log_dir / f"{name}.log").open("ab") as log:
+                proc = subprocess.Popen(
+                    args,
+                    cwd=self.cwd,
+                    env=env,
+                    start_new_session=True,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
         self.adopt(name, proc, essential=essential)
 
     def adopt(

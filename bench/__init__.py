@@ -1,0 +1,1 @@
+"""`make bench`: provisioning latency and throughput, Temporal against a direct baseline."""

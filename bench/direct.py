@@ -1,0 +1,130 @@
+"""The baseline: the workflow's steps run by the same activity functions, in-process, with no
+Temporal in between (no history, no task queues, no retries, no API).
+
+Each activity runs inside the SDK's `ActivityEnvironment`, which gives it the activity
+context it reads (`activity.info()`, heartbeats, the metric meter) without a worker. The
+pools, HTTP client, signer and caps come from `worker.worker_activities`, built from the
+settings the stack's worker runs with, so both paths do the same SQL and the same signed
+downstream calls against the same servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from temporalio.testing import ActivityEnvironment
+
+from tenancy.contracts import (
+    CreateStorageInput,
+    MigrateInput,
+    PlanInput,
+    ProvisioningPlan,
+    RecordTenantInput,
+    TransitionInput,
+)
+from tenancy.models import StorageLocation, TenantSpec
+from tenancy.settings import Settings
+from tenancy.status import TenantStatus
+from worker import worker_activities
+from workflows import options
+from workflows.options import ActivityOptions
+
+ResultT = TypeVar("ResultT")
+ACTOR = "bench-direct"
+
+
+class DirectProvisioner:
+    """Provisions a tenant by calling the activities one after another, as the workflow would."""
+
+    def __init__(self, activities: list[Callable[..., Any]]) -> None:
+        self._activities = {fn.__name__: fn for fn in activities}
+
+    async def _run(
+        self,
+        name: str,
+        arg: Any,
+        opts: ActivityOptions,
+        workflow_id: str,
+        run_id: str,
+    ) -> Any:
+        # One environment per call: its `info` is what `activity.info()` returns, and
+        # concurrent calls must not share it.
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(
+            ActivityEnvironment.default_info(),
+            activity_type=name,
+            workflow_id=workflow_id,
+            workflow_run_id=run_id,
+            started_time=datetime.now(UTC),
+            start_to_close_timeout=opts.start_to_close,
+            schedule_to_close_timeout=opts.schedule_to_close,
+            heartbeat_timeout=opts.heartbeat,
+            is_local=opts.local,
+        )
+        return await env.run(self._activities[name], arg)
+
+    async def provision(self, spec: TenantSpec) -> None:
+        """record -> storage -> MIGRATING -> every service in parallel -> ACTIVE."""
+        workflow_id = f"direct-{spec.id}"
+        run_id = str(uuid.uuid4())
+
+        async def step(name: str, arg: Any, opts: ActivityOptions) -> Any:
+            return await self._run(name, arg, opts, workflow_id, run_id)
+
+        plan: ProvisioningPlan = await step("load_plan", PlanInput(), options.LOAD_PLAN)
+        await step(
+            "record_tenant",
+            RecordTenantInput(
+                spec=spec,
+                workflow_id=workflow_id,
+                run_id=run_id,
+                services=plan.services,
+                created_by=ACTOR,
+            ),
+            options.RECORD_TENANT,
+        )
+        location: StorageLocation = await step(
+            "create_storage",
+            CreateStorageInput(tenant_id=spec.id, mode=spec.storage_mode),
+            options.CREATE_STORAGE,
+        )
+        await step(
+            "transition_status",
+            TransitionInput(tenant_id=spec.id, target=TenantStatus.MIGRATING),
+            options.TRANSITION_STATUS,
+        )
+        migrate = options.migrate_service_options(plan.migration_retry)
+        await asyncio.gather(
+            *(
+                step(
+                    "migrate_service",
+                    MigrateInput(
+                        tenant_id=spec.id,
+                        service=service,
+                        location=location,
+                        idempotency_key=f"{workflow_id}/{run_id}/{service}/0",
+                        timeout=plan.migration_retry.timeout,
+                    ),
+                    migrate,
+                )
+                for service in plan.services
+            )
+        )
+        await step(
+            "transition_status",
+            TransitionInput(tenant_id=spec.id, target=TenantStatus.ACTIVE),
+            options.TRANSITION_STATUS,
+        )
+
+
+@asynccontextmanager
+async def direct_provisioner(settings: Settings) -> AsyncIterator[DirectProvisioner]:
+    """A provisioner over the worker's own activity resources (pools, HTTP client, caps)."""
+    async with worker_activities(settings) as activities:
+        yield DirectProvisioner(activities)

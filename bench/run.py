@@ -1,0 +1,297 @@
+"""`make bench`: provision tenants through the real stack and, side by side, directly.
+
+    python -m bench                                  # C = 1, 8, 32, 128; 100 tenants each
+    python -m bench --tenants 200 --concurrency 1,32 --storage-mode DATABASE
+    python -m bench --scale 1000 --scale-total 5000  # adds the scale figures
+
+For each concurrency C it provisions max(N, 2*C) tenants through the REST API (the Temporal
+path) and as many by calling the activities in-process (the direct path), after a few
+unmeasured warm-up tenants each. Results go to `--out` (results.json, results.md, chart.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import secrets
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from psycopg import AsyncConnection
+
+from api.auth import READ_SCOPE, WRITE_SCOPE
+from bench.direct import DirectProvisioner, direct_provisioner
+from bench.load import (
+    ApiProvisioner,
+    CompletionWatcher,
+    InProcessProvisioner,
+    LevelResult,
+    MemorySampler,
+    Sample,
+    read_timeline,
+    run_level,
+)
+from bench.report import DIRECT, TEMPORAL, Report, ScalePoint, ScaleResult, summary_lines, write
+from bench.stack import RunningStack, running_stack
+from devstack.dev import REPO_ROOT
+from devstack.temporal import cli_path
+from devstack.tokens import mint
+from tenancy.models import SlaTier, StorageMode, TenantSpec
+
+_log = logging.getLogger("bench")
+DEFAULT_OUT = REPO_ROOT / "bench" / "results"
+WORK_DIR = REPO_ROOT / ".benchdata"
+SCALE_PROBES = 20
+SUBMITTERS = 64
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to measure."""
+
+    tenants: int
+    concurrency: list[int]
+    storage_mode: StorageMode
+    warmup: int
+    direct: bool
+    scale: int
+    scale_total: int
+
+
+class Ids:
+    """Tenant ids unique to this run: `b<run>_<path><C>_<n>`."""
+
+    def __init__(self) -> None:
+        self.run = secrets.token_hex(2)
+        self._n = 0
+
+    def take(self, tag: str, count: int) -> list[str]:
+        """`count` fresh ids tagged `tag` (letters and digits)."""
+        ids = [f"b{self.run}_{tag}_{self._n + i:05d}" for i in range(count)]
+        self._n += count
+        return ids
+
+
+async def measure_level(
+    path: str,
+    provisioner: ApiProvisioner | InProcessProvisioner,
+    conn: AsyncConnection[Any],
+    ids: Ids,
+    concurrency: int,
+    options: Options,
+    pids: dict[str, int],
+) -> LevelResult:
+    """Warm up, then provision max(N, 2C) tenants at `concurrency` on one path."""
+    tag = f"{path[0]}{concurrency}"
+    await run_level(provisioner.provision, ids.take(f"{tag}w", options.warmup), concurrency)
+    count = max(options.tenants, 2 * concurrency)
+    async with MemorySampler(pids) as memory:
+        samples, wall = await run_level(provisioner.provision, ids.take(tag, count), concurrency)
+    await read_timeline(conn, samples)
+    result = LevelResult(path, concurrency, samples, wall, memory.peak_mib)
+    for line in summary_lines([result]):
+        _log.info("%s", line)
+    return result
+
+
+async def submit_all(
+    api: ApiProvisioner, tenant_ids: Sequence[str]
+) -> tuple[list[Sample], list[asyncio.Future[Sample]]]:
+    """POST every id (SUBMITTERS at a time) without waiting for completion."""
+    queue = list(reversed(tenant_ids))
+    samples: list[Sample] = []
+    pending: list[asyncio.Future[Sample]] = []
+
+    async def submitter() -> None:
+        while queue:
+            sample, done = await api.submit(queue.pop())
+            samples.append(sample)
+            if done is not None:
+                pending.append(done)
+
+    await asyncio.gather(*(submitter() for _ in range(SUBMITTERS)))
+    return samples, pending
+
+
+def peak_in_flight(samples: Sequence[Sample]) -> int:
+    """The most tenants accepted but not yet ACTIVE at any one time."""
+    edges = sorted(
+        [(s.accepted, 1) for s in samples if s.accepted is not None and s.active is not None]
+        + [(s.active, -1) for s in samples if s.accepted is not None and s.active is not None]
+    )
+    peak = current = 0
+    for _, delta in edges:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+async def measure_scale(
+    api: ApiProvisioner,
+    conn: AsyncConnection[Any],
+    ids: Ids,
+    options: Options,
+    worker_pid: int,
+) -> ScaleResult:
+    """`--scale` tenants submitted at once, then C=1 latency at that many and `--scale-total`."""
+    _log.info("scale: submitting %d tenants at once", options.scale)
+    began = time.monotonic()
+    async with MemorySampler({"worker": worker_pid}) as memory:
+        samples, pending = await submit_all(api, ids.take("s", options.scale))
+        await asyncio.gather(*pending)
+    wall = time.monotonic() - began
+    await read_timeline(conn, samples)
+    result = ScaleResult(
+        tenants=options.scale,
+        wall_seconds=wall,
+        peak_in_flight=peak_in_flight(samples),
+        worker_peak_rss_mib=memory.peak_mib["worker"],
+        worker_end_rss_mib=MemorySampler.rss_mib(worker_pid),
+        failures=sum(1 for s in samples if s.status != "ACTIVE"),
+    )
+    _log.info("scale: %s", result)
+    existing = options.scale
+    for target in sorted({options.scale, options.scale_total}):
+        if target > existing:
+            _log.info("scale: growing to %d tenants", target)
+            more, pending = await submit_all(api, ids.take("s", target - existing))
+            await asyncio.gather(*pending)
+            result.failures += sum(1 for s in more if s.status != "ACTIVE")
+            existing = target
+        probes, _ = await run_level(api.provision, ids.take("p", SCALE_PROBES), 1)
+        await read_timeline(conn, probes)
+        level = LevelResult(TEMPORAL, 1, probes, 1.0)
+        result.points.append(ScalePoint(existing, level.percentile(50), level.percentile(95)))
+        _log.info("scale: %s", result.points[-1])
+        existing += SCALE_PROBES
+    return result
+
+
+async def measure(stack: RunningStack, options: Options) -> tuple[list[LevelResult], Any]:
+    """Every level on both paths, then the scale figures if asked for."""
+    token = mint(
+        stack.plan.dev.idp_key_file,
+        subject="bench",
+        scopes=[WRITE_SCOPE, READ_SCOPE],
+        audience=stack.plan.audience,
+        ttl=timedelta(hours=12),
+    )
+    ids = Ids()
+    pids = {name: stack.pids[name] for name in ("worker", "api")}
+    results: list[LevelResult] = []
+    limits = httpx.Limits(max_connections=max([*options.concurrency, SUBMITTERS]) + 8)
+    conn = await AsyncConnection.connect(stack.env["PLATFORM_DATABASE_URL"], autocommit=True)
+    async with (
+        conn,
+        httpx.AsyncClient(
+            base_url=stack.api_url, timeout=120, trust_env=False, limits=limits
+        ) as http,
+        CompletionWatcher(conn) as watcher,
+        direct_provisioner(stack.settings()) as direct,
+    ):
+        api = ApiProvisioner(http, watcher, options.storage_mode.value, token)
+        local = InProcessProvisioner(_direct_run(direct, options.storage_mode))
+        for concurrency in options.concurrency:
+            results.append(
+                await measure_level(TEMPORAL, api, conn, ids, concurrency, options, pids)
+            )
+            if options.direct:
+                results.append(
+                    await measure_level(DIRECT, local, conn, ids, concurrency, options, pids)
+                )
+        scale = (
+            await measure_scale(api, conn, ids, options, stack.pids["worker"])
+            if options.scale
+            else None
+        )
+    return results, scale
+
+
+def _direct_run(direct: DirectProvisioner, mode: StorageMode) -> Any:
+    async def run(tenant_id: str) -> None:
+        await direct.provision(
+            TenantSpec(
+                id=tenant_id, name=f"Bench {tenant_id}", storage_mode=mode, sla_tier=SlaTier.STANDARD
+            )
+        )
+
+    return run
+
+
+def context(options: Options) -> dict[str, str]:
+    """Where and how this run was measured."""
+    version = subprocess.run(
+        [str(cli_path()), "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
+        f"{platform.python_version()}",
+        "Temporal": version or "unknown",
+        "storage mode": options.storage_mode.value,
+        "services": "backend-service, auth-service",
+        "tenants per level": f"max({options.tenants}, 2*C) after {options.warmup} warm-up",
+    }
+
+
+def parse(argv: Sequence[str] | None) -> tuple[Options, Path, Path, dict[str, str]]:
+    """Command line -> what to measure, where to write, where the stack lives, extra env."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tenants", type=int, default=100, help="tenants per level (N)")
+    parser.add_argument("--concurrency", default="1,8,32,128", help="levels, comma-separated")
+    parser.add_argument("--storage-mode", choices=["SCHEMA", "DATABASE"], default="SCHEMA")
+    parser.add_argument("--warmup", type=int, default=10, help="unmeasured tenants per level")
+    parser.add_argument("--no-direct", action="store_true", help="skip the direct baseline")
+    parser.add_argument("--scale", type=int, default=0, help="tenants submitted at once")
+    parser.add_argument("--scale-total", type=int, default=0, help="then grow to this many")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
+    parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help="the stack's data")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE",
+        help="extra environment for the stack's processes (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    if not levels or min(levels) < 1 or args.tenants < 1 or args.warmup < 0:
+        parser.error("concurrency levels and --tenants must be positive, --warmup >= 0")
+    extra = dict(item.split("=", 1) for item in args.env)
+    options = Options(
+        tenants=args.tenants,
+        concurrency=levels,
+        storage_mode=StorageMode(args.storage_mode),
+        warmup=args.warmup,
+        direct=not args.no_direct,
+        scale=args.scale,
+        scale_total=max(args.scale_total, args.scale),
+    )
+    return options, args.out, args.work_dir, extra
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Start the stack, measure, write the report, stop the stack."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    options, out, work_dir, extra = parse(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    command = "make bench" + (
+        f" BENCH_ARGS={shlex.quote(' '.join(argv))}" if argv else ""
+    )
+    with running_stack(work_dir, extra_env=extra) as stack:
+        levels, scale = asyncio.run(measure(stack, options))
+    report = Report(command, context(options), levels, scale)
+    for path in write(report, out):
+        _log.info("wrote %s", path)
+    sys.stdout.write("\n".join(summary_lines(levels)) + "\n")
+    return 0 if all(len(r.ok) == len(r.samples) for r in levels) else 1

@@ -1,0 +1,89 @@
+"""The stack the benchmark measures: the very one `make dev` runs, on ports of its own.
+
+Everything starts from `devstack.dev` (embedded PostgreSQL, Temporal dev server with its
+SQLite file, both reference services, `python worker.py`, the API under uvicorn), with its
+data in a folder of the benchmark's own, so a running `make dev` is neither disturbed nor
+measured. Children log to files there (JSON, as in production), not to the terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.dev import REPO_ROOT, DevSettings, Plan, make_plan, start_stack
+from devstack.supervisor import Stack
+from tenancy.settings import Settings
+
+_log = logging.getLogger("bench")
+
+# Ten above `make dev`'s ports, so both can run at once.
+BENCH_PORTS = {
+    "postgres_port": 54339,
+    "temporal_port": 7243,
+    "temporal_ui_port": 8243,
+    "backend_port": 8111,
+    "auth_port": 8112,
+    "worker_metrics_port": 9474,
+}
+BENCH_API_PORT = 8010
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    """What the load generator and the direct baseline need of the running stack."""
+
+    plan: Plan
+    api_url: str
+    # pid of each child by name (worker, api, ...), for memory sampling.
+    pids: dict[str, int]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment every child was given (database, Temporal, services, keys)."""
+        return self.plan.env
+
+    def settings(self) -> Settings:
+        """The platform settings the worker runs with, for the in-process baseline: read
+        from the children's environment exactly as the worker reads its own."""
+        saved = dict(os.environ)
+        try:
+            os.environ.clear()
+            os.environ.update(self.env)
+            return Settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def bench_plan(work_dir: Path, extra_env: dict[str, str]) -> Plan:
+    """`make dev`'s plan with the benchmark's data folder and ports, production log format."""
+    dev = DevSettings(data_dir=work_dir, **BENCH_PORTS)
+    plan = make_plan(dev, Settings())
+    env = {**plan.env, "PLATFORM_LOG_FORMAT": "json", "PLATFORM_API_PORT": str(BENCH_API_PORT)}
+    env.update(extra_env)
+    return dataclasses.replace(plan, api_port=BENCH_API_PORT, env=env)
+
+
+@contextmanager
+def running_stack(
+    work_dir: Path, *, fresh: bool = True, extra_env: dict[str, str] | None = None
+) -> Iterator[RunningStack]:
+    """Start the stack in `work_dir` (emptied first when `fresh`), stop it on exit."""
+    if fresh and work_dir.exists():
+        shutil.rmtree(work_dir)
+    plan = bench_plan(work_dir, extra_env or {})
+    stack = Stack(work_dir / "run", REPO_ROOT, log_dir=work_dir / "logs")
+    try:
+        _log.info("starting the stack in %s (logs in %s)", work_dir, stack.log_dir)
+        start_stack(stack, plan)
+        pids = {child.name: child.proc.pid for child in stack.children}
+        yield RunningStack(plan, f"http://127.0.0.1:{plan.api_port}", pids)
+    finally:
+        stack.stop_all()
