@@ -8,7 +8,7 @@ import httpx
 import psycopg
 import yoyo.exceptions
 
-from examples.downstream_service.migrator import load_migrations
+from examples.downstream_service.migrator import LOCK_CLASS, load_migrations
 from examples.downstream_service.settings import MIGRATIONS_ROOT
 from tests.downstream.helpers import (
     Payload,
@@ -156,3 +156,29 @@ async def test_backends_do_not_grow_yoyos_global_error_registry(
     await _migrate(backend_client, platform, schema_tenant)
     await _migrate(backend_client, platform, schema_tenant)
     assert len(yoyo.exceptions.DatabaseErrors) == before
+
+
+async def test_a_held_lock_answers_busy_and_a_dead_holder_releases_it(
+    platform: PlatformKey, schema_tenant: Payload, pg_server_url: str
+) -> None:
+    """The lock is PostgreSQL's advisory lock: a caller waits at most `lock_timeout`, and a
+    holder whose connection ends (a killed process's does) leaves nothing behind."""
+    tenant_id, schema = schema_tenant["tenantId"], schema_tenant["schema"]
+    headers = platform.headers
+    settings = platform.settings(pg_server_url, lock_timeout=0.3)
+    holder = psycopg.connect(pg_server_url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (LOCK_CLASS, schema))
+    async with app_client(settings) as client:
+        busy = await client.post(
+            migrate_path(tenant_id), json=schema_tenant, headers=headers(tenant_id)
+        )
+        assert busy.status_code == 503, busy.text
+        assert busy.json()["code"] == "migration_busy"
+        assert BACKEND_TABLES.isdisjoint(tables_in(pg_server_url, "postgres", schema))
+
+        holder.close()
+        done = await client.post(
+            migrate_path(tenant_id), json=schema_tenant, headers=headers(tenant_id)
+        )
+    assert done.status_code == 200, done.text
+    assert done.json()["applied"] == BACKEND_VERSIONS
