@@ -10,6 +10,7 @@ does not enter the latency; it only delays that client's next tenant.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +24,7 @@ from psycopg import AsyncConnection
 from tenancy.status import TenantStatus
 
 # How often the completion watcher reads the tenants table.
-POLL_INTERVAL = 0.005
+POLL_INTERVAL = 0.01
 FINAL = (TenantStatus.ACTIVE, TenantStatus.PROVISION_ERROR, TenantStatus.MIGRATION_ERROR)
 
 
@@ -150,6 +151,62 @@ class MemorySampler:
         self.sample()
 
 
+def _proc_stats() -> dict[int, tuple[int, float, float]]:
+    """pid -> (parent pid, own CPU seconds, CPU seconds of its reaped children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        # The command name (field 2) may hold spaces; everything after its ')' is numeric.
+        fields = raw[raw.rindex(")") + 2 :].split()
+        ppid, utime, stime, cutime, cstime = (int(fields[i]) for i in (1, 11, 12, 13, 14))
+        stats[int(entry.name)] = (ppid, (utime + stime) / tick, (cutime + cstime) / tick)
+    return stats
+
+
+class CpuMeter:
+    """CPU seconds each named process and its descendants used between two readings."""
+
+    def __init__(self, pids: dict[str, int], self_only: frozenset[str] = frozenset()) -> None:
+        self._pids = pids
+        # Names counted without descendants: the benchmark process is every child's parent.
+        self._self_only = self_only
+
+    def read(self) -> dict[str, float]:
+        """Cumulative CPU seconds per name: the process, its reaped children, its live
+        descendants (PostgreSQL's backends, say)."""
+        stats = _proc_stats()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in stats.items():
+            children.setdefault(ppid, []).append(pid)
+        totals = {}
+        for name, root in self._pids.items():
+            if root not in stats:
+                totals[name] = 0.0
+                continue
+            if name in self._self_only:
+                totals[name] = stats[root][1]
+                continue
+            total = stats[root][2]
+            todo = [root]
+            while todo:
+                pid = todo.pop()
+                total += stats[pid][1]
+                todo.extend(children.get(pid, []))
+            totals[name] = total
+        return totals
+
+    @staticmethod
+    def used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        """CPU seconds per name between `before` and `after`."""
+        return {name: max(after[name] - before.get(name, 0.0), 0.0) for name in after}
+
+
 @dataclass
 class LevelResult:
     """One path at one concurrency: every sample and the phase's wall time."""
@@ -159,6 +216,13 @@ class LevelResult:
     samples: list[Sample]
     wall_seconds: float
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
+    # CPU seconds per process (with its descendants) over the level.
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+
+    def cpu_ms_per_tenant(self) -> dict[str, float]:
+        """CPU milliseconds per ACTIVE tenant, by process."""
+        count = len(self.ok) or 1
+        return {name: seconds * 1000 / count for name, seconds in self.cpu_seconds.items()}
 
     @property
     def ok(self) -> list[Sample]:

@@ -125,6 +125,29 @@ def _step_rows(report: Report) -> list[str]:
     return rows
 
 
+CPU_COLUMNS = ["temporal", "postgres", "worker", "api", "backend-service", "auth-service", "bench"]
+
+
+def _cpu_rows(report: Report) -> list[str]:
+    rows = [
+        "| C | path | " + " | ".join(CPU_COLUMNS) + " | total | cores busy |",
+        "|---:|---|" + "---:|" * (len(CPU_COLUMNS) + 2),
+    ]
+    for c in report.concurrencies():
+        for path in (TEMPORAL, DIRECT):
+            result = report.level(path, c)
+            if result is None or not result.cpu_seconds:
+                continue
+            per_tenant = result.cpu_ms_per_tenant()
+            busy = sum(result.cpu_seconds.values()) / result.wall_seconds
+            cells = [f"{per_tenant.get(name, 0.0):.0f}" for name in CPU_COLUMNS]
+            rows.append(
+                f"| {c} | {path} | {' | '.join(cells)} | "
+                f"{sum(per_tenant.values()):.0f} | {busy:.2f} |"
+            )
+    return rows
+
+
 def _target_rows(report: Report) -> list[str]:
     rows = ["| target | goal | measured | met |", "|---|---:|---:|:---:|"]
 
@@ -199,6 +222,11 @@ def markdown(report: Report) -> str:
         "",
         *_step_rows(report),
         "",
+        "CPU milliseconds per tenant, by process (with its children; `bench` is the load "
+        "generator and, on the direct path, the activities), and cores busy on average:",
+        "",
+        *_cpu_rows(report),
+        "",
         "Targets:",
         "",
         *_target_rows(report),
@@ -263,6 +291,7 @@ def _level_json(result: LevelResult) -> dict[str, Any]:
         "p99Ms": result.percentile(99),
         "stepMediansMs": result.step_medians(),
         "peakRssMiB": result.peak_rss_mib,
+        "cpuMsPerTenant": result.cpu_ms_per_tenant(),
         "errors": sorted({s.error for s in result.samples if s.error})[:10],
     }
 
@@ -274,9 +303,9 @@ def write(report: Report, out_dir: Path) -> list[Path]:
         "command": report.command,
         "context": report.context,
         "levels": [_level_json(r) for r in report.levels],
-        "scale": None if report.scale is None else report.scale.__dict__ | {
-            "points": [p.__dict__ for p in report.scale.points]
-        },
+        "scale": None
+        if report.scale is None
+        else report.scale.__dict__ | {"points": [p.__dict__ for p in report.scale.points]},
     }
     paths = [out_dir / "results.json", out_dir / "results.md", out_dir / "chart.png"]
     paths[0].write_text(json.dumps(data, indent=2, default=str) + "\n")

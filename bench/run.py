@@ -35,6 +35,7 @@ from bench.direct import DirectProvisioner, direct_provisioner
 from bench.load import (
     ApiProvisioner,
     CompletionWatcher,
+    CpuMeter,
     InProcessProvisioner,
     LevelResult,
     MemorySampler,
@@ -91,15 +92,19 @@ async def measure_level(
     concurrency: int,
     options: Options,
     pids: dict[str, int],
+    cpu_pids: dict[str, int],
 ) -> LevelResult:
     """Warm up, then provision max(N, 2C) tenants at `concurrency` on one path."""
     tag = f"{path[0]}{concurrency}"
     await run_level(provisioner.provision, ids.take(f"{tag}w", options.warmup), concurrency)
     count = max(options.tenants, 2 * concurrency)
+    cpu = CpuMeter(cpu_pids, self_only=frozenset({"bench"}))
+    before = cpu.read()
     async with MemorySampler(pids) as memory:
         samples, wall = await run_level(provisioner.provision, ids.take(tag, count), concurrency)
+    used = CpuMeter.used(before, cpu.read())
     await read_timeline(conn, samples)
-    result = LevelResult(path, concurrency, samples, wall, memory.peak_mib)
+    result = LevelResult(path, concurrency, samples, wall, memory.peak_mib, used)
     for line in summary_lines([result]):
         _log.info("%s", line)
     return result
@@ -189,6 +194,8 @@ async def measure(stack: RunningStack, options: Options) -> tuple[list[LevelResu
     )
     ids = Ids()
     pids = {name: stack.pids[name] for name in ("worker", "api")}
+    # Every process of the stack, and this one (the load generator and the direct path).
+    cpu_pids = {**stack.pids, "bench": os.getpid()}
     results: list[LevelResult] = []
     limits = httpx.Limits(max_connections=max([*options.concurrency, SUBMITTERS]) + 8)
     conn = await AsyncConnection.connect(stack.env["PLATFORM_DATABASE_URL"], autocommit=True)
@@ -204,11 +211,13 @@ async def measure(stack: RunningStack, options: Options) -> tuple[list[LevelResu
         local = InProcessProvisioner(_direct_run(direct, options.storage_mode))
         for concurrency in options.concurrency:
             results.append(
-                await measure_level(TEMPORAL, api, conn, ids, concurrency, options, pids)
+                await measure_level(TEMPORAL, api, conn, ids, concurrency, options, pids, cpu_pids)
             )
             if options.direct:
                 results.append(
-                    await measure_level(DIRECT, local, conn, ids, concurrency, options, pids)
+                    await measure_level(
+                        DIRECT, local, conn, ids, concurrency, options, pids, cpu_pids
+                    )
                 )
         scale = (
             await measure_scale(api, conn, ids, options, stack.pids["worker"])
@@ -222,7 +231,10 @@ def _direct_run(direct: DirectProvisioner, mode: StorageMode) -> Any:
     async def run(tenant_id: str) -> None:
         await direct.provision(
             TenantSpec(
-                id=tenant_id, name=f"Bench {tenant_id}", storage_mode=mode, sla_tier=SlaTier.STANDARD
+                id=tenant_id,
+                name=f"Bench {tenant_id}",
+                storage_mode=mode,
+                sla_tier=SlaTier.STANDARD,
             )
         )
 
@@ -247,8 +259,11 @@ def context(options: Options) -> dict[str, str]:
 
 def parse(argv: Sequence[str] | None) -> tuple[Options, Path, Path, dict[str, str]]:
     """Command line -> what to measure, where to write, where the stack lives, extra env."""
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--tenants", type=int, default=100, help="tenants per level (N)")
     parser.add_argument("--concurrency", default="1,8,32,128", help="levels, comma-separated")
     parser.add_argument("--storage-mode", choices=["SCHEMA", "DATABASE"], default="SCHEMA")
@@ -259,7 +274,10 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, Path, Path, dict[str, st
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help="the stack's data")
     parser.add_argument(
-        "--env", action="append", default=[], metavar="KEY=VALUE",
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="extra environment for the stack's processes (repeatable)",
     )
     args = parser.parse_args(argv)
@@ -285,9 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options, out, work_dir, extra = parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    command = "make bench" + (
-        f" BENCH_ARGS={shlex.quote(' '.join(argv))}" if argv else ""
-    )
+    command = "make bench" + (f" BENCH_ARGS={shlex.quote(' '.join(argv))}" if argv else "")
     with running_stack(work_dir, extra_env=extra) as stack:
         levels, scale = asyncio.run(measure(stack, options))
     report = Report(command, context(options), levels, scale)
