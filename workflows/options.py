@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -37,9 +37,27 @@ _METADATA_RETRY = RetryPolicy(
 )
 
 LOAD_PLAN = ActivityOptions(start_to_close=timedelta(seconds=5), retry=_METADATA_RETRY, local=True)
-RECORD_TENANT = ActivityOptions(start_to_close=timedelta(seconds=10), retry=_METADATA_RETRY)
-TRANSITION_STATUS = ActivityOptions(start_to_close=timedelta(seconds=10), retry=_METADATA_RETRY)
-MARK_MIGRATION_FAILED = ActivityOptions(start_to_close=timedelta(seconds=10), retry=_METADATA_RETRY)
+# The short metadata writes run as local activities (patch LOCAL_METADATA_PATCH): in the
+# workflow task that asks for them, with no task-queue round trip and three history events
+# fewer each. A worker that crashes mid-task runs them again, which they tolerate: the insert
+# finds its own row, a repeated transition is a no-op, the failure record is an upsert.
+# Storage DDL and downstream calls stay regular activities: long, and not to be repeated
+# because another step of the same task failed.
+RECORD_TENANT = ActivityOptions(
+    start_to_close=timedelta(seconds=10), retry=_METADATA_RETRY, local=True
+)
+TRANSITION_STATUS = ActivityOptions(
+    start_to_close=timedelta(seconds=10), retry=_METADATA_RETRY, local=True
+)
+MARK_MIGRATION_FAILED = ActivityOptions(
+    start_to_close=timedelta(seconds=10), retry=_METADATA_RETRY, local=True
+)
+LOCAL_METADATA_PATCH = "local-metadata-activities"
+
+
+def as_regular(options: ActivityOptions) -> ActivityOptions:
+    """The same options as a regular activity: how runs started before the patch ran them."""
+    return replace(options, local=False)
 # DDL retries transient errors for a bounded time; after that the tenant is PROVISION_ERROR.
 CREATE_STORAGE = ActivityOptions(
     start_to_close=timedelta(minutes=2),

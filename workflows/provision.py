@@ -83,6 +83,7 @@ class ProvisionTenantWorkflow:
         self._plan: ProvisioningPlan | None = None
         self._rejection: str | None = None
         self._retry_requested = False
+        self._local_metadata = False
 
     @workflow.run
     async def run(self, request: ProvisionInput) -> TenantState:
@@ -96,6 +97,8 @@ class ProvisionTenantWorkflow:
             ]
         )
         metrics.provision_started(workflow.metric_meter(), self._spec)
+        # Runs started before the patch keep scheduling metadata writes as regular activities.
+        self._local_metadata = workflow.patched(options.LOCAL_METADATA_PATCH)
         self._plan = await run_activity(
             MetadataActivities.load_plan, PlanInput(), options.LOAD_PLAN
         )
@@ -128,6 +131,10 @@ class ProvisionTenantWorkflow:
             raise ApplicationError(self._rejection, type=FailureType.TENANT_EXISTS)
         return self._state
 
+    def _metadata(self, opts: options.ActivityOptions) -> options.ActivityOptions:
+        """Local for runs that took the patch, regular for runs started before it."""
+        return opts if self._local_metadata else options.as_regular(opts)
+
     async def _record_metadata(self) -> None:
         assert self._plan is not None
         info = workflow.info()
@@ -141,7 +148,7 @@ class ProvisionTenantWorkflow:
                     services=self._plan.services,
                     created_by=self._requested_by,
                 ),
-                options.RECORD_TENANT,
+                self._metadata(options.RECORD_TENANT),
             )
         except ActivityError as err:
             self._rejection = failure_reason(err)
@@ -220,7 +227,7 @@ class ProvisionTenantWorkflow:
             await run_activity(
                 MetadataActivities.mark_migration_failed,
                 MigrationFailedInput(tenant_id=self._spec.id, service=service, error=reason),
-                options.MARK_MIGRATION_FAILED,
+                self._metadata(options.MARK_MIGRATION_FAILED),
             )
             return False
         self._state.services[service] = ServiceState(
@@ -234,7 +241,7 @@ class ProvisionTenantWorkflow:
         await run_activity(
             MetadataActivities.transition_status,
             TransitionInput(tenant_id=self._spec.id, target=target, reason=reason),
-            options.TRANSITION_STATUS,
+            self._metadata(options.TRANSITION_STATUS),
         )
         workflow.upsert_search_attributes([sa.TENANT_STATUS.value_set(target.value)])
         workflow.logger.info(
