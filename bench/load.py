@@ -77,6 +77,9 @@ class CompletionWatcher:
     async def _poll(self) -> None:
         final = [status.value for status in FINAL]
         while True:
+            # A refused POST cancels its future: stop asking about that tenant.
+            for tenant_id in [t for t, f in self._waiting.items() if f.done()]:
+                del self._waiting[tenant_id]
             if self._waiting:
                 cursor = await self._conn.execute(
                     "SELECT id, status FROM tenants WHERE id = ANY(%s) AND status = ANY(%s)",
@@ -308,7 +311,12 @@ class ApiProvisioner:
         }
         done = self._watcher.expect(tenant_id)
         sample = Sample(tenant_id, started=time.time())
-        response = await self._http.post("/api/tenants", json=body, headers=self._headers)
+        try:
+            response = await self._http.post("/api/tenants", json=body, headers=self._headers)
+        except httpx.TransportError as exc:
+            done.cancel()
+            sample.error = f"POST failed: {type(exc).__name__}"
+            return sample, None
         sample.accepted = time.time()
         if response.status_code != 202:
             done.cancel()

@@ -197,7 +197,11 @@ async def measure(stack: RunningStack, options: Options) -> tuple[list[LevelResu
     # Every process of the stack, and this one (the load generator and the direct path).
     cpu_pids = {**stack.pids, "bench": os.getpid()}
     results: list[LevelResult] = []
-    limits = httpx.Limits(max_connections=max([*options.concurrency, SUBMITTERS]) + 8)
+    # Idle connections are dropped before uvicorn's 5 s keep-alive ends, so a request never
+    # goes out on a connection the server is closing.
+    limits = httpx.Limits(
+        max_connections=max([*options.concurrency, SUBMITTERS]) + 8, keepalive_expiry=2.0
+    )
     conn = await AsyncConnection.connect(stack.env["PLATFORM_DATABASE_URL"], autocommit=True)
     async with (
         conn,
