@@ -13,9 +13,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # no screen here, and none needed for a PNG
 
-import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
+import matplotlib.pyplot as plt
 
-from bench.load import LevelResult  # noqa: E402
+from bench.load import LevelResult
 
 TEMPORAL = "temporal"
 DIRECT = "direct"
@@ -45,6 +45,9 @@ class ScaleResult:
     worker_peak_rss_mib: float
     worker_end_rss_mib: float
     failures: int
+    # Tenants whose POST answered 503 "accepted, not yet recorded" (overload) and that
+    # became ACTIVE anyway.
+    late: int = 0
     points: list[ScalePoint] = field(default_factory=list)
 
 
@@ -192,7 +195,9 @@ def _scale_rows(scale: ScaleResult) -> list[str]:
     rows = [
         f"{scale.tenants:,} tenants submitted at once (SCHEMA): all final after "
         f"{scale.wall_seconds:.0f} s ({scale.tenants / scale.wall_seconds:.1f} tenants/s), "
-        f"at most {scale.peak_in_flight:,} in flight, {scale.failures} failed; worker RSS "
+        f"at most {scale.peak_in_flight:,} in flight, {scale.failures} failed "
+        f"({scale.late} answered 503 'accepted, not yet recorded' and became ACTIVE later); "
+        "worker RSS "
         f"peak {scale.worker_peak_rss_mib:.0f} MiB, {scale.worker_end_rss_mib:.0f} MiB at "
         "the end.",
         "",

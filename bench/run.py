@@ -130,11 +130,9 @@ async def submit_all(
 
 
 def peak_in_flight(samples: Sequence[Sample]) -> int:
-    """The most tenants accepted but not yet ACTIVE at any one time."""
-    edges = sorted(
-        [(s.accepted, 1) for s in samples if s.accepted is not None and s.active is not None]
-        + [(s.active, -1) for s in samples if s.accepted is not None and s.active is not None]
-    )
+    """The most tenants requested but not yet ACTIVE at any one time."""
+    done = [s for s in samples if s.active is not None]
+    edges = sorted([(s.started, 1) for s in done] + [(s.active, -1) for s in done])
     peak = current = 0
     for _, delta in edges:
         current += delta
@@ -164,6 +162,11 @@ async def measure_scale(
         worker_peak_rss_mib=memory.peak_mib["worker"],
         worker_end_rss_mib=MemorySampler.rss_mib(worker_pid),
         failures=sum(1 for s in samples if s.status != "ACTIVE"),
+        late=sum(
+            1
+            for s in samples
+            if s.status == "ACTIVE" and s.accepted and s.created and s.created > s.accepted
+        ),
     )
     _log.info("scale: %s", result)
     existing = options.scale

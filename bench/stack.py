@@ -24,14 +24,6 @@ from tenancy.settings import Settings
 _log = logging.getLogger("bench")
 
 # Ten above `make dev`'s ports, so both can run at once.
-BENCH_PORTS = {
-    "postgres_port": 54339,
-    "temporal_port": 7243,
-    "temporal_ui_port": 8243,
-    "backend_port": 8111,
-    "auth_port": 8112,
-    "worker_metrics_port": 9474,
-}
 BENCH_API_PORT = 8010
 
 
@@ -64,7 +56,15 @@ class RunningStack:
 
 def bench_plan(work_dir: Path, extra_env: dict[str, str]) -> Plan:
     """`make dev`'s plan with the benchmark's data folder and ports, production log format."""
-    dev = DevSettings(data_dir=work_dir, **BENCH_PORTS)
+    dev = DevSettings(
+        data_dir=work_dir,
+        postgres_port=54339,
+        temporal_port=7243,
+        temporal_ui_port=8243,
+        backend_port=8111,
+        auth_port=8112,
+        worker_metrics_port=9474,
+    )
     plan = make_plan(dev, Settings())
     env = {**plan.env, "PLATFORM_LOG_FORMAT": "json", "PLATFORM_API_PORT": str(BENCH_API_PORT)}
     env.update(extra_env)

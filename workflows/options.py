@@ -58,6 +58,8 @@ LOCAL_METADATA_PATCH = "local-metadata-activities"
 def as_regular(options: ActivityOptions) -> ActivityOptions:
     """The same options as a regular activity: how runs started before the patch ran them."""
     return replace(options, local=False)
+
+
 # DDL retries transient errors for a bounded time; after that the tenant is PROVISION_ERROR.
 CREATE_STORAGE = ActivityOptions(
     start_to_close=timedelta(minutes=2),

@@ -79,6 +79,7 @@ class _TenantBackend(PostgresqlPsycopgBackend):  # type: ignore[misc]  # yoyo sh
     # yoyo re-imports the driver and appends its error class to a global list for every backend
     # instance (one per call and per migration); a class-level driver stops that slow leak.
     _driver = psycopg
+    _is_locked: bool = False  # yoyo's flag, declared for the type checker
 
     def connect(self, dburi: DatabaseURI) -> psycopg.Connection[Any]:
         self.schema = dburi.args.get("schema")

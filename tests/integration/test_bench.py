@@ -53,7 +53,8 @@ def test_bench_provisions_on_both_paths_and_writes_the_report(tmp_path: Path) ->
     assert levels[("temporal", 1)]["peakRssMiB"]["worker"] > 0
     assert levels[("temporal", 1)]["cpuMsPerTenant"]["temporal"] > 0
     scale = data["scale"]
-    assert scale["tenants"] == 6 and scale["failures"] == 0
+    assert scale["tenants"] == 6
+    assert scale["failures"] == 0
     assert [point["existing"] for point in scale["points"]] == [6]
     text = (out / "results.md").read_text()
     assert "latency ratio Temporal/direct, C=1" in text
