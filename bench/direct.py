@@ -1,5 +1,5 @@
 """The baseline: the workflow's steps run by the same activity functions, in-process, with no
-Temporal in between (no history, no task queues, no retries, no API).
+Temporal in between (no history, no task queues, no API; retries in a plain loop).
 
 Each activity runs inside the SDK's `ActivityEnvironment`, which gives it the activity
 context it reads (`activity.info()`, heartbeats, the metric meter) without a worker. The
@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from tenancy.contracts import (
@@ -69,13 +70,33 @@ class DirectProvisioner:
         )
         return await env.run(self._activities[name], arg)
 
+    async def _with_retries(
+        self, name: str, arg: Any, opts: ActivityOptions, workflow_id: str, run_id: str
+    ) -> Any:
+        """Retry as the step's retry policy says: without it, an attempt throttled by the
+        worker's caps (a retryable failure) would fail the tenant here but not in Temporal."""
+        policy = opts.retry
+        delay = policy.initial_interval.total_seconds()
+        attempt = 1
+        while True:
+            try:
+                return await self._run(name, arg, opts, workflow_id, run_id)
+            except ApplicationError as exc:
+                last = policy.maximum_attempts and attempt >= policy.maximum_attempts
+                if exc.non_retryable or last:
+                    raise
+            attempt += 1
+            await asyncio.sleep(delay)
+            ceiling = policy.maximum_interval.total_seconds() if policy.maximum_interval else delay
+            delay = min(delay * policy.backoff_coefficient, ceiling)
+
     async def provision(self, spec: TenantSpec) -> None:
         """record -> storage -> MIGRATING -> every service in parallel -> ACTIVE."""
         workflow_id = f"direct-{spec.id}"
         run_id = str(uuid.uuid4())
 
         async def step(name: str, arg: Any, opts: ActivityOptions) -> Any:
-            return await self._run(name, arg, opts, workflow_id, run_id)
+            return await self._with_retries(name, arg, opts, workflow_id, run_id)
 
         plan: ProvisioningPlan = await step("load_plan", PlanInput(), options.LOAD_PLAN)
         await step(
