@@ -135,6 +135,7 @@ def build_worker(
         max_concurrent_activities=settings.max_concurrent_storage_creations
         + settings.max_concurrent_migrations
         + METADATA_ACTIVITY_SLOTS,
+        max_cached_workflows=settings.worker_max_cached_workflows,
     )
 
 

@@ -173,8 +173,9 @@ def _target_rows(report: Report) -> list[str]:
     )
     add("latency ratio Temporal/direct, C=1", "<= 3x", ratio, "{:.1f}x", _le(ratio, RATIO_TARGET))
     rss = report.scale.worker_peak_rss_mib if report.scale else None
+    in_flight = f"{report.scale.peak_in_flight:,}" if report.scale else "1,000"
     add(
-        "worker RSS, 1,000 tenants in flight",
+        f"worker RSS, {in_flight} tenants in flight (goal: 1,000)",
         "<= 200 MiB",
         rss,
         "{:.0f} MiB",

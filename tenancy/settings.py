@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # slots instead of exhausting the server's connections (see tenancy.limits).
     max_concurrent_storage_creations: int = Field(default=4, ge=1, le=64)
     max_concurrent_migrations: int = Field(default=8, ge=1, le=256)
+    # Workflow runs a worker keeps in memory between tasks (the SDK's sticky cache). Fewer
+    # bound the worker's memory when many tenants are in flight; an evicted run is replayed
+    # from its history at its next task, which costs CPU.
+    worker_max_cached_workflows: int = Field(default=1000, ge=0, le=100_000)
 
     # API authentication: bearer JWTs from an identity provider's JWKS, or (development) a
     # local public key. With neither configured the API refuses to start.
