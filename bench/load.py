@@ -51,6 +51,14 @@ class Sample:
         return None if self.active is None else self.active - self.started
 
 
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Stop a background loop started by one of the context managers below."""
+    assert task is not None
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 class CompletionWatcher:
     """Wakes the client of each tenant once its row reaches a final status."""
 
@@ -64,10 +72,7 @@ class CompletionWatcher:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await _cancel(self._task)
 
     def expect(self, tenant_id: str) -> asyncio.Future[str]:
         """A future that resolves with the tenant's final status."""
@@ -146,10 +151,7 @@ class MemorySampler:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await _cancel(self._task)
         self.sample()
 
 
