@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg_pool import PoolTimeout
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -14,15 +19,37 @@ from tenancy.contracts import (
     TransitionInput,
     TransitionResult,
 )
-from tenancy.failures import FailureType
+from tenancy.failures import FailureType, summarize
 from tenancy.models import Tenant
+from tenancy.naming import workflow_actor
 from tenancy.repository import (
+    Adoption,
     TenantOwnedElsewhere,
     TenantRepository,
     TransitionRefused,
-    workflow_actor,
 )
 from tenancy.settings import Settings
+
+
+@contextmanager
+def definite_failures(step: str) -> Iterator[None]:
+    """Turn a database error into a failure the retry policy reads: connection, pool and
+    operational errors (timeouts, shutdowns, serialization) may pass, so they are retried;
+    data, integrity and programming errors repeat on every attempt, so they end the step."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+        raise ApplicationError(
+            f"{step}: metadata database unavailable: {summarize(str(exc))}",
+            type=FailureType.METADATA_UNAVAILABLE,
+        ) from None
+    except psycopg.Error as exc:
+        raise ApplicationError(
+            f"{step}: metadata database refused the write "
+            f"(SQLSTATE {exc.sqlstate or 'unknown'}): {summarize(str(exc))}",
+            type=FailureType.METADATA_REJECTED,
+            non_retryable=True,
+        ) from None
 
 
 class MetadataActivities:
@@ -48,18 +75,24 @@ class MetadataActivities:
 
     @activity.defn(name="record_tenant")
     async def record_tenant(self, request: RecordTenantInput) -> Tenant:
-        """Insert the tenant row; a retry of the same run finds it, another run is refused."""
+        """Insert the tenant row; a retry of the same run finds it, another run is refused
+        unless this run adopts the tenant from the run that owns it."""
+        adopt = request.adopt
         try:
-            return await self._tenants.insert(
-                request.spec,
-                request.workflow_id,
-                request.run_id,
-                request.services,
-                request.created_by,
-            )
+            with definite_failures("record_tenant"):
+                return await self._tenants.insert(
+                    request.spec,
+                    request.workflow_id,
+                    request.run_id,
+                    request.services,
+                    request.created_by,
+                    Adoption(adopt.replaces_run_id, adopt.actor, adopt.reason) if adopt else None,
+                )
         except TenantOwnedElsewhere:
             raise ApplicationError(
-                f"tenant {request.spec.id} already exists",
+                f"tenant {request.spec.id} is owned by another run"
+                if adopt
+                else f"tenant {request.spec.id} already exists",
                 type=FailureType.TENANT_EXISTS,
                 non_retryable=True,
             ) from None
@@ -68,12 +101,13 @@ class MetadataActivities:
     async def transition_status(self, request: TransitionInput) -> TransitionResult:
         """Apply one status transition, only from its allowed source states."""
         try:
-            status = await self._tenants.transition(
-                request.tenant_id,
-                request.target,
-                request.reason,
-                workflow_actor(activity.info().workflow_id or "unknown"),
-            )
+            with definite_failures("transition_status"):
+                status = await self._tenants.transition(
+                    request.tenant_id,
+                    request.target,
+                    request.reason,
+                    workflow_actor(activity.info().workflow_id or "unknown"),
+                )
         except TransitionRefused as refused:
             raise ApplicationError(
                 str(refused), type=FailureType.ILLEGAL_TRANSITION, non_retryable=True
@@ -83,4 +117,5 @@ class MetadataActivities:
     @activity.defn(name="mark_migration_failed")
     async def mark_migration_failed(self, request: MigrationFailedInput) -> None:
         """Record that a service's migration failed for good (until a retry signal)."""
-        await self._tenants.migration_failed(request.tenant_id, request.service, request.error)
+        with definite_failures("mark_migration_failed"):
+            await self._tenants.migration_failed(request.tenant_id, request.service, request.error)

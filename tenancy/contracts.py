@@ -13,12 +13,44 @@ from tenancy.models import CamelModel, StorageLocation, StorageMode, TenantSpec
 from tenancy.status import MigrationStatus, TenantStatus
 
 
+class ServiceState(CamelModel):
+    """Live state of one service's migration inside the workflow."""
+
+    status: MigrationStatus = MigrationStatus.PENDING
+    version: str | None = None
+    error: str | None = None
+
+
+class AdoptRun(CamelModel):
+    """A run that takes the tenant over from a closed run of its workflow (see README,
+    Recovery): the row is handed over only while `replaces_run_id` still owns it."""
+
+    replaces_run_id: str
+    # Who asked: an operator's subject, `reconciler:<subject>` or the workflow itself.
+    actor: str
+    reason: str
+
+
+class ResumeState(CamelModel):
+    """What a run carries into its continuation (continue-as-new), so that the new run
+    skips the steps already done."""
+
+    status: TenantStatus
+    reason: str | None = None
+    storage: StorageLocation
+    services: dict[str, ServiceState]
+    retry_cycle: int = 0
+
+
 class ProvisionInput(CamelModel):
     """Start argument of `ProvisionTenantWorkflow`."""
 
     spec: TenantSpec
     # The authenticated subject that asked for the tenant (absent in histories before it).
     requested_by: str | None = None
+    # Set when this run replaces a closed one (retry, reconciler, continue-as-new).
+    adopt: AdoptRun | None = None
+    resume: ResumeState | None = None
 
 
 class MigrationRetry(CamelModel):
@@ -49,6 +81,7 @@ class RecordTenantInput(CamelModel):
     run_id: str
     services: list[str]
     created_by: str | None = None
+    adopt: AdoptRun | None = None
 
 
 class TransitionInput(CamelModel):
@@ -97,12 +130,17 @@ class MigrationFailedInput(CamelModel):
     error: str
 
 
-class ServiceState(CamelModel):
-    """Live state of one service's migration inside the workflow."""
+class RetryRequest(CamelModel):
+    """Argument of the `request_retry` update."""
 
-    status: MigrationStatus = MigrationStatus.PENDING
-    version: str | None = None
-    error: str | None = None
+    requested_by: str
+
+
+class RetryDecision(CamelModel):
+    """Answer of the `request_retry` update: whether this request started a retry."""
+
+    accepted: bool
+    status: TenantStatus
 
 
 class TenantState(CamelModel):

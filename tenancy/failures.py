@@ -10,6 +10,10 @@ Callers match on these names, never on messages:
     MIGRATION_UNAVAILABLE  timeout, connection error, 408, 429 or 5xx (retried)
     UNKNOWN_SERVICE        the workflow named a service this worker is not configured with
     PROVISION_FAILED       the workflow ended in PROVISION_ERROR
+    PROVISION_CANCELLED    the run was cancelled before it recorded the tenant
+    METADATA_UNAVAILABLE   the metadata database could not be reached (retried)
+    METADATA_REJECTED      the metadata database refused a write: data, integrity or
+                           programming error (no retry can fix it)
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ class FailureType(StrEnum):
     MIGRATION_UNAVAILABLE = "MigrationUnavailable"
     UNKNOWN_SERVICE = "UnknownService"
     PROVISION_FAILED = "ProvisionFailed"
+    PROVISION_CANCELLED = "ProvisionCancelled"
+    METADATA_UNAVAILABLE = "MetadataUnavailable"
+    METADATA_REJECTED = "MetadataRejected"
 
 
 def summarize(text: str, limit: int = 300) -> str:

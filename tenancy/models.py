@@ -109,6 +109,8 @@ class Tenant(CamelModel):
     jdbc_url: str | None = None
     migrations: list[MigrationRecord] = Field(default_factory=list)
     workflow_id: str
+    # The run that owns the row; a run that adopts the tenant names it (see README, Recovery).
+    workflow_run_id: str | None = None
     created_by: str | None = None
     created_at: datetime
     updated_at: datetime
@@ -126,6 +128,8 @@ class EventAction(StrEnum):
     CREATED = "CREATED"
     STATUS_CHANGED = "STATUS_CHANGED"
     RETRY_REQUESTED = "RETRY_REQUESTED"
+    # A new workflow run took the tenant over from the run named in the event's reason.
+    RUN_ADOPTED = "RUN_ADOPTED"
 
 
 class TenantEvent(CamelModel):

@@ -31,6 +31,11 @@ def workflow_id(tenant_id: str) -> str:
     return f"tenant-provision-{check_tenant_id(tenant_id)}"
 
 
+def workflow_actor(workflow_id: str) -> str:
+    """How a workflow's own steps appear in the audit trail."""
+    return f"workflow:{workflow_id}"
+
+
 def storage_name(tenant_id: str) -> str:
     """Name of the tenant's schema (SCHEMA mode) or database (DATABASE mode)."""
     return STORAGE_PREFIX + check_tenant_id(tenant_id)

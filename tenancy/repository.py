@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,16 +19,26 @@ from tenancy.models import (
     TenantEvent,
     TenantSpec,
 )
+from tenancy.naming import workflow_actor
 from tenancy.status import ALLOWED_SOURCES, Decision, MigrationStatus, TenantStatus, decide
 
 _TENANT_COLUMNS = """
     id, name, storage_mode, sla_tier, status, status_reason, jdbc_url, workflow_id,
-    created_by, created_at, updated_at
+    workflow_run_id, created_by, created_at, updated_at
 """
 
 
 class TenantOwnedElsewhere(Exception):
     """A tenant row with this id exists and belongs to another workflow run."""
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """A new run taking the tenant over from the closed run `replaces_run_id`."""
+
+    replaces_run_id: str
+    actor: str
+    reason: str
 
 
 class TransitionRefused(Exception):
@@ -37,11 +48,6 @@ class TransitionRefused(Exception):
         super().__init__(f"tenant {tenant_id}: {current} -> {target} is not allowed")
         self.current = current
         self.target = target
-
-
-def workflow_actor(workflow_id: str) -> str:
-    """How automatic steps appear in the audit trail."""
-    return f"workflow:{workflow_id}"
 
 
 async def _append_event(
@@ -69,6 +75,27 @@ async def _append_event(
     )
 
 
+async def _apply_transition(
+    conn: AsyncConnection[Any],
+    tenant_id: str,
+    current: TenantStatus,
+    target: TenantStatus,
+    reason: str | None,
+    actor: str,
+) -> None:
+    """Write an allowed transition and its event; the caller holds the row lock."""
+    # The row is locked, so this matches; the guard stays as the invariant's last line.
+    await conn.execute(
+        """
+        UPDATE tenants
+        SET status = %s, status_reason = %s, updated_at = clock_timestamp()
+        WHERE id = %s AND status = ANY(%s)
+        """,
+        (target.value, reason, tenant_id, [s.value for s in ALLOWED_SOURCES[target]]),
+    )
+    await _append_event(conn, tenant_id, actor, EventAction.STATUS_CHANGED, current, target, reason)
+
+
 class TenantRepository:
     """Reads and guarded writes of tenants and their per-service migration records."""
 
@@ -87,8 +114,14 @@ class TenantRepository:
         run_id: str,
         services: Sequence[str],
         created_by: str | None = None,
+        adoption: Adoption | None = None,
     ) -> Tenant:
-        """Insert the tenant in PROVISIONING with PENDING migrations; a re-run finds its row."""
+        """Insert the tenant in PROVISIONING with PENDING migrations; a re-run finds its row.
+
+        With `adoption`, a row owned by `adoption.replaces_run_id` is handed to `run_id`
+        (compare-and-set on the owning run, so of two adopters one wins), a failed
+        provisioning starts over in PROVISIONING, and a RUN_ADOPTED event names the actor.
+        """
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 """
@@ -118,11 +151,16 @@ class TenantRepository:
                     new=TenantStatus.PROVISIONING,
                 )
             cur = await conn.execute(
-                "SELECT workflow_run_id FROM tenants WHERE id = %s FOR UPDATE", (spec.id,)
+                "SELECT workflow_run_id, status FROM tenants WHERE id = %s FOR UPDATE", (spec.id,)
             )
             row = await cur.fetchone()
-            if row is None or row[0] != run_id:
+            if row is None:
                 raise TenantOwnedElsewhere(spec.id)
+            owner, status = row[0], TenantStatus(row[1])
+            if owner != run_id:
+                if adoption is None or owner != adoption.replaces_run_id:
+                    raise TenantOwnedElsewhere(spec.id)
+                await self._adopt(conn, spec.id, run_id, status, adoption)
             await conn.cursor().executemany(
                 """
                 INSERT INTO tenant_migrations (tenant_id, service, status)
@@ -134,6 +172,33 @@ class TenantRepository:
         tenant = await self.get(spec.id)
         assert tenant is not None
         return tenant
+
+    async def _adopt(
+        self,
+        conn: AsyncConnection[Any],
+        tenant_id: str,
+        run_id: str,
+        status: TenantStatus,
+        adoption: Adoption,
+    ) -> None:
+        await conn.execute(
+            """
+            UPDATE tenants SET workflow_run_id = %s, updated_at = clock_timestamp()
+            WHERE id = %s AND workflow_run_id = %s
+            """,
+            (run_id, tenant_id, adoption.replaces_run_id),
+        )
+        await _append_event(
+            conn,
+            tenant_id,
+            adoption.actor,
+            EventAction.RUN_ADOPTED,
+            reason=f"{adoption.reason}: run {run_id} replaces {adoption.replaces_run_id}",
+        )
+        if status is TenantStatus.PROVISION_ERROR:
+            await _apply_transition(
+                conn, tenant_id, status, TenantStatus.PROVISIONING, adoption.reason, adoption.actor
+            )
 
     async def get(self, tenant_id: str) -> Tenant | None:
         """The tenant with its migration records, or None."""
@@ -187,18 +252,8 @@ class TenantRepository:
                 return target
             if decision is Decision.REFUSE:
                 raise TransitionRefused(tenant_id, current, target)
-            # The row is locked, so this matches; the guard stays as the invariant's last line.
-            await conn.execute(
-                """
-                UPDATE tenants
-                SET status = %s, status_reason = %s, updated_at = clock_timestamp()
-                WHERE id = %s AND status = ANY(%s)
-                """,
-                (target.value, reason, tenant_id, [s.value for s in ALLOWED_SOURCES[target]]),
-            )
-            await _append_event(
-                conn, tenant_id, actor, EventAction.STATUS_CHANGED, current, target, reason
-            )
+            assert current is not None
+            await _apply_transition(conn, tenant_id, current, target, reason, actor)
         return target
 
     async def all_with_prefix(self, id_prefix: str = "") -> list[Tenant]:

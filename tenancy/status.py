@@ -27,7 +27,8 @@ class MigrationStatus(StrEnum):
 # Target -> the only states it may be entered from. Anything else (a late or repeated activity,
 # an operator racing the workflow) is refused, so a tenant never moves backwards.
 ALLOWED_SOURCES: dict[TenantStatus, frozenset[TenantStatus]] = {
-    TenantStatus.PROVISIONING: frozenset(),
+    # A new run that adopts a failed provisioning starts it over (retry-provisioning).
+    TenantStatus.PROVISIONING: frozenset({TenantStatus.PROVISION_ERROR}),
     TenantStatus.MIGRATING: frozenset({TenantStatus.PROVISIONING, TenantStatus.MIGRATION_ERROR}),
     TenantStatus.ACTIVE: frozenset({TenantStatus.MIGRATING}),
     TenantStatus.PROVISION_ERROR: frozenset({TenantStatus.PROVISIONING}),

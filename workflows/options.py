@@ -43,14 +43,28 @@ LOAD_PLAN = ActivityOptions(start_to_close=timedelta(seconds=5), retry=_METADATA
 # finds its own row, a repeated transition is a no-op, the failure record is an upsert.
 # Storage DDL and downstream calls stay regular activities: long, and not to be repeated
 # because another step of the same task failed.
+# Bounded: a metadata database away for longer than this ends the step (and the run) with
+# the reason, rather than a run retrying for ever; the tenant is then stuck without a workflow,
+# which the reconciler reports and restarts (README, Recovery). Errors that repeat on every
+# attempt (data, integrity) are not retried at all (activities/metadata.py).
+_METADATA_DEADLINE = timedelta(minutes=10)
 RECORD_TENANT = ActivityOptions(
-    start_to_close=timedelta(seconds=10), retry=_METADATA_RETRY, local=True
+    start_to_close=timedelta(seconds=10),
+    schedule_to_close=_METADATA_DEADLINE,
+    retry=_METADATA_RETRY,
+    local=True,
 )
 TRANSITION_STATUS = ActivityOptions(
-    start_to_close=timedelta(seconds=10), retry=_METADATA_RETRY, local=True
+    start_to_close=timedelta(seconds=10),
+    schedule_to_close=_METADATA_DEADLINE,
+    retry=_METADATA_RETRY,
+    local=True,
 )
 MARK_MIGRATION_FAILED = ActivityOptions(
-    start_to_close=timedelta(seconds=10), retry=_METADATA_RETRY, local=True
+    start_to_close=timedelta(seconds=10),
+    schedule_to_close=_METADATA_DEADLINE,
+    retry=_METADATA_RETRY,
+    local=True,
 )
 LOCAL_METADATA_PATCH = "local-metadata-activities"
 

@@ -2,6 +2,12 @@
 
 The workflow owns the status machine. The tenant row in PostgreSQL follows it through
 guarded transitions; the `TenantStatus` search attribute follows it after each one.
+
+A run may adopt the tenant from a closed run of the same workflow id (`ProvisionInput.adopt`:
+retry-provisioning, retry-migration of a closed run, the reconciler, continue-as-new): it takes
+the row over by compare-and-set on the owning run and skips what is already done. A run waiting
+in MIGRATION_ERROR continues as new when Temporal suggests it, so its history stays bounded.
+Cancellation is not failure: the run records where it stopped and ends cancelled.
 """
 
 from __future__ import annotations
@@ -11,7 +17,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.metadata import MetadataActivities
@@ -20,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from tenancy import metrics
     from tenancy import search_attributes as sa
     from tenancy.contracts import (
+        AdoptRun,
         CreateStorageInput,
         MigrateInput,
         MigrationFailedInput,
@@ -27,11 +39,16 @@ with workflow.unsafe.imports_passed_through():
         ProvisioningPlan,
         ProvisionInput,
         RecordTenantInput,
+        ResumeState,
+        RetryDecision,
+        RetryRequest,
         ServiceState,
         TenantState,
         TransitionInput,
     )
     from tenancy.failures import FailureType, summarize
+    from tenancy.models import Tenant
+    from tenancy.naming import workflow_actor
     from tenancy.status import MigrationStatus, TenantStatus
     from workflows import options
     from workflows.options import run_activity
@@ -40,6 +57,15 @@ WORKFLOW_NAME = "ProvisionTenantWorkflow"
 RETRY_SIGNAL = "retry_migration"
 STATUS_QUERY = "get_status"
 RECORDED_UPDATE = "tenant_recorded"
+RETRY_UPDATE = "request_retry"
+# One patch for issue 9's changes to the run's history: adoption, continue-as-new, cancellation
+# and the TenantStatus search attribute written only once the run owns the row.
+RECOVERABLE_RUNS_PATCH = "recoverable-runs"
+# Where a cancelled run leaves a tenant it owned: an error status with a way out.
+_CANCELLED_TO = {
+    TenantStatus.PROVISIONING: TenantStatus.PROVISION_ERROR,
+    TenantStatus.MIGRATING: TenantStatus.MIGRATION_ERROR,
+}
 # Statuses that end a provisioning pass, each counted in `platform_provisions_finished`.
 _OUTCOMES = {
     TenantStatus.ACTIVE: metrics.ProvisionResult.ACTIVE,
@@ -61,6 +87,12 @@ def failure_reason(error: ActivityError) -> str:
     return summarize(text or type(cause).__name__)
 
 
+def _failure_type(value: str | None) -> FailureType:
+    """The activity's own failure type, or the generic provisioning failure."""
+    known = {member.value for member in FailureType}
+    return FailureType(value) if value in known else FailureType.PROVISION_FAILED
+
+
 @dataclass(frozen=True)
 class Step:
     """One link of the provisioning chain. A step added after release names a patch id,
@@ -79,34 +111,67 @@ class ProvisionTenantWorkflow:
     def __init__(self, request: ProvisionInput) -> None:
         self._spec = request.spec
         self._requested_by = request.requested_by
+        self._adopt = request.adopt
+        self._resume = request.resume
         self._state = TenantState(tenant_id=request.spec.id, status=TenantStatus.PROVISIONING)
+        if request.resume is not None:
+            self._state.status = request.resume.status
+            self._state.reason = request.resume.reason
+            self._state.storage = request.resume.storage
+            self._state.retry_cycle = request.resume.retry_cycle
         self._plan: ProvisioningPlan | None = None
         self._rejection: str | None = None
+        self._rejection_type = FailureType.TENANT_EXISTS
         self._retry_requested = False
+        self._retry_reason = "retry_migration signal"
+        self._awaiting_retry = False
         self._local_metadata = False
+        self._recoverable = False
 
     @workflow.run
     async def run(self, request: ProvisionInput) -> TenantState:
         """Walk the chain; the result is the final state (ACTIVE)."""
-        workflow.upsert_search_attributes(
-            [
-                sa.TENANT_ID.value_set(self._spec.id),
-                sa.TENANT_STATUS.value_set(self._state.status.value),
-                sa.SLA_TIER.value_set(self._spec.sla_tier.value),
-                sa.STORAGE_MODE.value_set(self._spec.storage_mode.value),
-            ]
-        )
-        metrics.provision_started(workflow.metric_meter(), self._spec)
+        self._recoverable = workflow.patched(RECOVERABLE_RUNS_PATCH)
+        if self._recoverable:
+            # TenantStatus is written once this run owns the row (`_record_metadata`): until
+            # then the row may belong to another run and say something else.
+            workflow.upsert_search_attributes(
+                [
+                    sa.TENANT_ID.value_set(self._spec.id),
+                    sa.SLA_TIER.value_set(self._spec.sla_tier.value),
+                    sa.STORAGE_MODE.value_set(self._spec.storage_mode.value),
+                ]
+            )
+        else:
+            workflow.upsert_search_attributes(
+                [
+                    sa.TENANT_ID.value_set(self._spec.id),
+                    sa.TENANT_STATUS.value_set(self._state.status.value),
+                    sa.SLA_TIER.value_set(self._spec.sla_tier.value),
+                    sa.STORAGE_MODE.value_set(self._spec.storage_mode.value),
+                ]
+            )
+        if self._adopt is None:
+            metrics.provision_started(workflow.metric_meter(), self._spec)
         # Runs started before the patch keep scheduling metadata writes as regular activities.
         self._local_metadata = workflow.patched(options.LOCAL_METADATA_PATCH)
         self._plan = await run_activity(
             MetadataActivities.load_plan, PlanInput(), options.LOAD_PLAN
         )
-        self._state.services = {name: ServiceState() for name in self._plan.services}
-        for step in PROVISION_CHAIN:
-            if step.patch_id is not None and not workflow.patched(step.patch_id):
-                continue
-            await step.run(self)
+        carried = self._resume.services if self._resume is not None else {}
+        self._state.services = {
+            name: carried.get(name, ServiceState()) for name in self._plan.services
+        }
+        try:
+            for step in PROVISION_CHAIN:
+                if step.patch_id is not None and not workflow.patched(step.patch_id):
+                    continue
+                await step.run(self)
+        except (asyncio.CancelledError, ActivityError) as err:
+            if not self._is_cancellation(err):
+                raise
+            await self._record_cancellation()
+            raise
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._state
 
@@ -117,29 +182,44 @@ class ProvisionTenantWorkflow:
 
     @workflow.signal(name=RETRY_SIGNAL)
     def retry_migration(self) -> None:
-        """Re-run the services that have not succeeded; ignored outside MIGRATION_ERROR."""
+        """Re-run the services that have not succeeded; ignored outside MIGRATION_ERROR.
+        Signals that arrive before the retry starts are coalesced into one retry."""
         if self._state.status is TenantStatus.MIGRATION_ERROR:
             self._retry_requested = True
         else:
             workflow.logger.info("retry_migration ignored in status %s", self._state.status)
+
+    @workflow.update(name=RETRY_UPDATE)
+    def request_retry(self, request: RetryRequest) -> RetryDecision:
+        """Like `retry_migration`, but answers whether this request started the retry: only
+        one of any number of concurrent requests does (updates run one at a time)."""
+        accepted = self._awaiting_retry and not self._retry_requested
+        if accepted:
+            self._retry_requested = True
+            self._retry_reason = f"retry requested by {request.requested_by}"
+        return RetryDecision(accepted=accepted, status=self._state.status)
 
     @workflow.update(name=RECORDED_UPDATE)
     async def tenant_recorded(self) -> TenantState:
         """Completes once the tenant row exists, so the API never answers 202 before it."""
         await workflow.wait_condition(lambda: self._state.recorded or self._rejection is not None)
         if self._rejection is not None:
-            raise ApplicationError(self._rejection, type=FailureType.TENANT_EXISTS)
+            raise ApplicationError(self._rejection, type=self._rejection_type)
         return self._state
 
     def _metadata(self, opts: options.ActivityOptions) -> options.ActivityOptions:
         """Local for runs that took the patch, regular for runs started before it."""
         return opts if self._local_metadata else options.as_regular(opts)
 
+    def _is_cancellation(self, err: BaseException) -> bool:
+        # Before the patch, a cancelled activity was handled as a failed one.
+        return self._recoverable and is_cancelled_exception(err)
+
     async def _record_metadata(self) -> None:
         assert self._plan is not None
         info = workflow.info()
         try:
-            await run_activity(
+            tenant = await run_activity(
                 MetadataActivities.record_tenant,
                 RecordTenantInput(
                     spec=self._spec,
@@ -147,21 +227,46 @@ class ProvisionTenantWorkflow:
                     run_id=info.run_id,
                     services=self._plan.services,
                     created_by=self._requested_by,
+                    adopt=self._adopt,
                 ),
                 self._metadata(options.RECORD_TENANT),
             )
         except ActivityError as err:
+            if self._is_cancellation(err):
+                raise
             self._rejection = failure_reason(err)
+            cause = err.cause
+            if self._recoverable and isinstance(cause, ApplicationError):
+                self._rejection_type = _failure_type(cause.type)
             metrics.provision_finished(
                 workflow.metric_meter(), self._spec, metrics.ProvisionResult.REJECTED
             )
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise ApplicationError(
-                self._rejection, type=FailureType.TENANT_EXISTS, non_retryable=True
+                self._rejection, type=self._rejection_type, non_retryable=True
             ) from err
         self._state.recorded = True
+        if self._recoverable:
+            self._adopt_row(tenant)
+
+    def _adopt_row(self, tenant: Tenant) -> None:
+        """Start from what the row says: its status, and the services already migrated."""
+        if self._resume is None:
+            self._state.status = tenant.status
+            self._state.reason = tenant.status_reason
+        for record in tenant.migrations:
+            if (
+                record.status is MigrationStatus.SUCCEEDED
+                and record.service in self._state.services
+            ):
+                self._state.services[record.service] = ServiceState(
+                    status=MigrationStatus.SUCCEEDED, version=record.version
+                )
+        workflow.upsert_search_attributes([sa.TENANT_STATUS.value_set(self._state.status.value)])
 
     async def _create_storage(self) -> None:
+        if self._resume is not None:
+            return
         try:
             self._state.storage = await run_activity(
                 StorageActivities.create_storage,
@@ -169,6 +274,8 @@ class ProvisionTenantWorkflow:
                 options.CREATE_STORAGE,
             )
         except ActivityError as err:
+            if self._is_cancellation(err):
+                raise
             reason = failure_reason(err)
             await self._set_status(TenantStatus.PROVISION_ERROR, reason)
             raise ApplicationError(
@@ -179,6 +286,8 @@ class ProvisionTenantWorkflow:
         await self._set_status(TenantStatus.MIGRATING)
 
     async def _migrate_services(self) -> None:
+        if self._resume is not None and self._resume.status is TenantStatus.MIGRATION_ERROR:
+            await self._await_retry()
         while True:
             pending = [
                 name
@@ -196,9 +305,63 @@ class ProvisionTenantWorkflow:
             await self._set_status(
                 TenantStatus.MIGRATION_ERROR, f"migration failed for: {', '.join(failed)}"
             )
-            await workflow.wait_condition(lambda: self._retry_requested)
-            self._state.retry_cycle += 1
-            await self._set_status(TenantStatus.MIGRATING, "retry_migration signal")
+            await self._await_retry()
+
+    async def _await_retry(self) -> None:
+        """Wait in MIGRATION_ERROR for a retry; continue as new while the wait grows long."""
+        self._awaiting_retry = True
+        while True:
+            await workflow.wait_condition(
+                lambda: self._retry_requested or self._continue_as_new_suggested()
+            )
+            if self._retry_requested:
+                break
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if not self._retry_requested:
+                workflow.continue_as_new(self._continuation())
+        self._awaiting_retry = False
+        self._state.retry_cycle += 1
+        await self._set_status(TenantStatus.MIGRATING, self._retry_reason)
+        self._retry_reason = "retry_migration signal"
+
+    def _continue_as_new_suggested(self) -> bool:
+        return self._recoverable and workflow.info().is_continue_as_new_suggested()
+
+    def _continuation(self) -> ProvisionInput:
+        """The next run's input: this run's state, so it skips what is done."""
+        info = workflow.info()
+        assert self._state.storage is not None
+        return ProvisionInput(
+            spec=self._spec,
+            requested_by=self._requested_by,
+            adopt=AdoptRun(
+                replaces_run_id=info.run_id,
+                actor=workflow_actor(info.workflow_id),
+                reason="continue-as-new",
+            ),
+            resume=ResumeState(
+                status=self._state.status,
+                reason=self._state.reason,
+                storage=self._state.storage,
+                services=self._state.services,
+                retry_cycle=self._state.retry_cycle,
+            ),
+        )
+
+    async def _record_cancellation(self) -> None:
+        """Leave the tenant in a definite state with a way out: a run cancelled while
+        provisioning or migrating moves it to the matching error status (retry-provisioning
+        or retry-migration start a new run); MIGRATION_ERROR stays as it is."""
+        if self._rejection is None and not self._state.recorded:
+            self._rejection = "provisioning was cancelled"
+            self._rejection_type = FailureType.PROVISION_CANCELLED
+        target = _CANCELLED_TO.get(self._state.status)
+        if not self._state.recorded or target is None:
+            return
+        try:
+            await self._set_status(target, "provisioning run cancelled")
+        except ActivityError as err:
+            workflow.logger.warning("could not record the cancellation: %s", failure_reason(err))
 
     async def _migrate(self, service: str) -> bool:
         assert self._plan is not None
@@ -220,6 +383,8 @@ class ProvisionTenantWorkflow:
                 options.migrate_service_options(self._plan.migration_retry),
             )
         except ActivityError as err:
+            if self._is_cancellation(err):
+                raise
             reason = failure_reason(err)
             self._state.services[service] = ServiceState(
                 status=MigrationStatus.FAILED, error=reason
