@@ -1,9 +1,8 @@
-"""The API's only door to Temporal: start a provisioning, signal a retry."""
+"""The API's only door to Temporal: start a provisioning, retry one, adopt a closed run."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from temporalio.client import (
@@ -12,28 +11,32 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import ServiceUnavailable, TenantConflict
-from tenancy.contracts import ProvisionInput, TenantState
+from api.errors import ServiceUnavailable, StatusConflict, TenantConflict
+from tenancy.contracts import ProvisionInput, RetryDecision, RetryRequest, TenantState
 from tenancy.failures import FailureType
-from tenancy.models import TenantSpec
+from tenancy.models import Tenant, TenantSpec
 from tenancy.naming import workflow_id
 from tenancy.settings import Settings
+from workflows import starts
 from workflows.provision import RECORDED_UPDATE, ProvisionTenantWorkflow
 
 
-async def _consume_start_failure(start: WithStartWorkflowOperation[Any, Any]) -> None:
-    # The start operation holds its own future with the same failure; reading it keeps
-    # asyncio from logging "exception was never retrieved" on every 409.
-    with contextlib.suppress(Exception):
+async def _start_accepted(start: WithStartWorkflowOperation[Any, Any]) -> bool:
+    """Whether Temporal confirmed the start. The operation holds its own future with the same
+    failure as the call; reading it also keeps asyncio from logging "exception was never
+    retrieved"."""
+    try:
         await asyncio.wait_for(start.workflow_handle(), timeout=0.1)
+    except Exception:
+        return False
+    return True
 
 
 class ProvisioningGateway:
-    """Starts and signals `ProvisionTenantWorkflow` runs."""
+    """Starts, retries and adopts `ProvisionTenantWorkflow` runs."""
 
     def __init__(self, client: Client, settings: Settings) -> None:
         self._client = client
@@ -42,17 +45,42 @@ class ProvisioningGateway:
     async def start(self, spec: TenantSpec, requested_by: str | None = None) -> TenantState:
         """Start the workflow and wait until it has recorded the tenant row.
 
-        The workflow id is the tenant id, and an existing run (running or closed) is never
-        replaced, so of any number of racing requests exactly one starts a workflow.
+        The workflow id is the tenant id; an open run is never replaced and an existing row
+        is never taken over, so of any number of racing requests exactly one creates a tenant.
         """
-        start = WithStartWorkflowOperation(
-            ProvisionTenantWorkflow.run,
-            ProvisionInput(spec=spec, requested_by=requested_by),
-            id=workflow_id(spec.id),
-            task_queue=self._settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
+        return await self._start_recorded(ProvisionInput(spec=spec, requested_by=requested_by))
+
+    async def adopt(self, tenant: Tenant, actor: str, reason: str) -> TenantState:
+        """Start a new run that takes `tenant` over from its closed run, and wait until it has.
+
+        409 when a run of the tenant is open or another run took the tenant over first.
+        """
+        return await self._start_recorded(starts.adoption(tenant, actor, reason))
+
+    async def request_retry(self, tenant_id: str, requested_by: str) -> RetryDecision | None:
+        """Ask the open run to retry its failed migrations; None when no run is open."""
+        handle = self._client.get_workflow_handle(workflow_id(tenant_id))
+        try:
+            return await asyncio.wait_for(
+                handle.execute_update(
+                    ProvisionTenantWorkflow.request_retry,
+                    RetryRequest(requested_by=requested_by),
+                ),
+                timeout=self._settings.create_timeout.total_seconds(),
+            )
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                return None
+            raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            raise ServiceUnavailable(
+                f"the workflow of {tenant_id} did not answer the retry request in time; "
+                "is a worker running?"
+            ) from None
+
+    async def _start_recorded(self, request: ProvisionInput) -> TenantState:
+        tenant_id = request.spec.id
+        start = starts.start_operation(request, self._settings.task_queue)
         try:
             return await asyncio.wait_for(
                 self._client.execute_update_with_start_workflow(
@@ -61,27 +89,33 @@ class ProvisioningGateway:
                 timeout=self._settings.create_timeout.total_seconds(),
             )
         except WorkflowAlreadyStartedError:
-            await _consume_start_failure(start)
-            raise TenantConflict(f"tenant {spec.id} already exists") from None
+            await _start_accepted(start)
+            if request.adopt is not None:
+                raise StatusConflict(
+                    f"a run of tenant {tenant_id} is already under way",
+                    tenantId=tenant_id,
+                ) from None
+            raise TenantConflict(f"tenant {tenant_id} already exists") from None
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
             if isinstance(cause, ApplicationError) and cause.type == FailureType.TENANT_EXISTS:
-                raise TenantConflict(f"tenant {spec.id} already exists") from None
+                if request.adopt is not None:
+                    raise StatusConflict(
+                        f"tenant {tenant_id} was taken over by another run", tenantId=tenant_id
+                    ) from None
+                raise TenantConflict(f"tenant {tenant_id} already exists") from None
             raise
         # Cancelling the update's long poll surfaces as the SDK's own error, not TimeoutError.
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            if await _start_accepted(start):
+                raise ServiceUnavailable(
+                    f"provisioning of {tenant_id} was accepted by Temporal but its record is "
+                    "not written yet; GET the tenant later",
+                ) from None
             raise ServiceUnavailable(
-                f"provisioning of {spec.id} was accepted by Temporal but its record is not "
-                "written yet; GET the tenant later",
+                f"Temporal did not confirm the start of {tenant_id} in time; send the request "
+                "again (an id that did start answers 409)"
             ) from None
         except RPCError as exc:
-            await _consume_start_failure(start)
-            raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
-
-    async def request_retry(self, tenant_id: str) -> None:
-        """Send `retry_migration` to the tenant's workflow."""
-        handle = self._client.get_workflow_handle(workflow_id(tenant_id))
-        try:
-            await handle.signal(ProvisionTenantWorkflow.retry_migration)
-        except RPCError as exc:
+            await _start_accepted(start)
             raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None

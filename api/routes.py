@@ -138,23 +138,62 @@ async def list_tenants(
     responses={
         **_AUTH_RESPONSES,
         404: {"description": "No such tenant"},
-        409: {"description": "Not failed"},
+        409: {"description": "Not in MIGRATION_ERROR, or a retry is already under way"},
+        503: {"description": "Temporal is unavailable"},
     },
 )
 async def retry_migration(
     principal: Writer, tenant_id: TenantIdPath, tenants: Tenants, provisioning: Provisioning
 ) -> Tenant:
-    """Ask the workflow to re-run the services whose migrations failed."""
+    """Re-run the services whose migrations failed: the waiting run retries, or, when the
+    tenant's run is closed, a new run adopts the tenant. Of concurrent requests one is taken."""
     tenant = await _load(tenants, tenant_id)
-    if tenant.status is not TenantStatus.MIGRATION_ERROR:
+    _require(tenant, TenantStatus.MIGRATION_ERROR, "retry-migration")
+    decision = await provisioning.request_retry(tenant_id, principal.subject)
+    if decision is None:
+        await provisioning.adopt(tenant, principal.subject, "retry-migration")
+    elif not decision.accepted:
         raise StatusConflict(
-            f"tenant {tenant_id} is {tenant.status}; retry needs {TenantStatus.MIGRATION_ERROR}",
+            f"tenant {tenant_id} is {decision.status}; a retry is already under way",
+            tenantStatus=decision.status.value,
+        )
+    await tenants.record_event(
+        tenant_id, principal.subject, EventAction.RETRY_REQUESTED, "retry-migration"
+    )
+    return await _load(tenants, tenant_id)
+
+
+@tenants_router.post(
+    "/{tenant_id}/retry-provisioning",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Tenant,
+    responses={
+        **_AUTH_RESPONSES,
+        404: {"description": "No such tenant"},
+        409: {"description": "Not in PROVISION_ERROR, or a run is already under way"},
+        503: {"description": "Temporal is unavailable"},
+    },
+)
+async def retry_provisioning(
+    principal: Writer, tenant_id: TenantIdPath, tenants: Tenants, provisioning: Provisioning
+) -> Tenant:
+    """Provision a tenant in PROVISION_ERROR again: a new run adopts it and re-runs the chain
+    (storage creation is idempotent; services already migrated are not called again)."""
+    tenant = await _load(tenants, tenant_id)
+    _require(tenant, TenantStatus.PROVISION_ERROR, "retry-provisioning")
+    await provisioning.adopt(tenant, principal.subject, "retry-provisioning")
+    await tenants.record_event(
+        tenant_id, principal.subject, EventAction.RETRY_REQUESTED, "retry-provisioning"
+    )
+    return await _load(tenants, tenant_id)
+
+
+def _require(tenant: Tenant, needed: TenantStatus, operation: str) -> None:
+    if tenant.status is not needed:
+        raise StatusConflict(
+            f"tenant {tenant.id} is {tenant.status}; {operation} needs {needed}",
             tenantStatus=tenant.status.value,
         )
-    # Recorded first: the trail must show who asked even if the signal then fails.
-    await tenants.record_event(tenant_id, principal.subject, EventAction.RETRY_REQUESTED)
-    await provisioning.request_retry(tenant_id)
-    return tenant
 
 
 @health_router.get("/healthz", response_model=Health)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +35,9 @@ def render(report: ReconciliationReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def reconcile(settings: Settings, *, repair: bool, id_prefix: str) -> ReconciliationReport:
+async def reconcile(
+    settings: Settings, *, repair: bool, id_prefix: str, actor: str | None = None
+) -> ReconciliationReport:
     """One pass with the given settings' databases and Temporal."""
     client = await connect_client(settings)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -48,7 +51,7 @@ async def reconcile(settings: Settings, *, repair: bool, id_prefix: str) -> Reco
             task_queue=settings.task_queue,
             id_prefix=id_prefix,
         )
-        return await reconciler.run(repair=repair)
+        return await reconciler.run(repair=repair, actor=actor)
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
@@ -60,7 +63,11 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     config = settings or get_settings()
     configure_logging(config)
     try:
-        report = asyncio.run(reconcile(config, repair=args.repair, id_prefix=args.prefix))
+        # Repairs name who ran them in the audit trail: the operating-system user.
+        actor = f"cli:{getpass.getuser()}"
+        report = asyncio.run(
+            reconcile(config, repair=args.repair, id_prefix=args.prefix, actor=actor)
+        )
     except (OSError, RuntimeError, psycopg.OperationalError, RPCError) as exc:
         # The SDK reports an unreachable server as a RuntimeError from its native client.
         sys.stderr.write(f"reconciliation failed: {redact(str(exc))}\n")

@@ -9,10 +9,14 @@ Kinds of drift:
   workflow is not running, so nothing will ever move it (or receive its retry signal).
 - `STATUS_MISMATCH`: the row's status differs from the running workflow's `get_status`, from
   its `TenantStatus` search attribute, or the workflow completed while the row is not ACTIVE.
+- `FAILED_TENANT_STORAGE`: a tenant in PROVISION_ERROR whose schema or database exists
+  (left in place: retry-provisioning reuses it, deletion removes it).
 
 The only repair is restarting the provisioning workflow of a tenant stuck in PROVISIONING or
-MIGRATING: every step is idempotent, so a new run finishes what the old one left. Nothing is
-ever deleted or rewritten: orphans, missing storage and mismatches need an operator.
+MIGRATING: a new run adopts the tenant from the closed one (the same path as the API's retries,
+with the operator who asked in the audit trail), and every step is idempotent, so it finishes
+what the old run left. Nothing is ever deleted or rewritten: orphans, missing storage and
+mismatches need an operator.
 """
 
 from __future__ import annotations
@@ -24,18 +28,18 @@ from enum import StrEnum
 
 import structlog
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from reconciliation.inventory import StorageSnapshot, read_storage
 from tenancy import search_attributes as sa
-from tenancy.contracts import ProvisionInput, TenantState
-from tenancy.models import CamelModel, StorageMode, Tenant, TenantSpec
+from tenancy.contracts import TenantState
+from tenancy.models import CamelModel, StorageMode, Tenant
 from tenancy.naming import STORAGE_PREFIX, storage_location, workflow_id
 from tenancy.repository import TenantRepository
 from tenancy.status import TenantStatus
-from workflows.provision import STATUS_QUERY, WORKFLOW_NAME, ProvisionTenantWorkflow
+from workflows import starts
+from workflows.provision import STATUS_QUERY, WORKFLOW_NAME
 
 _log = structlog.stdlib.get_logger("platform.reconciliation")
 
@@ -46,9 +50,6 @@ WAITING_ON_WORKFLOW = (
     TenantStatus.MIGRATION_ERROR,
 )
 RESTARTABLE = (TenantStatus.PROVISIONING, TenantStatus.MIGRATING)
-# The restarted run's first task waits this long, so the row is handed over to the new run
-# before the run's `record_tenant` checks which run owns it.
-HANDOVER_DELAY = timedelta(seconds=2)
 TERMINAL = (TenantStatus.ACTIVE, TenantStatus.PROVISION_ERROR)
 _QUERY_TIMEOUT = timedelta(seconds=2)
 _PARALLEL_DESCRIBES = 16
@@ -61,6 +62,7 @@ class DriftKind(StrEnum):
     ORPHAN_STORAGE = "ORPHAN_STORAGE"
     STUCK_WITHOUT_WORKFLOW = "STUCK_WITHOUT_WORKFLOW"
     STATUS_MISMATCH = "STATUS_MISMATCH"
+    FAILED_TENANT_STORAGE = "FAILED_TENANT_STORAGE"
 
 
 class Drift(CamelModel):
@@ -118,8 +120,9 @@ class Reconciler:
         self._task_queue = task_queue
         self._id_prefix = id_prefix
 
-    async def run(self, *, repair: bool = False) -> ReconciliationReport:
-        """One pass; with `repair`, restart the workflows of stuck tenants."""
+    async def run(self, *, repair: bool = False, actor: str | None = None) -> ReconciliationReport:
+        """One pass; with `repair`, restart the workflows of stuck tenants, in the audit trail
+        as `reconciler:<actor>`."""
         checked_at = datetime.now(UTC)
         rows = await self._tenants.all_with_prefix(self._id_prefix)
         storage = await read_storage(self._storage_url, self._id_prefix)
@@ -134,7 +137,7 @@ class Reconciler:
             seen = views.get(tenant.id) or listed.get(tenant.workflow_id) or _NOT_FOUND
             found = self._workflow_drift(tenant, seen)
             if found is not None and repair and found.kind is DriftKind.STUCK_WITHOUT_WORKFLOW:
-                found.repaired = await self._restart(tenant)
+                found.repaired = await self._restart(tenant, actor)
             if found is not None:
                 drift.append(found)
         for item in drift:
@@ -154,12 +157,20 @@ class Reconciler:
         return "database", location.database
 
     def _storage_drift(self, tenant: Tenant, storage: StorageSnapshot) -> list[Drift]:
-        expected = tenant.status is not TenantStatus.PROVISIONING or tenant.jdbc_url is not None
-        if tenant.status is TenantStatus.PROVISION_ERROR or not expected:
-            return []
         kind, name = self._expected_storage(tenant)
-        present = storage.schemas if kind == "schema" else storage.databases
-        if name in present:
+        present = name in (storage.schemas if kind == "schema" else storage.databases)
+        if tenant.status is TenantStatus.PROVISION_ERROR:
+            if not present:
+                return []
+            return [
+                Drift(
+                    kind=DriftKind.FAILED_TENANT_STORAGE,
+                    tenant_id=tenant.id,
+                    detail=f"{kind} {name} exists, tenant is PROVISION_ERROR (left in place)",
+                )
+            ]
+        expected = tenant.status is not TenantStatus.PROVISIONING or tenant.jdbc_url is not None
+        if present or not expected:
             return []
         return [
             Drift(
@@ -258,37 +269,20 @@ class Reconciler:
             status=description.status, search_status=search_status, live_status=live
         )
 
-    async def _restart(self, tenant: Tenant) -> bool:
-        """Start a new run of the tenant's workflow and hand the row over to it.
+    async def _restart(self, tenant: Tenant, actor: str | None) -> bool:
+        """Start a new run that adopts the tenant from its closed run.
 
-        The API never reuses a workflow id (REJECT_DUPLICATE: ids are business ids); the
-        reconciler alone starts with ALLOW_DUPLICATE, for a tenant whose row exists and whose
-        previous run is closed. A run still open makes the start fail (conflict policy FAIL).
+        The new run takes the row over only while the closed run still owns it, so a tenant
+        that moved meanwhile is left alone; an open run makes the start fail.
         """
-        if tenant.status not in RESTARTABLE:
+        if tenant.status not in RESTARTABLE or tenant.workflow_run_id is None:
             return False
-        spec = TenantSpec(
-            id=tenant.id,
-            name=tenant.name,
-            storage_mode=tenant.storage_mode,
-            sla_tier=tenant.sla_tier,
-        )
+        who = f"reconciler:{actor}" if actor else "reconciler"
         try:
-            handle = await self._client.start_workflow(
-                ProvisionTenantWorkflow.run,
-                ProvisionInput(spec=spec, requested_by=tenant.created_by),
-                id=workflow_id(tenant.id),
-                task_queue=self._task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                start_delay=HANDOVER_DELAY,
+            handle = await starts.start(
+                self._client, starts.adoption(tenant, who, "reconciler restart"), self._task_queue
             )
         except WorkflowAlreadyStartedError:
             return False
-        run_id = handle.result_run_id
-        assert run_id is not None
-        if not await self._tenants.hand_over(tenant.id, run_id, RESTARTABLE):
-            await handle.terminate("reconciler: the tenant moved before the handover")
-            return False
-        _log.info("restarted stuck tenant", tenant_id=tenant.id, run_id=run_id)
+        _log.info("restarted stuck tenant", tenant_id=tenant.id, run_id=handle.result_run_id)
         return True

@@ -266,22 +266,6 @@ class TenantRepository:
             [id_prefix],
         )
 
-    async def hand_over(
-        self, tenant_id: str, run_id: str, statuses: Sequence[TenantStatus]
-    ) -> bool:
-        """Give the row to another run of its workflow (the reconciler's restart), only while
-        the tenant is in one of `statuses`; False when it is not (it moved meanwhile)."""
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                """
-                UPDATE tenants SET workflow_run_id = %s, updated_at = clock_timestamp()
-                WHERE id = %s AND status = ANY(%s)
-                RETURNING id
-                """,
-                (run_id, tenant_id, [s.value for s in statuses]),
-            )
-            return await cur.fetchone() is not None
-
     async def count_by_status(self) -> dict[TenantStatus, int]:
         """How many tenants are in each status; every status is present, zero included."""
         async with self._pool.connection() as conn:

@@ -17,6 +17,8 @@ DOCUMENTED = {
     (S.MIGRATING, S.ACTIVE),
     (S.MIGRATING, S.MIGRATION_ERROR),
     (S.MIGRATION_ERROR, S.MIGRATING),
+    # retry-provisioning: a new run adopts the tenant and starts over.
+    (S.PROVISION_ERROR, S.PROVISIONING),
 }
 ALL_PAIRS = list(product(TenantStatus, TenantStatus))
 
@@ -38,13 +40,16 @@ def test_no_self_transition(status: TenantStatus) -> None:
     assert not can_transition(status, status)
 
 
-@pytest.mark.parametrize("terminal", [S.ACTIVE, S.PROVISION_ERROR], ids=str)
-def test_nothing_leaves_a_terminal_status(terminal: TenantStatus) -> None:
-    assert [t for t in TenantStatus if can_transition(terminal, t)] == []
+def test_nothing_leaves_active() -> None:
+    assert [t for t in TenantStatus if can_transition(S.ACTIVE, t)] == []
 
 
-def test_provisioning_is_only_the_initial_status() -> None:
-    assert [s for s in TenantStatus if can_transition(s, S.PROVISIONING)] == []
+def test_a_failed_provisioning_is_left_only_by_starting_over() -> None:
+    assert [t for t in TenantStatus if can_transition(S.PROVISION_ERROR, t)] == [S.PROVISIONING]
+
+
+def test_provisioning_is_entered_again_only_from_provision_error() -> None:
+    assert [s for s in TenantStatus if can_transition(s, S.PROVISIONING)] == [S.PROVISION_ERROR]
 
 
 def test_every_status_is_reachable_from_provisioning() -> None:

@@ -221,6 +221,7 @@ def test_tenant_serializes_in_camel_case() -> None:
         "migrations",
         "lastMigrationVersion",
         "workflowId",
+        "workflowRunId",
         "createdBy",
         "createdAt",
         "updatedAt",

@@ -1,0 +1,69 @@
+"""How clients start `ProvisionTenantWorkflow`: one id rule and one set of policies for the
+API's create and retries and for the reconciler's restarts.
+
+A workflow id is the tenant's business id. A new run may start only when no run is open
+(conflict policy FAIL) and the last run did not complete (reuse policy FAILED_ONLY): a
+completed run means an ACTIVE tenant, never provisioned twice. Whether the new run may take
+the tenant over is decided by its first step, by compare-and-set on the row's owning run, so
+a POST for an existing id is refused there (409) and only an adopting run naming the row's
+owner gets it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+from tenancy.contracts import AdoptRun, ProvisionInput, TenantState
+from tenancy.models import Tenant, TenantSpec
+from tenancy.naming import workflow_id
+from workflows.provision import ProvisionTenantWorkflow
+
+_POLICIES: dict[str, Any] = {
+    "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
+    "id_reuse_policy": WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+}
+
+
+def adoption(tenant: Tenant, actor: str, reason: str) -> ProvisionInput:
+    """Input of a run that takes `tenant` over from the run its row names."""
+    if tenant.workflow_run_id is None:
+        raise ValueError(f"tenant {tenant.id} names no owning run")
+    return ProvisionInput(
+        spec=TenantSpec(
+            id=tenant.id,
+            name=tenant.name,
+            storage_mode=tenant.storage_mode,
+            sla_tier=tenant.sla_tier,
+        ),
+        requested_by=tenant.created_by,
+        adopt=AdoptRun(replaces_run_id=tenant.workflow_run_id, actor=actor, reason=reason),
+    )
+
+
+def start_operation(
+    request: ProvisionInput, task_queue: str
+) -> WithStartWorkflowOperation[ProvisionTenantWorkflow, TenantState]:
+    """The start half of update-with-start (the API waits for `tenant_recorded`)."""
+    return WithStartWorkflowOperation(
+        ProvisionTenantWorkflow.run,
+        request,
+        id=workflow_id(request.spec.id),
+        task_queue=task_queue,
+        **_POLICIES,
+    )
+
+
+async def start(
+    client: Client, request: ProvisionInput, task_queue: str
+) -> WorkflowHandle[ProvisionTenantWorkflow, TenantState]:
+    """Start a run without waiting for it (the reconciler's restart)."""
+    return await client.start_workflow(
+        ProvisionTenantWorkflow.run,
+        request,
+        id=workflow_id(request.spec.id),
+        task_queue=task_queue,
+        **_POLICIES,
+    )
