@@ -74,7 +74,7 @@ _OUTCOMES = {
 }
 
 
-def failure_reason(error: ActivityError) -> str:
+def failure_reason(error: FailureError) -> str:
     """Why an activity failed, as one short line: the activity's own ApplicationError message
     if it raised one, else the innermost cause (a timeout, say)."""
     chain: list[BaseException] = [error]
@@ -167,7 +167,7 @@ class ProvisionTenantWorkflow:
                 if step.patch_id is not None and not workflow.patched(step.patch_id):
                     continue
                 await step.run(self)
-        except (asyncio.CancelledError, ActivityError) as err:
+        except (asyncio.CancelledError, FailureError) as err:
             if not self._is_cancellation(err):
                 raise
             await self._record_cancellation()
@@ -215,6 +215,15 @@ class ProvisionTenantWorkflow:
         # Before the patch, a cancelled activity was handled as a failed one.
         return self._recoverable and is_cancelled_exception(err)
 
+    def _step_failed(self, err: FailureError) -> bool:
+        """True for an activity's own failure, which the step handles; False for what must
+        propagate (a cancellation). A local activity that fails non-retryably surfaces as
+        its bare ApplicationError rather than an ActivityError; runs before the patch
+        let that fail the workflow."""
+        if self._is_cancellation(err):
+            return False
+        return isinstance(err, ActivityError) or self._recoverable
+
     async def _record_metadata(self) -> None:
         assert self._plan is not None
         info = workflow.info()
@@ -231,11 +240,11 @@ class ProvisionTenantWorkflow:
                 ),
                 self._metadata(options.RECORD_TENANT),
             )
-        except ActivityError as err:
-            if self._is_cancellation(err):
+        except FailureError as err:
+            if not self._step_failed(err):
                 raise
             self._rejection = failure_reason(err)
-            cause = err.cause
+            cause = err.cause if isinstance(err, ActivityError) else err
             if self._recoverable and isinstance(cause, ApplicationError):
                 self._rejection_type = _failure_type(cause.type)
             metrics.provision_finished(
@@ -273,8 +282,8 @@ class ProvisionTenantWorkflow:
                 CreateStorageInput(tenant_id=self._spec.id, mode=self._spec.storage_mode),
                 options.CREATE_STORAGE,
             )
-        except ActivityError as err:
-            if self._is_cancellation(err):
+        except FailureError as err:
+            if not self._step_failed(err):
                 raise
             reason = failure_reason(err)
             await self._set_status(TenantStatus.PROVISION_ERROR, reason)
@@ -360,7 +369,7 @@ class ProvisionTenantWorkflow:
             return
         try:
             await self._set_status(target, "provisioning run cancelled")
-        except ActivityError as err:
+        except FailureError as err:
             workflow.logger.warning("could not record the cancellation: %s", failure_reason(err))
 
     async def _migrate(self, service: str) -> bool:
@@ -382,8 +391,8 @@ class ProvisionTenantWorkflow:
                 request,
                 options.migrate_service_options(self._plan.migration_retry),
             )
-        except ActivityError as err:
-            if self._is_cancellation(err):
+        except FailureError as err:
+            if not self._step_failed(err):
                 raise
             reason = failure_reason(err)
             self._state.services[service] = ServiceState(
