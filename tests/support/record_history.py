@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from temporalio.client import Client, WorkflowHandle
+from psycopg_pool import AsyncConnectionPool
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -28,6 +30,7 @@ from tenancy.contracts import TenantState
 from tenancy.keys import generate_private_key
 from tenancy.models import SlaTier, StorageMode, TenantSpec
 from tenancy.naming import workflow_id
+from tenancy.repository import TenantRepository
 from tenancy.schema import apply_platform_migrations
 from tenancy.settings import DownstreamService, Settings
 from tenancy.status import TenantStatus
@@ -52,7 +55,21 @@ async def _wait_until(
     raise TimeoutError(f"{handle.id} never reached {status}")
 
 
-async def record(client: Client, settings: Settings, service: ScriptedService, suffix: str) -> None:
+def _save(history: WorkflowHistory, name: str) -> None:
+    target = HISTORIES / f"{name}.json"
+    if target.exists():
+        raise FileExistsError(f"{target} exists: histories are never overwritten")
+    target.write_text(history.to_json())
+    _log.info("wrote %s (%d events)", target, len(history.events))
+
+
+async def record(
+    client: Client,
+    settings: Settings,
+    service: ScriptedService,
+    suffix: str,
+    tenants: TenantRepository,
+) -> None:
     """Run each scenario and save its history."""
     gateway = ProvisioningGateway(client, settings)
     scenarios = {
@@ -72,12 +89,62 @@ async def record(client: Client, settings: Settings, service: ScriptedService, s
             await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
             await handle.signal(ProvisionTenantWorkflow.retry_migration)
         await handle.result()
-        history = await handle.fetch_history()
-        target = HISTORIES / f"{name}_{suffix}.json"
-        if target.exists():
-            raise FileExistsError(f"{target} exists: histories are never overwritten")
-        target.write_text(history.to_json())
-        _log.info("wrote %s (%d events)", target, len(history.events))
+        _save(await handle.fetch_history(), f"{name}_{suffix}")
+    await _record_recovery(client, gateway, service, suffix, tenants)
+
+
+def _failing_tenant(service: ScriptedService, name: str, suffix: str) -> TenantSpec:
+    tenant_id = f"{name[:12]}_{suffix}"[:40]
+    service.script(tenant_id, 400)
+    return TenantSpec(
+        id=tenant_id, name=name, storage_mode=StorageMode.SCHEMA, sla_tier=SlaTier.BASIC
+    )
+
+
+async def _record_recovery(
+    client: Client,
+    gateway: ProvisioningGateway,
+    service: ScriptedService,
+    suffix: str,
+    tenants: TenantRepository,
+) -> None:
+    """A run that continues as new while it waits, a cancelled run, an adopting run."""
+    spec = _failing_tenant(service, "continued", suffix)
+    await gateway.start(spec)
+    handle = client.get_workflow_handle_for(ProvisionTenantWorkflow.run, workflow_id(spec.id))
+    first = await handle.describe()
+    while (await handle.describe()).run_id == first.run_id:
+        await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
+        await handle.signal(ProvisionTenantWorkflow.retry_migration)
+        await asyncio.sleep(0.2)
+    first_run = client.get_workflow_handle(workflow_id(spec.id), run_id=first.run_id)
+    _save(await first_run.fetch_history(), f"continued_as_new_{suffix}")
+    service.script(spec.id, 200)
+    await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
+    await handle.signal(ProvisionTenantWorkflow.retry_migration)
+    await handle.result()
+    _save(await handle.fetch_history(), f"resumed_after_continue_as_new_{suffix}")
+
+    spec = _failing_tenant(service, "cancelled", suffix)
+    await gateway.start(spec)
+    handle = client.get_workflow_handle_for(ProvisionTenantWorkflow.run, workflow_id(spec.id))
+    await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
+    await handle.cancel()
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
+    _save(await handle.fetch_history(), f"cancelled_waiting_{suffix}")
+
+    spec = _failing_tenant(service, "adopted", suffix)
+    await gateway.start(spec)
+    handle = client.get_workflow_handle_for(ProvisionTenantWorkflow.run, workflow_id(spec.id))
+    await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
+    await handle.terminate("recording: a lost run")
+    service.script(spec.id, 200)
+    tenant = await tenants.get(spec.id)
+    assert tenant is not None
+    await gateway.adopt(tenant, "recorder", "retry-migration")
+    await handle.result()
+    _save(await handle.fetch_history(), f"adopted_after_terminate_{suffix}")
 
 
 async def main(suffix: str) -> None:
@@ -102,15 +169,23 @@ async def main(suffix: str) -> None:
                 signing_key_file=key_file,
             )
             env = await WorkflowEnvironment.start_local(
-                data_converter=pydantic_data_converter, dev_server_existing_path=str(cli_path())
+                data_converter=pydantic_data_converter,
+                dev_server_existing_path=str(cli_path()),
+                # Continue-as-new is suggested after a few dozen events, not thousands, so
+                # the recording reaches it.
+                dev_server_extra_args=[
+                    "--dynamic-config-value",
+                    "limit.historyCount.suggestContinueAsNew=60",
+                ],
             )
             try:
                 await ensure_search_attributes(env.client)
                 async with (
+                    AsyncConnectionPool(database_url, min_size=1, max_size=2) as pool,
                     worker_activities(settings) as activities,
                     build_worker(env.client, settings, activities),
                 ):
-                    await record(env.client, settings, service, suffix)
+                    await record(env.client, settings, service, suffix, TenantRepository(pool))
             finally:
                 await env.shutdown()
 
