@@ -21,6 +21,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 
 from api.provisioning import ProvisioningGateway
+from reconciliation import DriftKind, Reconciler
 from tenancy import search_attributes as sa
 from tenancy.failures import FailureType
 from tenancy.models import EventAction, SlaTier, StorageMode, TenantSpec
@@ -338,3 +339,39 @@ async def test_retries_answer_404_for_an_unknown_tenant_and_409_for_an_active_on
             assert unknown.status_code == 404
             assert active.status_code == 409
             assert active.json()["tenantStatus"] == "ACTIVE"
+
+
+async def test_reconciler_restarts_through_adoption_and_reports_storage_of_failed_tenants(
+    temporal_client: Client, settings: Settings, tenants: TenantRepository, storage_db_url: str
+) -> None:
+    prefix = f"{unique_id('rr')}_"
+    stuck, failed = f"{prefix}stuck", f"{prefix}failed"
+    for tenant_id in (stuck, failed):
+        spec = TenantSpec(
+            id=tenant_id, name="Drift", storage_mode=StorageMode.SCHEMA, sla_tier=SlaTier.BASIC
+        )
+        await tenants.insert(spec, workflow_id(tenant_id), "lost-run", ["backend-service"])
+        with psycopg.connect(storage_db_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(f"tenant_{tenant_id}")))
+    await tenants.transition(failed, TenantStatus.PROVISION_ERROR, "disk full", "test")
+    check = Reconciler(
+        tenants,
+        temporal_client,
+        storage_url=storage_db_url,
+        task_queue=settings.task_queue,
+        id_prefix=prefix,
+    )
+    async with running_worker(temporal_client, settings):
+        report = await check.run(repair=True, actor="alice")
+        await eventually(
+            lambda: tenants.get(stuck),
+            lambda t: t is not None and t.status is TenantStatus.ACTIVE,
+        )
+
+    assert {(d.kind, d.tenant_id, d.repaired) for d in report.drift} == {
+        (DriftKind.STUCK_WITHOUT_WORKFLOW, stuck, True),
+        (DriftKind.FAILED_TENANT_STORAGE, failed, False),
+    }
+    adopted = [e for e in await tenants.events(stuck) if e.action is EventAction.RUN_ADOPTED]
+    assert [e.actor for e in adopted] == ["reconciler:alice"]
+    assert (await tenants.get(failed)).status is TenantStatus.PROVISION_ERROR  # type: ignore[union-attr]
