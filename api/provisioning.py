@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -23,16 +26,15 @@ from tenancy.settings import Settings
 from workflows import starts
 from workflows.provision import RECORDED_UPDATE, ProvisionTenantWorkflow
 
+# How long a POST that timed out spends asking Temporal whether its start was accepted.
+_CONFIRM_TIMEOUT = timedelta(seconds=2)
 
-async def _start_accepted(start: WithStartWorkflowOperation[Any, Any]) -> bool:
-    """Whether Temporal confirmed the start. The operation holds its own future with the same
-    failure as the call; reading it also keeps asyncio from logging "exception was never
-    retrieved"."""
-    try:
+
+async def _consume_start_failure(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    # The start operation holds its own future with the same failure; reading it keeps
+    # asyncio from logging "exception was never retrieved".
+    with contextlib.suppress(Exception, asyncio.CancelledError):
         await asyncio.wait_for(start.workflow_handle(), timeout=0.1)
-    except Exception:
-        return False
-    return True
 
 
 class ProvisioningGateway:
@@ -80,7 +82,8 @@ class ProvisioningGateway:
 
     async def _start_recorded(self, request: ProvisionInput) -> TenantState:
         tenant_id = request.spec.id
-        start = starts.start_operation(request, self._settings.task_queue)
+        start_request = uuid.uuid4().hex
+        start = starts.start_operation(request, self._settings.task_queue, start_request)
         try:
             return await asyncio.wait_for(
                 self._client.execute_update_with_start_workflow(
@@ -89,7 +92,7 @@ class ProvisioningGateway:
                 timeout=self._settings.create_timeout.total_seconds(),
             )
         except WorkflowAlreadyStartedError:
-            await _start_accepted(start)
+            await _consume_start_failure(start)
             if request.adopt is not None:
                 raise StatusConflict(
                     f"a run of tenant {tenant_id} is already under way",
@@ -107,7 +110,8 @@ class ProvisioningGateway:
             raise
         # Cancelling the update's long poll surfaces as the SDK's own error, not TimeoutError.
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-            if await _start_accepted(start):
+            await _consume_start_failure(start)
+            if await self._started_by(tenant_id, start_request):
                 raise ServiceUnavailable(
                     f"provisioning of {tenant_id} was accepted by Temporal but its record is "
                     "not written yet; GET the tenant later",
@@ -117,5 +121,18 @@ class ProvisioningGateway:
                 "again (an id that did start answers 409)"
             ) from None
         except RPCError as exc:
-            await _start_accepted(start)
+            await _consume_start_failure(start)
             raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
+
+    async def _started_by(self, tenant_id: str, start_request: str) -> bool:
+        """Whether the tenant's latest run was started by `start_request`: the update's wait
+        hides whether the start itself went through."""
+        handle = self._client.get_workflow_handle(workflow_id(tenant_id))
+        try:
+            description = await asyncio.wait_for(
+                handle.describe(), timeout=_CONFIRM_TIMEOUT.total_seconds()
+            )
+            memo = await description.memo_value(starts.START_REQUEST_MEMO, default=None)
+        except (RPCError, TimeoutError):
+            return False
+        return bool(memo == start_request)

@@ -43,8 +43,13 @@ def adoption(tenant: Tenant, actor: str, reason: str) -> ProvisionInput:
     )
 
 
+# Memo key naming the request that started a run, so a client that timed out can tell
+# whether its own start was accepted.
+START_REQUEST_MEMO = "startRequest"
+
+
 def start_operation(
-    request: ProvisionInput, task_queue: str
+    request: ProvisionInput, task_queue: str, start_request: str
 ) -> WithStartWorkflowOperation[ProvisionTenantWorkflow, TenantState]:
     """The start half of update-with-start (the API waits for `tenant_recorded`)."""
     return WithStartWorkflowOperation(
@@ -52,6 +57,7 @@ def start_operation(
         request,
         id=workflow_id(request.spec.id),
         task_queue=task_queue,
+        memo={START_REQUEST_MEMO: start_request},
         **_POLICIES,
     )
 
