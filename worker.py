@@ -109,6 +109,7 @@ async def worker_activities(
                 metadata.record_tenant,
                 metadata.transition_status,
                 metadata.mark_migration_failed,
+                metadata.record_event,
                 storage.create_storage,
                 migrations.migrate_service,
             ]

@@ -15,6 +15,7 @@ from tenancy.contracts import (
     MigrationRetry,
     PlanInput,
     ProvisioningPlan,
+    RecordEventInput,
     RecordTenantInput,
     TransitionInput,
     TransitionResult,
@@ -119,3 +120,11 @@ class MetadataActivities:
         """Record that a service's migration failed for good (until a retry signal)."""
         with definite_failures("mark_migration_failed"):
             await self._tenants.migration_failed(request.tenant_id, request.service, request.error)
+
+    @activity.defn(name="record_event")
+    async def record_event(self, request: RecordEventInput) -> None:
+        """Append an operator's action (a retry the workflow took) to the audit trail."""
+        with definite_failures("record_event"):
+            await self._tenants.record_event(
+                request.tenant_id, request.actor, request.action, request.reason
+            )

@@ -24,7 +24,7 @@ from tenancy.models import Tenant, TenantSpec
 from tenancy.naming import workflow_id
 from tenancy.settings import Settings
 from workflows import starts
-from workflows.provision import RECORDED_UPDATE, ProvisionTenantWorkflow
+from workflows.provision import RECORDED_UPDATE, RETRY_UPDATE
 
 # How long a POST that timed out spends asking Temporal whether its start was accepted.
 _CONFIRM_TIMEOUT = timedelta(seconds=2)
@@ -65,8 +65,9 @@ class ProvisioningGateway:
         try:
             return await asyncio.wait_for(
                 handle.execute_update(
-                    ProvisionTenantWorkflow.request_retry,
+                    RETRY_UPDATE,
                     RetryRequest(requested_by=requested_by),
+                    result_type=RetryDecision,
                 ),
                 timeout=self._settings.create_timeout.total_seconds(),
             )

@@ -149,17 +149,18 @@ async def retry_migration(
     tenant's run is closed, a new run adopts the tenant. Of concurrent requests one is taken."""
     tenant = await _load(tenants, tenant_id)
     _require(tenant, TenantStatus.MIGRATION_ERROR, "retry-migration")
+    # The waiting run records RETRY_REQUESTED itself when it takes the retry.
     decision = await provisioning.request_retry(tenant_id, principal.subject)
     if decision is None:
         await provisioning.adopt(tenant, principal.subject, "retry-migration")
+        await tenants.record_event(
+            tenant_id, principal.subject, EventAction.RETRY_REQUESTED, "retry-migration"
+        )
     elif not decision.accepted:
         raise StatusConflict(
             f"tenant {tenant_id} is {decision.status}; a retry is already under way",
             tenantStatus=decision.status.value,
         )
-    await tenants.record_event(
-        tenant_id, principal.subject, EventAction.RETRY_REQUESTED, "retry-migration"
-    )
     return await _load(tenants, tenant_id)
 
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from pydantic import Field
 
-from tenancy.models import CamelModel, StorageLocation, StorageMode, TenantSpec
+from tenancy.models import CamelModel, EventAction, StorageLocation, StorageMode, TenantSpec
 from tenancy.status import MigrationStatus, TenantStatus
 
 
@@ -128,6 +128,15 @@ class MigrationFailedInput(CamelModel):
     tenant_id: str
     service: str
     error: str
+
+
+class RecordEventInput(CamelModel):
+    """Argument of `record_event`: an operator's action, written to the audit trail."""
+
+    tenant_id: str
+    actor: str
+    action: EventAction
+    reason: str | None = None
 
 
 class RetryRequest(CamelModel):

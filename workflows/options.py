@@ -66,6 +66,12 @@ MARK_MIGRATION_FAILED = ActivityOptions(
     retry=_METADATA_RETRY,
     local=True,
 )
+RECORD_EVENT = ActivityOptions(
+    start_to_close=timedelta(seconds=10),
+    schedule_to_close=_METADATA_DEADLINE,
+    retry=_METADATA_RETRY,
+    local=True,
+)
 LOCAL_METADATA_PATCH = "local-metadata-activities"
 
 

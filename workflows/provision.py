@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         PlanInput,
         ProvisioningPlan,
         ProvisionInput,
+        RecordEventInput,
         RecordTenantInput,
         ResumeState,
         RetryDecision,
@@ -47,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         TransitionInput,
     )
     from tenancy.failures import FailureType, summarize
-    from tenancy.models import Tenant
+    from tenancy.models import EventAction, Tenant
     from tenancy.naming import workflow_actor
     from tenancy.status import MigrationStatus, TenantStatus
     from workflows import options
@@ -125,6 +126,7 @@ class ProvisionTenantWorkflow:
         self._retry_requested = False
         self._retry_reason = "retry_migration signal"
         self._awaiting_retry = False
+        self._retry_claimed = False
         self._local_metadata = False
         self._recoverable = False
 
@@ -190,14 +192,29 @@ class ProvisionTenantWorkflow:
             workflow.logger.info("retry_migration ignored in status %s", self._state.status)
 
     @workflow.update(name=RETRY_UPDATE)
-    def request_retry(self, request: RetryRequest) -> RetryDecision:
-        """Like `retry_migration`, but answers whether this request started the retry: only
-        one of any number of concurrent requests does (updates run one at a time)."""
-        accepted = self._awaiting_retry and not self._retry_requested
-        if accepted:
-            self._retry_requested = True
-            self._retry_reason = f"retry requested by {request.requested_by}"
-        return RetryDecision(accepted=accepted, status=self._state.status)
+    async def request_retry(self, request: RetryRequest) -> RetryDecision:
+        """Like `retry_migration`, but answers whether this request started the retry: of any
+        number of concurrent requests exactly one does, and its RETRY_REQUESTED event is
+        written before the services are called again."""
+        if not self._awaiting_retry or self._retry_requested or self._retry_claimed:
+            return RetryDecision(accepted=False, status=self._state.status)
+        self._retry_claimed = True
+        try:
+            await run_activity(
+                MetadataActivities.record_event,
+                RecordEventInput(
+                    tenant_id=self._spec.id,
+                    actor=request.requested_by,
+                    action=EventAction.RETRY_REQUESTED,
+                    reason="retry-migration",
+                ),
+                options.RECORD_EVENT,
+            )
+        finally:
+            self._retry_claimed = False
+        self._retry_requested = True
+        self._retry_reason = f"retry requested by {request.requested_by}"
+        return RetryDecision(accepted=True, status=self._state.status)
 
     @workflow.update(name=RECORDED_UPDATE)
     async def tenant_recorded(self) -> TenantState:
