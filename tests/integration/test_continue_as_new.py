@@ -8,6 +8,7 @@ so that automation retrying against a service that always answers 400 reaches it
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.provisioning import ProvisioningGateway
 from devstack.temporal import cli_path
 from tenancy import search_attributes as sa
+from tenancy.contracts import TenantState
 from tenancy.models import EventAction, SlaTier, StorageMode, TenantSpec
 from tenancy.naming import workflow_id
 from tenancy.repository import TenantRepository
@@ -62,6 +64,10 @@ def services() -> Iterator[tuple[ScriptedService, ScriptedService, str, str]]:
         yield backend, auth, backend_url, auth_url
 
 
+def _waiting_in_cycle(cycle: int, state: TenantState) -> bool:
+    return state.status is TenantStatus.MIGRATION_ERROR and state.retry_cycle == cycle
+
+
 async def runs_of(client: Client, tenant_id: str) -> list[Any]:
     query = f"WorkflowId = '{workflow_id(tenant_id)}'"
     return [execution async for execution in client.list_workflows(query)]
@@ -94,9 +100,7 @@ async def test_waiting_run_continues_as_new_then_reaches_active_once_fixed(
         while True:
             await eventually(
                 lambda: handle.query(ProvisionTenantWorkflow.get_status),
-                lambda s, n=retries: (
-                    s.status is TenantStatus.MIGRATION_ERROR and s.retry_cycle == n
-                ),
+                partial(_waiting_in_cycle, retries),
             )
             if (await handle.describe()).run_id != first_run:
                 break
