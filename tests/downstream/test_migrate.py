@@ -347,3 +347,15 @@ async def test_the_host_in_jdbc_url_is_the_server_used(
     by_name = schema_payload(tenant_id, storage, authority=f"localhost:{storage.port}")
     body = await _migrate(backend_client, platform, by_name)
     assert body["applied"] == BACKEND_VERSIONS
+
+
+async def test_a_database_url_naming_the_storage_database_still_works(
+    platform: PlatformKey, schema_tenant: Payload, storage: Storage
+) -> None:
+    """Deployments that still give every service the storage database's URL (one role for
+    all) keep working: the service's own table then lives in that database."""
+    settings = platform.settings(storage.url(storage.database))
+    async with app_client(settings) as client:
+        body = await _migrate(client, platform, schema_tenant)
+    assert body == {"version": BACKEND_VERSIONS[-1], "applied": BACKEND_VERSIONS}
+    assert "seen_token_ids" in tables_in(storage.superuser_url, storage.database, "public")

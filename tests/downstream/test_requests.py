@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from examples.downstream_service.models import StorageAddress, parse_jdbc_url
 from tests.downstream.helpers import (
     Payload,
     Storage,
@@ -302,3 +303,19 @@ async def test_unset_database_url_is_503(
         )
     body = problem(response, 503, "not_configured")
     assert body["detail"] == "DOWNSTREAM_DATABASE_URL is not set"
+
+
+@pytest.mark.parametrize(
+    ("jdbc_url", "address"),
+    [
+        (
+            "jdbc:postgresql://db.internal:6432/tenants?currentSchema=tenant_x",
+            ("db.internal", 6432),
+        ),
+        ("jdbc:postgresql://10.1.2.3:5432/tenants", ("10.1.2.3", 5432)),
+        ("jdbc:postgresql://[::1]:5433/tenants", ("::1", 5433)),
+        ("jdbc:postgresql://[2001:DB8::7]:5432/tenants", ("2001:db8::7", 5432)),
+    ],
+)
+def test_jdbc_urls_the_platform_writes_parse(jdbc_url: str, address: tuple[str, int]) -> None:
+    assert parse_jdbc_url(jdbc_url) == StorageAddress(*address, database="tenants")
