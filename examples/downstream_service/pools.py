@@ -123,9 +123,11 @@ class StoragePools:
         for pool in pools:
             pool.close()
 
-    def __len__(self) -> int:
+    @property
+    def addresses(self) -> list[StorageAddress]:
+        """The databases that have a pool, least recently used first."""
         with self._lock:
-            return len(self._pools)
+            return list(self._pools)
 
     def _require_args(self) -> dict[str, Any]:
         if self._args is None:

@@ -4,6 +4,7 @@ each service with its own role, its own history table and its own lock."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import pytest
 from psycopg import sql
 
 from examples.downstream_service.app import create_app
-from examples.downstream_service.models import parse_jdbc_url
+from examples.downstream_service.models import StorageAddress, parse_jdbc_url
+from examples.downstream_service.pools import StoragePools
 from examples.downstream_service.repository import SchemaHistory, history_table_name
 from tests.downstream.helpers import (
     Payload,
@@ -359,3 +361,57 @@ async def test_a_database_url_naming_the_storage_database_still_works(
         body = await _migrate(client, platform, schema_tenant)
     assert body == {"version": BACKEND_VERSIONS[-1], "applied": BACKEND_VERSIONS}
     assert "seen_token_ids" in tables_in(storage.superuser_url, storage.database, "public")
+
+
+def test_pools_are_bounded_and_the_least_recently_used_is_closed(storage: Storage) -> None:
+    pools = StoragePools(
+        database_url=storage.service_url(),
+        application_name="backend-service",
+        connect_timeout=timedelta(seconds=5),
+        max_size=2,
+        max_pools=1,
+        max_idle=timedelta(seconds=60),
+    )
+    host, port = storage.authority.rsplit(":", 1)
+    tenants = StorageAddress(host, int(port), storage.database)
+    own = StorageAddress(host, int(port), storage.role())
+    try:
+        with pools.connection(tenants):
+            pass
+        with pools.connection(tenants) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == (storage.database,)
+        assert pools.addresses == [tenants]
+        with pools.connection(own):
+            pass
+        assert pools.addresses == [own]
+        with pools.connection(tenants) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (storage.role(),)
+        assert pools.addresses == [tenants]
+    finally:
+        pools.close()
+
+
+async def test_a_database_dropped_under_its_pool_is_409_then_the_pool_is_gone(
+    platform: PlatformKey, database_tenant: Payload, storage: Storage
+) -> None:
+    """The pool only says it timed out; the service finds out why and drops the pool."""
+    settings = platform.settings(storage.service_url(), connect_timeout=timedelta(seconds=1))
+    app = create_app(settings)
+    address = parse_jdbc_url(database_tenant["jdbcUrl"])
+    async with app_client(app) as client:
+        await _migrate(client, platform, database_tenant)
+        await _migrate(client, platform, database_tenant)  # served by the pool
+        assert address in app.state.migrator._pools.addresses
+        with psycopg.connect(storage.superuser_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
+                    sql.Identifier(database_tenant["database"])
+                )
+            )
+        tenant_id = database_tenant["tenantId"]
+        response = await client.post(
+            migrate_path(tenant_id), json=database_tenant, headers=platform.headers(tenant_id)
+        )
+        assert response.status_code == 409, response.text
+        assert response.json()["code"] == "target_missing"
+        assert address not in app.state.migrator._pools.addresses
