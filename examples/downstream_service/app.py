@@ -18,16 +18,19 @@ from fastapi.security import HTTPBearer
 
 from examples.downstream_service.auth import PlatformCall, PlatformCallRoute, build_verifier
 from examples.downstream_service.errors import (
+    DownstreamError,
     InvalidRequest,
     MissingIdempotencyKey,
     install_error_handlers,
 )
-from examples.downstream_service.migrator import Migrator, Target, load_migrations
+from examples.downstream_service.migrator import Migrator, load_migrations
 from examples.downstream_service.models import (
     TENANT_ID_PATTERN,
     MigrateRequest,
     MigrateResponse,
 )
+from examples.downstream_service.pools import StoragePools
+from examples.downstream_service.replay import SeenTokenIds, open_state_pool
 from examples.downstream_service.settings import DownstreamSettings, get_settings
 
 _log = logging.getLogger(__name__)
@@ -91,7 +94,7 @@ def migrate(
 ) -> MigrateResponse:
     """Apply this service's pending migrations to the tenant's storage.
 
-    A plain `def`, so FastAPI runs the blocking yoyo work in its thread pool.
+    A plain `def`, so FastAPI runs the blocking database work in its thread pool.
     """
     if body.tenant_id != tenant_id:
         raise InvalidRequest.field("tenantId", "must equal the tenant id in the path")
@@ -103,13 +106,13 @@ def migrate(
         idempotency_key,
         call.jti,
     )
-    outcome = migrator.migrate(Target(database=body.database, schema=body.schema_name))
+    outcome = migrator.migrate(body.storage_address, body.schema_name)
     return MigrateResponse(version=outcome.version, applied=outcome.applied)
 
 
 def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
-    """Build the app; keys and migrations are read at start-up, the platform's JWKS and
-    PostgreSQL are reached per call only.
+    """Build the app; keys and migrations are read at start-up, the pools open lazily, and the
+    platform's JWKS is fetched on the first call.
 
     Start-up fails (AuthNotConfigured) when the settings name no source of platform keys.
     """
@@ -117,23 +120,53 @@ def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.verifier = await run_in_threadpool(build_verifier, settings)
+        database_url = str(settings.database_url) if settings.database_url else None
         migrations = await run_in_threadpool(load_migrations, settings.migrations_path)
-        app.state.settings = settings
-        app.state.migrator = Migrator(
-            service_name=settings.service_name,
-            database_url=str(settings.database_url) if settings.database_url else None,
-            migrations=migrations,
+        state_pool = open_state_pool(
+            database_url,
+            application_name=settings.service_name,
+            timeout=settings.connect_timeout,
+            max_size=settings.pool_max_size,
+        )
+        seen = SeenTokenIds(
+            state_pool,
+            timeout=settings.connect_timeout,
+            purge_interval=settings.seen_tokens_purge_interval,
+        )
+        pools = StoragePools(
+            database_url=database_url,
+            application_name=settings.service_name,
             connect_timeout=settings.connect_timeout,
-            lock_timeout=settings.lock_timeout,
+            max_size=settings.pool_max_size,
+            max_pools=settings.max_pools,
+            max_idle=settings.pool_max_idle,
         )
-        _log.info(
-            "%s ready with migrations %s; platform tokens verified with %s",
-            settings.service_name,
-            ", ".join(app.state.migrator.migration_ids),
-            settings.require_key_source(),
-        )
-        yield
+        try:
+            app.state.verifier = await run_in_threadpool(build_verifier, settings, seen)
+            if state_pool is not None:
+                try:
+                    await run_in_threadpool(seen.prepare)
+                except DownstreamError as exc:
+                    # The first call tries again; until then calls answer 503.
+                    _log.warning("state table not created at start-up: %s", exc.detail)
+            app.state.settings = settings
+            app.state.migrator = Migrator(
+                service_name=settings.service_name,
+                migrations=migrations,
+                pools=pools,
+                lock_timeout=settings.lock_timeout,
+            )
+            _log.info(
+                "%s ready with migrations %s; platform tokens verified with %s",
+                settings.service_name,
+                ", ".join(app.state.migrator.migration_ids),
+                settings.require_key_source(),
+            )
+            yield
+        finally:
+            await run_in_threadpool(pools.close)
+            if state_pool is not None:
+                await run_in_threadpool(state_pool.close)
 
     app = FastAPI(title=settings.service_name, lifespan=lifespan)
     app.include_router(router)

@@ -62,13 +62,13 @@ class TokenVerifier:
         audience: str,
         issuer: str,
         leeway: timedelta,
-        seen: SeenTokenIds | None = None,
+        seen: SeenTokenIds,
     ) -> None:
         self._keys = keys
         self._audience = audience
         self._issuer = issuer
         self._leeway = leeway.total_seconds()
-        self._seen = seen or SeenTokenIds()
+        self._seen = seen
 
     def verify(self, authorization: str | None, tenant_id: str) -> PlatformCall:
         """Verify the `Authorization` header of a call about `tenant_id`; Unauthenticated if not.
@@ -153,8 +153,9 @@ class TokenVerifier:
         return Unauthenticated(detail, realm=self._audience)
 
 
-def build_verifier(settings: DownstreamSettings) -> TokenVerifier:
-    """The verifier `settings` describe; AuthNotConfigured or ValueError if they cannot work.
+def build_verifier(settings: DownstreamSettings, seen: SeenTokenIds) -> TokenVerifier:
+    """The verifier `settings` describe, remembering token ids in `seen`; AuthNotConfigured or
+    ValueError if they cannot work.
 
     Reads the key file, if that is the source; a JWKS is fetched only on the first call.
     """
@@ -174,6 +175,7 @@ def build_verifier(settings: DownstreamSettings) -> TokenVerifier:
         audience=settings.service_name,
         issuer=settings.platform_issuer,
         leeway=settings.token_leeway,
+        seen=seen,
     )
 
 

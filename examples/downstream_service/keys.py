@@ -82,8 +82,10 @@ class JwksKeys:
 
     A `kid` missing from the cached set forces one refresh, at most once per cooldown: a key the
     platform has just rotated in is found at once, a dropped one is rejected. A `kid` still
-    unknown while the cooldown holds answers 503, so the platform retries after it instead of
-    failing a tenant over a race with its own rotation.
+    unknown while the cooldown holds is rejected too (401): anyone can send a made-up `kid`,
+    and a 5xx would be theirs to cause at will. The platform publishes a new key before it
+    signs with it, so its own tokens never meet this. Only a refresh that was attempted and
+    failed answers 503 (KeysUnavailable).
     """
 
     def __init__(
@@ -112,9 +114,9 @@ class JwksKeys:
                 return key
             now = time.monotonic()
             if self._refreshed_at is not None and now - self._refreshed_at < self._cooldown:
-                raise KeysUnavailable(
-                    "token key is not in the cached platform JWKS; retry after "
-                    f"{self._cooldown:g}s, when it is refreshed"
+                raise UnknownKey(
+                    "token signed with a key the platform does not publish (JWKS refreshed "
+                    f"less than {self._cooldown:g}s ago)"
                 )
             self._refreshed_at = now
             key = self._find(kid, refresh=True)

@@ -1,46 +1,127 @@
-"""Single-use token ids: a `jti` is accepted once, and remembered until its token expires."""
+"""Single-use token ids: a `jti` is accepted once, and remembered until its token expires.
+
+Kept in the service's own database (a table with a unique key on `jti`), so a token replayed
+after a restart, or to another replica, is refused as well. Every SQL statement on that table
+is here.
+"""
 
 from __future__ import annotations
 
-import heapq
+import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from examples.downstream_service.errors import NotConfigured, StorageUnavailable
+
+_log = logging.getLogger(__name__)
+
+TABLE = "seen_token_ids"
+_CREATE = (
+    "CREATE TABLE IF NOT EXISTS seen_token_ids ("
+    " jti TEXT PRIMARY KEY,"
+    " expires_at TIMESTAMPTZ NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS seen_token_ids_expires_at_idx ON seen_token_ids (expires_at)",
+)
+# A row left over from an expired token does not block the id: only a live one does.
+_FIRST_USE = """
+INSERT INTO seen_token_ids AS seen (jti, expires_at) VALUES (%s, to_timestamp(%s))
+ON CONFLICT (jti) DO UPDATE SET expires_at = EXCLUDED.expires_at
+    WHERE seen.expires_at <= to_timestamp(%s)
+RETURNING true
+"""
+_PURGE = "DELETE FROM seen_token_ids WHERE expires_at <= to_timestamp(%s)"
 
 
 class SeenTokenIds:
-    """The `jti` of every accepted token that could still verify, in this process's memory.
+    """The `jti` of every accepted token that could still verify, in the service's database.
 
-    An entry is dropped once its token's expiry (plus leeway) has passed: from then on the token
-    fails the `exp` check anyway, so the store never grows beyond the tokens still alive.
-
-    In memory means per process: with several replicas a token replayed to another replica
-    would pass, so a scaled-out service needs a shared store (e.g. Redis `SET jti 1 NX EXAT exp`
-    or a table with a unique key on `jti`).
+    Expired rows are deleted by the call that comes after each `purge_interval`, one indexed
+    DELETE, so the table holds about the tokens of the last interval and lifetime.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool[psycopg.Connection[Any]] | None,
+        *,
+        timeout: timedelta,
+        purge_interval: timedelta,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._pool = pool
+        self._timeout = timeout.total_seconds()
+        self._purge_interval = purge_interval.total_seconds()
         self._clock = clock
         self._lock = threading.Lock()
-        self._expiry: dict[str, float] = {}
-        self._by_expiry: list[tuple[float, str]] = []
+        self._table_ready = False
+        self._purged_at: float | None = None
+
+    def prepare(self) -> None:
+        """Create the table if it is missing (idempotent; concurrent replicas wait in turn)."""
+        with self._connection() as conn, conn.transaction():
+            # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (TABLE,))
+            for statement in _CREATE:
+                conn.execute(statement)
+        self._table_ready = True
 
     def first_use(self, jti: str, forget_after: float) -> bool:
         """Record `jti` until `forget_after` (epoch seconds); False if it is already recorded."""
+        if not self._table_ready:
+            self.prepare()
+        now = self._clock()
+        with self._connection() as conn:
+            first = conn.execute(_FIRST_USE, (jti, forget_after, now)).fetchone() is not None
+            if self._purge_due(now):
+                deleted = conn.execute(_PURGE, (now,)).rowcount
+                _log.debug("forgot %d expired token ids", deleted)
+        return first
+
+    def _purge_due(self, now: float) -> bool:
         with self._lock:
-            self._forget_expired(self._clock())
-            if jti in self._expiry:
+            if self._purged_at is not None and now - self._purged_at < self._purge_interval:
                 return False
-            self._expiry[jti] = forget_after
-            heapq.heappush(self._by_expiry, (forget_after, jti))
+            self._purged_at = now
             return True
 
-    def __len__(self) -> int:
-        with self._lock:
-            self._forget_expired(self._clock())
-            return len(self._expiry)
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._pool is None:
+            raise NotConfigured("DOWNSTREAM_DATABASE_URL is not set")
+        try:
+            with self._pool.connection(timeout=self._timeout) as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            _log.warning("the service's own database is unavailable: %s", exc)
+            raise StorageUnavailable("the service's own database is unavailable") from None
 
-    def _forget_expired(self, now: float) -> None:
-        while self._by_expiry and self._by_expiry[0][0] <= now:
-            _, jti = heapq.heappop(self._by_expiry)
-            del self._expiry[jti]
+
+def open_state_pool(
+    database_url: str | None, *, application_name: str, timeout: timedelta, max_size: int
+) -> ConnectionPool[psycopg.Connection[Any]] | None:
+    """The pool on the service's own database, opening in the background; None without a URL."""
+    if database_url is None:
+        return None
+    pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+        database_url,
+        kwargs={
+            "autocommit": True,
+            "application_name": application_name,
+            "connect_timeout": max(1, round(timeout.total_seconds())),
+        },
+        min_size=1,
+        max_size=max_size,
+        timeout=timeout.total_seconds(),
+        check=ConnectionPool.check_connection,
+        name=f"{application_name}-state",
+        num_workers=1,
+        open=False,
+    )
+    pool.open(wait=False)
+    return pool

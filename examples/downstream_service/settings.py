@@ -37,16 +37,28 @@ class DownstreamSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DOWNSTREAM_", extra="ignore")
 
-    # The name also picks the default migrations folder, so it must stay a plain folder name.
-    service_name: str = Field(default="backend-service", pattern=r"^[a-z][a-z0-9-]{1,62}$")
-    # Optional at start-up so the service can boot (and answer /healthz) before it is wired up;
-    # a migrate call without it answers 503.
+    # The name also picks the default migrations folder, so it must stay a plain folder name,
+    # and names the history table `<name>_schema_history`, which must fit in 63 bytes.
+    service_name: str = Field(default="backend-service", pattern=r"^[a-z][a-z0-9-]{1,47}$")
+    # The service's own role and database: the database holds its state (seen token ids), and
+    # the role's user, password and connection options (sslmode, ...) are used for every
+    # tenant's storage too, whose host, port and database each call names. Optional at
+    # start-up so the service can boot (and answer /healthz) before it is wired up; a migrate
+    # call without it answers 503.
     database_url: PostgresDsn | None = None
     migrations_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8101, ge=1, le=65535)
     connect_timeout: Seconds = Field(default=timedelta(seconds=5), gt=timedelta(0))
     lock_timeout: Seconds = Field(default=timedelta(seconds=10), gt=timedelta(0))
+    # One pool per storage database. DATABASE mode makes a database per tenant, so pools are
+    # bounded too: the least recently used one is closed to make room, and idle connections
+    # close after `pool_max_idle`.
+    pool_max_size: int = Field(default=4, ge=1)
+    max_pools: int = Field(default=16, ge=1)
+    pool_max_idle: Seconds = Field(default=timedelta(seconds=60), gt=timedelta(0))
+    # Expired token ids are deleted at most this often (by whichever call comes next).
+    seen_tokens_purge_interval: Seconds = Field(default=timedelta(seconds=60), ge=timedelta(0))
 
     # Where the platform's public keys come from: its JWK Set (follows key rotation) or one PEM
     # file (a private key file works too; only its public half is kept). Exactly one is required.

@@ -1,7 +1,9 @@
 """Fixtures for the reference downstream service: platform keys, tenant storage, in-process apps.
 
-Every test gets its own tenant id (`ds_` + random hex), so its schema or database cannot clash
-with another test's, and drops what it created.
+The services run as deployed: each with its own PostgreSQL role and its own database, granted
+on each tenant exactly what the platform grants (CONNECT, and USAGE and CREATE on the tenant's
+schema). Every test gets its own tenant id (`ds_` + random hex), so its schema or database
+cannot clash with another test's, and drops what it created.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
@@ -18,7 +21,9 @@ import pytest
 from psycopg import sql
 
 from tests.downstream.helpers import (
+    SERVICES,
     Payload,
+    Storage,
     app_client,
     database_payload,
     schema_payload,
@@ -58,44 +63,102 @@ def tenant_id() -> str:
     return f"ds_{secrets.token_hex(6)}"
 
 
+def _grant(conn: psycopg.Connection[Any], storage: Storage, schema: str, database: str) -> None:
+    """What the platform grants each service: CONNECT on the database, USAGE and CREATE on
+    the tenant's schema; nothing else."""
+    for service in SERVICES:
+        role = sql.Identifier(storage.role(service))
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), role)
+        )
+        conn.execute(
+            sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(sql.Identifier(schema), role)
+        )
+
+
+@pytest.fixture(scope="session")
+def storage(pg_server_url: str, storage_db_url: str) -> Iterator[Storage]:
+    """The storage server, with a role and an own database per service, as deployed."""
+    suffix = secrets.token_hex(4)
+    roles = {service: f"ds_{service.split('-')[0]}_{suffix}" for service in SERVICES}
+    parts = urlsplit(pg_server_url)
+    urls = {
+        service: urlunsplit(
+            parts._replace(
+                netloc=f"{role}:pw-{suffix}@{parts.hostname}:{parts.port or 5432}", path=f"/{role}"
+            )
+        )
+        for service, role in roles.items()
+    }
+    with psycopg.connect(pg_server_url, autocommit=True) as admin:
+        for role in roles.values():
+            name = sql.Identifier(role)
+            admin.execute(
+                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    name, sql.Literal(f"pw-{suffix}")
+                )
+            )
+            admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(name, name))
+    database = urlsplit(storage_db_url).path.lstrip("/")
+    yield Storage(superuser_url=pg_server_url, database=database, service_urls=urls)
+    role_list = sql.SQL(", ").join(sql.Identifier(role) for role in roles.values())
+    with psycopg.connect(storage_db_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(role_list))
+    with psycopg.connect(pg_server_url, autocommit=True) as admin:
+        for role in roles.values():
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(role))
+            )
+        admin.execute(sql.SQL("DROP OWNED BY {}").format(role_list))
+        admin.execute(sql.SQL("DROP ROLE {}").format(role_list))
+
+
 @pytest.fixture
-def admin(pg_server_url: str) -> Iterator[psycopg.Connection[Any]]:
-    """Superuser connection to the storage database, in autocommit."""
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+def admin(storage: Storage) -> Iterator[psycopg.Connection[Any]]:
+    """Superuser connection to the SCHEMA-mode storage database, in autocommit."""
+    with psycopg.connect(storage.url(storage.database), autocommit=True) as conn:
         yield conn
 
 
 @pytest.fixture
-def schema_tenant(tenant_id: str, admin: psycopg.Connection[Any]) -> Iterator[Payload]:
-    """A tenant whose schema the platform has created; yields its request body."""
-    schema = sql.Identifier(f"tenant_{tenant_id}")
-    admin.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
-    yield schema_payload(tenant_id)
-    admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
+def schema_tenant(
+    tenant_id: str, storage: Storage, admin: psycopg.Connection[Any]
+) -> Iterator[Payload]:
+    """A tenant whose schema the platform has created and granted; yields its request body."""
+    schema = f"tenant_{tenant_id}"
+    admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    _grant(admin, storage, schema, storage.database)
+    yield schema_payload(tenant_id, storage)
+    admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture
-def database_tenant(tenant_id: str, admin: psycopg.Connection[Any]) -> Iterator[Payload]:
-    """A tenant whose database the platform has created; yields its request body."""
-    database = sql.Identifier(f"tenant_{tenant_id}")
-    admin.execute(sql.SQL("CREATE DATABASE {}").format(database))
-    yield database_payload(tenant_id)
-    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
+def database_tenant(tenant_id: str, storage: Storage) -> Iterator[Payload]:
+    """A tenant whose database the platform has created and granted; yields its request body."""
+    database = f"tenant_{tenant_id}"
+    with psycopg.connect(storage.superuser_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    with psycopg.connect(storage.url(database), autocommit=True) as conn:
+        _grant(conn, storage, "public", database)
+    yield database_payload(tenant_id, storage)
+    with psycopg.connect(storage.superuser_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
 
 
 @pytest.fixture
 async def backend_client(
-    pg_server_url: str, platform: PlatformKey
+    storage: Storage, platform: PlatformKey
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """In-process `backend-service` connected to the test PostgreSQL, trusting `platform`."""
-    async with app_client(platform.settings(pg_server_url)) as client:
+    """In-process `backend-service` with its own role and database, trusting `platform`."""
+    async with app_client(platform.settings(storage.service_url())) as client:
         yield client
 
 
 @pytest.fixture
-async def auth_client(
-    pg_server_url: str, platform: PlatformKey
-) -> AsyncIterator[httpx.AsyncClient]:
-    """In-process `auth-service`, trusting `platform`."""
-    async with app_client(platform.settings(pg_server_url, service_name="auth-service")) as client:
+async def auth_client(storage: Storage, platform: PlatformKey) -> AsyncIterator[httpx.AsyncClient]:
+    """In-process `auth-service` with its own role and database, trusting `platform`."""
+    settings = platform.settings(storage.service_url("auth-service"), service_name="auth-service")
+    async with app_client(settings) as client:
         yield client

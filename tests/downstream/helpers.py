@@ -10,47 +10,87 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
 import uvicorn
 from fastapi import FastAPI
 from psycopg import sql
-from yoyo import get_backend
 
 from examples.downstream_service.app import create_app
-from examples.downstream_service.settings import DownstreamSettings
+from examples.downstream_service.migrator import Migrator, load_migrations
+from examples.downstream_service.models import parse_jdbc_url
+from examples.downstream_service.pools import StoragePools
+from examples.downstream_service.repository import history_table_name
+from examples.downstream_service.settings import MIGRATIONS_ROOT, DownstreamSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STORAGE_DATABASE = "postgres"
+SERVICES = ("backend-service", "auth-service")
 Payload = dict[str, Any]
 
 
 def with_database(server_url: str, database: str) -> str:
     """`server_url` pointing at another database on the same server."""
-    return server_url.rsplit("/", 1)[0] + "/" + database
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
-def schema_payload(tenant_id: str) -> Payload:
+@dataclass(frozen=True)
+class Storage:
+    """The storage server as the platform sees it: superuser URL, address, SCHEMA-mode database,
+    and each service's own database URL (its role, its database)."""
+
+    superuser_url: str
+    database: str
+    service_urls: dict[str, str]
+
+    @property
+    def authority(self) -> str:
+        """`host:port` as the platform writes it into jdbcUrl."""
+        parts = urlsplit(self.superuser_url)
+        return f"{parts.hostname}:{parts.port or 5432}"
+
+    @property
+    def port(self) -> int:
+        """The server's port."""
+        return urlsplit(self.superuser_url).port or 5432
+
+    def url(self, database: str) -> str:
+        """Superuser URL of `database` on this server."""
+        return with_database(self.superuser_url, database)
+
+    def service_url(self, service: str = "backend-service") -> str:
+        """The URL `service` is configured with (DOWNSTREAM_DATABASE_URL)."""
+        return self.service_urls[service]
+
+    def role(self, service: str = "backend-service") -> str:
+        """The PostgreSQL role of `service`."""
+        return urlsplit(self.service_urls[service]).username or ""
+
+
+def schema_payload(tenant_id: str, storage: Storage, authority: str | None = None) -> Payload:
     """A SCHEMA-mode request body, as the platform sends it."""
     return {
         "tenantId": tenant_id,
         "storageMode": "SCHEMA",
-        "jdbcUrl": f"jdbc:postgresql://127.0.0.1:5432/{STORAGE_DATABASE}"
+        "jdbcUrl": f"jdbc:postgresql://{authority or storage.authority}/{storage.database}"
         f"?currentSchema=tenant_{tenant_id}",
         "schema": f"tenant_{tenant_id}",
-        "database": STORAGE_DATABASE,
+        "database": storage.database,
     }
 
 
-def database_payload(tenant_id: str) -> Payload:
+def database_payload(tenant_id: str, storage: Storage) -> Payload:
     """A DATABASE-mode request body, as the platform sends it."""
     return {
         "tenantId": tenant_id,
         "storageMode": "DATABASE",
-        "jdbcUrl": f"jdbc:postgresql://127.0.0.1:5432/tenant_{tenant_id}",
+        "jdbcUrl": f"jdbc:postgresql://{storage.authority}/tenant_{tenant_id}",
         "schema": "public",
         "database": f"tenant_{tenant_id}",
     }
@@ -71,32 +111,47 @@ def tables_in(server_url: str, database: str, schema: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-def applied_log(server_url: str, database: str, schema: str) -> list[str]:
-    """Migration ids of every `apply` entry in yoyo's log, oldest first."""
+def history(
+    server_url: str, database: str, schema: str, service: str = "backend-service"
+) -> list[str]:
+    """Migration ids in `service`'s history table of `database`.`schema`, in order applied."""
+    table = sql.Identifier(schema, history_table_name(service))
     with psycopg.connect(with_database(server_url, database)) as conn:
         rows = conn.execute(
-            sql.SQL(
-                "SELECT migration_id FROM {}._yoyo_log WHERE operation = 'apply' "
-                "ORDER BY created_at_utc"
-            ).format(sql.Identifier(schema))
+            sql.SQL("SELECT migration_id FROM {} ORDER BY applied_at, migration_id").format(table)
         ).fetchall()
     return [row[0] for row in rows]
 
 
-def yoyo_backend(server_url: str, schema: str) -> Any:
-    """yoyo's own backend on `schema` of the storage database, for setting up and inspecting.
-
-    yoyo formats the schema into SQL itself; safe here because test schemas are `tenant_ds_<hex>`.
-    """
-    assert schema.replace("_", "").isalnum(), schema
-    url = server_url.replace("postgresql://", "postgresql+psycopg://", 1)
-    return get_backend(f"{url}?schema={schema}")
+def rollback_all(storage: Storage, payload: Payload, service: str = "backend-service") -> list[str]:
+    """Undo every migration of `service` in the tenant of `payload`, as an operator would."""
+    pools = StoragePools(
+        database_url=storage.service_url(service),
+        application_name=service,
+        connect_timeout=timedelta(seconds=5),
+        max_size=1,
+        max_pools=1,
+        max_idle=timedelta(seconds=60),
+    )
+    migrator = Migrator(
+        service_name=service,
+        migrations=load_migrations(MIGRATIONS_ROOT / service),
+        pools=pools,
+        lock_timeout=timedelta(seconds=5),
+    )
+    try:
+        return migrator.rollback(parse_jdbc_url(payload["jdbcUrl"]), payload["schema"])
+    finally:
+        pools.close()
 
 
 @asynccontextmanager
-async def app_client(settings: DownstreamSettings) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client wired to the app in-process, with its lifespan running."""
-    app = create_app(settings)
+async def app_client(
+    settings: DownstreamSettings | FastAPI,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client wired in-process to the app (built from `settings`, or given), with its
+    lifespan running."""
+    app = settings if isinstance(settings, FastAPI) else create_app(settings)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(

@@ -16,15 +16,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from examples.downstream_service.migrator import load_migrations
-from examples.downstream_service.settings import MIGRATIONS_ROOT
 from tests.downstream.helpers import (
     Payload,
+    Storage,
     app_client,
-    applied_log,
+    history,
     migrate_path,
+    rollback_all,
     tables_in,
-    yoyo_backend,
 )
 from tests.downstream.tokens import (
     PlatformKey,
@@ -37,7 +36,7 @@ from tests.downstream.tokens import (
 )
 
 BACKEND_VERSIONS = ["backend_0001_accounts_projects", "backend_0002_project_archiving"]
-YOYO_TABLES = {"_yoyo_log", "_yoyo_migration", "_yoyo_version", "yoyo_lock"}
+HISTORY_TABLE = "backend_service_schema_history"
 Headers = dict[str, str]
 
 
@@ -185,7 +184,7 @@ async def test_refused_calls_are_401_problems_and_migrate_nothing(
     platform: PlatformKey,
     stranger: PlatformKey,
     schema_tenant: Payload,
-    pg_server_url: str,
+    storage: Storage,
     case: str,
 ) -> None:
     spec = CASES[case]
@@ -201,14 +200,14 @@ async def test_refused_calls_are_401_problems_and_migrate_nothing(
     assert_unauthenticated(
         response, service=spec.service, detail=spec.detail, token_given=spec.token_given
     )
-    assert tables_in(pg_server_url, "postgres", schema_tenant["schema"]) == set()
+    assert tables_in(storage.superuser_url, storage.database, schema_tenant["schema"]) == set()
 
 
 async def test_a_replayed_token_is_refused_and_applies_nothing(
     backend_client: httpx.AsyncClient,
     platform: PlatformKey,
     schema_tenant: Payload,
-    pg_server_url: str,
+    storage: Storage,
 ) -> None:
     tenant_id, schema = schema_tenant["tenantId"], schema_tenant["schema"]
     token = platform.token(tenant_id)
@@ -218,10 +217,7 @@ async def test_a_replayed_token_is_refused_and_applies_nothing(
     assert first.status_code == 200, first.text
     assert first.json()["applied"] == BACKEND_VERSIONS
     # Undo the migrations, so a replay that got through would visibly apply them again.
-    with yoyo_backend(pg_server_url, schema) as backend, backend.lock():
-        backend.rollback_migrations(
-            backend.to_rollback(load_migrations(MIGRATIONS_ROOT / "backend-service"))
-        )
+    assert rollback_all(storage, schema_tenant) == BACKEND_VERSIONS[::-1]
 
     # Another idempotency key, as a replaying attacker would send: the token alone decides.
     replay = await backend_client.post(
@@ -231,8 +227,33 @@ async def test_a_replayed_token_is_refused_and_applies_nothing(
     assert_unauthenticated(
         replay, service="backend-service", detail="token already used (jti replay)"
     )
-    assert tables_in(pg_server_url, "postgres", schema) == YOYO_TABLES
-    assert applied_log(pg_server_url, "postgres", schema) == BACKEND_VERSIONS
+    assert tables_in(storage.superuser_url, storage.database, schema) == {HISTORY_TABLE}
+    assert history(storage.superuser_url, storage.database, schema) == []
+
+
+async def test_a_token_replayed_after_a_restart_or_to_another_replica_is_refused(
+    platform: PlatformKey, schema_tenant: Payload, storage: Storage
+) -> None:
+    """Seen token ids live in the service's own database, not in one process's memory."""
+    tenant_id, schema = schema_tenant["tenantId"], schema_tenant["schema"]
+    token = platform.token(tenant_id)
+    settings = platform.settings(storage.service_url())
+    async with app_client(settings) as before_restart:
+        first = await before_restart.post(
+            migrate_path(tenant_id), json=schema_tenant, headers=bearer(token)
+        )
+    assert first.status_code == 200, first.text
+    assert rollback_all(storage, schema_tenant) == BACKEND_VERSIONS[::-1]
+
+    async with app_client(settings) as restarted, app_client(settings) as replica:
+        for client in (restarted, replica):
+            replay = await client.post(
+                migrate_path(tenant_id), json=schema_tenant, headers=bearer(token)
+            )
+            assert_unauthenticated(
+                replay, service="backend-service", detail="token already used (jti replay)"
+            )
+    assert tables_in(storage.superuser_url, storage.database, schema) == {HISTORY_TABLE}
 
 
 async def test_a_refused_token_does_not_use_up_its_jti(
@@ -275,10 +296,12 @@ async def test_small_clock_skew_is_tolerated(
 
 
 async def test_a_private_key_file_verifies_with_its_public_half(
-    platform: PlatformKey, schema_tenant: Payload, pg_server_url: str
+    platform: PlatformKey, schema_tenant: Payload, storage: Storage
 ) -> None:
     tenant_id = schema_tenant["tenantId"]
-    settings = platform.settings(pg_server_url, platform_public_key_file=platform.private_file)
+    settings = platform.settings(
+        storage.service_url(), platform_public_key_file=platform.private_file
+    )
     async with app_client(settings) as client:
         response = await client.post(
             migrate_path(tenant_id), json=schema_tenant, headers=platform.headers(tenant_id)
@@ -306,10 +329,10 @@ async def test_rs256_with_an_rsa_key_and_no_algorithm_confusion(
     rsa_platform: PlatformKey,
     platform: PlatformKey,
     schema_tenant: Payload,
-    pg_server_url: str,
+    storage: Storage,
 ) -> None:
     tenant_id = schema_tenant["tenantId"]
-    async with app_client(rsa_platform.settings(pg_server_url)) as client:
+    async with app_client(rsa_platform.settings(storage.service_url())) as client:
         es256 = await client.post(
             migrate_path(tenant_id), json=schema_tenant, headers=platform.headers(tenant_id)
         )
@@ -318,7 +341,7 @@ async def test_rs256_with_an_rsa_key_and_no_algorithm_confusion(
             service="backend-service",
             detail="token algorithm ES256 does not match its key",
         )
-        assert tables_in(pg_server_url, "postgres", schema_tenant["schema"]) == set()
+        assert tables_in(storage.superuser_url, storage.database, schema_tenant["schema"]) == set()
 
         rs256 = await client.post(
             migrate_path(tenant_id), json=schema_tenant, headers=rsa_platform.headers(tenant_id)

@@ -7,6 +7,7 @@ tested is what comes after authentication (see test_auth.py for the token itself
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -14,8 +15,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from examples.downstream_service.models import StorageAddress, parse_jdbc_url
 from tests.downstream.helpers import (
     Payload,
+    Storage,
     app_client,
     database_payload,
     migrate_path,
@@ -64,7 +67,7 @@ async def test_missing_idempotency_key_is_400_and_migrates_nothing(
     backend_client: httpx.AsyncClient,
     platform: PlatformKey,
     schema_tenant: Payload,
-    pg_server_url: str,
+    storage: Storage,
     key: str | None,
 ) -> None:
     tenant_id = schema_tenant["tenantId"]
@@ -76,7 +79,7 @@ async def test_missing_idempotency_key_is_400_and_migrates_nothing(
     )
     body = problem(response, 400, "missing_idempotency_key")
     assert body["detail"] == "the Idempotency-Key header is required"
-    assert tables_in(pg_server_url, "postgres", schema_tenant["schema"]) == set()
+    assert tables_in(storage.superuser_url, storage.database, schema_tenant["schema"]) == set()
 
 
 def _with(payload: Payload, **changes: Any) -> Payload:
@@ -107,6 +110,38 @@ BAD_BODIES: dict[str, tuple[Callable[[Payload, str], Payload], str]] = {
         "jdbcUrl",
     ),
     "jdbcUrl of another kind": (lambda p, t: _with(p, jdbcUrl="mysql://h/db"), "jdbcUrl"),
+    "jdbcUrl with a user": (
+        lambda p, t: _with(p, jdbcUrl=p["jdbcUrl"].replace("//", "//someone@")),
+        "jdbcUrl",
+    ),
+    "jdbcUrl with two hosts": (
+        lambda p, t: _with(p, jdbcUrl=p["jdbcUrl"].replace("//", "//10.0.0.9:5432,")),
+        "jdbcUrl",
+    ),
+    "jdbcUrl without a port": (
+        lambda p, t: _with(p, jdbcUrl=f"jdbc:postgresql://db.internal/{p['database']}"),
+        "jdbcUrl",
+    ),
+    "jdbcUrl with a port out of range": (
+        lambda p, t: _with(p, jdbcUrl=f"jdbc:postgresql://db:70000/{p['database']}"),
+        "jdbcUrl",
+    ),
+    "jdbcUrl with a bad IPv6 literal": (
+        lambda p, t: _with(p, jdbcUrl=f"jdbc:postgresql://[::g]:5432/{p['database']}"),
+        "jdbcUrl",
+    ),
+    "jdbcUrl with a newline": (
+        lambda p, t: _with(p, jdbcUrl=p["jdbcUrl"].replace("//", "//evil\n")),
+        "jdbcUrl",
+    ),
+    "jdbcUrl without a database": (
+        lambda p, t: _with(p, jdbcUrl="jdbc:postgresql://db:5432/"),
+        "jdbcUrl",
+    ),
+    "jdbcUrl naming another database": (
+        lambda p, t: _with(p, jdbcUrl="jdbc:postgresql://db:5432/other_db"),
+        "database",
+    ),
     "tenantId as a number": (lambda p, t: _with(p, tenantId=123), "tenantId"),
 }
 
@@ -117,7 +152,7 @@ async def test_invalid_body_is_422_naming_the_field_and_creates_nothing(
     platform: PlatformKey,
     schema_tenant: Payload,
     admin: psycopg.Connection[Any],
-    pg_server_url: str,
+    storage: Storage,
     case: str,
 ) -> None:
     tenant_id = schema_tenant["tenantId"]
@@ -135,8 +170,8 @@ async def test_invalid_body_is_422_naming_the_field_and_creates_nothing(
     assert [error["field"] for error in body["errors"]] == [field]
     assert field in body["detail"]
     assert set(body["errors"][0]) == {"field", "location", "message"}
-    # The migrator never ran: no yoyo tables, the canary survived, no stray schema or database.
-    assert tables_in(pg_server_url, "postgres", schema) == {"canary"}
+    # The migrator never ran: no history table, the canary survived, no stray schema or database.
+    assert tables_in(storage.superuser_url, storage.database, schema) == {"canary"}
     schemas = admin.execute(
         "SELECT nspname FROM pg_namespace WHERE strpos(nspname, %s) > 0", (tenant_id,)
     ).fetchall()
@@ -155,10 +190,15 @@ async def test_invalid_body_is_422_naming_the_field_and_creates_nothing(
     ],
 )
 async def test_database_mode_requires_its_own_names(
-    backend_client: httpx.AsyncClient, platform: PlatformKey, tenant_id: str, case: str, field: str
+    backend_client: httpx.AsyncClient,
+    platform: PlatformKey,
+    storage: Storage,
+    tenant_id: str,
+    case: str,
+    field: str,
 ) -> None:
-    payload = database_payload(tenant_id)
-    payload[field] = f"tenant_{tenant_id}" if field == "schema" else "postgres"
+    payload = database_payload(tenant_id, storage)
+    payload[field] = f"tenant_{tenant_id}" if field == "schema" else storage.database
     response = await backend_client.post(
         migrate_path(tenant_id), json=payload, headers=platform.headers(tenant_id)
     )
@@ -168,11 +208,13 @@ async def test_database_mode_requires_its_own_names(
 
 @pytest.mark.parametrize("path_id", ['x"; drop table canary', "AB", "a" * 41, "1abc"])
 async def test_invalid_path_id_is_422(
-    backend_client: httpx.AsyncClient, platform: PlatformKey, path_id: str
+    backend_client: httpx.AsyncClient, platform: PlatformKey, storage: Storage, path_id: str
 ) -> None:
     # Signed for that very id, so the token passes and the path validation is what answers.
     response = await backend_client.post(
-        migrate_path(path_id), json=schema_payload("abc"), headers=platform.headers(path_id)
+        migrate_path(path_id),
+        json=schema_payload("abc", storage),
+        headers=platform.headers(path_id),
     )
     [error] = problem(response, 422, "invalid_request")["errors"]
     assert (error["location"], error["field"]) == ("path", "tenant_id")
@@ -191,21 +233,23 @@ async def test_unknown_fields_are_accepted(
 
 
 async def test_missing_schema_is_409(
-    backend_client: httpx.AsyncClient, platform: PlatformKey, tenant_id: str
+    backend_client: httpx.AsyncClient, platform: PlatformKey, storage: Storage, tenant_id: str
 ) -> None:
     response = await backend_client.post(
-        migrate_path(tenant_id), json=schema_payload(tenant_id), headers=platform.headers(tenant_id)
+        migrate_path(tenant_id),
+        json=schema_payload(tenant_id, storage),
+        headers=platform.headers(tenant_id),
     )
     body = problem(response, 409, "target_missing")
     assert f"tenant_{tenant_id}" in body["detail"]
 
 
 async def test_missing_database_is_409(
-    backend_client: httpx.AsyncClient, platform: PlatformKey, tenant_id: str
+    backend_client: httpx.AsyncClient, platform: PlatformKey, storage: Storage, tenant_id: str
 ) -> None:
     path = migrate_path(tenant_id)
     response = await backend_client.post(
-        path, json=database_payload(tenant_id), headers=platform.headers(tenant_id)
+        path, json=database_payload(tenant_id, storage), headers=platform.headers(tenant_id)
     )
     assert problem(response, 409, "target_missing") == {
         "type": "urn:downstream-service:problem:target_missing",
@@ -217,26 +261,61 @@ async def test_missing_database_is_409(
     }
 
 
-async def test_unreachable_postgres_is_503(platform: PlatformKey, tenant_id: str) -> None:
+async def test_unreachable_storage_is_503(
+    backend_client: httpx.AsyncClient, platform: PlatformKey, storage: Storage, tenant_id: str
+) -> None:
     # Port 1 on loopback: nothing listens, so the connection is refused at once.
-    settings = platform.settings("postgresql://postgres@127.0.0.1:1/postgres")
-    async with app_client(settings) as client:
-        response = await client.post(
-            migrate_path(tenant_id),
-            json=schema_payload(tenant_id),
-            headers=platform.headers(tenant_id),
-        )
+    response = await backend_client.post(
+        migrate_path(tenant_id),
+        json=schema_payload(tenant_id, storage, authority="127.0.0.1:1"),
+        headers=platform.headers(tenant_id),
+    )
     body = problem(response, 503, "storage_unavailable")
-    assert body["detail"] == "PostgreSQL at 127.0.0.1 is unreachable"
+    assert body["detail"] == "PostgreSQL at 127.0.0.1:1 is unreachable"
     assert "Traceback" not in response.text
 
 
-async def test_unset_database_url_is_503(platform: PlatformKey, tenant_id: str) -> None:
+async def test_unreachable_own_database_is_503(
+    platform: PlatformKey, storage: Storage, tenant_id: str
+) -> None:
+    """The service cannot record the token's id, so it cannot accept the call."""
+    settings = platform.settings(
+        "postgresql://postgres@127.0.0.1:1/backend", connect_timeout=timedelta(seconds=1)
+    )
+    async with app_client(settings) as client:
+        response = await client.post(
+            migrate_path(tenant_id),
+            json=schema_payload(tenant_id, storage),
+            headers=platform.headers(tenant_id),
+        )
+    body = problem(response, 503, "storage_unavailable")
+    assert body["detail"] == "the service's own database is unavailable"
+
+
+async def test_unset_database_url_is_503(
+    platform: PlatformKey, storage: Storage, tenant_id: str
+) -> None:
     async with app_client(platform.settings(None)) as client:
         response = await client.post(
             migrate_path(tenant_id),
-            json=schema_payload(tenant_id),
+            json=schema_payload(tenant_id, storage),
             headers=platform.headers(tenant_id),
         )
     body = problem(response, 503, "not_configured")
     assert body["detail"] == "DOWNSTREAM_DATABASE_URL is not set"
+
+
+@pytest.mark.parametrize(
+    ("jdbc_url", "address"),
+    [
+        (
+            "jdbc:postgresql://db.internal:6432/tenants?currentSchema=tenant_x",
+            ("db.internal", 6432),
+        ),
+        ("jdbc:postgresql://10.1.2.3:5432/tenants", ("10.1.2.3", 5432)),
+        ("jdbc:postgresql://[::1]:5433/tenants", ("::1", 5433)),
+        ("jdbc:postgresql://[2001:DB8::7]:5432/tenants", ("2001:db8::7", 5432)),
+    ],
+)
+def test_jdbc_urls_the_platform_writes_parse(jdbc_url: str, address: tuple[str, int]) -> None:
+    assert parse_jdbc_url(jdbc_url) == StorageAddress(*address, database="tenants")

@@ -13,12 +13,12 @@ import httpx
 from examples.downstream_service.app import create_app
 from tests.downstream.helpers import (
     Payload,
-    applied_log,
+    Storage,
+    history,
     migrate_path,
     subprocess_server,
     tables_in,
     threaded_server,
-    yoyo_backend,
 )
 from tests.downstream.tokens import PlatformKey
 
@@ -43,16 +43,12 @@ def _concurrently(
         return list(pool.map(call, base_urls))
 
 
-def _prepare_slow_migrations(folder: Path, server_url: str, schema: str) -> Path:
-    """A migration set whose first migration takes a while, and a tenant ready for it.
+def _prepare_slow_migrations(folder: Path) -> Path:
+    """A migration set whose first migration takes a while.
 
     The slow migration makes the two calls overlap, so without the lock both would see it
-    pending and both would apply it. yoyo also locks while it creates its own bookkeeping
-    tables on a tenant's first call; creating them beforehand keeps that from serialising
-    the calls and hiding a missing lock.
+    pending and both would apply it.
     """
-    with yoyo_backend(server_url, schema) as backend:
-        backend.ensure_internal_schema_updated()
     folder.mkdir()
     (folder / "slow_0001_first.sql").write_text(
         "CREATE TABLE slow_first (id INT PRIMARY KEY);\n"
@@ -64,19 +60,19 @@ def _prepare_slow_migrations(folder: Path, server_url: str, schema: str) -> Path
     return folder
 
 
-def test_healthz_over_http(pg_server_url: str, platform: PlatformKey) -> None:
-    app = create_app(platform.settings(pg_server_url, service_name="auth-service"))
+def test_healthz_over_http(storage: Storage, platform: PlatformKey) -> None:
+    app = create_app(platform.settings(storage.service_url(), service_name="auth-service"))
     with threaded_server(app) as base_url:
         response = httpx.get(f"{base_url}/healthz")
     assert response.json() == {"status": "ok", "service": "auth-service"}
 
 
 def test_concurrent_calls_both_succeed_and_apply_each_migration_once(
-    schema_tenant: Payload, pg_server_url: str, tmp_path: Path, platform: PlatformKey
+    schema_tenant: Payload, storage: Storage, tmp_path: Path, platform: PlatformKey
 ) -> None:
-    # One process, so both lock attempts carry the same pid: yoyo must still tell them apart.
-    migrations = _prepare_slow_migrations(tmp_path / "slow", pg_server_url, schema_tenant["schema"])
-    app = create_app(platform.settings(pg_server_url, migrations_dir=migrations))
+    # One process: the lock is each call's transaction's, not the process's.
+    migrations = _prepare_slow_migrations(tmp_path / "slow")
+    app = create_app(platform.settings(storage.service_url(), migrations_dir=migrations))
     with threaded_server(app) as base_url:
         responses = _concurrently([base_url, base_url], schema_tenant, platform)
 
@@ -85,14 +81,14 @@ def test_concurrent_calls_both_succeed_and_apply_each_migration_once(
     assert {body["version"] for body in bodies} == {SLOW_VERSIONS[-1]}
     # The lock holder applies everything pending; whoever comes second finds nothing to do.
     assert sorted((body["applied"] for body in bodies), key=len) == [[], SLOW_VERSIONS]
-    log = applied_log(pg_server_url, "postgres", schema_tenant["schema"])
+    log = history(storage.superuser_url, storage.database, schema_tenant["schema"])
     assert Counter(log) == Counter(SLOW_VERSIONS)
 
 
 def test_real_server_migrates_the_backend_set(
-    schema_tenant: Payload, pg_server_url: str, platform: PlatformKey
+    schema_tenant: Payload, storage: Storage, platform: PlatformKey
 ) -> None:
-    app = create_app(platform.settings(pg_server_url))
+    app = create_app(platform.settings(storage.service_url()))
     tenant_id = schema_tenant["tenantId"]
     with threaded_server(app) as base_url, httpx.Client(base_url=base_url) as client:
         path = migrate_path(tenant_id)
@@ -102,16 +98,18 @@ def test_real_server_migrates_the_backend_set(
 
     assert first.json() == {"version": BACKEND_VERSIONS[-1], "applied": BACKEND_VERSIONS}
     assert retry.json() == {"version": BACKEND_VERSIONS[-1], "applied": []}
-    assert {"accounts", "projects"} <= tables_in(pg_server_url, "postgres", schema_tenant["schema"])
+    assert {"accounts", "projects"} <= tables_in(
+        storage.superuser_url, storage.database, schema_tenant["schema"]
+    )
 
 
 def test_lock_holds_across_processes(
-    schema_tenant: Payload, pg_server_url: str, tmp_path: Path, platform: PlatformKey
+    schema_tenant: Payload, storage: Storage, tmp_path: Path, platform: PlatformKey
 ) -> None:
-    migrations = _prepare_slow_migrations(tmp_path / "slow", pg_server_url, schema_tenant["schema"])
-    settings = platform.settings(pg_server_url, migrations_dir=migrations)
+    migrations = _prepare_slow_migrations(tmp_path / "slow")
+    settings = platform.settings(storage.service_url(), migrations_dir=migrations)
     env = {
-        "DOWNSTREAM_DATABASE_URL": pg_server_url,
+        "DOWNSTREAM_DATABASE_URL": storage.service_url(),
         "DOWNSTREAM_MIGRATIONS_DIR": str(migrations),
         "DOWNSTREAM_PLATFORM_PUBLIC_KEY_FILE": str(platform.public_file),
     }
@@ -128,5 +126,7 @@ def test_lock_holds_across_processes(
         {"version": SLOW_VERSIONS[-1], "applied": SLOW_VERSIONS},
     ]
     schema = schema_tenant["schema"]
-    assert applied_log(pg_server_url, "postgres", schema) == SLOW_VERSIONS
-    assert {"slow_first", "slow_second"} <= tables_in(pg_server_url, "postgres", schema)
+    assert history(storage.superuser_url, storage.database, schema) == SLOW_VERSIONS
+    assert {"slow_first", "slow_second"} <= tables_in(
+        storage.superuser_url, storage.database, schema
+    )

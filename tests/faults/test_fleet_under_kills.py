@@ -1,5 +1,5 @@
 """100 tenants provisioned while the worker is killed (-9) and restarted twice, against the
-reference downstream services and their real yoyo migrations."""
+reference downstream services and their real migrations."""
 
 from __future__ import annotations
 
@@ -61,13 +61,16 @@ def gated_reference_services(
 
 
 def applications(storage_url: str, tenant_ids: list[str]) -> dict[str, dict[str, int]]:
-    """Per tenant, how many times yoyo applied each migration (from its `_yoyo_log`)."""
+    """Per tenant, how many times each migration is recorded in the services' own history
+    tables (a migration and its record commit together)."""
     result: dict[str, dict[str, int]] = {}
     with psycopg.connect(storage_url) as conn:
         for tenant_id in tenant_ids:
+            schema = storage_name(tenant_id)
             rows = conn.execute(
-                f'SELECT migration_id, count(*) FROM "{storage_name(tenant_id)}"._yoyo_log'
-                " WHERE operation = 'apply' GROUP BY migration_id"
+                f'SELECT migration_id, count(*) FROM (SELECT migration_id FROM "{schema}"'
+                f'.backend_service_schema_history UNION ALL SELECT migration_id FROM "{schema}"'
+                ".auth_service_schema_history) AS applied GROUP BY migration_id"
             ).fetchall()
             result[tenant_id] = {str(r[0]): int(r[1]) for r in rows}
     return result
