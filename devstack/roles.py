@@ -195,8 +195,8 @@ def _login(value: str) -> Login:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m devstack.roles ...`: apply one layout, then exit."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m devstack.roles` (the compose file's `db-roles`)."""
     parser = argparse.ArgumentParser(prog="python -m devstack.roles", description=__doc__)
     parser.add_argument("--superuser-url", required=True)
     parser.add_argument("--metadata-db", required=True)
@@ -205,7 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--service", type=_login, action="append", default=[], metavar="ROLE:PASSWORD"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m devstack.roles ...`: apply one layout, then exit."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s devstack.roles: %(message)s")
     layout = Layout(args.metadata_db, args.storage_db, args.platform, tuple(args.service))
     apply_layout(args.superuser_url, layout)

@@ -14,7 +14,7 @@ import pytest_asyncio
 from psycopg import errors, sql
 from psycopg_pool import AsyncConnectionPool
 
-from devstack.roles import Layout
+from devstack.roles import Layout, apply_layout
 from tenancy.models import StorageLocation, StorageMode
 from tenancy.storage import StorageAdmin
 from tests.conftest import PLATFORM_ROLE, unique_id, with_database
@@ -199,3 +199,44 @@ async def test_a_missing_role_is_a_permanent_error_and_creates_nothing(
     assert caught.value.sqlstate == "42704"
     assert caught.value.diag.sqlstate == "42704"
     assert not await admin.exists(admin.locate(tenant_id, mode))
+
+
+async def test_the_deployment_layout_applies_twice_and_adopts_a_superuser_run_metadata_database(
+    pg_server_url: str, database_roles: Layout
+) -> None:
+    metadata, storage = unique_id("meta"), unique_id("store")
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(metadata)))
+    # As a deployment that ran the platform as the superuser left it.
+    with psycopg.connect(with_database(pg_server_url, metadata), autocommit=True) as conn:
+        conn.execute("CREATE TABLE tenants (id text PRIMARY KEY)")
+    layout = Layout(metadata, storage, database_roles.platform, database_roles.services)
+
+    apply_layout(pg_server_url, layout)
+    apply_layout(pg_server_url, layout)
+
+    with psycopg.connect(pg_server_url) as conn:
+        owners = conn.execute(
+            "SELECT datname, pg_get_userbyid(datdba) FROM pg_database WHERE datname = ANY(%s)",
+            ([metadata, storage, BACKEND, AUTH],),
+        ).fetchall()
+        connect = conn.execute(
+            "SELECT r, d, has_database_privilege(r, d, 'CONNECT') "
+            "FROM unnest(%s::text[]) AS r, unnest(%s::text[]) AS d ORDER BY r, d",
+            ([BACKEND, AUTH], [metadata, storage, BACKEND, AUTH]),
+        ).fetchall()
+    assert dict(owners) == {
+        metadata: PLATFORM_ROLE,
+        storage: PLATFORM_ROLE,
+        BACKEND: BACKEND,
+        AUTH: AUTH,
+    }
+    assert {(r, d) for r, d, allowed in connect if allowed} == {
+        (AUTH, storage),
+        (AUTH, AUTH),
+        (BACKEND, storage),
+        (BACKEND, BACKEND),
+    }
+    with psycopg.connect(with_database(pg_server_url, metadata)) as conn:
+        table = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'tenants'")
+        assert table.fetchall() == [(PLATFORM_ROLE,)]
