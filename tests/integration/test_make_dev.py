@@ -136,7 +136,7 @@ def _wait_active(http: httpx.Client, tenant_id: str, timeout: float = 60.0) -> d
         tenant: dict[str, Any] = answer.json()
         if tenant["status"] == "ACTIVE":
             return tenant
-        assert tenant["status"] in {"PROVISIONING", "MIGRATING"}, tenant
+        assert tenant["status"] in {"PROVISIONING", "MIGRATING"}, json.dumps(tenant)
         assert time.monotonic() < deadline, f"not ACTIVE within {timeout}s: {tenant}"
         time.sleep(0.2)
 

@@ -13,11 +13,20 @@ import pytest
 import pytest_asyncio
 from psycopg import errors, sql
 from psycopg_pool import AsyncConnectionPool
+from temporalio.client import Client
 
+from api.provisioning import ProvisioningGateway
 from devstack.roles import Layout, apply_layout
-from tenancy.models import StorageLocation, StorageMode
+from tenancy.models import StorageLocation, StorageMode, TenantSpec
+from tenancy.naming import storage_location
+from tenancy.repository import TenantRepository
+from tenancy.settings import DownstreamService, Settings
+from tenancy.status import TenantStatus
 from tenancy.storage import StorageAdmin
-from tests.conftest import PLATFORM_ROLE, unique_id, with_database
+from tests.conftest import PLATFORM_ROLE, running_worker, unique_id, with_database
+from tests.support.polling import eventually
+from tests.support.scripted_service import ScriptedService
+from tests.support.servers import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -240,3 +249,56 @@ async def test_the_deployment_layout_applies_twice_and_adopts_a_superuser_run_me
     with psycopg.connect(with_database(pg_server_url, metadata)) as conn:
         table = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'tenants'")
         assert table.fetchall() == [(PLATFORM_ROLE,)]
+
+
+def tenant_spec(mode: StorageMode) -> TenantSpec:
+    return TenantSpec(id=unique_id("priv"), name="Priv", storage_mode=mode, sla_tier="BASIC")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_worker_grants_new_storage_to_the_configured_roles(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    tenants: TenantRepository,
+    role_url: Callable[[str, str], str],
+    mode: StorageMode,
+) -> None:
+    service = ScriptedService()
+    request = tenant_spec(mode)
+    with serve(service.app()) as url:
+        settings = make_settings(("backend-service", url))
+        assert settings.service_db_roles() == (BACKEND,)
+        async with running_worker(temporal_client, settings):
+            await ProvisioningGateway(temporal_client, settings).start(request)
+            await eventually(
+                lambda: tenants.get(request.id),
+                lambda t: t is not None and t.status is TenantStatus.ACTIVE,
+            )
+
+    location = storage_location(settings.require_storage_database_url(), mode, request.id)
+    with as_role(role_url, BACKEND, location) as conn:
+        create_table(conn, "accounts")
+
+
+async def test_a_db_role_missing_on_the_server_ends_in_provision_error_with_the_reason(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    tenants: TenantRepository,
+) -> None:
+    service = ScriptedService()
+    request = tenant_spec(StorageMode.SCHEMA)
+    with serve(service.app()) as url:
+        ghost = DownstreamService(name="ghost-service", base_url=url, db_role="ghost_service")
+        settings = make_settings(downstream_services=(ghost,))
+        async with running_worker(temporal_client, settings):
+            await ProvisioningGateway(temporal_client, settings).start(request)
+            tenant = await eventually(
+                lambda: tenants.get(request.id),
+                lambda t: t is not None and t.status is TenantStatus.PROVISION_ERROR,
+            )
+
+    assert tenant is not None
+    assert tenant.status_reason is not None
+    assert "ghost_service" in tenant.status_reason
+    assert tenant.jdbc_url is None
+    assert service.calls_for(request.id) == []
