@@ -6,9 +6,10 @@ Each test then gets its own task queue and tenant ids, so tests never see each o
 
 The session server gets the deployment's roles (devstack.roles): the `platform` role owning the
 metadata and storage databases, and `backend_service`/`auth_service`, each with a database of
-its own. Settings for tests still connect as the superuser (fault tests kill and inspect with
-it); services named `backend-service`/`auth-service` get their `db_role`, so every provisioning
-grants its storage to those roles.
+its own. `make_settings` connects the platform as `platform`; services named
+`backend-service`/`auth-service` get their `db_role`, so every provisioning grants its storage to
+those roles. The `platform_db_url` and `storage_db_url` fixtures stay superuser URLs, for tests
+to inspect and to stage faults.
 """
 
 from __future__ import annotations
@@ -164,16 +165,16 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_settings(
-    platform_db_url: str,
-    storage_db_url: str,
+    platform_role_urls: tuple[str, str],
     temporal_client: Client,
     keys_dir: Path,
-    database_roles: Layout,
 ) -> Callable[..., Settings]:
     """Settings for one test: its own task queue, fast retries, and the given overrides.
 
-    A reference service's name brings its `db_role` unless the test names another storage
-    server (where the session's roles do not exist)."""
+    The platform connects as its own role (not the superuser), as deployed. A reference
+    service's name brings its `db_role` unless the test names another storage server (where
+    the session's roles do not exist)."""
+    platform_db_url, storage_db_url = platform_role_urls
     task_queue = f"test-{uuid.uuid4().hex[:12]}"
     roles = {service_role(name) for name in REFERENCE_SERVICES}
 
