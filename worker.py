@@ -86,7 +86,9 @@ async def worker_activities(
         tenants = TenantRepository(metadata_pool)
         metadata = MetadataActivities(tenants, settings)
         storage = StorageActivities(
-            StorageAdmin(storage_pool, settings.require_storage_database_url()),
+            StorageAdmin(
+                storage_pool, settings.require_storage_database_url(), settings.service_db_roles()
+            ),
             tenants,
             ServerLimits(settings.max_concurrent_storage_creations),
         )

@@ -3,7 +3,12 @@
 Starts what the environment does not already name (embedded PostgreSQL, the Temporal dev server,
 the two reference downstream services), then the worker and the API, and prints how to use it
 once `/readyz` answers, with ready-to-paste tokens of the development identity provider (unless
-the environment names a real one). Ctrl-C or SIGTERM stops everything in reverse order.
+the environment names a real one). The embedded PostgreSQL gets the deployment's roles
+(devstack.roles): the platform connects as `platform`, each reference service as its own role
+(`backend_service`, `auth_service`) to a database of its own, never as the superuser. Their
+passwords are generated once into the data folder; the embedded server trusts loopback
+connections, so it does not check them, but every URL carries them as a real server needs.
+Ctrl-C or SIGTERM stops everything in reverse order.
 `python -m devstack.dev service auth-service` runs one reference service alone, to bring it
 back after an outage drill.
 """
@@ -15,6 +20,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -26,12 +32,12 @@ from typing import Annotated
 
 import httpx
 import psycopg
-from psycopg import errors, sql
 from pydantic import Field
 from temporalio.client import Client
 
 from api.auth import READ_SCOPE, WRITE_SCOPE
 from devstack.postgres import EmbeddedPostgres
+from devstack.roles import Layout, Login, apply_layout, login_url, service_role
 from devstack.supervisor import DevStackError, Interrupted, Stack
 from devstack.temporal import dev_server_command
 from devstack.tokens import DEV_ISSUER, DevKeys, mint
@@ -42,6 +48,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_MARKER = "Platform Service is up"
 BANNER_TOKEN_TTL = timedelta(hours=12)
 _log = logging.getLogger("devstack.dev")
+PLATFORM_ROLE = "platform"
+METADATA_DATABASE = "platform"
+STORAGE_DATABASE = "tenants"
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -54,6 +63,11 @@ class DevSettings(DevKeys):
     backend_port: Port = 8101
     auth_port: Port = 8102
     worker_metrics_port: Port = 9464
+
+    @property
+    def passwords_file(self) -> Path:
+        """The development roles' passwords, generated on the first run."""
+        return self.data_dir / "postgres-passwords.json"
 
     def service_ports(self) -> dict[str, tuple[int, str]]:
         """Each reference service's port and the variable that sets it."""
@@ -78,17 +92,26 @@ class Plan:
     # The worker's Prometheus endpoint when this run chose its address (host:port).
     worker_metrics: str | None
     env: dict[str, str] = field(repr=False)
+    # The roles and databases to create on the embedded PostgreSQL (None: not embedded).
+    layout: Layout | None = field(default=None, repr=False)
+    # Each reference service's own database URL, as its own role (embedded PostgreSQL only).
+    service_database_urls: dict[str, str] = field(default_factory=dict, repr=False)
 
-    def service_env(self) -> dict[str, str]:
-        """The reference services swap the database name per tenant, so they get the storage
-        server's URL; they verify the platform's signed calls with the API's published keys
-        (fetched on the first call, so the API may start after them)."""
+    def service_env(self, name: str | None = None) -> dict[str, str]:
+        """The environment of reference service `name` (without a name, what all share).
+
+        Each service verifies the platform's signed calls with the API's published keys
+        (fetched on the first call, so the API may start after them). It connects as its own
+        role to its own database; for a tenant it connects to the host in the tenant's
+        `jdbcUrl` with the same credentials. Against an external PostgreSQL, where `make dev`
+        cannot create roles, it gets the platform's storage URL instead."""
         storage = self.env.get("PLATFORM_STORAGE_DATABASE_URL") or self.env["PLATFORM_DATABASE_URL"]
         jwks = f"http://127.0.0.1:{self.api_port}/.well-known/jwks.json"
+        own = self.service_database_urls.get(name, storage) if name else storage
         return {
             "DOWNSTREAM_PLATFORM_JWKS_URL": jwks,
             **self.env,
-            "DOWNSTREAM_DATABASE_URL": storage,
+            "DOWNSTREAM_DATABASE_URL": own,
         }
 
     def required_ports(self) -> list[tuple[int, str]]:
@@ -106,25 +129,54 @@ class Plan:
         return ports
 
 
+def dev_passwords(path: Path, roles: Sequence[str]) -> dict[str, str]:
+    """The roles' passwords kept in `path` (owner-only), generating those missing."""
+    known: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    missing = [role for role in roles if role not in known]
+    if missing:
+        known.update({role: secrets.token_hex(16) for role in missing})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(known, indent=2) + "\n")
+    return {role: known[role] for role in roles}
+
+
 def make_plan(dev: DevSettings, platform: Settings) -> Plan:
     """Export the embedded servers' addresses for whatever the environment leaves unset."""
     env = dict(os.environ)
     embed_postgres = platform.database_url is None
-    if embed_postgres:
-        server = f"postgresql://postgres@127.0.0.1:{dev.postgres_port}"
-        env["PLATFORM_DATABASE_URL"] = f"{server}/platform"
-        if platform.storage_database_url is None:
-            env["PLATFORM_STORAGE_DATABASE_URL"] = f"{server}/tenants"
-    embed_temporal = platform.temporal_address is None
-    if embed_temporal:
-        env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{dev.temporal_port}"
     # The setting has a default, so only the fields read from the environment tell whether
     # the operator named the services.
     embed_services = "downstream_services" not in platform.model_fields_set
+    layout: Layout | None = None
+    service_urls: dict[str, str] = {}
+    if embed_postgres:
+        names = list(dev.service_ports()) if embed_services else []
+        roles = [PLATFORM_ROLE, *(service_role(name) for name in names)]
+        passwords = dev_passwords(dev.passwords_file, roles)
+        owner = Login(PLATFORM_ROLE, passwords[PLATFORM_ROLE])
+        services = tuple(Login(role, passwords[role]) for role in roles[1:])
+        layout = Layout(METADATA_DATABASE, STORAGE_DATABASE, owner, services)
+        server = f"postgresql://127.0.0.1:{dev.postgres_port}"
+        env["PLATFORM_DATABASE_URL"] = login_url(server, owner, METADATA_DATABASE)
+        if platform.storage_database_url is None:
+            env["PLATFORM_STORAGE_DATABASE_URL"] = login_url(server, owner, STORAGE_DATABASE)
+        service_urls = {
+            name: login_url(server, login, login.role)
+            for name, login in zip(names, services, strict=True)
+        }
+    embed_temporal = platform.temporal_address is None
+    if embed_temporal:
+        env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{dev.temporal_port}"
     if embed_services:
         env["PLATFORM_DOWNSTREAM_SERVICES"] = json.dumps(
             [
-                {"name": name, "baseUrl": f"http://127.0.0.1:{port}"}
+                {
+                    "name": name,
+                    "baseUrl": f"http://127.0.0.1:{port}",
+                    # Only where make dev created the role; an external server's are unknown.
+                    **({"dbRole": service_role(name)} if name in service_urls else {}),
+                }
                 for name, (port, _) in dev.service_ports().items()
             ]
         )
@@ -150,6 +202,8 @@ def make_plan(dev: DevSettings, platform: Settings) -> Plan:
         platform.auth_audience,
         worker_metrics,
         env,
+        layout,
+        service_urls,
     )
 
 
@@ -189,7 +243,7 @@ def temporal_answers(address: str) -> bool:
 
 
 def start_postgres(stack: Stack, plan: Plan) -> None:
-    """The embedded server, plus the `platform` and `tenants` databases if missing."""
+    """The embedded server, plus the plan's roles and databases (devstack.roles)."""
     server = EmbeddedPostgres(plan.dev.data_dir / "postgres", plan.dev.postgres_port, durable=True)
     _log.info("starting PostgreSQL on 127.0.0.1:%d", server.port)
     try:
@@ -198,13 +252,12 @@ def start_postgres(stack: Stack, plan: Plan) -> None:
         server.stop()
         raise DevStackError(f"PostgreSQL did not start: {exc}") from exc
     stack.adopt("postgres", server.process, essential=True, stop=server.stop)
-    with psycopg.connect(server.url, autocommit=True) as conn:
-        for name in ("platform", "tenants"):
-            try:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                _log.info("created database %s", name)
-            except errors.DuplicateDatabase:
-                pass
+    if plan.layout is None:
+        return
+    try:
+        apply_layout(server.url, plan.layout)
+    except psycopg.Error as exc:
+        raise DevStackError(f"could not create the PostgreSQL roles: {exc}") from exc
 
 
 def start_temporal(stack: Stack, plan: Plan) -> None:
@@ -240,7 +293,8 @@ def start_stack(stack: Stack, plan: Plan) -> None:
     if plan.embed_services:
         for name, (port, _) in plan.dev.service_ports().items():
             _log.info("starting %s on 127.0.0.1:%d", name, port)
-            stack.spawn(name, service_command(name, port), plan.service_env(), essential=False)
+            env = plan.service_env(name)
+            stack.spawn(name, service_command(name, port), env, essential=False)
             probes.append(f"http://127.0.0.1:{port}/healthz")
     _log.info("starting the worker")
     stack.spawn("worker", [sys.executable, "worker.py"], plan.env, essential=True)
@@ -380,7 +434,7 @@ def run_service(plan: Plan, name: str) -> int:
     url = f"http://127.0.0.1:{port}"
 
     def start(stack: Stack) -> None:
-        stack.spawn(name, service_command(name, port), plan.service_env(), essential=True)
+        stack.spawn(name, service_command(name, port), plan.service_env(name), essential=True)
         stack.wait_until(name, lambda: http_ok(f"{url}/healthz"), timeout=60)
         _log.info("%s is up at %s; Ctrl-C stops it", name, url)
 

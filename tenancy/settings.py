@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     BeforeValidator,
@@ -34,13 +35,35 @@ def _seconds(value: object) -> object:
 Seconds = Annotated[timedelta, BeforeValidator(_seconds), Field(gt=timedelta(0))]
 
 
+# A plain, unquoted-safe PostgreSQL role name (63 bytes at most).
+DB_ROLE_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+# Names PostgreSQL reads as something other than one role even when quoted: `public` is every
+# role (a grant to it would open every tenant to everyone), `none` is refused, and `pg_` is
+# reserved for the server's predefined roles.
+_RESERVED_ROLES = frozenset({"public", "none"})
+
+
+def _grantable_role(value: str | None) -> str | None:
+    if value is not None and (value in _RESERVED_ROLES or value.startswith("pg_")):
+        raise ValueError(f"{value!r} is not a role of its own: choose another dbRole")
+    return value
+
+
 class DownstreamService(BaseModel):
-    """A service that runs its own migrations for each new tenant."""
+    """A service that runs its own migrations for each new tenant.
+
+    `db_role` is the PostgreSQL role the service connects to tenant storage with; the platform
+    grants it what it needs on each new schema or database. Without one nothing is granted,
+    so the service only works with credentials that own the storage already.
+    """
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")
     base_url: AnyHttpUrl
+    db_role: Annotated[
+        str | None, Field(pattern=DB_ROLE_PATTERN), AfterValidator(_grantable_role)
+    ] = None
 
 
 DEFAULT_DOWNSTREAM_SERVICES = (
@@ -104,6 +127,10 @@ class Settings(BaseSettings):
         names = [s.name for s in self.downstream_services]
         if len(names) != len(set(names)):
             raise ValueError("PLATFORM_DOWNSTREAM_SERVICES has duplicate service names")
+        roles = self.service_db_roles()
+        if len(roles) != len(set(roles)):
+            # A shared role could read and rewrite the other service's tables.
+            raise ValueError("PLATFORM_DOWNSTREAM_SERVICES has services sharing a dbRole")
         if self.migration_initial_interval > self.migration_max_interval:
             # Temporal rejects such a retry policy only when the activity is scheduled.
             raise ValueError(
@@ -111,6 +138,10 @@ class Settings(BaseSettings):
                 "PLATFORM_MIGRATION_MAX_INTERVAL"
             )
         return self
+
+    def service_db_roles(self) -> tuple[str, ...]:
+        """The services' storage roles, in configuration order (services without one omitted)."""
+        return tuple(s.db_role for s in self.downstream_services if s.db_role is not None)
 
     def require_database_url(self) -> str:
         """The metadata database URL; the embedded server sets it before anything connects."""

@@ -3,11 +3,19 @@
 Both are embedded (started from the wheels) unless the environment names existing ones:
 `PLATFORM_DATABASE_URL` for PostgreSQL (a superuser URL) and `TEMPORAL_ADDRESS` for Temporal.
 Each test then gets its own task queue and tenant ids, so tests never see each other's work.
+
+The session server gets the deployment's roles (devstack.roles): the `platform` role owning the
+metadata and storage databases, and `backend_service`/`auth_service`, each with a database of
+its own. `make_settings` connects the platform as `platform`; services named
+`backend-service`/`auth-service` get their `db_role`, so every provisioning grants its storage to
+those roles. The `platform_db_url` and `storage_db_url` fixtures stay superuser URLs, for tests
+to inspect and to stage faults.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -26,6 +34,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.postgres import EmbeddedPostgres
+from devstack.roles import Layout, Login, apply_layout, login_url, service_role
 from devstack.temporal import cli_path
 from tenancy.keys import generate_private_key
 from tenancy.repository import TenantRepository
@@ -34,6 +43,10 @@ from tenancy.settings import DownstreamService, Settings
 from tenancy.temporal import ensure_search_attributes
 from tests.support.servers import free_port
 from worker import build_worker, worker_activities
+
+# The reference services' names; each has a role of the same name in snake case.
+REFERENCE_SERVICES = ("backend-service", "auth-service")
+PLATFORM_ROLE = "platform"
 
 
 def with_database(url: str, database: str) -> str:
@@ -79,6 +92,47 @@ def storage_db_url(pg_server_url: str) -> str:
     return _create_database(pg_server_url, f"tenants_{uuid.uuid4().hex[:8]}")
 
 
+def _database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/")
+
+
+@pytest.fixture(scope="session")
+def database_roles(pg_server_url: str, platform_db_url: str, storage_db_url: str) -> Layout:
+    """The deployment's roles on the session server, as `make dev` and compose make them.
+
+    Passwords are fresh per session (the embedded server trusts loopback, so they are not
+    checked there; an external server checks them)."""
+    layout = Layout(
+        metadata_database=_database_name(platform_db_url),
+        storage_database=_database_name(storage_db_url),
+        platform=Login(PLATFORM_ROLE, secrets.token_hex(16)),
+        services=tuple(
+            Login(service_role(name), secrets.token_hex(16)) for name in REFERENCE_SERVICES
+        ),
+    )
+    apply_layout(pg_server_url, layout)
+    return layout
+
+
+@pytest.fixture(scope="session")
+def service_database_urls(pg_server_url: str, database_roles: Layout) -> dict[str, str]:
+    """Each reference service's `DOWNSTREAM_DATABASE_URL`: its own role, its own database."""
+    return {
+        name: login_url(pg_server_url, login, login.role)
+        for name, login in zip(REFERENCE_SERVICES, database_roles.services, strict=True)
+    }
+
+
+@pytest.fixture(scope="session")
+def platform_role_urls(pg_server_url: str, database_roles: Layout) -> tuple[str, str]:
+    """The metadata and storage database URLs as the platform's own (non-superuser) role."""
+    assert database_roles.platform is not None
+    return (
+        login_url(pg_server_url, database_roles.platform, database_roles.metadata_database),
+        login_url(pg_server_url, database_roles.platform, database_roles.storage_database),
+    )
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def temporal_client() -> AsyncIterator[Client]:
     """A client of a real Temporal server, with the platform's search attributes."""
@@ -111,10 +165,22 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_settings(
-    platform_db_url: str, storage_db_url: str, temporal_client: Client, keys_dir: Path
+    platform_role_urls: tuple[str, str],
+    temporal_client: Client,
+    keys_dir: Path,
 ) -> Callable[..., Settings]:
-    """Settings for one test: its own task queue, fast retries, and the given overrides."""
+    """Settings for one test: its own task queue, fast retries, and the given overrides.
+
+    The platform connects as its own role (not the superuser), as deployed. A reference
+    service's name brings its `db_role` unless the test names another storage server (where
+    the session's roles do not exist)."""
+    platform_db_url, storage_db_url = platform_role_urls
     task_queue = f"test-{uuid.uuid4().hex[:12]}"
+    roles = {service_role(name) for name in REFERENCE_SERVICES}
+
+    def db_role(name: str, overrides: dict[str, Any]) -> str | None:
+        role = service_role(name)
+        return role if role in roles and "storage_database_url" not in overrides else None
 
     def build(*services: tuple[str, str], **overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -125,7 +191,8 @@ def make_settings(
             "signing_key_file": keys_dir / "platform-signing.pem",
             "auth_public_key_file": keys_dir / "idp.pem",
             "downstream_services": tuple(
-                DownstreamService(name=name, base_url=url) for name, url in services
+                DownstreamService(name=name, base_url=url, db_role=db_role(name, overrides))
+                for name, url in services
             ),
             "migration_max_attempts": 3,
             "migration_initial_interval": timedelta(milliseconds=50),

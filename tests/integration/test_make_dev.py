@@ -15,13 +15,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 import pytest
 
-from devstack.dev import READY_MARKER
+from devstack.dev import READY_MARKER, DevSettings, make_plan
 from devstack.temporal import cli_path
+from tenancy.settings import Settings
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -134,7 +136,7 @@ def _wait_active(http: httpx.Client, tenant_id: str, timeout: float = 60.0) -> d
         tenant: dict[str, Any] = answer.json()
         if tenant["status"] == "ACTIVE":
             return tenant
-        assert tenant["status"] in {"PROVISIONING", "MIGRATING"}, tenant
+        assert tenant["status"] in {"PROVISIONING", "MIGRATING"}, json.dumps(tenant)
         assert time.monotonic() < deadline, f"not ACTIVE within {timeout}s: {tenant}"
         time.sleep(0.2)
 
@@ -155,6 +157,11 @@ def _tables(database_url: str, schema: str) -> set[str]:
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
         ).fetchall()
     return {row[0] for row in rows}
+
+
+def _owners(database_url: str, query: str, *params: str) -> dict[str, str]:
+    with psycopg.connect(database_url) as conn:
+        return {str(name): str(owner) for name, owner in conn.execute(query, params).fetchall()}
 
 
 def _kill_groups(pids: set[int]) -> None:
@@ -232,6 +239,30 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
         tenants_db = f"postgresql://postgres@127.0.0.1:{ports['postgres']}/tenants"
         # backend-service's accounts/projects and auth-service's users, in the tenant schema.
         assert {"accounts", "projects", "users"} <= _tables(tenants_db, f"tenant_{tenant_id}")
+        # Each made by the service's own role, in a schema the platform's role owns.
+        tables = _owners(
+            tenants_db,
+            "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = %s",
+            f"tenant_{tenant_id}",
+        )
+        assert {name: tables[name] for name in ("accounts", "projects", "users")} == {
+            "accounts": "backend_service",
+            "projects": "backend_service",
+            "users": "auth_service",
+        }
+        schemas = _owners(
+            tenants_db,
+            "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = %s",
+            f"tenant_{tenant_id}",
+        )
+        assert schemas == {f"tenant_{tenant_id}": "platform"}
+        platform_db = tenants_db.rsplit("/", 1)[0] + "/platform"
+        metadata = _owners(
+            platform_db,
+            "SELECT tablename, tableowner FROM pg_tables WHERE tablename = %s",
+            "tenants",
+        )
+        assert metadata == {"tenants": "platform"}
 
         pids = _pids(run_dir)
         assert set(pids) == CHILDREN
@@ -278,3 +309,33 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
         _kill_groups(seen_pids | set(_pids(run_dir).values()))
         for run in runs:
             run.close()
+
+
+def test_make_dev_gives_the_platform_and_each_service_a_role_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("PLATFORM_", "TEMPORAL_", "DOWNSTREAM_")):
+            monkeypatch.delenv(name)
+    dev = DevSettings(data_dir=tmp_path, postgres_port=54444)
+
+    plan = make_plan(dev, Settings())
+
+    metadata = urlsplit(plan.env["PLATFORM_DATABASE_URL"])
+    storage = urlsplit(plan.env["PLATFORM_STORAGE_DATABASE_URL"])
+    assert (metadata.username, metadata.path, metadata.port) == ("platform", "/platform", 54444)
+    assert (storage.username, storage.path) == ("platform", "/tenants")
+    services = json.loads(plan.env["PLATFORM_DOWNSTREAM_SERVICES"])
+    assert {s["name"]: s["dbRole"] for s in services} == {
+        "backend-service": "backend_service",
+        "auth-service": "auth_service",
+    }
+    passwords = json.loads(dev.passwords_file.read_text())
+    assert dev.passwords_file.stat().st_mode & 0o077 == 0
+    assert metadata.password == passwords["platform"]
+    for name, role in (("backend-service", "backend_service"), ("auth-service", "auth_service")):
+        own = urlsplit(plan.service_env(name)["DOWNSTREAM_DATABASE_URL"])
+        assert (own.username, own.path, own.password) == (role, f"/{role}", passwords[role])
+    assert len(set(passwords.values())) == 3
+    # The passwords are made once and kept with the data.
+    assert make_plan(dev, Settings()).env == plan.env

@@ -17,6 +17,7 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from api.main import create_app
+from devstack.roles import build_parser
 from devstack.tokens import DEV_ISSUER, IDP_KEY_NAME, SIGNING_KEY_NAME
 from examples.downstream_service.settings import DownstreamSettings
 from tenancy.settings import Settings
@@ -27,7 +28,7 @@ URL = re.compile(r"[a-z][a-z0-9+.-]*://\S+")
 
 PLATFORM_PROCESSES = ("worker", "api")
 DOWNSTREAM_SERVICES = ("backend-service", "auth-service")
-PYTHON_SERVICES = (*PLATFORM_PROCESSES, *DOWNSTREAM_SERVICES, "keys")
+PYTHON_SERVICES = (*PLATFORM_PROCESSES, *DOWNSTREAM_SERVICES, "keys", "db-roles")
 JWKS_PATH = "/.well-known/jwks.json"
 EXPECTED_SERVICES = {"postgresql", "temporal", "temporal-ui", "platform-db", *PYTHON_SERVICES}
 
@@ -195,7 +196,7 @@ def test_env_loads_into_settings(
 
     settings = Settings()
 
-    documented_keys = {"name", "baseUrl"}
+    documented_keys = {"name", "baseUrl", "dbRole"}
     raw = json.loads(environment(services[service])["PLATFORM_DOWNSTREAM_SERVICES"])
     assert [set(item) for item in raw] == [documented_keys] * len(raw)
 
@@ -368,3 +369,73 @@ def test_downstream_services_verify_calls_with_the_api_jwks(
     assert url.hostname == "api"
     assert url.port in published_ports(services["api"]).values()
     assert url.path in create_app().openapi()["paths"]
+
+
+def roles_command(services: dict[str, dict[str, Any]]) -> Any:
+    """The `db-roles` service's arguments, parsed exactly as `python -m devstack.roles` does."""
+    args = argv(services["db-roles"])
+    assert args[:3] == ["python", "-m", "devstack.roles"]
+    return build_parser().parse_args(args[3:])
+
+
+def test_db_roles_runs_with_the_superuser_before_anyone_connects(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    roles = roles_command(services)
+    superuser = urlsplit(roles.superuser_url)
+    db_env = environment(services["platform-db"])
+    assert superuser.hostname == "platform-db"
+    assert (superuser.username, superuser.password) == (
+        db_env["POSTGRES_USER"],
+        db_env["POSTGRES_PASSWORD"],
+    )
+    assert services["db-roles"]["depends_on"]["platform-db"]["condition"] == "service_healthy"
+    for name in (*PLATFORM_PROCESSES, *DOWNSTREAM_SERVICES):
+        assert (
+            services[name]["depends_on"]["db-roles"]["condition"]
+            == "service_completed_successfully"
+        ), f"{name} must wait for its role and database"
+
+
+@pytest.mark.parametrize("service", PLATFORM_PROCESSES)
+def test_the_platform_connects_as_its_own_role_not_the_superuser(
+    services: dict[str, dict[str, Any]], service: str
+) -> None:
+    roles = roles_command(services)
+    env = environment(services[service])
+    metadata = urlsplit(env["PLATFORM_DATABASE_URL"])
+    storage = urlsplit(env["PLATFORM_STORAGE_DATABASE_URL"])
+
+    assert roles.platform is not None
+    for url in (metadata, storage):
+        assert (url.username, url.password) == (roles.platform.role, roles.platform.password)
+        assert url.username != urlsplit(roles.superuser_url).username
+    assert metadata.path == f"/{roles.metadata_db}"
+    # Service roles may connect to the storage database but not to the metadata one.
+    assert storage.path == f"/{roles.storage_db}"
+    assert roles.storage_db != roles.metadata_db
+
+
+@pytest.mark.parametrize("service", DOWNSTREAM_SERVICES)
+def test_each_service_connects_as_the_role_the_platform_grants_to(
+    services: dict[str, dict[str, Any]], service: str
+) -> None:
+    roles = roles_command(services)
+    passwords = {login.role: login.password for login in roles.service}
+    platform_services = json.loads(environment(services["worker"])["PLATFORM_DOWNSTREAM_SERVICES"])
+    db_role = {item["name"]: item["dbRole"] for item in platform_services}[service]
+    url = urlsplit(environment(services[service])["DOWNSTREAM_DATABASE_URL"])
+
+    assert url.hostname == "platform-db"
+    assert (url.username, url.password) == (db_role, passwords[db_role])
+    # Its own database, which the role owns: not the platform's, not the shared storage.
+    assert url.path == f"/{db_role}"
+    assert db_role not in {roles.metadata_db, roles.storage_db}
+
+
+def test_service_roles_are_distinct(services: dict[str, dict[str, Any]]) -> None:
+    raw = json.loads(environment(services["worker"])["PLATFORM_DOWNSTREAM_SERVICES"])
+    declared = sorted(item["dbRole"] for item in raw)
+    created = sorted(login.role for login in roles_command(services).service)
+    assert declared == created
+    assert len(set(declared)) == len(DOWNSTREAM_SERVICES)

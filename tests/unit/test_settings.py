@@ -94,6 +94,52 @@ def test_duplicate_service_names_message_names_the_variable(
         Settings()
 
 
+def test_db_role_is_read_from_camel_case_and_optional(monkeypatch: pytest.MonkeyPatch) -> None:
+    services = [
+        {"name": "billing", "baseUrl": "http://billing:9000", "dbRole": "billing_service"},
+        {"name": "search", "baseUrl": "http://search:9000"},
+    ]
+    monkeypatch.setenv("PLATFORM_DOWNSTREAM_SERVICES", json.dumps(services))
+
+    settings = Settings()
+
+    assert [s.db_role for s in settings.downstream_services] == ["billing_service", None]
+    assert settings.service_db_roles() == ("billing_service",)
+
+
+@pytest.mark.parametrize(
+    "role",
+    [
+        pytest.param("Billing", id="uppercase"),
+        pytest.param("billing-service", id="dash"),
+        pytest.param("1billing", id="leading-digit"),
+        pytest.param("b" * 64, id="longer-than-63"),
+        pytest.param("", id="empty"),
+        pytest.param('x"; DROP ROLE postgres; --', id="injection"),
+        # `public` is every role: a grant to it would open each tenant to all.
+        pytest.param("public", id="public"),
+        pytest.param("none", id="none"),
+        pytest.param("pg_read_all_data", id="predefined-role"),
+    ],
+)
+def test_bad_db_roles_rejected(role: str) -> None:
+    services = [{"name": "billing", "baseUrl": "http://billing:9000", "dbRole": role}]
+    assert invalid_fields(PLATFORM_DOWNSTREAM_SERVICES=json.dumps(services)) == {
+        "downstream_services"
+    }
+
+
+def test_services_sharing_a_db_role_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    services = [
+        {"name": "billing", "baseUrl": "http://a:1", "dbRole": "shared"},
+        {"name": "search", "baseUrl": "http://b:2", "dbRole": "shared"},
+    ]
+    monkeypatch.setenv("PLATFORM_DOWNSTREAM_SERVICES", json.dumps(services))
+
+    with pytest.raises(ValidationError, match="sharing a dbRole"):
+        Settings()
+
+
 def test_downstream_services_json_must_parse(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLATFORM_DOWNSTREAM_SERVICES", "[{not json")
 
