@@ -1,0 +1,86 @@
+"""A storage server that is down is waited out, with the last error in `statusReason`, for
+as long as the outage lasts; it never ends the tenant in PROVISION_ERROR."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from temporalio.client import Client
+
+from api.provisioning import ProvisioningGateway
+from tenancy.models import SlaTier, StorageMode, TenantSpec
+from tenancy.repository import TenantRepository
+from tenancy.settings import Settings
+from tenancy.status import TenantStatus
+from tests.conftest import running_worker, unique_id
+from tests.support.polling import eventually
+from tests.support.scripted_service import ScriptedService
+from tests.support.servers import free_port, serve
+from tests.support.tcp_proxy import TcpProxy
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+@pytest.fixture
+def service() -> Iterator[tuple[ScriptedService, str]]:
+    scripted = ScriptedService()
+    with serve(scripted.app()) as url:
+        yield scripted, url
+
+
+def through(url: str, port: int) -> str:
+    """`url` with its host and port replaced by the proxy's."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def test_a_storage_outage_is_retried_with_the_reason_shown(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    tenants: TenantRepository,
+    storage_db_url: str,
+    service: tuple[ScriptedService, str],
+) -> None:
+    target = urlsplit(storage_db_url)
+    proxy = TcpProxy(free_port(), target.hostname or "127.0.0.1", target.port or 5432)
+    settings = make_settings(
+        ("backend-service", service[1]), storage_database_url=through(storage_db_url, proxy.port)
+    )
+    tenant_id = unique_id("outage")
+    try:
+        async with running_worker(temporal_client, settings):
+            await ProvisioningGateway(temporal_client, settings).start(
+                TenantSpec(
+                    id=tenant_id,
+                    name="Outage",
+                    storage_mode=StorageMode.SCHEMA,
+                    sla_tier=SlaTier.BASIC,
+                )
+            )
+            waiting = await eventually(
+                lambda: tenants.get(tenant_id),
+                lambda t: t is not None and t.status_reason is not None,
+                timeout=60,
+            )
+            assert waiting is not None
+            assert waiting.status is TenantStatus.PROVISIONING
+            assert waiting.status_reason is not None
+            assert waiting.status_reason.startswith("storage creation failed, retrying")
+
+            await proxy.start()
+            active = await eventually(
+                lambda: tenants.get(tenant_id),
+                lambda t: t is not None and t.status is TenantStatus.ACTIVE,
+                timeout=90,
+            )
+    finally:
+        await proxy.stop()
+
+    assert active is not None
+    assert active.status_reason is None
+    assert active.jdbc_url is not None
+    assert len(service[0].calls_for(tenant_id)) == 1
