@@ -211,8 +211,9 @@ async def main() -> None:
             workers = build_worker(client, settings, activities)
             async with workers:
                 _log.info(
-                    "worker polling task queues",
-                    task_queues=[worker.task_queue for worker in workers.workers],
+                    "worker polling task queue",
+                    task_queue=settings.task_queue,
+                    migration_task_queues=[w.task_queue for w in workers.workers[1:]],
                 )
                 await stop.wait()
                 _log.info("shutting down: finishing in-flight tasks")
