@@ -3,17 +3,29 @@ as long as the outage lasts; it never ends the tenant in PROVISION_ERROR."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
+from activities.storage import StorageActivities
 from api.provisioning import ProvisioningGateway
+from tenancy.contracts import CreateStorageInput
+from tenancy.failures import FailureType
+from tenancy.limits import ServerLimits
 from tenancy.models import SlaTier, StorageMode, TenantSpec
 from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
+from tenancy.storage import StorageAdmin
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
@@ -84,3 +96,49 @@ async def test_a_storage_outage_is_retried_with_the_reason_shown(
     assert active.status_reason is None
     assert active.jdbc_url is not None
     assert len(service[0].calls_for(tenant_id)) == 1
+
+
+@asynccontextmanager
+async def pool_to_nowhere(url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """A real pool whose server refuses every connection: waits end in `PoolTimeout`."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        through(url, free_port()),
+        open=False,
+        min_size=1,
+        timeout=0.5,
+        reconnect_timeout=1,
+        kwargs={"autocommit": True},
+    )
+    async with pool:
+        yield pool
+
+
+async def storage_failure(activities: StorageActivities, tenant_id: str) -> ApplicationError:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info, started_time=datetime.now(UTC), start_to_close_timeout=timedelta(minutes=2)
+    )
+    with pytest.raises(ApplicationError) as raised:
+        await env.run(
+            activities.create_storage,
+            CreateStorageInput(tenant_id=tenant_id, mode=StorageMode.SCHEMA),
+        )
+    return raised.value
+
+
+async def test_a_metadata_outage_does_not_change_how_a_storage_failure_fails(
+    storage_db_url: str, platform_db_url: str, tenants: TenantRepository
+) -> None:
+    tenant_id = unique_id("both")
+    async with pool_to_nowhere(storage_db_url) as storage, pool_to_nowhere(platform_db_url) as meta:
+        admin = StorageAdmin(storage, storage_db_url)
+        alone = await storage_failure(StorageActivities(admin, tenants, ServerLimits(1)), tenant_id)
+        both = await storage_failure(
+            StorageActivities(admin, TenantRepository(meta), ServerLimits(1)), tenant_id
+        )
+
+    for failure in (alone, both):
+        assert failure.type == FailureType.STORAGE_FAILED
+        assert not failure.non_retryable
+        assert failure.message.startswith("storage creation failed, retrying: ")
+    assert alone.message == both.message

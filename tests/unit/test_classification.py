@@ -9,8 +9,9 @@ import httpx
 import psycopg
 import psycopg_pool
 import pytest
+from temporalio.exceptions import ApplicationError
 
-from activities.migrations import Outcome, _reason, classify_status
+from activities.migrations import Outcome, _bookkeeping, _reason, classify_status
 from tenancy.contracts import MigrationRetry
 from tenancy.db_errors import ErrorKind, classify, classify_sqlstate, sqlstate
 from tenancy.failures import FailureType, summarize
@@ -238,3 +239,32 @@ def test_migration_calls_leave_counting_to_the_activity() -> None:
     assert opts.task_queue == "platform-tenants.migrate.auth"
     assert opts.start_to_close == timedelta(seconds=70)
     assert migrate_service_options(retry).task_queue is None
+
+
+async def _raise(error: BaseException) -> None:
+    raise error
+
+
+@pytest.mark.parametrize(
+    ("error", "failure", "non_retryable"),
+    [
+        (psycopg.OperationalError("connection refused"), FailureType.METADATA_UNAVAILABLE, False),
+        (psycopg_pool.PoolTimeout("no connection"), FailureType.METADATA_UNAVAILABLE, False),
+        (
+            psycopg.errors.lookup("57014")("statement timeout"),
+            FailureType.METADATA_UNAVAILABLE,
+            False,
+        ),
+        (psycopg.DataError("cannot contain NUL"), FailureType.METADATA_REJECTED, True),
+        (psycopg.errors.lookup("42703")("no such column"), FailureType.METADATA_REJECTED, True),
+    ],
+)
+async def test_a_bookkeeping_failure_never_counts_as_a_service_failure(
+    error: BaseException, failure: FailureType, non_retryable: bool
+) -> None:
+    with pytest.raises(ApplicationError) as raised:
+        await _bookkeeping(_raise(error))
+
+    assert raised.value.type == failure
+    assert raised.value.non_retryable is non_retryable
+    assert raised.value.message.startswith("platform metadata write failed: ")
