@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
+from temporalio.common import MetricMeter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -26,6 +28,7 @@ from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from tenancy.storage import StorageAdmin
+from tenancy.temporal import worker_runtime
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
@@ -113,8 +116,11 @@ async def pool_to_nowhere(url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
         yield pool
 
 
-async def storage_failure(activities: StorageActivities, tenant_id: str) -> ApplicationError:
+async def storage_failure(
+    activities: StorageActivities, tenant_id: str, meter: MetricMeter = MetricMeter.noop
+) -> ApplicationError:
     env = ActivityEnvironment()
+    env.metric_meter = meter
     env.info = dataclasses.replace(
         env.info, started_time=datetime.now(UTC), start_to_close_timeout=timedelta(minutes=2)
     )
@@ -127,18 +133,38 @@ async def storage_failure(activities: StorageActivities, tenant_id: str) -> Appl
 
 
 async def test_a_metadata_outage_does_not_change_how_a_storage_failure_fails(
-    storage_db_url: str, platform_db_url: str, tenants: TenantRepository
+    make_settings: Callable[..., Settings],
+    storage_db_url: str,
+    platform_db_url: str,
+    tenants: TenantRepository,
 ) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    # The runtime serves the endpoint as long as it lives: keep it referenced.
+    runtime = worker_runtime(make_settings(worker_metrics_address=address))
+    meter = runtime.metric_meter
     tenant_id = unique_id("both")
     async with pool_to_nowhere(storage_db_url) as storage, pool_to_nowhere(platform_db_url) as meta:
         admin = StorageAdmin(storage, storage_db_url)
-        alone = await storage_failure(StorageActivities(admin, tenants, ServerLimits(1)), tenant_id)
-        both = await storage_failure(
-            StorageActivities(admin, TenantRepository(meta), ServerLimits(1)), tenant_id
+        alone = await storage_failure(
+            StorageActivities(admin, tenants, ServerLimits(1)), tenant_id, meter
         )
+        both = await storage_failure(
+            StorageActivities(admin, TenantRepository(meta), ServerLimits(1)), tenant_id, meter
+        )
+    async with httpx.AsyncClient() as http:
+        exposition = (await http.get(f"http://{address}/metrics")).text
 
     for failure in (alone, both):
         assert failure.type == FailureType.STORAGE_FAILED
         assert not failure.non_retryable
         assert failure.message.startswith("storage creation failed, retrying: ")
     assert alone.message == both.message
+    # No SQLSTATE: the pool never got a connection.
+    counted = [
+        line.rpartition(" ")[2]
+        for line in exposition.splitlines()
+        if line.startswith("platform_storage_errors{")
+        and 'kind="transient"' in line
+        and 'sqlstate="none"' in line
+    ]
+    assert counted == ["2"], exposition
