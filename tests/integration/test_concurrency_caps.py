@@ -97,7 +97,9 @@ async def test_a_burst_of_migrations_runs_at_most_the_cap_at_once_per_service(
     make_settings: Callable[..., Settings],
     tenants: TenantRepository,
 ) -> None:
-    backend, auth = CountingService(), CountingService()
+    # Held long enough that calls of tenants whose storage was created one after another
+    # (storage cap 1) still overlap.
+    backend, auth = CountingService(hold=0.5), CountingService(hold=0.5)
     ids = [unique_id("cap") for _ in range(8)]
     with serve(backend.app()) as backend_url, serve(auth.app()) as auth_url:
         settings = make_settings(
@@ -230,6 +232,10 @@ async def test_a_hung_service_does_not_hold_the_slots_of_a_healthy_one(
                         if m.service == "healthy-service"
                     ]
 
+                async def hung_calls() -> int:
+                    return sum(len(hung.calls_for(tenant_id)) for tenant_id in ids)
+
+                await eventually(hung_calls, lambda n: n >= 1)
                 records = await eventually(
                     healthy_records,
                     lambda rs: (
@@ -238,8 +244,8 @@ async def test_a_hung_service_does_not_hold_the_slots_of_a_healthy_one(
                     ),
                     timeout=30,
                 )
-                # The hung service really held its slot the whole time.
-                assert sum(len(hung.calls_for(tenant_id)) for tenant_id in ids) == 1
+                # The hung service held its one slot the whole time: its other calls waited.
+                assert await hung_calls() == 1
             finally:
                 hung.release()
 
