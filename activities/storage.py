@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import NoReturn
 
+import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -78,15 +79,29 @@ class StorageActivities:
             await self._transient(request, f"throttled: {exc}", "throttled")
         except Exception as exc:
             code = sqlstate(exc) or "none"
+            error = summarize(str(exc) or type(exc).__name__)
             if classify(exc) is ErrorKind.PERMANENT:
                 storage_error(activity.metric_meter(), ErrorKind.PERMANENT.value, code)
                 raise ApplicationError(
-                    f"storage server refused: {summarize(str(exc))}",
+                    f"storage server refused: {error}"
+                    if isinstance(exc, psycopg.Error)
+                    else f"storage creation failed: {type(exc).__name__}: {error}",
                     type=FailureType.STORAGE_FORBIDDEN,
                     non_retryable=True,
                 ) from None
-            await self._transient(request, summarize(str(exc) or type(exc).__name__), code)
-        await self._tenants.set_jdbc_url(request.tenant_id, location.jdbc_url)
+            await self._transient(request, error, code)
+        try:
+            await self._tenants.set_jdbc_url(request.tenant_id, location.jdbc_url)
+        except Exception as exc:
+            # A transient failure is retried (the DDL is idempotent); a permanent one would
+            # fail the same way on every retry.
+            if classify(exc) is ErrorKind.TRANSIENT:
+                raise
+            raise ApplicationError(
+                f"platform metadata write failed: {summarize(str(exc))}",
+                type=FailureType.METADATA_REJECTED,
+                non_retryable=True,
+            ) from None
         return location
 
     async def _transient(self, request: CreateStorageInput, error: str, code: str) -> NoReturn:
