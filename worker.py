@@ -11,7 +11,12 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import (
+    AbstractAsyncContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    nullcontext,
+)
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +35,7 @@ from activities.storage import StorageActivities
 from tenancy.limits import ServerLimits
 from tenancy.logging import configure_logging, redact
 from tenancy.metrics import TENANT_GAUGE_INTERVAL, tenant_gauge
+from tenancy.naming import migration_task_queue
 from tenancy.repository import TenantRepository
 from tenancy.schema import apply_platform_migrations
 from tenancy.settings import Settings, get_settings
@@ -47,6 +53,8 @@ from workflows.provision import ProvisionTenantWorkflow
 SERVICE_NAME = "platform-worker"
 # Activity slots beyond the storage and migration caps, for metadata reads and writes.
 METADATA_ACTIVITY_SLOTS = 16
+SHUTDOWN_GRACE = timedelta(seconds=15)
+STORAGE_CONNECT_WAIT = timedelta(seconds=10)
 _log = structlog.stdlib.get_logger("platform.worker")
 
 
@@ -74,6 +82,9 @@ async def worker_activities(
         # One connection per storage creation this worker may run at once.
         max_size=settings.max_concurrent_storage_creations,
         kwargs={"autocommit": True},
+        # A storage server that is down fails an attempt (retried, and shown in the tenant's
+        # statusReason) after this wait for a connection, rather than the pool's default 30 s.
+        timeout=STORAGE_CONNECT_WAIT.total_seconds(),
     )
     _log.info(
         "activity resources",
@@ -93,13 +104,7 @@ async def worker_activities(
             ServerLimits(settings.max_concurrent_storage_creations),
         )
         signer = CallSigner(settings.require_signing_key_file(), settings.downstream_token_ttl)
-        migrations = MigrationActivities(
-            http,
-            tenants,
-            settings.downstream_services,
-            signer,
-            ServerLimits(settings.max_concurrent_migrations),
-        )
+        migrations = MigrationActivities(http, tenants, settings.downstream_services, signer)
         gauge: AbstractAsyncContextManager[None] = (
             tenant_gauge(tenants, metric_meter, gauge_interval)
             if metric_meter is not None
@@ -117,29 +122,70 @@ async def worker_activities(
             ]
 
 
+class PlatformWorkers:
+    """The workers of one process, started and stopped together: one for the platform's
+    task queue, and one per downstream service for its migration calls."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> PlatformWorkers:
+        async with AsyncExitStack() as stack:
+            for worker in self.workers:
+                await stack.enter_async_context(worker)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+
 def build_worker(
     client: Client, settings: Settings, activities: list[Callable[..., Any]]
-) -> Worker:
-    """A worker for the platform's task queue; every activity attempt gets a log context.
-    The client's own interceptors (tracing, see `connect_client`) apply to it as well.
+) -> PlatformWorkers:
+    """The platform task queue's worker and one worker per configured service; every
+    activity attempt gets a log context. The client's own interceptors (tracing, see
+    `connect_client`) apply to them as well.
 
-    It takes at most as many activities at once as the storage and migration caps allow plus
-    room for the short metadata ones, so a burst beyond the caps waits in Temporal's task
-    queue (no timeout runs there) instead of in the caps' queues, where waiting counts
-    against each attempt's start-to-close timeout.
+    The platform queue's worker takes at most as many activities at once as the storage and
+    migration caps allow plus room for the short metadata ones, so a burst beyond the caps
+    waits in Temporal's task queue (no timeout runs there) instead of in the caps' queues,
+    where waiting counts against each attempt's start-to-close timeout. It keeps
+    `migrate_service` for runs started before per-service queues.
+
+    Each service's worker runs only `migrate_service`, at most
+    `max_concurrent_migrations` calls at once: the service's backlog waits in its own task
+    queue, so a hung service holds its own slots and never those of another. The cap is per
+    worker process; `migration_queue_activities_per_second` sets a rate the Temporal server
+    enforces across all workers of a service's queue.
     """
-    return Worker(
+    platform = Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[ProvisionTenantWorkflow],
         activities=activities,
         interceptors=[ActivityContextInterceptor()],
-        graceful_shutdown_timeout=timedelta(seconds=15),
+        graceful_shutdown_timeout=SHUTDOWN_GRACE,
         max_concurrent_activities=settings.max_concurrent_storage_creations
         + settings.max_concurrent_migrations
         + METADATA_ACTIVITY_SLOTS,
         max_cached_workflows=settings.worker_max_cached_workflows,
     )
+    (migrate,) = (fn for fn in activities if fn.__name__ == "migrate_service")
+    per_service = [
+        Worker(
+            client,
+            task_queue=migration_task_queue(settings.task_queue, service.name),
+            activities=[migrate],
+            interceptors=[ActivityContextInterceptor()],
+            graceful_shutdown_timeout=SHUTDOWN_GRACE,
+            max_concurrent_activities=settings.max_concurrent_migrations,
+            max_task_queue_activities_per_second=settings.migration_queue_activities_per_second,
+        )
+        for service in settings.downstream_services
+    ]
+    return PlatformWorkers([platform, *per_service])
 
 
 async def main() -> None:
@@ -165,9 +211,13 @@ async def main() -> None:
             tracer_provider=tracer_provider,
             metric_meter=runtime.metric_meter if settings.worker_metrics_address else None,
         ) as activities:
-            worker = build_worker(client, settings, activities)
-            async with worker:
-                _log.info("worker polling task queue", task_queue=settings.task_queue)
+            workers = build_worker(client, settings, activities)
+            async with workers:
+                _log.info(
+                    "worker polling task queue",
+                    task_queue=settings.task_queue,
+                    migration_task_queues=[w.task_queue for w in workers.workers[1:]],
+                )
                 await stop.wait()
                 _log.info("shutting down: finishing in-flight tasks")
     finally:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import timedelta
+import asyncio
+from collections.abc import Awaitable, Iterable
 from enum import Enum
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tenancy.contracts import MigrateInput, MigrateResult
+from tenancy.db_errors import ErrorKind, classify
 from tenancy.failures import FailureType, summarize
-from tenancy.limits import NoSlot, ServerLimits, remaining_budget, server_key
 from tenancy.logging import redact
 from tenancy.metrics import migration_attempt
 from tenancy.repository import TenantRepository
@@ -21,9 +21,7 @@ from tenancy.settings import DownstreamService
 from tenancy.signing import CallSigner
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-# What an attempt keeps, beyond the call's own timeout, for the bookkeeping around the call
-# when it waits for a slot (start-to-close is the call timeout plus 10 s).
-BOOKKEEPING_RESERVE = timedelta(seconds=5)
+T = TypeVar("T")
 
 
 class Outcome(Enum):
@@ -62,8 +60,13 @@ def _reason(response: httpx.Response) -> str:
 
 
 class MigrationActivities:
-    """Bound to one shared HTTP client, the repository, the configured services and the cap on
-    concurrent migration calls per tenant storage server (the services migrate into it)."""
+    """Bound to one shared HTTP client, the repository, the configured services and the key
+    that signs each call.
+
+    How many calls run at once is the worker's business, not the activity's: each service's
+    calls have their own task queue and worker slots (see `worker.build_worker`), so a call
+    never waits for a slot inside its attempt, where waiting would count against it.
+    """
 
     def __init__(
         self,
@@ -71,17 +74,19 @@ class MigrationActivities:
         tenants: TenantRepository,
         services: Iterable[DownstreamService],
         signer: CallSigner,
-        limits: ServerLimits,
     ) -> None:
         self._http = http
-        self._limits = limits
         self._signer = signer
         self._tenants = tenants
         self._services = {service.name: service for service in services}
 
     @activity.defn(name="migrate_service")
     async def migrate_service(self, request: MigrateInput) -> MigrateResult:
-        """POST the service's migrate endpoint; raise a typed failure the retry policy reads."""
+        """POST the service's migrate endpoint; raise a typed failure the retry policy reads.
+
+        Only calls that reached the service (or timed out talking to it) count against
+        `request.max_attempts`; a failure of the platform's own bookkeeping is retried by
+        Temporal without counting."""
         service = self._services.get(request.service)
         if service is None:
             migration_attempt(activity.metric_meter(), request.service, Outcome.REJECTED.value)
@@ -90,20 +95,12 @@ class MigrationActivities:
                 type=FailureType.UNKNOWN_SERVICE,
                 non_retryable=True,
             )
-        server = server_key(request.location.jdbc_url)
-        try:
-            async with self._limits.slot(
-                server, remaining_budget(request.timeout + BOOKKEEPING_RESERVE)
-            ):
-                return await self._call(service, request)
-        except NoSlot as exc:
-            migration_attempt(activity.metric_meter(), request.service, Outcome.RETRYABLE.value)
-            raise ApplicationError(
-                f"migration throttled: {exc}", type=FailureType.MIGRATION_UNAVAILABLE
-            ) from None
+        await _bookkeeping(
+            self._tenants.migration_attempt_started(request.tenant_id, request.service)
+        )
+        return await self._call(service, request)
 
     async def _call(self, service: DownstreamService, request: MigrateInput) -> MigrateResult:
-        await self._tenants.migration_attempt_started(request.tenant_id, request.service)
         url = f"{str(service.base_url).rstrip('/')}/internal/tenants/{request.tenant_id}/migrate"
         location = request.location
         body = {
@@ -113,56 +110,85 @@ class MigrationActivities:
             "schema": location.schema_name,
             "database": location.database,
         }
+        timeout = request.timeout.total_seconds()
         try:
-            response = await self._http.post(
-                url,
-                json=body,
-                headers={
-                    IDEMPOTENCY_HEADER: request.idempotency_key,
-                    # A new token per attempt: its `jti` is single-use at the service.
-                    "Authorization": "Bearer "
-                    + self._signer.token(audience=service.name, tenant_id=request.tenant_id),
-                },
-                timeout=request.timeout.total_seconds(),
-            )
-        except httpx.TimeoutException:
-            await self._fail_attempt(
-                request, f"no answer within {request.timeout.total_seconds()}s"
-            )
+            # httpx's timeout bounds each phase (connect, each read); this bounds the whole
+            # call, so a service that answers byte by byte is cut off too.
+            async with asyncio.timeout(timeout):
+                response = await self._http.post(
+                    url,
+                    json=body,
+                    headers={
+                        IDEMPOTENCY_HEADER: request.idempotency_key,
+                        # A new token per attempt: its `jti` is single-use at the service.
+                        "Authorization": "Bearer "
+                        + self._signer.token(audience=service.name, tenant_id=request.tenant_id),
+                    },
+                    timeout=timeout,
+                )
+        except (httpx.TimeoutException, TimeoutError):
+            await self._service_failed(request, f"no answer within {timeout}s")
         except httpx.TransportError as exc:
-            await self._fail_attempt(request, f"cannot reach {service.name}: {type(exc).__name__}")
-        else:
-            outcome = classify_status(response.status_code)
-            if outcome is Outcome.SUCCESS:
-                return await self._succeed(request, response)
-            await self._fail_attempt(
-                request, _reason(response), non_retryable=outcome is Outcome.REJECTED
+            await self._service_failed(
+                request, f"cannot reach {service.name}: {type(exc).__name__}"
             )
+        outcome = classify_status(response.status_code)
+        if outcome is Outcome.SUCCESS:
+            return await self._succeed(request, response)
+        if outcome is Outcome.REJECTED:
+            await self._rejected(request, _reason(response))
+        await self._service_failed(request, _reason(response))
 
     async def _succeed(self, request: MigrateInput, response: httpx.Response) -> MigrateResult:
         try:
             version = str(response.json()["version"])
         except (ValueError, KeyError, TypeError):
-            await self._fail_attempt(
+            await self._service_failed(
                 request,
                 summarize(
                     redact(f"HTTP {response.status_code} without a version: {response.text}")
                 ),
             )
         migration_attempt(activity.metric_meter(), request.service, Outcome.SUCCESS.value)
-        await self._tenants.migration_succeeded(request.tenant_id, request.service, version)
+        await _bookkeeping(
+            self._tenants.migration_succeeded(request.tenant_id, request.service, version)
+        )
         return MigrateResult(service=request.service, version=version)
 
-    async def _fail_attempt(
-        self, request: MigrateInput, reason: str, *, non_retryable: bool = False
-    ) -> NoReturn:
-        outcome = Outcome.REJECTED if non_retryable else Outcome.RETRYABLE
-        migration_attempt(activity.metric_meter(), request.service, outcome.value)
-        await self._tenants.migration_attempt_failed(request.tenant_id, request.service, reason)
+    async def _rejected(self, request: MigrateInput, reason: str) -> NoReturn:
+        """The service refused the call: final, whatever the attempts left."""
+        migration_attempt(activity.metric_meter(), request.service, Outcome.REJECTED.value)
+        await _bookkeeping(
+            self._tenants.migration_attempt_failed(request.tenant_id, request.service, reason)
+        )
+        raise ApplicationError(reason, type=FailureType.MIGRATION_REJECTED, non_retryable=True)
+
+    async def _service_failed(self, request: MigrateInput, reason: str) -> NoReturn:
+        """A call that reached the service, or timed out talking to it, failed in a way worth
+        retrying: count it against the logical call, and fail for good at the limit."""
+        migration_attempt(activity.metric_meter(), request.service, Outcome.RETRYABLE.value)
+        failures = await _bookkeeping(
+            self._tenants.migration_call_failed(
+                request.tenant_id, request.service, request.idempotency_key, reason
+            )
+        )
+        if request.max_attempts is not None and failures >= request.max_attempts:
+            raise ApplicationError(
+                reason, type=FailureType.MIGRATION_EXHAUSTED, non_retryable=True
+            ) from None
+        raise ApplicationError(reason, type=FailureType.MIGRATION_UNAVAILABLE) from None
+
+
+async def _bookkeeping(write: Awaitable[T]) -> T:
+    """Run one of the platform's own metadata writes. A transient database failure fails
+    the attempt retryably, under a type that does not count against the service; a
+    permanent one fails the call for good with its reason (retrying cannot fix it)."""
+    try:
+        return await write
+    except Exception as exc:
+        reason = summarize(f"platform metadata write failed: {exc or type(exc).__name__}")
+        if classify(exc) is ErrorKind.TRANSIENT:
+            raise ApplicationError(reason, type=FailureType.METADATA_UNAVAILABLE) from None
         raise ApplicationError(
-            reason,
-            type=FailureType.MIGRATION_REJECTED
-            if non_retryable
-            else FailureType.MIGRATION_UNAVAILABLE,
-            non_retryable=non_retryable,
+            reason, type=FailureType.METADATA_REJECTED, non_retryable=True
         ) from None

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import NoReturn
 
 import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tenancy.contracts import CreateStorageInput
+from tenancy.db_errors import ErrorKind, classify, sqlstate
 from tenancy.failures import FailureType, summarize
 from tenancy.limits import NoSlot, ServerLimits, remaining_budget, server_key
+from tenancy.metrics import storage_error
 from tenancy.models import StorageLocation
 from tenancy.repository import TenantRepository
-from tenancy.storage import PERMANENT_STORAGE_ERRORS, StorageAdmin
+from tenancy.storage import StorageAdmin
 
 # What an attempt keeps for the DDL itself when it waits for a slot (start-to-close is 2 min).
 DDL_RESERVE = timedelta(seconds=30)
+_log = logging.getLogger(__name__)
 
 
 # Well inside the heartbeat timeout of workflows/options.py CREATE_STORAGE.
@@ -59,7 +64,10 @@ class StorageActivities:
 
     @activity.defn(name="create_storage")
     async def create_storage(self, request: CreateStorageInput) -> StorageLocation:
-        """Create the storage unless it exists, then record its `jdbcUrl`."""
+        """Create the storage unless it exists, then record its `jdbcUrl`.
+
+        A transient failure (see `tenancy.db_errors`) is retried for as long as it lasts and
+        shown in the tenant's `statusReason` meanwhile; a permanent one fails the step."""
         server = server_key(self._admin.locate(request.tenant_id, request.mode).jdbc_url)
         try:
             async with (
@@ -68,20 +76,41 @@ class StorageActivities:
             ):
                 location = await self._admin.ensure(request.tenant_id, request.mode)
         except NoSlot as exc:
+            await self._transient(request, f"throttled: {exc}", "throttled")
+        except Exception as exc:
+            code = sqlstate(exc) or "none"
+            error = summarize(str(exc) or type(exc).__name__)
+            if classify(exc) is ErrorKind.PERMANENT:
+                storage_error(activity.metric_meter(), ErrorKind.PERMANENT.value, code)
+                raise ApplicationError(
+                    f"storage server refused: {error}"
+                    if isinstance(exc, psycopg.Error)
+                    else f"storage creation failed: {type(exc).__name__}: {error}",
+                    type=FailureType.STORAGE_FORBIDDEN,
+                    non_retryable=True,
+                ) from None
+            await self._transient(request, error, code)
+        try:
+            await self._tenants.set_jdbc_url(request.tenant_id, location.jdbc_url)
+        except Exception as exc:
+            # A transient failure is retried (the DDL is idempotent); a permanent one would
+            # fail the same way on every retry.
+            if classify(exc) is ErrorKind.TRANSIENT:
+                raise
             raise ApplicationError(
-                f"storage creation throttled: {exc}", type=FailureType.STORAGE_FAILED
-            ) from None
-        except PERMANENT_STORAGE_ERRORS as exc:
-            raise ApplicationError(
-                f"storage server refused: {summarize(str(exc))}",
-                type=FailureType.STORAGE_FORBIDDEN,
+                f"platform metadata write failed: {summarize(str(exc))}",
+                type=FailureType.METADATA_REJECTED,
                 non_retryable=True,
             ) from None
-        except psycopg.Error as exc:
-            # Connection loss, a busy template database, a lock timeout: worth another try.
-            raise ApplicationError(
-                f"storage creation failed: {summarize(str(exc))}",
-                type=FailureType.STORAGE_FAILED,
-            ) from None
-        await self._tenants.set_jdbc_url(request.tenant_id, location.jdbc_url)
         return location
+
+    async def _transient(self, request: CreateStorageInput, error: str, code: str) -> NoReturn:
+        """Count the failure, show it on the tenant (best effort: the metadata database may
+        be down as well, which must not change how the attempt fails) and fail retryably."""
+        storage_error(activity.metric_meter(), ErrorKind.TRANSIENT.value, code)
+        reason = f"storage creation failed, retrying: {error}"
+        try:
+            await self._tenants.note_provisioning_problem(request.tenant_id, reason)
+        except Exception as exc:
+            _log.warning("could not record the storage failure of %s: %s", request.tenant_id, exc)
+        raise ApplicationError(reason, type=FailureType.STORAGE_FAILED)

@@ -3,9 +3,10 @@ Temporal in between (no history, no task queues, no API; retries in a plain loop
 
 Each activity runs inside the SDK's `ActivityEnvironment`, which gives it the activity
 context it reads (`activity.info()`, heartbeats, the metric meter) without a worker. The
-pools, HTTP client, signer and caps come from `worker.worker_activities`, built from the
-settings the stack's worker runs with, so both paths do the same SQL and the same signed
-downstream calls against the same servers.
+pools, HTTP client, signer and storage caps come from `worker.worker_activities`, built
+from the settings the stack's worker runs with, so both paths do the same SQL and the same
+signed downstream calls against the same servers. The worker caps migration calls with the
+slots of each service's task queue; here a semaphore per service stands in for them.
 """
 
 from __future__ import annotations
@@ -43,8 +44,21 @@ ACTOR = "bench-direct"
 class DirectProvisioner:
     """Provisions a tenant by calling the activities one after another, as the workflow would."""
 
-    def __init__(self, activities: list[Callable[..., Any]]) -> None:
+    def __init__(self, activities: list[Callable[..., Any]], migrations_per_service: int) -> None:
         self._activities = {fn.__name__: fn for fn in activities}
+        self._migrations_per_service = migrations_per_service
+        self._service_slots: dict[str, asyncio.Semaphore] = {}
+
+    async def _migrate(
+        self, request: MigrateInput, opts: ActivityOptions, workflow_id: str, run_id: str
+    ) -> Any:
+        """One service's call, waiting for one of the service's slots outside the attempt
+        (as a task waits in the service's task queue)."""
+        slots = self._service_slots.setdefault(
+            request.service, asyncio.Semaphore(self._migrations_per_service)
+        )
+        async with slots:
+            return await self._with_retries("migrate_service", request, opts, workflow_id, run_id)
 
     async def _run(
         self,
@@ -73,8 +87,8 @@ class DirectProvisioner:
     async def _with_retries(
         self, name: str, arg: Any, opts: ActivityOptions, workflow_id: str, run_id: str
     ) -> Any:
-        """Retry as the step's retry policy says: without it, an attempt throttled by the
-        worker's caps (a retryable failure) would fail the tenant here but not in Temporal."""
+        """Retry as the step's retry policy says: a retryable failure (a throttled storage
+        creation, a metadata blip) is tried again here as Temporal would."""
         policy = opts.retry
         delay = policy.initial_interval.total_seconds()
         attempt = 1
@@ -123,16 +137,18 @@ class DirectProvisioner:
         migrate = options.migrate_service_options(plan.migration_retry)
         await asyncio.gather(
             *(
-                step(
-                    "migrate_service",
+                self._migrate(
                     MigrateInput(
                         tenant_id=spec.id,
                         service=service,
                         location=location,
                         idempotency_key=f"{workflow_id}/{run_id}/{service}/0",
                         timeout=plan.migration_retry.timeout,
+                        max_attempts=plan.migration_retry.max_attempts,
                     ),
                     migrate,
+                    workflow_id,
+                    run_id,
                 )
                 for service in plan.services
             )
@@ -148,4 +164,4 @@ class DirectProvisioner:
 async def direct_provisioner(settings: Settings) -> AsyncIterator[DirectProvisioner]:
     """A provisioner over the worker's own activity resources (pools, HTTP client, caps)."""
     async with worker_activities(settings) as activities:
-        yield DirectProvisioner(activities)
+        yield DirectProvisioner(activities, settings.max_concurrent_migrations)

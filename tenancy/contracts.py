@@ -113,6 +113,9 @@ class MigrateInput(CamelModel):
     location: StorageLocation
     idempotency_key: str
     timeout: timedelta
+    # Failed calls that reached the service after which this logical call fails for good;
+    # None (histories from before it) leaves the limit to the retry policy's attempts.
+    max_attempts: int | None = None
 
 
 class MigrateResult(CamelModel):

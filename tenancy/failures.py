@@ -4,10 +4,15 @@ Callers match on these names, never on messages:
 
     TENANT_EXISTS          record_tenant found a row owned by another workflow run
     ILLEGAL_TRANSITION     the status machine refused a transition
-    STORAGE_FORBIDDEN      the storage server denied the DDL (no retry can fix it)
+    STORAGE_FORBIDDEN      the storage server refused the DDL for a reason no retry can fix
+                           (privilege, name, syntax: see tenancy.db_errors)
     STORAGE_FAILED         storage creation failed for a transient reason (retried)
     MIGRATION_REJECTED     a downstream service answered a non-retryable 4xx
     MIGRATION_UNAVAILABLE  timeout, connection error, 408, 429 or 5xx (retried)
+    MIGRATION_EXHAUSTED    the service failed as many calls of one logical call as allowed
+    METADATA_UNAVAILABLE   the platform's own bookkeeping failed transiently (retried; it
+                           does not count against the service's attempts)
+    METADATA_REJECTED      the platform's own bookkeeping failed for good
     UNKNOWN_SERVICE        the workflow named a service this worker is not configured with
     PROVISION_FAILED       the workflow ended in PROVISION_ERROR
     PROVISION_CANCELLED    the run was cancelled before it recorded the tenant
@@ -30,6 +35,9 @@ class FailureType(StrEnum):
     STORAGE_FAILED = "StorageFailed"
     MIGRATION_REJECTED = "MigrationRejected"
     MIGRATION_UNAVAILABLE = "MigrationUnavailable"
+    MIGRATION_EXHAUSTED = "MigrationAttemptsExhausted"
+    METADATA_UNAVAILABLE = "MetadataUnavailable"
+    METADATA_REJECTED = "MetadataRejected"
     UNKNOWN_SERVICE = "UnknownService"
     PROVISION_FAILED = "ProvisionFailed"
     PROVISION_CANCELLED = "ProvisionCancelled"

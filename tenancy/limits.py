@@ -1,14 +1,18 @@
-"""Caps on concurrent work per PostgreSQL server (OWASP API4: every request creates storage).
+"""Caps on concurrent storage creations per PostgreSQL server (OWASP API4: every request
+creates storage).
 
-Each worker process holds one `ServerLimits` per kind of work (storage creations, migration
-calls), keyed by the tenant storage server's `host:port`, so a burst of provisionings queues
-instead of opening more connections than the server takes. The cap is per worker process:
-N workers allow N times the cap.
+Each worker process holds one `ServerLimits` for storage creations, keyed by the tenant
+storage server's `host:port`, so a burst of provisionings queues instead of opening more
+connections than the server takes. The cap is per worker process: N workers allow N times
+the cap. (Migration calls are capped differently: by the worker slots of each service's own
+task queue, see `worker.build_worker`, so their wait happens in Temporal, outside any
+attempt.)
 
 A slot is waited for inside the activity, and that wait counts against the attempt's
 start-to-close timeout. So the wait is bounded by what the attempt can spare (`budget`); when
 the wait would eat into the time the work itself needs, the attempt gives up with a retryable
-failure, and the retry policy's backoff spreads the load. The worker also caps its
+failure, and the retry policy's backoff spreads the load (storage creation retries without
+an attempt limit, so throttling never fails a tenant). The worker also caps its
 concurrently running activities (see `worker.build_worker`), so most of a burst waits in
 Temporal's task queue, where no timeout runs, rather than in here.
 """

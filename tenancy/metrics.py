@@ -9,6 +9,8 @@ counted once per real event and adds nothing to the history.
     platform_provisions_finished    counter    result, storage_mode, sla_tier
     platform_provision_duration     histogram  storage_mode, sla_tier (ms, start -> ACTIVE)
     platform_migration_attempts     counter    service, outcome (success|retryable|rejected)
+    platform_storage_errors         counter    kind (transient|permanent), sqlstate (or
+                                               "none", "throttled")
     platform_tenants                gauge      status
 """
 
@@ -32,6 +34,7 @@ PROVISIONS_STARTED = "platform_provisions_started"
 PROVISIONS_FINISHED = "platform_provisions_finished"
 PROVISION_DURATION = "platform_provision_duration"
 MIGRATION_ATTEMPTS = "platform_migration_attempts"
+STORAGE_ERRORS = "platform_storage_errors"
 TENANTS = "platform_tenants"
 
 TENANT_GAUGE_INTERVAL = timedelta(seconds=15)
@@ -99,6 +102,13 @@ def migration_attempt(meter: MetricMeter, service: str, outcome: str) -> None:
     """Count one call to a downstream service's migrate endpoint by its outcome."""
     meter.create_counter(MIGRATION_ATTEMPTS, "Downstream migration calls by outcome").add(
         1, {"service": service, "outcome": outcome}
+    )
+
+
+def storage_error(meter: MetricMeter, kind: str, sqlstate: str) -> None:
+    """Count one failed storage creation attempt by what a retry can do about it."""
+    meter.create_counter(STORAGE_ERRORS, "Failed storage creation attempts by kind").add(
+        1, {"kind": kind, "sqlstate": sqlstate}
     )
 
 

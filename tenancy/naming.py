@@ -67,3 +67,9 @@ def storage_location(server_url: str, mode: StorageMode, tenant_id: str) -> Stor
         schema_name="public",
         jdbc_url=f"jdbc:postgresql://{authority}/{name}",
     )
+
+
+def migration_task_queue(base_task_queue: str, service: str) -> str:
+    """The task queue of one service's migration calls: each service's backlog waits in its
+    own queue, so a hung service never holds the worker slots of another."""
+    return f"{base_task_queue}.migrate.{service}"

@@ -300,6 +300,57 @@ class TenantRepository:
                 (jdbc_url, tenant_id),
             )
 
+    async def note_provisioning_problem(
+        self, tenant_id: str, reason: str, *, wait: float = 2.0
+    ) -> bool:
+        """Show why provisioning is being retried in `status_reason`, only while the tenant is
+        still PROVISIONING (the next transition replaces it); False when it is not. Waits at
+        most `wait` seconds for a connection: the note is best effort."""
+        async with self._pool.connection(timeout=wait) as conn:
+            cur = await conn.execute(
+                """
+                UPDATE tenants SET status_reason = %s, updated_at = clock_timestamp()
+                WHERE id = %s AND status = %s
+                RETURNING id
+                """,
+                (reason, tenant_id, TenantStatus.PROVISIONING.value),
+            )
+            return await cur.fetchone() is not None
+
+    async def migration_call_failed(
+        self, tenant_id: str, service: str, attempt_key: str, error: str
+    ) -> int:
+        """Keep the error of a call that reached the service (or timed out talking to it)
+        and count it against `attempt_key`, the logical call it belongs to; return how many
+        calls of that key have failed. A new key starts from one; a service that already
+        succeeded is left alone (0)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                INSERT INTO tenant_migrations AS m
+                    (tenant_id, service, status, last_error, attempt_key, key_failures)
+                VALUES (%(tenant)s, %(service)s, %(status)s, %(error)s, %(key)s, 1)
+                ON CONFLICT (tenant_id, service) DO UPDATE
+                SET status = EXCLUDED.status,
+                    last_error = EXCLUDED.last_error,
+                    key_failures = CASE WHEN m.attempt_key = EXCLUDED.attempt_key
+                                        THEN m.key_failures + 1 ELSE 1 END,
+                    attempt_key = EXCLUDED.attempt_key,
+                    updated_at = clock_timestamp()
+                WHERE m.status <> 'SUCCEEDED'
+                RETURNING key_failures
+                """,
+                {
+                    "tenant": tenant_id,
+                    "service": service,
+                    "status": MigrationStatus.RUNNING.value,
+                    "error": error,
+                    "key": attempt_key,
+                },
+            )
+            row = await cur.fetchone()
+        return int(row[0]) if row is not None else 0
+
     async def migration_attempt_started(self, tenant_id: str, service: str) -> None:
         """Count one more attempt; a service that already succeeded is left alone."""
         await self._upsert_migration(

@@ -93,7 +93,12 @@ class Settings(BaseSettings):
     # Per tenant storage server and worker process: a burst of provisionings queues for these
     # slots instead of exhausting the server's connections (see tenancy.limits).
     max_concurrent_storage_creations: int = Field(default=4, ge=1, le=64)
+    # Per downstream service and worker process: the slots of the worker on the service's
+    # own migration task queue (see worker.build_worker).
     max_concurrent_migrations: int = Field(default=8, ge=1, le=256)
+    # Migration calls per second that the Temporal server hands out from each service's task
+    # queue, across all workers (unset: no rate, only the per-worker cap above).
+    migration_queue_activities_per_second: float | None = Field(default=None, gt=0)
     # Workflow runs a worker keeps in memory between tasks (the SDK's sticky cache). Fewer
     # bound the worker's memory when many tenants are in flight; an evicted run is replayed
     # from its history at its next task, which costs CPU.

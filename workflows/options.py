@@ -14,6 +14,9 @@ with workflow.unsafe.imports_passed_through():
     from tenancy.contracts import MigrationRetry
     from tenancy.failures import FailureType
 
+    # Re-exported for the workflow, which reaches domain helpers through this module.
+    from tenancy.naming import migration_task_queue as migration_task_queue
+
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
 
@@ -27,6 +30,8 @@ class ActivityOptions:
     local: bool = False
     schedule_to_close: timedelta | None = None
     heartbeat: timedelta | None = None
+    # None: the workflow's own task queue.
+    task_queue: str | None = None
 
 
 # Metadata writes are short; a database outage is waited out rather than failing the tenant.
@@ -80,10 +85,12 @@ def as_regular(options: ActivityOptions) -> ActivityOptions:
     return replace(options, local=False)
 
 
-# DDL retries transient errors for a bounded time; after that the tenant is PROVISION_ERROR.
+# Transient DDL failures (the server is down, out of connections, a lock timeout, no free
+# slot) are retried for as long as they last, so there is no schedule-to-close: it would
+# count time queued in the task queue and every throttled retry, and fail the tenant for a
+# blip. Permanent ones fail at once (the activity raises them non-retryable).
 CREATE_STORAGE = ActivityOptions(
     start_to_close=timedelta(minutes=2),
-    schedule_to_close=timedelta(minutes=10),
     # The activity heartbeats while its DDL runs, so a dead worker shows in seconds, not minutes.
     heartbeat=timedelta(seconds=10),
     retry=RetryPolicy(
@@ -93,20 +100,34 @@ CREATE_STORAGE = ActivityOptions(
     ),
 )
 
+# Runs that took it schedule each service's migration calls on the service's own task queue
+# (`migration_task_queue`); runs started before keep the workflow's queue.
+PER_SERVICE_QUEUES_PATCH = "per-service-task-queues"
 
-def migrate_service_options(retry: MigrationRetry) -> ActivityOptions:
-    """Options of one migration call, from the worker's configured retry policy."""
+
+def migrate_service_options(
+    retry: MigrationRetry, task_queue: str | None = None
+) -> ActivityOptions:
+    """Options of one migration call, from the worker's configured retry policy.
+
+    Temporal retries without limit: the activity itself counts the calls that reached the
+    service and fails for good at `retry.max_attempts` (`MigrateInput.max_attempts`), so a
+    retry after a failure of the platform's own (a bookkeeping write, a lost worker) does
+    not use up the service's attempts.
+    """
     return ActivityOptions(
         # The HTTP call itself is bounded by `retry.timeout`; the margin covers the
         # bookkeeping around it, and bounds how long a dead worker can hide an attempt.
         start_to_close=retry.timeout + timedelta(seconds=10),
+        task_queue=task_queue,
         retry=RetryPolicy(
             initial_interval=retry.initial_interval,
             backoff_coefficient=2.0,
             maximum_interval=retry.max_interval,
-            maximum_attempts=retry.max_attempts,
             non_retryable_error_types=[
                 FailureType.MIGRATION_REJECTED,
+                FailureType.MIGRATION_EXHAUSTED,
+                FailureType.METADATA_REJECTED,
                 FailureType.UNKNOWN_SERVICE,
             ],
         ),
@@ -130,6 +151,7 @@ async def run_activity(
     return await workflow.execute_activity_method(
         method,
         arg,
+        task_queue=options.task_queue,
         start_to_close_timeout=options.start_to_close,
         schedule_to_close_timeout=options.schedule_to_close,
         heartbeat_timeout=options.heartbeat,

@@ -401,12 +401,19 @@ class ProvisionTenantWorkflow:
             # One key per logical call: every retry of this cycle's call carries the same one.
             idempotency_key=f"{info.workflow_id}/{info.run_id}/{service}/{self._state.retry_cycle}",
             timeout=self._plan.migration_retry.timeout,
+            max_attempts=self._plan.migration_retry.max_attempts,
+        )
+        # Runs started before per-service queues keep their calls on the workflow's queue.
+        task_queue = (
+            options.migration_task_queue(info.task_queue, service)
+            if workflow.patched(options.PER_SERVICE_QUEUES_PATCH)
+            else None
         )
         try:
             result = await run_activity(
                 MigrationActivities.migrate_service,
                 request,
-                options.migrate_service_options(self._plan.migration_retry),
+                options.migrate_service_options(self._plan.migration_retry, task_queue),
             )
         except FailureError as err:
             if not self._step_failed(err):

@@ -1,11 +1,12 @@
-"""Caps on concurrent storage creations and migration calls per PostgreSQL server: a burst
-queues for the slots instead of opening as many connections as there are requests."""
+"""Caps on concurrent storage creations per PostgreSQL server and on migration calls per
+service: a burst queues for the slots instead of opening as many connections as there are
+requests, and a hung service holds only its own slots."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,13 +25,15 @@ from api.provisioning import ProvisioningGateway
 from tenancy.contracts import CreateStorageInput
 from tenancy.failures import FailureType
 from tenancy.limits import NoSlot, ServerLimits, server_key
-from tenancy.models import StorageLocation, StorageMode, TenantSpec
+from tenancy.models import MigrationRecord, StorageLocation, StorageMode, TenantSpec
 from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
-from tenancy.status import TenantStatus
+from tenancy.status import MigrationStatus, TenantStatus
 from tenancy.storage import StorageAdmin
 from tests.conftest import running_worker, unique_id
+from tests.faults.downstream import HangingService
 from tests.support.polling import eventually
+from tests.support.scripted_service import ScriptedService
 from tests.support.servers import serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -62,13 +65,6 @@ class CountingService:
         )
 
 
-@pytest.fixture
-def counting() -> Iterator[tuple[CountingService, str]]:
-    service = CountingService()
-    with serve(service.app()) as url:
-        yield service, url
-
-
 class CountingAdmin(StorageAdmin):
     """The real DDL, held a little longer, counting creations in flight."""
 
@@ -96,45 +92,49 @@ def activity_env(start_to_close: timedelta) -> ActivityEnvironment:
     return env
 
 
-async def test_a_burst_of_migrations_runs_at_most_the_cap_at_once(
+async def test_a_burst_of_migrations_runs_at_most_the_cap_at_once_per_service(
     temporal_client: Client,
     make_settings: Callable[..., Settings],
     tenants: TenantRepository,
-    counting: tuple[CountingService, str],
 ) -> None:
-    service, url = counting
-    settings = make_settings(
-        ("backend-service", url),
-        ("auth-service", url),
-        max_concurrent_migrations=2,
-        max_concurrent_storage_creations=1,
-    )
+    # Held long enough that calls of tenants whose storage was created one after another
+    # (storage cap 1) still overlap.
+    backend, auth = CountingService(hold=0.5), CountingService(hold=0.5)
     ids = [unique_id("cap") for _ in range(8)]
-    gateway = ProvisioningGateway(temporal_client, settings)
-    async with running_worker(temporal_client, settings):
-        await asyncio.gather(
-            *(
-                gateway.start(
-                    TenantSpec(
-                        id=tenant_id,
-                        name="Burst",
-                        storage_mode=StorageMode.SCHEMA,
-                        sla_tier="BASIC",
-                    )
-                )
-                for tenant_id in ids
-            )
+    with serve(backend.app()) as backend_url, serve(auth.app()) as auth_url:
+        settings = make_settings(
+            ("backend-service", backend_url),
+            ("auth-service", auth_url),
+            max_concurrent_migrations=2,
+            max_concurrent_storage_creations=1,
         )
+        gateway = ProvisioningGateway(temporal_client, settings)
+        async with running_worker(temporal_client, settings):
+            await asyncio.gather(
+                *(
+                    gateway.start(
+                        TenantSpec(
+                            id=tenant_id,
+                            name="Burst",
+                            storage_mode=StorageMode.SCHEMA,
+                            sla_tier="BASIC",
+                        )
+                    )
+                    for tenant_id in ids
+                )
+            )
 
-        async def statuses() -> list[TenantStatus | None]:
-            found = [await tenants.get(tenant_id) for tenant_id in ids]
-            return [t.status if t else None for t in found]
+            async def statuses() -> list[TenantStatus | None]:
+                found = [await tenants.get(tenant_id) for tenant_id in ids]
+                return [t.status if t else None for t in found]
 
-        await eventually(statuses, lambda s: all(x is TenantStatus.ACTIVE for x in s), timeout=60)
+            await eventually(
+                statuses, lambda s: all(x is TenantStatus.ACTIVE for x in s), timeout=60
+            )
 
-    assert service.calls == 16
-    # The cap held, and the burst really queued for it.
-    assert service.peak == 2
+    assert (backend.calls, auth.calls) == (8, 8)
+    # The cap held for each service, and the burst really queued for it.
+    assert (backend.peak, auth.peak) == (2, 2)
 
 
 async def test_storage_creations_run_at_most_the_cap_at_once(
@@ -190,3 +190,64 @@ async def test_each_server_has_its_own_slots() -> None:
                 pass
     assert server_key("jdbc:postgresql://db-a:6543/tenants?currentSchema=x") == "db-a:6543"
     assert server_key("jdbc:postgresql://db-a/tenant_x") == "db-a:5432"
+
+
+async def test_a_hung_service_does_not_hold_the_slots_of_a_healthy_one(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    tenants: TenantRepository,
+) -> None:
+    hung = HangingService()
+    healthy = ScriptedService()
+    ids = [unique_id("iso") for _ in range(3)]
+    with serve(hung.app()) as hung_url, serve(healthy.app()) as healthy_url:
+        settings = make_settings(
+            ("hung-service", hung_url),
+            ("healthy-service", healthy_url),
+            max_concurrent_migrations=1,
+            migration_max_attempts=2,
+            # Far beyond the test: the hung call holds its slot until it is released.
+            migration_timeout=timedelta(seconds=120),
+        )
+        gateway = ProvisioningGateway(temporal_client, settings)
+        async with running_worker(temporal_client, settings):
+            try:
+                for tenant_id in ids:
+                    await gateway.start(
+                        TenantSpec(
+                            id=tenant_id,
+                            name="Isolated",
+                            storage_mode=StorageMode.SCHEMA,
+                            sla_tier="BASIC",
+                        )
+                    )
+
+                async def healthy_records() -> list[MigrationRecord]:
+                    found = [await tenants.get(tenant_id) for tenant_id in ids]
+                    return [
+                        m
+                        for t in found
+                        if t is not None
+                        for m in t.migrations
+                        if m.service == "healthy-service"
+                    ]
+
+                async def hung_calls() -> int:
+                    return sum(len(hung.calls_for(tenant_id)) for tenant_id in ids)
+
+                await eventually(hung_calls, lambda n: n >= 1)
+                records = await eventually(
+                    healthy_records,
+                    lambda rs: (
+                        len(rs) == len(ids)
+                        and all(r.status is MigrationStatus.SUCCEEDED for r in rs)
+                    ),
+                    timeout=30,
+                )
+                # The hung service held its one slot the whole time: its other calls waited.
+                assert await hung_calls() == 1
+            finally:
+                hung.release()
+
+    assert [r.attempts for r in records] == [1, 1, 1]
+    assert sorted(call.tenant_id for call in healthy.calls) == sorted(ids)

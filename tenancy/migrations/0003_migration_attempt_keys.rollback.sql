@@ -1,0 +1,1 @@
+ALTER TABLE tenant_migrations DROP COLUMN key_failures, DROP COLUMN attempt_key;
