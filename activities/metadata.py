@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import psycopg
-from psycopg_pool import PoolTimeout
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.bookkeeping import metadata_failures
 from tenancy.contracts import (
     MigrationFailedInput,
     MigrationRetry,
@@ -20,7 +16,7 @@ from tenancy.contracts import (
     TransitionInput,
     TransitionResult,
 )
-from tenancy.failures import FailureType, summarize
+from tenancy.failures import FailureType
 from tenancy.models import Tenant
 from tenancy.naming import workflow_actor
 from tenancy.repository import (
@@ -30,27 +26,6 @@ from tenancy.repository import (
     TransitionRefused,
 )
 from tenancy.settings import Settings
-
-
-@contextmanager
-def definite_failures(step: str) -> Iterator[None]:
-    """Turn a database error into a failure the retry policy reads: connection, pool and
-    operational errors (timeouts, shutdowns, serialization) may pass, so they are retried;
-    data, integrity and programming errors repeat on every attempt, so they end the step."""
-    try:
-        yield
-    except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-        raise ApplicationError(
-            f"{step}: metadata database unavailable: {summarize(str(exc))}",
-            type=FailureType.METADATA_UNAVAILABLE,
-        ) from None
-    except psycopg.Error as exc:
-        raise ApplicationError(
-            f"{step}: metadata database refused the write "
-            f"(SQLSTATE {exc.sqlstate or 'unknown'}): {summarize(str(exc))}",
-            type=FailureType.METADATA_REJECTED,
-            non_retryable=True,
-        ) from None
 
 
 class MetadataActivities:
@@ -80,7 +55,7 @@ class MetadataActivities:
         unless this run adopts the tenant from the run that owns it."""
         adopt = request.adopt
         try:
-            with definite_failures("record_tenant"):
+            with metadata_failures("record_tenant"):
                 return await self._tenants.insert(
                     request.spec,
                     request.workflow_id,
@@ -102,7 +77,7 @@ class MetadataActivities:
     async def transition_status(self, request: TransitionInput) -> TransitionResult:
         """Apply one status transition, only from its allowed source states."""
         try:
-            with definite_failures("transition_status"):
+            with metadata_failures("transition_status"):
                 status = await self._tenants.transition(
                     request.tenant_id,
                     request.target,
@@ -118,13 +93,13 @@ class MetadataActivities:
     @activity.defn(name="mark_migration_failed")
     async def mark_migration_failed(self, request: MigrationFailedInput) -> None:
         """Record that a service's migration failed for good (until a retry signal)."""
-        with definite_failures("mark_migration_failed"):
+        with metadata_failures("mark_migration_failed"):
             await self._tenants.migration_failed(request.tenant_id, request.service, request.error)
 
     @activity.defn(name="record_event")
     async def record_event(self, request: RecordEventInput) -> None:
         """Append an operator's action (a retry the workflow took) to the audit trail."""
-        with definite_failures("record_event"):
+        with metadata_failures("record_event"):
             await self._tenants.record_event(
                 request.tenant_id, request.actor, request.action, request.reason
             )

@@ -11,8 +11,8 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.bookkeeping import metadata_failures
 from tenancy.contracts import MigrateInput, MigrateResult
-from tenancy.db_errors import ErrorKind, classify
 from tenancy.failures import FailureType, summarize
 from tenancy.logging import redact
 from tenancy.metrics import migration_attempt
@@ -180,15 +180,7 @@ class MigrationActivities:
 
 
 async def _bookkeeping(write: Awaitable[T]) -> T:
-    """Run one of the platform's own metadata writes. A transient database failure fails
-    the attempt retryably, under a type that does not count against the service; a
-    permanent one fails the call for good with its reason (retrying cannot fix it)."""
-    try:
+    """Run one of the platform's own metadata writes around the call (see
+    `activities.bookkeeping`): its failures never count against the service."""
+    with metadata_failures("migration record"):
         return await write
-    except Exception as exc:
-        reason = summarize(f"platform metadata write failed: {exc or type(exc).__name__}")
-        if classify(exc) is ErrorKind.TRANSIENT:
-            raise ApplicationError(reason, type=FailureType.METADATA_UNAVAILABLE) from None
-        raise ApplicationError(
-            reason, type=FailureType.METADATA_REJECTED, non_retryable=True
-        ) from None

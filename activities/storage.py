@@ -14,6 +14,7 @@ import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.bookkeeping import metadata_failures
 from tenancy.contracts import CreateStorageInput
 from tenancy.db_errors import ErrorKind, classify, sqlstate
 from tenancy.failures import FailureType, summarize
@@ -90,18 +91,10 @@ class StorageActivities:
                     non_retryable=True,
                 ) from None
             await self._transient(request, error, code)
-        try:
+        # Retried when transient (the DDL is idempotent); a permanent failure would fail the
+        # same way on every retry.
+        with metadata_failures("jdbcUrl"):
             await self._tenants.set_jdbc_url(request.tenant_id, location.jdbc_url)
-        except Exception as exc:
-            # A transient failure is retried (the DDL is idempotent); a permanent one would
-            # fail the same way on every retry.
-            if classify(exc) is ErrorKind.TRANSIENT:
-                raise
-            raise ApplicationError(
-                f"platform metadata write failed: {summarize(str(exc))}",
-                type=FailureType.METADATA_REJECTED,
-                non_retryable=True,
-            ) from None
         return location
 
     async def _transient(self, request: CreateStorageInput, error: str, code: str) -> NoReturn:

@@ -10,15 +10,13 @@ Callers match on these names, never on messages:
     MIGRATION_REJECTED     a downstream service answered a non-retryable 4xx
     MIGRATION_UNAVAILABLE  timeout, connection error, 408, 429 or 5xx (retried)
     MIGRATION_EXHAUSTED    the service failed as many calls of one logical call as allowed
-    METADATA_UNAVAILABLE   the platform's own bookkeeping failed transiently (retried; it
-                           does not count against the service's attempts)
-    METADATA_REJECTED      the platform's own bookkeeping failed for good
+    METADATA_UNAVAILABLE   the metadata database could not be reached, or a write there failed
+                           transiently (retried; never counts against a service's attempts)
+    METADATA_REJECTED      the metadata database refused a write: data, integrity or
+                           programming error (no retry can fix it)
     UNKNOWN_SERVICE        the workflow named a service this worker is not configured with
     PROVISION_FAILED       the workflow ended in PROVISION_ERROR
     PROVISION_CANCELLED    the run was cancelled before it recorded the tenant
-    METADATA_UNAVAILABLE   the metadata database could not be reached (retried)
-    METADATA_REJECTED      the metadata database refused a write: data, integrity or
-                           programming error (no retry can fix it)
 """
 
 from __future__ import annotations
@@ -41,11 +39,10 @@ class FailureType(StrEnum):
     UNKNOWN_SERVICE = "UnknownService"
     PROVISION_FAILED = "ProvisionFailed"
     PROVISION_CANCELLED = "ProvisionCancelled"
-    METADATA_UNAVAILABLE = "MetadataUnavailable"
-    METADATA_REJECTED = "MetadataRejected"
 
 
 def summarize(text: str, limit: int = 300) -> str:
-    """One short line fit for `lastError`: control characters folded, long text cut."""
-    flat = " ".join(text.split())
+    """One short line fit for `lastError`: control characters (NUL included, which
+    PostgreSQL refuses in text) folded, long text cut."""
+    flat = " ".join("".join(c if c.isprintable() else " " for c in text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."

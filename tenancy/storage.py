@@ -32,15 +32,6 @@ _LOCK_NAMESPACE = 0x7E4A
 # Seconds to wait for a new tenant database to accept the connection that grants on its schema.
 _CONNECT_TIMEOUT = 10
 
-# Errors that retrying the same DDL with the same credentials cannot fix (UndefinedObject: a
-# configured dbRole that does not exist on the storage server).
-PERMANENT_STORAGE_ERRORS: tuple[type[Exception], ...] = (
-    errors.InsufficientPrivilege,
-    errors.InvalidSchemaName,
-    errors.InvalidCatalogName,
-    errors.UndefinedObject,
-)
-
 
 class StorageAdmin:
     """Creates tenant storage and grants it to `service_roles`. The pool must hold autocommit

@@ -267,4 +267,4 @@ async def test_a_bookkeeping_failure_never_counts_as_a_service_failure(
 
     assert raised.value.type == failure
     assert raised.value.non_retryable is non_retryable
-    assert raised.value.message.startswith("platform metadata write failed: ")
+    assert raised.value.message.startswith("platform metadata write failed")

@@ -9,7 +9,7 @@ from psycopg import errors
 from psycopg_pool import PoolTimeout
 from temporalio.exceptions import ApplicationError
 
-from activities.metadata import definite_failures
+from activities.bookkeeping import metadata_failures
 from tenancy.failures import FailureType
 
 RETRYABLE = [
@@ -30,7 +30,7 @@ DEFINITE = [
 
 
 def raised(error: Exception) -> ApplicationError:
-    with pytest.raises(ApplicationError) as caught, definite_failures("record_tenant"):
+    with pytest.raises(ApplicationError) as caught, metadata_failures("record_tenant"):
         raise error
     return caught.value
 
@@ -40,7 +40,7 @@ def test_errors_that_may_pass_are_retried(error: Exception) -> None:
     failure = raised(error)
     assert failure.type == FailureType.METADATA_UNAVAILABLE
     assert not failure.non_retryable
-    assert failure.message.startswith("record_tenant: metadata database unavailable")
+    assert failure.message.startswith("platform metadata write failed (record_tenant)")
 
 
 @pytest.mark.parametrize("error", DEFINITE, ids=lambda e: type(e).__name__)
@@ -51,5 +51,5 @@ def test_errors_that_repeat_end_the_step(error: Exception) -> None:
 
 
 def test_other_exceptions_pass_through_untouched() -> None:
-    with pytest.raises(KeyError), definite_failures("record_tenant"):
+    with pytest.raises(KeyError), metadata_failures("record_tenant"):
         raise KeyError("not a database error")
