@@ -40,7 +40,7 @@ SERVICES = ("backend-service", "auth-service")
 
 @pytest.fixture
 def gated_reference_services(
-    pg_server_url: str, keys_dir: Path
+    service_database_urls: dict[str, str], keys_dir: Path
 ) -> Iterator[tuple[Gate, list[tuple[str, str]]]]:
     """backend-service and auth-service verifying signed calls, behind one shared gate."""
     gate = Gate()
@@ -48,7 +48,7 @@ def gated_reference_services(
     def service(name: str) -> Any:
         settings = DownstreamSettings(
             service_name=name,
-            database_url=pg_server_url,
+            database_url=service_database_urls[name],
             platform_public_key_file=keys_dir / "platform-signing.pem",
         )
         return gate.wrap(create_downstream_app(settings))

@@ -46,14 +46,16 @@ def token_for(keys_dir: Path, subject: str = OPERATOR, *scopes: str, **options: 
 
 
 @pytest.fixture(scope="module")
-def reference_services(pg_server_url: str, keys_dir: Path) -> Iterator[list[tuple[str, str]]]:
+def reference_services(
+    service_database_urls: dict[str, str], keys_dir: Path
+) -> Iterator[list[tuple[str, str]]]:
     """backend-service and auth-service: the reference app with their own migration sets,
     accepting only calls signed with the platform's key."""
 
     def settings(name: str) -> DownstreamSettings:
         return DownstreamSettings(
             service_name=name,
-            database_url=pg_server_url,
+            database_url=service_database_urls[name],
             platform_public_key_file=keys_dir / "platform-signing.pem",
         )
 

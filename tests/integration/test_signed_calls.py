@@ -40,30 +40,40 @@ def _reference_service(name: str, database_url: str, key_file: Path) -> Downstre
 
 
 @pytest.fixture(scope="module")
-def trusting(pg_server_url: str, keys_dir: Path) -> Iterator[str]:
+def trusting(service_database_urls: dict[str, str], keys_dir: Path) -> Iterator[str]:
     """backend-service verifying with the platform's own key file."""
     settings = _reference_service(
-        "backend-service", pg_server_url, keys_dir / "platform-signing.pem"
+        "backend-service",
+        service_database_urls["backend-service"],
+        keys_dir / "platform-signing.pem",
     )
     with serve(create_downstream_app(settings)) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def other_key(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def other_key(
+    service_database_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """backend-service verifying with a key that is not the platform's."""
     stranger = Path(tmp_path_factory.mktemp("stranger")) / "stranger.pem"
     generate_private_key(stranger)
     with serve(
-        create_downstream_app(_reference_service("backend-service", pg_server_url, stranger))
+        create_downstream_app(
+            _reference_service(
+                "backend-service", service_database_urls["backend-service"], stranger
+            )
+        )
     ) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def misnamed(pg_server_url: str, keys_dir: Path) -> Iterator[str]:
+def misnamed(service_database_urls: dict[str, str], keys_dir: Path) -> Iterator[str]:
     """auth-service, where the platform believes backend-service runs."""
-    settings = _reference_service("auth-service", pg_server_url, keys_dir / "platform-signing.pem")
+    settings = _reference_service(
+        "auth-service", service_database_urls["auth-service"], keys_dir / "platform-signing.pem"
+    )
     with serve(create_downstream_app(settings)) as url:
         yield url
 
