@@ -24,6 +24,11 @@ def test_histories_are_recorded() -> None:
         "active_schema",
         "active_database",
         "retry_after_rejection",
+        "continued_as_new",
+        "resumed_after_continue_as_new",
+        "retried_by_update",
+        "cancelled_waiting",
+        "adopted_after_terminate",
     }
 
 

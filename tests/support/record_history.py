@@ -108,7 +108,8 @@ async def _record_recovery(
     suffix: str,
     tenants: TenantRepository,
 ) -> None:
-    """A run that continues as new while it waits, a cancelled run, an adopting run."""
+    """A run that continues as new while it waits, a retry through the update, a cancelled
+    run, an adopting run."""
     spec = _failing_tenant(service, "continued", suffix)
     await gateway.start(spec)
     handle = client.get_workflow_handle_for(ProvisionTenantWorkflow.run, workflow_id(spec.id))
@@ -124,6 +125,16 @@ async def _record_recovery(
     await handle.signal(ProvisionTenantWorkflow.retry_migration)
     await handle.result()
     _save(await handle.fetch_history(), f"resumed_after_continue_as_new_{suffix}")
+
+    spec = _failing_tenant(service, "retried", suffix)
+    await gateway.start(spec)
+    handle = client.get_workflow_handle_for(ProvisionTenantWorkflow.run, workflow_id(spec.id))
+    await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
+    service.script(spec.id, 200)
+    decision = await gateway.request_retry(spec.id, "recorder")
+    assert decision is not None and decision.accepted
+    await handle.result()
+    _save(await handle.fetch_history(), f"retried_by_update_{suffix}")
 
     spec = _failing_tenant(service, "cancelled", suffix)
     await gateway.start(spec)
