@@ -30,8 +30,9 @@ SETTLED = {TenantStatus.ACTIVE, TenantStatus.PROVISION_ERROR, TenantStatus.MIGRA
 
 def settings_env(settings: Settings, keys_dir: Path) -> dict[str, str]:
     """The environment under which `python worker.py` and the API run with `settings`."""
+    # dbRole included: the worker grants each service's role its storage.
     services = [
-        {"name": s.name, "baseUrl": str(s.base_url).rstrip("/")}
+        s.model_dump(mode="json", by_alias=True, exclude_none=True)
         for s in settings.downstream_services
     ]
     assert settings.temporal_address is not None

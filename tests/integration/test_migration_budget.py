@@ -65,9 +65,10 @@ def failing_attempt_writes(database_url: str, tenant_id: str, times: int) -> Ite
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SEQUENCE {}").format(seq))
         conn.execute(
-            sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS {}").format(
-                fn, sql.Literal(body.as_string(conn))
-            )
+            # SECURITY DEFINER: the sequence is this (super)user's; the platform's role writes.
+            sql.SQL(
+                "CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS {}"
+            ).format(fn, sql.Literal(body.as_string(conn)))
         )
         conn.execute(
             sql.SQL(

@@ -351,7 +351,8 @@ async def test_reconciler_restarts_through_adoption_and_reports_storage_of_faile
             id=tenant_id, name="Drift", storage_mode=StorageMode.SCHEMA, sla_tier=SlaTier.BASIC
         )
         await tenants.insert(spec, workflow_id(tenant_id), "lost-run", ["backend-service"])
-        with psycopg.connect(storage_db_url, autocommit=True) as conn:
+        # As the platform's role, which owns what it creates (and so can grant on it).
+        with psycopg.connect(settings.require_storage_database_url(), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(f"tenant_{tenant_id}")))
     await tenants.transition(failed, TenantStatus.PROVISION_ERROR, "disk full", "test")
     check = Reconciler(

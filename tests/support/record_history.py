@@ -132,7 +132,8 @@ async def _record_recovery(
     await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
     service.script(spec.id, 200)
     decision = await gateway.request_retry(spec.id, "recorder")
-    assert decision is not None and decision.accepted
+    assert decision is not None
+    assert decision.accepted
     await handle.result()
     _save(await handle.fetch_history(), f"retried_by_update_{suffix}")
 
