@@ -118,7 +118,7 @@ class Reconciler:
         self._task_queue = task_queue
         self._id_prefix = id_prefix
 
-    async def run(self, *, repair: bool = False) -> ReconciliationReport:
+    async def run(self, *, repair: bool = False, actor: str | None = None) -> ReconciliationReport:
         """One pass; with `repair`, restart the workflows of stuck tenants."""
         checked_at = datetime.now(UTC)
         rows = await self._tenants.all_with_prefix(self._id_prefix)
