@@ -1,7 +1,9 @@
 """Operator endpoints: drift between tenant rows, their workflows and the storage server.
 
-`GET /api/admin/reconciliation` needs `tenants:write`: even a report-only pass reads every
-tenant and the storage catalog, and `?repair=true` starts workflows.
+`GET /api/admin/reconciliation` reports and changes nothing; `POST /api/admin/reconciliation`
+runs the same pass and repairs what is safe to repair, in the name of the caller (the token's
+subject reaches the audit trail). Both need `tenants:write`: even a report-only pass reads
+every tenant and the storage catalog.
 """
 
 from __future__ import annotations
@@ -9,13 +11,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api.deps import TemporalClient, Tenants, Writer
-from api.errors import ServiceUnavailable
+from api.errors import InvalidRequest, ServiceUnavailable
+from api.guard import GuardedRoute
 from reconciliation import Reconciler, ReconciliationReport
+from tenancy.repository import TenantRepository
 from tenancy.settings import Settings, get_settings
 
+PATH = "/reconciliation"
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No bearer token, or one that does not verify"},
     403: {"description": "The token lacks the scope this operation needs"},
@@ -26,33 +32,54 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 def admin_router(settings: Settings | None = None) -> APIRouter:
     """The admin routes, reading the storage server and task queue from `settings` (the
     app's own, or the environment's when the app was built without explicit settings)."""
-    router = APIRouter(prefix="/api/admin", tags=["admin"])
+    router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=GuardedRoute)
 
-    @router.get(
-        "/reconciliation",
-        response_model=ReconciliationReport,
-        responses=_RESPONSES,
-        summary="Report drift between tenant rows, workflows and storage",
-    )
-    async def reconciliation(
-        _: Writer,
-        tenants: Tenants,
-        client: TemporalClient,
-        repair: Annotated[
-            bool,
-            Query(description="Restart the workflows of tenants stuck without one."),
-        ] = False,
-    ) -> ReconciliationReport:
-        """One reconciliation pass; drift is listed with `repaired` telling what was fixed."""
+    def reconciler(tenants: TenantRepository, client: Client) -> Reconciler:
         config = settings or get_settings()
-        reconciler = Reconciler(
+        return Reconciler(
             tenants,
             client,
             storage_url=config.require_storage_database_url(),
             task_queue=config.task_queue,
         )
+
+    @router.get(
+        PATH,
+        response_model=ReconciliationReport,
+        responses={**_RESPONSES, 422: {"description": "A repair was asked for: POST instead"}},
+        summary="Report drift between tenant rows, workflows and storage",
+    )
+    async def report(
+        _: Writer,
+        tenants: Tenants,
+        client: TemporalClient,
+        repair: Annotated[bool, Query(include_in_schema=False)] = False,
+    ) -> ReconciliationReport:
+        """One reconciliation pass that only reports; nothing is `repaired`."""
+        if repair:
+            # A GET must stay safe (RFC 9110 9.2.1): a crawler or a retried link repairs nothing.
+            raise InvalidRequest(
+                "repairs are made by POST /api/admin/reconciliation; GET only reports",
+                errors=[{"field": "repair", "message": "use POST to repair"}],
+            )
         try:
-            return await reconciler.run(repair=repair)
+            return await reconciler(tenants, client).run(repair=False)
+        except RPCError as exc:
+            raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
+
+    @router.post(
+        PATH,
+        response_model=ReconciliationReport,
+        responses=_RESPONSES,
+        summary="Reconcile and repair: restart the workflows of tenants stuck without one",
+    )
+    async def repair(
+        principal: Writer, tenants: Tenants, client: TemporalClient
+    ) -> ReconciliationReport:
+        """One pass that repairs what it safely can, as the caller: drift is listed with
+        `repaired` telling what was fixed, and each repair is audited with the caller."""
+        try:
+            return await reconciler(tenants, client).run(repair=True, actor=principal.subject)
         except RPCError as exc:
             raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
 

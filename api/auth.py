@@ -30,6 +30,7 @@ WRITE_SCOPE = "tenants:write"
 # Clocks of the identity provider and this host drift a little; tokens live for minutes or hours.
 DEFAULT_LEEWAY = timedelta(seconds=30)
 _REQUIRED_CLAIMS = ("exp", "iat", "sub")
+MAX_SUBJECT_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,12 @@ class TokenVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not subject.strip():
             raise self._reject("the token's sub claim is empty")
+        # The subject is written to the audit trail as created_by and actor: PostgreSQL
+        # refuses a NUL in text, and control characters would reach every log and report.
+        if len(subject) > MAX_SUBJECT_LENGTH:
+            raise self._reject(f"the token's sub claim is longer than {MAX_SUBJECT_LENGTH}")
+        if not subject.isprintable():
+            raise self._reject("the token's sub claim holds non-printable characters")
         return Principal(subject=subject, scopes=scopes_from(claims))
 
     @staticmethod

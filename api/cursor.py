@@ -1,38 +1,59 @@
-"""Opaque keyset cursors for the tenant list: `(created_at, id)` of the last item seen."""
+"""Opaque keyset cursors for the tenant list: the `PagePosition` of the last item seen.
+
+A cursor is base64url of the JSON list `[insert_xid, created_at, id]`. Anything else, however
+it was made, is refused as 422 before it reaches SQL: the id must be a tenant id, the time must
+carry its offset, the transaction id must be an xid8.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+import re
 from datetime import datetime
 
 from api.errors import InvalidRequest
-from tenancy.models import Tenant
+from tenancy.models import TENANT_ID_PATTERN
+from tenancy.paging import MAX_XID8, PagePosition
+
+_TENANT_ID = re.compile(TENANT_ID_PATTERN)
 
 
-def encode(tenant: Tenant) -> str:
-    """The cursor that continues after `tenant`."""
-    raw = json.dumps([tenant.created_at.isoformat(), tenant.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def encode(position: PagePosition) -> str:
+    """The cursor that continues after `position`."""
+    raw = json.dumps([position.insert_xid, position.created_at.isoformat(), position.tenant_id])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode(cursor: str) -> tuple[datetime, str]:
+def _invalid() -> InvalidRequest:
+    return InvalidRequest(
+        "invalid value for: cursor",
+        errors=[{"field": "cursor", "message": "not a cursor returned by this API"}],
+    )
+
+
+def decode(cursor: str) -> PagePosition:
     """The keyset position in `cursor`, or InvalidRequest naming the field."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, tenant_id = json.loads(raw)
-        if not isinstance(tenant_id, str):
-            raise TypeError("cursor id must be a string")
-        position = (datetime.fromisoformat(created), tenant_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, RecursionError):
-        raise InvalidRequest(
-            "invalid value for: cursor",
-            errors=[{"field": "cursor", "message": "not a cursor returned by this API"}],
-        ) from None
-    if position[0].tzinfo is None:
-        raise InvalidRequest(
-            "invalid value for: cursor",
-            errors=[{"field": "cursor", "message": "not a cursor returned by this API"}],
-        )
-    return position
+        value = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        raise _invalid() from None
+    if not isinstance(value, list) or len(value) != 3:
+        raise _invalid()
+    insert_xid, created, tenant_id = value
+    # bool is an int to Python, never a transaction id.
+    if type(insert_xid) is not int or not 0 <= insert_xid <= MAX_XID8:
+        raise _invalid()
+    if not isinstance(tenant_id, str) or not _TENANT_ID.fullmatch(tenant_id):
+        raise _invalid()
+    if not isinstance(created, str):
+        raise _invalid()
+    try:
+        created_at = datetime.fromisoformat(created)
+    except ValueError:
+        raise _invalid() from None
+    if created_at.tzinfo is None or created_at.utcoffset() is None:
+        raise _invalid()
+    return PagePosition(insert_xid=insert_xid, created_at=created_at, tenant_id=tenant_id)

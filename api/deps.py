@@ -3,7 +3,6 @@ the authenticated principal with the scope an operation needs."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypedDict
 
 from fastapi import Depends, Request
@@ -24,6 +23,7 @@ class AppState(TypedDict):
     temporal: Client
     jwks: dict[str, Any]
     verifier: TokenVerifier
+    max_body_bytes: int
 
 
 # Declares the scheme in OpenAPI (the Authorize button of /docs); missing or non-Bearer
@@ -54,25 +54,50 @@ def _temporal(request: Request) -> Client:
     return client
 
 
-async def _principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+async def authenticate(request: Request) -> Principal:
+    """The caller's principal, verified once per request: the route guard (api.guard) calls
+    this before the body is read, and the dependencies then find it done."""
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    credentials = await _bearer(request)
     if credentials is None:
         raise Unauthorized("a bearer token is required", token_presented=False)
     verifier: TokenVerifier = request.state.verifier
-    return await verifier.verify(credentials.credentials)
+    principal = await verifier.verify(credentials.credentials)
+    request.state.principal = principal
+    return principal
 
 
-def require_scope(scope: str) -> Callable[[Principal], Awaitable[Principal]]:
-    """A dependency giving the caller's principal, or 403 unless its token grants `scope`."""
+async def _principal(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    return await authenticate(request)
 
-    async def has_scope(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
-        if scope not in principal.scopes:
-            raise Forbidden(f"this operation needs the {scope} scope", scope=scope)
+
+class ScopeCheck:
+    """A dependency giving the caller's principal, or 403 unless its token grants `scope`.
+
+    A class rather than a closure so that the route guard can find the scope a route needs.
+    """
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+
+    def check(self, principal: Principal) -> Principal:
+        """`principal`, or Forbidden unless it holds this scope."""
+        if self.scope not in principal.scopes:
+            raise Forbidden(f"this operation needs the {self.scope} scope", scope=self.scope)
         return principal
 
-    return has_scope
+    async def __call__(self, principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+        return self.check(principal)
+
+
+def require_scope(scope: str) -> ScopeCheck:
+    """A dependency giving the caller's principal, or 403 unless its token grants `scope`."""
+    return ScopeCheck(scope)
 
 
 Tenants = Annotated[TenantRepository, Depends(_tenants)]

@@ -3,6 +3,9 @@
     ApiError                      (500) base: carries its HTTP status, problem type and headers
     ├── Unauthorized              (401) no bearer token, or one that does not verify
     ├── Forbidden                 (403) a valid token without the scope the operation needs
+    ├── MalformedBody             (400) the body is not JSON; names the byte position
+    ├── PayloadTooLarge           (413) the body is larger than PLATFORM_API_MAX_BODY_BYTES
+    ├── UnsupportedMediaType      (415) a body that is not application/json
     ├── InvalidRequest            (422) a field failed validation; lists every field
     ├── TenantNotFound            (404)
     ├── TenantConflict            (409) the id is taken (also when requests race)
@@ -104,6 +107,34 @@ class Forbidden(ApiError):
         super().__init__(detail, headers={"WWW-Authenticate": challenge}, requiredScope=scope)
 
 
+class MalformedBody(ApiError):
+    """The body does not parse as JSON; `position` is the byte offset where parsing failed."""
+
+    status = 400
+    title = "Malformed body"
+    slug = "malformed-body"
+
+
+class PayloadTooLarge(ApiError):
+    """The body exceeds the configured limit; `maxBytes` says how much is accepted."""
+
+    status = 413
+    title = "Content too large"
+    slug = "content-too-large"
+
+
+class UnsupportedMediaType(ApiError):
+    """The operation takes a JSON body and the request declared something else, or nothing."""
+
+    status = 415
+    title = "Unsupported media type"
+    slug = "unsupported-media-type"
+
+    def __init__(self, detail: str) -> None:
+        # RFC 9110 15.5.16: say which media type would have been accepted.
+        super().__init__(detail, headers={"Accept-Post": "application/json"})
+
+
 class InvalidRequest(ApiError):
     """Input failed validation; `errors` names each field."""
 
@@ -161,11 +192,24 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
-def validation_problem(exc: RequestValidationError) -> InvalidRequest:
-    """Turn pydantic's error list into one InvalidRequest that names every field."""
+def validation_problem(exc: RequestValidationError) -> ApiError:
+    """Turn pydantic's error list into one InvalidRequest that names every field, or a
+    MalformedBody when the body did not even parse (FastAPI reports that as a validation
+    error located at the byte offset, which is no field)."""
+    errors = exc.errors()
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            loc = tuple(err.get("loc", ()))
+            position = loc[-1] if loc and isinstance(loc[-1], int) else None
+            reason = str(err.get("ctx", {}).get("error", "invalid JSON"))
+            if position is None:
+                return MalformedBody(f"the body is not valid JSON: {reason}")
+            return MalformedBody(
+                f"the body is not valid JSON: {reason} at byte {position}", position=position
+            )
     fields = [
         {"field": _field_name(tuple(err.get("loc", ()))), "message": err.get("msg", "invalid")}
-        for err in exc.errors()
+        for err in errors
     ]
     names = ", ".join(sorted({f["field"] for f in fields})) or "request"
     return InvalidRequest(f"invalid value for: {names}", errors=fields)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+
+# How long verifiers may cache the key set. A rotation publishes the next key at least this
+# long before signing with it (README, "Rotating the signing key").
+JWKS_MAX_AGE = timedelta(minutes=5)
 
 router = APIRouter(tags=["keys"])
 
 
 @router.get("/.well-known/jwks.json", response_model=dict[str, Any])
 async def jwks(request: Request, response: Response) -> dict[str, Any]:
-    """The platform's signing keys as a JWK Set (RFC 7517)."""
-    # Short caching: verifiers pick up a rotation within minutes.
-    response.headers["Cache-Control"] = "public, max-age=300"
+    """The platform's signing keys as a JWK Set (RFC 7517): current, next, previous."""
+    response.headers["Cache-Control"] = f"public, max-age={int(JWKS_MAX_AGE.total_seconds())}"
     document: dict[str, Any] = request.state.jwks
     return document

@@ -57,7 +57,11 @@ def create_app(
         verifier = TokenVerifier.from_settings(config)
         database_url = config.require_database_url()
         # The API publishes only public keys: a public key file is enough here.
-        jwks = jwks_document(config.require_signing_key_file(), config.signing_previous_key_files)
+        jwks = jwks_document(
+            config.require_signing_key_file(),
+            previous_key_files=config.signing_previous_key_files,
+            next_key_files=config.signing_next_key_files,
+        )
         await asyncio.to_thread(apply_platform_migrations, database_url)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             database_url, open=False, min_size=1, max_size=10, timeout=5
@@ -71,6 +75,7 @@ def create_app(
                 temporal=client,
                 jwks=jwks,
                 verifier=verifier,
+                max_body_bytes=config.api_max_body_bytes,
             )
         finally:
             await pool.close()

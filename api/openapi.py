@@ -16,12 +16,16 @@ from api.errors import PROBLEM_JSON
 
 # Statuses any protected tenant operation may answer besides its own.
 _COMMON_ERRORS = {"401", "403", "422", "503"}
+# And those of any operation that takes a body (see api.guard for the order they are checked).
+_BODY_ERRORS = {"400", "413", "415"}
 _ERROR_DESCRIPTIONS = {
-    "400": "The body is not parseable JSON",
+    "400": "The body is not parseable JSON; `position` is the byte where parsing stopped",
     "401": "Missing, invalid or expired bearer token",
     "403": "The token lacks the required scope",
     "404": "No such tenant",
     "409": "Conflict with the tenant's existence or status",
+    "413": "The body is larger than the API accepts; `maxBytes` says how large it may be",
+    "415": "The body is not declared as application/json",
     "422": "Invalid input; `errors` names each field",
     "503": "PostgreSQL or Temporal is unavailable",
 }
@@ -45,6 +49,12 @@ class Problem(BaseModel):
     detail: str
     instance: str
     errors: list[FieldError] | None = None
+    position: int | None = Field(
+        default=None, description="400: the byte offset where the body stopped parsing."
+    )
+    max_bytes: int | None = Field(
+        default=None, alias="maxBytes", description="413: the largest body accepted."
+    )
 
 
 def _problem_content() -> dict[str, Any]:
@@ -77,7 +87,7 @@ def install_openapi(app: FastAPI) -> None:
                 if operation.get("security"):
                     codes |= _COMMON_ERRORS
                 if "requestBody" in operation:
-                    codes.add("400")
+                    codes |= _BODY_ERRORS
                 for code in sorted(c for c in codes if c.startswith(("4", "5"))):
                     responses[code] = {
                         "description": _ERROR_DESCRIPTIONS.get(code, "Error"),

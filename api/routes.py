@@ -1,7 +1,8 @@
 """Tenant and health endpoints. Thin: validation by pydantic, work by the gateway/repository.
 
 Tenant endpoints need a bearer token: `tenants:read` to read, `tenants:write` to provision or
-retry. The principal is each route's first parameter, so it is resolved before anything else.
+retry. Their routes are `GuardedRoute`s, so the token and its scope are checked before the body
+is read (api.guard).
 Health endpoints stay open for probes.
 """
 
@@ -19,6 +20,7 @@ from temporalio.service import RPCError
 from api import cursor as cursors
 from api.deps import Provisioning, Reader, TemporalClient, Tenants, Writer
 from api.errors import ServiceUnavailable, StatusConflict, TenantNotFound
+from api.guard import GuardedRoute
 from tenancy.models import (
     TENANT_ID_PATTERN,
     CamelModel,
@@ -30,7 +32,7 @@ from tenancy.models import (
 )
 from tenancy.status import TenantStatus
 
-tenants_router = APIRouter(prefix="/api/tenants", tags=["tenants"])
+tenants_router = APIRouter(prefix="/api/tenants", tags=["tenants"], route_class=GuardedRoute)
 health_router = APIRouter(tags=["health"])
 
 _HEALTH_TIMEOUT = timedelta(seconds=2)
@@ -123,12 +125,11 @@ async def list_tenants(
 ) -> TenantPage:
     """Tenants oldest first, filtered by status and tier, in pages of `limit`."""
     after = cursors.decode(cursor) if cursor else None
-    items = await tenants.page(
-        limit=limit + 1, status=tenant_status, sla_tier=sla_tier, after=after
+    page = await tenants.page(limit=limit, status=tenant_status, sla_tier=sla_tier, after=after)
+    next_after = page.next_after
+    return TenantPage(
+        items=page.items, next_cursor=cursors.encode(next_after) if next_after else None
     )
-    has_more = len(items) > limit
-    items = items[:limit]
-    return TenantPage(items=items, next_cursor=cursors.encode(items[-1]) if has_more else None)
 
 
 @tenants_router.post(

@@ -4,7 +4,10 @@ structlog renders both its own events and stdlib records (uvicorn, temporalio, h
 psycopg): JSON lines in production, readable lines in `make dev`. Context bound with
 `structlog.contextvars` (tenant, workflow, activity) joins every line logged under it, and
 every line passes `redact` last, so a DSN password, a bearer token, a JWT or a PEM key that
-reaches a message, a bound value or a traceback is masked before it is written.
+reaches a message, a bound value or a traceback is masked before it is written. Every string
+is then made printable (`printable`): a request path or token subject with an escape
+sequence, a BEL or a NUL is written as `\x1b`, `\x07`, `\x00`, so it can neither drive the
+terminal that shows the console log nor forge a line.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ _SECRET_PAIR = re.compile(
     """
 )
 _SECRET_KEY = re.compile(rf"(?i)^{_SECRET_NAME}$")
+# Values whose line breaks are part of the text (a traceback, a stack), not an injection.
+_MULTILINE_KEYS = frozenset({"exception", "stack"})
+_KEPT_IN_BLOCKS = frozenset("\n\t")
+
 
 # Values JSON and the console render as they are; anything else is rendered with repr()
 # and must be redacted as text (a Settings object's repr holds its DSNs).
@@ -59,23 +66,40 @@ def redact(text: str) -> str:
     return _SECRET_PAIR.sub(rf"\g<key>{MASK}", text)
 
 
+def _escape(char: str) -> str:
+    return char.encode("unicode_escape").decode("ascii")
+
+
+def printable(text: str, *, multiline: bool = False) -> str:
+    """`text` with every character `str.isprintable()` refuses as its Python escape
+    (`\x1b`, `\x00`, `\u2028`); line breaks and tabs stay when `multiline` (a traceback)."""
+    if text.isprintable():
+        return text
+    kept = _KEPT_IN_BLOCKS if multiline else frozenset()
+    return "".join(c if c.isprintable() or c in kept else _escape(c) for c in text)
+
+
 def _redact_value(key: object, value: object) -> object:
     if isinstance(key, str) and _SECRET_KEY.match(key) and not isinstance(value, bool | None):
         return MASK
     if isinstance(value, str):
-        return redact(value)
+        return printable(redact(value), multiline=key in _MULTILINE_KEYS)
     if isinstance(value, _PLAIN):
         return value
     if isinstance(value, Mapping):
         return {k: _redact_value(k, v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_redact_value(None, v) for v in value]
-    return redact(repr(value))
+    return printable(redact(repr(value)))
 
 
 def redact_event(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """structlog processor: `redact` the event and every value, at any depth."""
-    return {key: _redact_value(key, value) for key, value in event_dict.items()}
+    """structlog processor: `redact` the event and every value, at any depth, and make every
+    key and string `printable`."""
+    return {
+        printable(key) if isinstance(key, str) else key: _redact_value(key, value)
+        for key, value in event_dict.items()
+    }
 
 
 def _temporal_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -20,6 +19,7 @@ from tenancy.models import (
     TenantSpec,
 )
 from tenancy.naming import workflow_actor
+from tenancy.paging import Page, PagePosition
 from tenancy.status import ALLOWED_SOURCES, Decision, MigrationStatus, TenantStatus, decide
 
 _TENANT_COLUMNS = """
@@ -213,27 +213,53 @@ class TenantRepository:
         limit: int,
         status: TenantStatus | None = None,
         sla_tier: SlaTier | None = None,
-        after: tuple[datetime, str] | None = None,
-    ) -> list[Tenant]:
-        """Tenants oldest first, strictly after the `(created_at, id)` keyset cursor."""
-        after_created, after_id = after if after is not None else (None, None)
-        return await self._select(
+        after: PagePosition | None = None,
+    ) -> Page:
+        """Up to `limit` tenants, oldest first, strictly after `after`; only rows whose insert
+        has ended for good (below the snapshot's xmin, see `tenancy.paging`), so a position
+        handed out is never passed by a row that commits later."""
+        async with self._pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute(
+                """
+                SELECT insert_xid::text, created_at, id FROM tenants
+                WHERE insert_xid < pg_snapshot_xmin(pg_current_snapshot())
+                  AND (%(status)s::text IS NULL OR status = %(status)s)
+                  AND (%(tier)s::text IS NULL OR sla_tier = %(tier)s)
+                  AND (%(after_xid)s::xid8 IS NULL
+                       OR (insert_xid, created_at, id)
+                          > (%(after_xid)s::xid8, %(after_created)s, %(after_id)s::text))
+                ORDER BY insert_xid, created_at, id
+                LIMIT %(limit)s
+                """,
+                {
+                    "status": status.value if status else None,
+                    "tier": sla_tier.value if sla_tier else None,
+                    "after_xid": str(after.insert_xid) if after else None,
+                    "after_created": after.created_at if after else None,
+                    "after_id": after.tenant_id if after else None,
+                    "limit": limit + 1,
+                },
+            )
+            keys = [
+                PagePosition(insert_xid=int(xid), created_at=created, tenant_id=tenant_id)
+                for xid, created, tenant_id in await cur.fetchall()
+            ]
+        shown = keys[:limit]
+        if not shown:
+            return Page(items=[], next_after=None)
+        # The rows are read again for their columns; one that changed status in between
+        # no longer matches the filter and is left out of this page.
+        rows = await self._select(
             f"""
             SELECT {_TENANT_COLUMNS} FROM tenants
-            WHERE (%(status)s::text IS NULL OR status = %(status)s)
-              AND (%(tier)s::text IS NULL OR sla_tier = %(tier)s)
-              AND (%(after_created)s::timestamptz IS NULL
-                   OR (created_at, id) > (%(after_created)s, %(after_id)s::text))
-            ORDER BY created_at, id
-            LIMIT %(limit)s
+            WHERE id = ANY(%(ids)s) AND (%(status)s::text IS NULL OR status = %(status)s)
             """,
-            {
-                "status": status.value if status else None,
-                "tier": sla_tier.value if sla_tier else None,
-                "after_created": after_created,
-                "after_id": after_id,
-                "limit": limit,
-            },
+            {"ids": [key.tenant_id for key in shown], "status": status.value if status else None},
+        )
+        found = {tenant.id: tenant for tenant in rows}
+        return Page(
+            items=[found[key.tenant_id] for key in shown if key.tenant_id in found],
+            next_after=shown[-1] if len(keys) > limit else None,
         )
 
     async def transition(

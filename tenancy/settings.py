@@ -6,6 +6,7 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -15,6 +16,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PostgresDsn,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -49,6 +52,34 @@ def _grantable_role(value: str | None) -> str | None:
     return value
 
 
+def check_tcp_dsn(url: str, name: str) -> str:
+    """`url` unchanged if it names exactly one PostgreSQL server by TCP host; else ValueError.
+
+    libpq also accepts a Unix-socket directory (`postgresql:///db?host=/run/postgresql`, a
+    `%2F`-encoded host, or no host at all) and host lists. The platform cannot use those:
+    it gives each tenant's services a jdbcUrl built from this URL's host and port, and a
+    socket path on the platform's machine means nothing to a service elsewhere.
+    """
+    why = (
+        f"{name} must name one PostgreSQL server as host:port "
+        "(postgresql://user:password@db.example.internal:5432/platform), because the platform "
+        "builds the jdbcUrl it hands to each tenant's services from that host and port"
+    )
+    parts = urlsplit(url)
+    host = unquote(parts.netloc.rpartition("@")[2])
+    if "," in host:
+        raise ValueError(f"{why}; host lists are not supported")
+    if not host or host.startswith(("/", ":", "@")):
+        raise ValueError(f"{why}; Unix-socket connections are not supported")
+    overrides = {key.lower() for key, _ in parse_qsl(parts.query)} & {"host", "hostaddr"}
+    if overrides:
+        raise ValueError(
+            f"{why}; remove the {', '.join(sorted(overrides))} query parameter, which would "
+            "make the platform connect somewhere other than the jdbcUrl says"
+        )
+    return url
+
+
 class DownstreamService(BaseModel):
     """A service that runs its own migrations for each new tenant.
 
@@ -80,6 +111,8 @@ class Settings(BaseSettings):
     database_url: PostgresDsn | None = None
     storage_database_url: PostgresDsn | None = None
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # The largest request body the API reads; a tenant spec is a few hundred bytes.
+    api_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     downstream_services: tuple[DownstreamService, ...] = DEFAULT_DOWNSTREAM_SERVICES
     migration_max_attempts: int = Field(default=5, ge=1, le=100)
     # Durations are plain seconds in the environment (e.g. PLATFORM_MIGRATION_INITIAL_INTERVAL=0.5).
@@ -112,9 +145,12 @@ class Settings(BaseSettings):
     auth_audience: str = "platform-service"
     auth_algorithms: tuple[Literal["RS256", "ES256"], ...] = ("RS256", "ES256")
 
-    # Signed calls to downstream services: the platform's private key (EC P-256 or RSA PEM),
-    # and the previous keys still published in the JWKS while a rotation is under way.
+    # Signed calls to downstream services: the platform's private key (EC P-256 or RSA PEM).
+    # During a rotation the JWKS also publishes the next keys (not used to sign yet, so that
+    # verifiers can fetch them before the first token signed with them arrives) and the
+    # previous keys (no longer used, still valid for tokens signed before the switch).
     signing_key_file: Path | None = None
+    signing_next_key_files: tuple[Path, ...] = ()
     signing_previous_key_files: tuple[Path, ...] = ()
     downstream_token_ttl: Seconds = timedelta(minutes=5)
 
@@ -126,6 +162,14 @@ class Settings(BaseSettings):
     # The connection itself is configured through the SDK's TEMPORAL_* variables (see
     # tenancy.temporal); the address is read here only to know whether to embed a dev server.
     temporal_address: str | None = Field(default=None, validation_alias="TEMPORAL_ADDRESS")
+
+    @field_validator("database_url", "storage_database_url", mode="before")
+    @classmethod
+    def _tcp_server(cls, url: object, info: ValidationInfo) -> object:
+        # Before pydantic's URL parsing, whose "empty host" would not say why.
+        if isinstance(url, str):
+            return check_tcp_dsn(url, f"PLATFORM_{str(info.field_name).upper()}")
+        return url
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -141,6 +185,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "PLATFORM_MIGRATION_INITIAL_INTERVAL must not exceed "
                 "PLATFORM_MIGRATION_MAX_INTERVAL"
+            )
+        key_files = [
+            *([self.signing_key_file] if self.signing_key_file else []),
+            *self.signing_next_key_files,
+            *self.signing_previous_key_files,
+        ]
+        if len(key_files) != len(set(key_files)):
+            raise ValueError(
+                "PLATFORM_SIGNING_KEY_FILE, PLATFORM_SIGNING_NEXT_KEY_FILES and "
+                "PLATFORM_SIGNING_PREVIOUS_KEY_FILES must name different files: a key is "
+                "next, current or previous, one at a time"
             )
         return self
 

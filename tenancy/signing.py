@@ -1,5 +1,11 @@
 """Short-lived JWTs that the platform signs for each downstream migrate call, and the JWKS
-that publishes the public keys to verify them (current key first, then any being retired)."""
+that publishes the public keys to verify them.
+
+Only the current key signs. The JWKS lists it first, then the next keys (published ahead of
+a rotation, so that a verifier that refetches on an unknown `kid` already finds the key the
+platform will switch to) and the previous ones (for tokens signed before the switch). The
+README's "Rotating the signing key" gives the order and the waits.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +47,15 @@ class CallSigner:
         return jwt.encode(claims, self._key, algorithm=self._algorithm, headers={"kid": self._kid})
 
 
-def jwks_document(key_file: Path, previous_key_files: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """`{"keys": [...]}` with the current signing key's public JWK and the retiring ones."""
-    keys = [public_jwk(load_public_key(path)) for path in (key_file, *previous_key_files)]
-    return {"keys": keys}
+def jwks_document(
+    key_file: Path,
+    previous_key_files: tuple[Path, ...] = (),
+    next_key_files: tuple[Path, ...] = (),
+) -> dict[str, Any]:
+    """`{"keys": [...]}`: the current signing key's public JWK, then the next ones, then the
+    previous ones; a key listed twice is published once."""
+    keys: dict[str, dict[str, Any]] = {}
+    for path in (key_file, *next_key_files, *previous_key_files):
+        jwk = public_jwk(load_public_key(path))
+        keys.setdefault(jwk["kid"], jwk)
+    return {"keys": list(keys.values())}

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
 from api.auth import READ_SCOPE
@@ -27,7 +28,7 @@ from tenancy.naming import workflow_id
 from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
-from tests.conftest import running_worker
+from tests.conftest import running_worker, with_database
 from tests.integration.test_api import token_for
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
@@ -268,3 +269,65 @@ async def test_admin_endpoint_reports_drift_to_operators_only(
         "detail": f"schema tenant_{prefix}stray has no tenant row (left in place)",
         "repaired": False,
     } in body["drift"]
+
+
+def fresh_database(server_url: str, prefix: str) -> str:
+    """A new, empty database on the session's server: a repair pass acts on every tenant it
+    sees, so this one sees only its own."""
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
+    execute(server_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return with_database(server_url, name)
+
+
+async def test_admin_repairs_are_a_post_and_get_only_reports(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    services: tuple[ScriptedService, list[tuple[str, str]]],
+    pg_server_url: str,
+    keys_dir: Path,
+) -> None:
+    settings = make_settings(
+        *services[1],
+        database_url=fresh_database(pg_server_url, "admin_platform_"),
+        storage_database_url=fresh_database(pg_server_url, "admin_tenants_"),
+    )
+    stuck = f"adm{uuid.uuid4().hex[:6]}_stuck"
+    operator = {"Authorization": f"Bearer {token_for(keys_dir, 'carol')}"}
+    reader = {"Authorization": f"Bearer {token_for(keys_dir, 'r', READ_SCOPE)}"}
+    path = "/api/admin/reconciliation"
+    async with running_worker(temporal_client, settings):
+        with serve(create_app(settings)) as base_url:
+            async with (
+                AsyncConnectionPool(settings.require_database_url(), min_size=1) as pool,
+                httpx.AsyncClient(base_url=base_url, timeout=60) as http,
+            ):
+                rows = TenantRepository(pool)
+                await rows.insert(spec(stuck), workflow_id(stuck), "lost-run", SERVICES)
+                await rows.transition(stuck, TenantStatus.MIGRATING, None, "test")
+
+                reported = await http.get(path, headers=operator)
+                get_repair = await http.get(path, params={"repair": "true"}, headers=operator)
+                refused = await http.post(path, headers=reader)
+                anonymous = await http.post(path)
+                unchanged = await rows.get(stuck)
+                events_before = await rows.events(stuck)
+                repaired = await http.post(path, headers=operator)
+                await wait_status(rows, stuck, TenantStatus.ACTIVE)
+
+    assert reported.status_code == 200, reported.text
+    [drift] = [d for d in reported.json()["drift"] if d["kind"] == "STUCK_WITHOUT_WORKFLOW"]
+    assert drift["tenantId"] == stuck
+    assert drift["repaired"] is False
+    assert get_repair.status_code == 422
+    assert get_repair.headers["content-type"].startswith("application/problem+json")
+    assert "POST /api/admin/reconciliation" in get_repair.json()["detail"]
+    assert refused.status_code == 403
+    assert anonymous.status_code == 401
+    # Neither the GETs nor the refused POSTs touched the tenant.
+    assert unchanged is not None
+    assert unchanged.status is TenantStatus.MIGRATING
+    assert [e.action for e in events_before] == ["CREATED", "STATUS_CHANGED"]
+    assert repaired.status_code == 200, repaired.text
+    [fixed] = [d for d in repaired.json()["drift"] if d["kind"] == "STUCK_WITHOUT_WORKFLOW"]
+    assert fixed["tenantId"] == stuck
+    assert fixed["repaired"] is True

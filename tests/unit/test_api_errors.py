@@ -31,9 +31,10 @@ from api.errors import (
     install_error_handlers,
     validation_problem,
 )
-from tenancy.models import SlaTier, StorageMode, Tenant, TenantSpec
-from tenancy.status import TenantStatus
+from tenancy.models import TenantSpec
+from tenancy.paging import PagePosition
 
+T = "2024-05-01T12:30:00+00:00"
 RFC_9457_KEYS = {"type", "title", "status", "detail", "instance"}
 ERRORS = [
     (ApiError, 500),
@@ -182,6 +183,27 @@ def test_validation_problem_names_each_field_once() -> None:
 
     assert problem.detail == "invalid value for: name"
     assert len(problem.extensions["errors"]) == 2
+
+
+def test_unparseable_json_is_a_400_naming_the_byte_not_a_field() -> None:
+    exc = RequestValidationError(
+        [
+            {
+                "type": "json_invalid",
+                "loc": ("body", 17),
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": "Expecting value"},
+            }
+        ]
+    )
+
+    problem = validation_problem(exc)
+
+    assert problem.status == 400
+    assert problem.detail == "the body is not valid JSON: Expecting value at byte 17"
+    assert problem.extensions == {"position": 17}
+    assert "errors" not in problem.problem("/")
 
 
 def build_app() -> FastAPI:
@@ -357,33 +379,21 @@ async def test_unexpected_error_is_a_500_problem_without_internals(
     assert any("unhandled error on GET /boom" in r.getMessage() for r in caplog.records)
 
 
-def make_tenant(created_at: datetime, tenant_id: str = "acme") -> Tenant:
-    return Tenant(
-        id=tenant_id,
-        name="Acme",
-        storage_mode=StorageMode.SCHEMA,
-        sla_tier=SlaTier.BASIC,
-        status=TenantStatus.ACTIVE,
-        workflow_id=f"tenant-provision-{tenant_id}",
-        created_at=created_at,
-        updated_at=created_at,
-    )
-
-
 @pytest.mark.parametrize(
-    ("created_at", "tenant_id"),
+    ("insert_xid", "created_at", "tenant_id"),
     [
-        (datetime(2024, 5, 1, 12, 30, tzinfo=UTC), "acme"),
-        (datetime(2024, 5, 1, 12, 30, 0, 123456, tzinfo=UTC), "a" * 40),
-        (datetime(2024, 5, 1, 18, 0, tzinfo=timezone(timedelta(hours=5, minutes=30))), "b_2"),
-        (datetime(1999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-8))), "zzz"),
+        (3, datetime(2024, 5, 1, 12, 30, tzinfo=UTC), "acme"),
+        (2**64 - 1, datetime(2024, 5, 1, 12, 30, 0, 123456, tzinfo=UTC), "a" * 40),
+        (7, datetime(2024, 5, 1, 18, 0, tzinfo=timezone(timedelta(hours=5, minutes=30))), "b_2"),
+        (0, datetime(1999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-8))), "zzz"),
     ],
 )
-def test_cursor_round_trips(created_at: datetime, tenant_id: str) -> None:
-    token = cursor.encode(make_tenant(created_at, tenant_id))
+def test_cursor_round_trips(insert_xid: int, created_at: datetime, tenant_id: str) -> None:
+    position = PagePosition(insert_xid=insert_xid, created_at=created_at, tenant_id=tenant_id)
+    token = cursor.encode(position)
 
-    assert cursor.decode(token) == (created_at, tenant_id)
-    assert cursor.decode(token)[0].utcoffset() == created_at.utcoffset()
+    assert cursor.decode(token) == position
+    assert cursor.decode(token).created_at.utcoffset() == created_at.utcoffset()
     # URL-safe and short enough for the route's `cursor` (max_length=200).
     assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
     assert len(token) <= 200
@@ -407,15 +417,26 @@ def b64_json(value: object) -> str:
         pytest.param(b64(b"\xff\xfe\xfd"), id="base64-of-binary"),
         pytest.param(b64_json(None), id="json-null"),
         pytest.param(b64_json(5), id="json-number"),
-        pytest.param(b64_json("ab"), id="json-two-char-string"),
+        pytest.param(b64_json("abc"), id="json-three-char-string"),
         pytest.param(b64_json({}), id="json-empty-object"),
-        pytest.param(b64_json({"createdAt": "2024-05-01T12:30:00+00:00", "id": "acme"}), id="obj"),
+        pytest.param(b64_json({"1": 1, T: 2, "acme": 3}), id="object-with-three-keys"),
         pytest.param(b64_json([]), id="json-empty-list"),
-        pytest.param(b64_json(["2024-05-01T12:30:00+00:00"]), id="json-one-item"),
-        pytest.param(b64_json(["2024-05-01T12:30:00+00:00", "acme", 1]), id="json-three-items"),
-        pytest.param(b64_json(["yesterday", "acme"]), id="json-bad-date"),
-        pytest.param(b64_json([1714566600, "acme"]), id="json-epoch-number"),
-        pytest.param(b64_json(["2024-05-01T12:30:00", "acme"]), id="naive-datetime"),
+        pytest.param(b64_json([1, T]), id="json-two-items"),
+        pytest.param(b64_json([1, T, "acme", 1]), id="json-four-items"),
+        pytest.param(b64_json([1, "yesterday", "acme"]), id="json-bad-date"),
+        pytest.param(b64_json([1, 1714566600, "acme"]), id="json-epoch-number"),
+        pytest.param(b64_json([1, "2024-05-01T12:30:00", "acme"]), id="naive-datetime"),
+        pytest.param(b64_json([1, T, "a\u0000b"]), id="nul-in-id"),
+        pytest.param(b64_json([1, T, "Acme"]), id="id-not-a-tenant-id"),
+        pytest.param(b64_json([1, T, "a" * 41]), id="id-too-long"),
+        pytest.param(b64_json([1, T, None]), id="id-null"),
+        pytest.param(b64_json([1, T, 5]), id="id-number"),
+        pytest.param(b64_json([-1, T, "acme"]), id="negative-xid"),
+        pytest.param(b64_json([2**64, T, "acme"]), id="xid-beyond-xid8"),
+        pytest.param(b64_json([1.5, T, "acme"]), id="fractional-xid"),
+        pytest.param(b64_json([True, T, "acme"]), id="boolean-xid"),
+        pytest.param(b64_json(["1", T, "acme"]), id="xid-as-string"),
+        pytest.param(b64_json(["1970-01-01T00:00:00+00:00", "a\u0000b"]), id="issue-9-probe"),
         pytest.param(b64(b"[" * 150), id="deeply-nested-within-200-chars"),
     ],
 )
@@ -429,7 +450,7 @@ def test_garbage_cursor_is_invalid_request_naming_cursor(token: str) -> None:
     assert [e["field"] for e in error.extensions["errors"]] == ["cursor"]
 
 
-@pytest.mark.parametrize("bad_id", [None, 5])
-def test_cursor_with_a_non_string_id_is_rejected(bad_id: object) -> None:
+def test_an_old_two_item_cursor_is_refused() -> None:
+    # Cursors before migration 0004 had no transaction id; they cannot be placed safely.
     with pytest.raises(InvalidRequest):
-        cursor.decode(b64_json(["2024-05-01T12:30:00+00:00", bad_id]))
+        cursor.decode(b64_json([T, "acme"]))

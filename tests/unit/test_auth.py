@@ -632,3 +632,31 @@ async def test_make_dev_banner_hands_out_working_tokens(tmp_path: Path) -> None:
     assert viewer == Principal("viewer", frozenset({"tenants:read"}))
     payload = jwt.decode(minted.operator, options={"verify_signature": False})
     assert payload["exp"] - payload["iat"] == 12 * 3600
+
+
+@pytest.mark.parametrize(
+    ("subject", "why"),
+    [
+        pytest.param("a\x00b", "non-printable", id="nul"),
+        pytest.param("alice\x1b]0;PWNED\x07", "non-printable", id="terminal-escape"),
+        pytest.param("alice\nmallory", "non-printable", id="newline"),
+        pytest.param("alice\u2028", "non-printable", id="line-separator"),
+        pytest.param("a" * 201, "longer than 200", id="201-chars"),
+    ],
+)
+async def test_a_subject_that_cannot_be_audited_is_rejected(
+    ec_key: ec.EllipticCurvePrivateKey, subject: str, why: str
+) -> None:
+    """The subject is written to SQL (created_by, actor) and to logs: a NUL makes PostgreSQL
+    raise, control characters would reach terminals."""
+    error = await rejected(verifier_for(ec_key), sign(ec_key, claims(sub=subject)))
+
+    assert why in error.detail
+
+
+async def test_a_long_printable_subject_is_accepted(ec_key: ec.EllipticCurvePrivateKey) -> None:
+    subject = "svc:" + "é" * 196
+
+    principal = await verifier_for(ec_key).verify(sign(ec_key, claims(sub=subject)))
+
+    assert principal.subject == subject

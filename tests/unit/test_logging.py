@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 import structlog
 from temporalio import activity, workflow
 
-from tenancy.logging import configure_logging, redact
+from tenancy.logging import configure_logging, printable, redact
 from tenancy.settings import Settings
 
 JWT = (
@@ -239,3 +240,54 @@ def test_uvicorn_loggers_are_taken_over(restore_logging: None) -> None:
 
     assert stray.getvalue() == ""
     assert json.loads(stream.getvalue())["logger"] == "uvicorn.error"
+
+
+# What a hostile request path or token subject carries: an OSC sequence that sets the
+# terminal's title, a BEL, a NUL, a forged line, a Unicode line separator.
+HOSTILE = "x\x1b]0;PWNED\x07 acme\x00 a\r\nFORGED b\u2028c \x9b"
+# Raw controls (C0 but the newline, DEL, C1) and the Unicode line and paragraph separators.
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def log_hostile_values() -> None:
+    structlog.stdlib.get_logger("platform.api.access").info(
+        "request", route="/api/tenants/{tenant_id}", tenant_id=HOSTILE, path=[HOSTILE]
+    )
+    logging.getLogger("platform.api").warning("unhandled error on GET %s", HOSTILE)
+    try:
+        raise ValueError(f"bad id {HOSTILE}")
+    except ValueError:
+        logging.getLogger("platform.api").exception("failed for %s", HOSTILE)
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_control_characters_are_escaped_in_every_line(
+    restore_logging: None, log_format: str
+) -> None:
+    stream = io.StringIO()
+    configure_logging(Settings(log_format=log_format), stream=stream)
+
+    log_hostile_values()
+
+    text = stream.getvalue()
+    assert RAW_CONTROL.findall(text) == []
+    lines = text.splitlines()
+    # Three records; the console renders the traceback on lines of its own.
+    assert sum("PWNED" in line for line in lines) >= 3
+    # No forged line outside a traceback, whose own line breaks must stay.
+    before_traceback = text.split("Traceback")[0].splitlines()
+    assert all("FORGED" not in line or "PWNED" in line for line in before_traceback)
+    if log_format == "json":
+        record = json.loads(lines[0])
+        assert record["tenant_id"] == "x\\x1b]0;PWNED\\x07 acme\\x00 a\\r\\nFORGED b\\u2028c \\x9b"
+        assert record["path"] == [record["tenant_id"]]
+        assert "Traceback (most recent call last):\n" in json.loads(lines[2])["exception"]
+    else:
+        assert "x\\x1b]0;PWNED\\x07 acme\\x00" in text
+        assert "Traceback (most recent call last):" in text
+
+
+def test_printable_text_is_left_alone() -> None:
+    assert printable("tenant acme_1 — ünïcode, tabs? no") == "tenant acme_1 — ünïcode, tabs? no"
+    assert printable("line\nbreak\ttab", multiline=True) == "line\nbreak\ttab"
+    assert printable("line\nbreak") == "line\\nbreak"

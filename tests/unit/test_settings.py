@@ -277,3 +277,56 @@ def test_absurd_durations_are_validation_errors(value: str) -> None:
 def test_initial_interval_above_max_interval_rejected() -> None:
     # The default max interval is 30 s.
     assert invalid_fields(PLATFORM_MIGRATION_INITIAL_INTERVAL="60")
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        pytest.param("postgresql:///platform?host=/run/postgresql", "Unix-socket", id="host-param"),
+        pytest.param("postgresql://%2Frun%2Fpostgresql/platform", "Unix-socket", id="encoded"),
+        pytest.param("postgresql:///platform", "Unix-socket", id="no-host"),
+        pytest.param("postgresql://user:pw@/platform", "Unix-socket", id="user-no-host"),
+        pytest.param("postgresql://db/platform?host=other", "host query parameter", id="host-qs"),
+        pytest.param("postgresql://db/platform?hostaddr=10.0.0.1", "hostaddr", id="hostaddr"),
+        pytest.param("postgresql://db-a:5432,db-b:5432/platform", "host lists", id="host-list"),
+    ],
+)
+@pytest.mark.parametrize("variable", ["PLATFORM_DATABASE_URL", "PLATFORM_STORAGE_DATABASE_URL"])
+def test_a_dsn_without_one_tcp_host_is_refused_saying_why(
+    monkeypatch: pytest.MonkeyPatch, variable: str, url: str, why: str
+) -> None:
+    monkeypatch.setenv(variable, url)
+
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+
+    message = str(caught.value)
+    assert variable in message
+    assert why in message
+    assert "jdbcUrl" in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://platform:pw@db.internal:5432/platform?sslmode=require",
+        "postgresql://postgres@127.0.0.1:5555",
+        "postgresql://u@[::1]:5432/platform",
+    ],
+)
+def test_a_tcp_dsn_is_accepted(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("PLATFORM_DATABASE_URL", url)
+
+    assert str(Settings().database_url) == url
+
+
+def test_a_signing_key_cannot_be_current_and_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLATFORM_SIGNING_KEY_FILE", "/keys/a.pem")
+    monkeypatch.setenv("PLATFORM_SIGNING_NEXT_KEY_FILES", '["/keys/a.pem"]')
+
+    assert invalid_fields() == {""}
+
+
+def test_body_limit_defaults_small_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().api_max_body_bytes == 64 * 1024
+    assert invalid_fields(PLATFORM_API_MAX_BODY_BYTES="100") == {"api_max_body_bytes"}

@@ -133,3 +133,29 @@ def test_jwks_of_the_current_key_alone(key_file: Path) -> None:
     assert [key["kid"] for key in document["keys"]] == [
         public_jwk(load_private_key(key_file))["kid"]
     ]
+
+
+def test_next_keys_are_published_but_never_sign(key_file: Path, tmp_path: Path) -> None:
+    """A rotation publishes the next key before the platform signs with it, so a verifier
+    refetching on an unknown `kid` finds it; until the switch, tokens carry the current kid."""
+    upcoming = tmp_path / "next.pem"
+    generate_private_key(upcoming)
+    previous = tmp_path / "previous.pem"
+    generate_private_key(previous)
+    current_kid = public_jwk(load_private_key(key_file))["kid"]
+    next_kid = public_jwk(load_private_key(upcoming))["kid"]
+    previous_kid = public_jwk(load_private_key(previous))["kid"]
+
+    document = jwks_document(key_file, previous_key_files=(previous,), next_key_files=(upcoming,))
+    token = CallSigner(key_file, TTL).token(audience="auth-service", tenant_id="acme")
+
+    assert [k["kid"] for k in document["keys"]] == [current_kid, next_kid, previous_kid]
+    assert all("d" not in k for k in document["keys"])
+    assert jwt.get_unverified_header(token)["kid"] == current_kid
+    _verified(token, key_file, "auth-service")
+
+
+def test_a_key_named_twice_is_published_once(key_file: Path) -> None:
+    document = jwks_document(key_file, next_key_files=(key_file,))
+
+    assert len(document["keys"]) == 1
