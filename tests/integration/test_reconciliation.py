@@ -313,6 +313,7 @@ async def test_admin_repairs_are_a_post_and_get_only_reports(
                 events_before = await rows.events(stuck)
                 repaired = await http.post(path, headers=operator)
                 await wait_status(rows, stuck, TenantStatus.ACTIVE)
+                events_after = await rows.events(stuck)
 
     assert reported.status_code == 200, reported.text
     [drift] = [d for d in reported.json()["drift"] if d["kind"] == "STUCK_WITHOUT_WORKFLOW"]
@@ -331,3 +332,5 @@ async def test_admin_repairs_are_a_post_and_get_only_reports(
     [fixed] = [d for d in repaired.json()["drift"] if d["kind"] == "STUCK_WITHOUT_WORKFLOW"]
     assert fixed["tenantId"] == stuck
     assert fixed["repaired"] is True
+    adopted = [e for e in events_after if e.action == "RUN_ADOPTED"]
+    assert [e.actor for e in adopted] == ["reconciler:carol"]
