@@ -20,17 +20,9 @@ from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
-from tests.support.servers import serve
 from workflows.provision import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
-
-
-@pytest.fixture
-def service() -> Iterator[tuple[ScriptedService, str]]:
-    scripted = ScriptedService()
-    with serve(scripted.app()) as url:
-        yield scripted, url
 
 
 def spec(tenant_id: str) -> TenantSpec:

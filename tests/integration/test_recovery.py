@@ -4,7 +4,7 @@ adoption by compare-and-set, cancellation that stops, and one retry of many requ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,33 +33,9 @@ from tests.conftest import running_worker, unique_id
 from tests.integration.test_api import api_stack, body, token_for, wait_status
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
-from tests.support.servers import serve
 from workflows.provision import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[tuple[ScriptedService, str]]:
-    service = ScriptedService(version="backend-0002")
-    with serve(service.app()) as url:
-        yield service, url
-
-
-@pytest.fixture(scope="module")
-def auth() -> Iterator[tuple[ScriptedService, str]]:
-    service = ScriptedService(version="auth-0002")
-    with serve(service.app()) as url:
-        yield service, url
-
-
-@pytest.fixture
-def settings(
-    make_settings: Callable[..., Settings],
-    backend: tuple[ScriptedService, str],
-    auth: tuple[ScriptedService, str],
-) -> Settings:
-    return make_settings(("backend-service", backend[1]), ("auth-service", auth[1]))
 
 
 def restricted_storage(storage_db_url: str) -> str:

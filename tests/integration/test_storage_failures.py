@@ -4,7 +4,7 @@ as long as the outage lasts; it never ends the tenant in PROVISION_ERROR."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,17 +32,10 @@ from tenancy.temporal import worker_runtime
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
-from tests.support.servers import free_port, serve
+from tests.support.servers import free_port
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
-
-
-@pytest.fixture
-def service() -> Iterator[tuple[ScriptedService, str]]:
-    scripted = ScriptedService()
-    with serve(scripted.app()) as url:
-        yield scripted, url
 
 
 def through(url: str, port: int) -> str:

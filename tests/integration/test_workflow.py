@@ -3,7 +3,7 @@ downstream services whose answers each test scripts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -23,33 +23,10 @@ from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
-from tests.support.servers import free_port, serve
+from tests.support.servers import free_port
 from workflows.provision import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[tuple[ScriptedService, str]]:
-    service = ScriptedService(version="backend-0002")
-    with serve(service.app()) as url:
-        yield service, url
-
-
-@pytest.fixture(scope="module")
-def auth() -> Iterator[tuple[ScriptedService, str]]:
-    service = ScriptedService(version="auth-0002")
-    with serve(service.app()) as url:
-        yield service, url
-
-
-@pytest.fixture
-def settings(
-    make_settings: Callable[..., Settings],
-    backend: tuple[ScriptedService, str],
-    auth: tuple[ScriptedService, str],
-) -> Settings:
-    return make_settings(("backend-service", backend[1]), ("auth-service", auth[1]))
 
 
 def spec(mode: StorageMode = StorageMode.SCHEMA, **fields: Any) -> TenantSpec:
