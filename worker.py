@@ -41,7 +41,7 @@ from tenancy.schema import apply_platform_migrations
 from tenancy.settings import Settings, get_settings
 from tenancy.signing import CallSigner
 from tenancy.storage import StorageAdmin
-from tenancy.temporal import connect_client, ensure_search_attributes, worker_runtime
+from tenancy.temporal import connect_client, ensure_search_attributes, exit_process, worker_runtime
 from tenancy.tracing import (
     client_interceptors,
     instrument_http_client,
@@ -227,3 +227,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    exit_process(0)

@@ -43,6 +43,7 @@ from devstack.temporal import dev_server_command
 from devstack.tokens import DEV_ISSUER, DevKeys, mint
 from tenancy.keys import generate_private_key
 from tenancy.settings import Settings, get_settings
+from tenancy.temporal import exit_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_MARKER = "Platform Service is up"
@@ -460,4 +461,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

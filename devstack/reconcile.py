@@ -7,12 +7,12 @@ embeds, exactly as `make dev` itself would; then `python -m reconciliation` runs
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 
 from devstack.dev import DevSettings, make_plan
 from reconciliation.__main__ import main as reconcile_main
 from tenancy.settings import get_settings
+from tenancy.temporal import exit_process
 
 _FROM_PLAN = (
     "PLATFORM_DATABASE_URL",
@@ -33,4 +33,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

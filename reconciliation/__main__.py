@@ -21,7 +21,7 @@ from reconciliation.reconciler import Reconciler, ReconciliationReport
 from tenancy.logging import configure_logging, redact
 from tenancy.repository import TenantRepository
 from tenancy.settings import Settings, get_settings
-from tenancy.temporal import connect_client
+from tenancy.temporal import connect_client, exit_process
 
 
 def render(report: ReconciliationReport) -> str:
@@ -77,4 +77,4 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -34,7 +34,7 @@ from tenancy.repository import TenantRepository
 from tenancy.schema import apply_platform_migrations
 from tenancy.settings import DownstreamService, Settings
 from tenancy.status import TenantStatus
-from tenancy.temporal import ensure_search_attributes
+from tenancy.temporal import ensure_search_attributes, exit_process
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import free_port, serve
 from worker import build_worker, worker_activities
@@ -211,3 +211,4 @@ if __name__ == "__main__":
     )
     logging.basicConfig(level=logging.INFO)
     asyncio.run(main(parser.parse_args().suffix))
+    exit_process(0)
