@@ -120,6 +120,8 @@ class ProvisionTenantWorkflow:
             self._state.reason = request.resume.reason
             self._state.storage = request.resume.storage
             self._state.retry_cycle = request.resume.retry_cycle
+            # Known from the first task on, so a query never sees a continued run half-built.
+            self._state.services = dict(request.resume.services)
         self._plan: ProvisioningPlan | None = None
         self._rejection: str | None = None
         self._rejection_type = FailureType.TENANT_EXISTS
