@@ -111,8 +111,11 @@ async def test_waiting_run_continues_as_new_then_reaches_active_once_fixed(
         assert continued.status is TenantStatus.MIGRATION_ERROR
         assert continued.services["backend-service"].status is MigrationStatus.SUCCEEDED
         assert continued.storage is not None
-        description = await handle.describe()
-        assert description.typed_search_attributes.get(sa.TENANT_STATUS) == "MIGRATION_ERROR"
+        # Visibility follows the continued run a moment later.
+        await eventually(
+            handle.describe,
+            lambda d: d.typed_search_attributes.get(sa.TENANT_STATUS) == "MIGRATION_ERROR",
+        )
 
         auth.script(request.id, 200)
         await handle.signal(ProvisionTenantWorkflow.retry_migration)
