@@ -52,31 +52,13 @@ LOAD_PLAN = ActivityOptions(start_to_close=timedelta(seconds=5), retry=_METADATA
 # the reason, rather than a run retrying for ever; the tenant is then stuck without a workflow,
 # which the reconciler reports and restarts (README, Recovery). Errors that repeat on every
 # attempt (data, integrity) are not retried at all (activities/metadata.py).
-_METADATA_DEADLINE = timedelta(minutes=10)
-RECORD_TENANT = ActivityOptions(
+_METADATA_WRITE = ActivityOptions(
     start_to_close=timedelta(seconds=10),
-    schedule_to_close=_METADATA_DEADLINE,
+    schedule_to_close=timedelta(minutes=10),
     retry=_METADATA_RETRY,
     local=True,
 )
-TRANSITION_STATUS = ActivityOptions(
-    start_to_close=timedelta(seconds=10),
-    schedule_to_close=_METADATA_DEADLINE,
-    retry=_METADATA_RETRY,
-    local=True,
-)
-MARK_MIGRATION_FAILED = ActivityOptions(
-    start_to_close=timedelta(seconds=10),
-    schedule_to_close=_METADATA_DEADLINE,
-    retry=_METADATA_RETRY,
-    local=True,
-)
-RECORD_EVENT = ActivityOptions(
-    start_to_close=timedelta(seconds=10),
-    schedule_to_close=_METADATA_DEADLINE,
-    retry=_METADATA_RETRY,
-    local=True,
-)
+RECORD_TENANT = TRANSITION_STATUS = MARK_MIGRATION_FAILED = RECORD_EVENT = _METADATA_WRITE
 LOCAL_METADATA_PATCH = "local-metadata-activities"
 
 
