@@ -32,22 +32,22 @@ from activities.interceptor import ActivityContextInterceptor
 from activities.metadata import MetadataActivities
 from activities.migrations import MigrationActivities
 from activities.storage import StorageActivities
-from tenancy.limits import ServerLimits
-from tenancy.logging import configure_logging, redact
-from tenancy.metrics import TENANT_GAUGE_INTERVAL, tenant_gauge
-from tenancy.naming import migration_task_queue
-from tenancy.repository import TenantRepository
-from tenancy.schema import apply_platform_migrations
-from tenancy.settings import Settings, get_settings
-from tenancy.signing import CallSigner
-from tenancy.storage import StorageAdmin
-from tenancy.temporal import connect_client, ensure_search_attributes, exit_process, worker_runtime
-from tenancy.tracing import (
+from infra.db.repository import TenantRepository
+from infra.db.schema import apply_platform_migrations
+from infra.db.storage import StorageAdmin
+from infra.limits import ServerLimits
+from infra.security.signing import CallSigner
+from infra.telemetry.logging import configure_logging, redact
+from infra.telemetry.metrics import TENANT_GAUGE_INTERVAL, tenant_gauge
+from infra.telemetry.tracing import (
     client_interceptors,
     instrument_http_client,
     shutdown_tracing,
     tracer_provider_from_env,
 )
+from infra.temporal import connect_client, ensure_search_attributes, exit_process, worker_runtime
+from tenancy.naming import migration_task_queue
+from tenancy.settings import Settings, get_settings
 from workflows.provision import ProvisionTenantWorkflow
 
 SERVICE_NAME = "platform-worker"

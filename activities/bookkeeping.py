@@ -1,6 +1,6 @@
 """The platform's own metadata writes inside activities: one rule for what their failures mean.
 
-A transient database failure (see `tenancy.db_errors`) fails the attempt retryably, as
+A transient database failure (see `infra.db.errors`) fails the attempt retryably, as
 `MetadataUnavailable`, which never counts against a downstream service's attempts; a
 permanent one (data, integrity, programming errors) fails the step for good as
 `MetadataRejected`, with its reason, since every retry would fail the same way.
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import psycopg
 from temporalio.exceptions import ApplicationError
 
-from tenancy.db_errors import ErrorKind, classify
+from infra.db.errors import ErrorKind, classify
 from tenancy.failures import FailureType, summarize
 
 # What the database, its pool and the network raise; domain exceptions pass through.

@@ -6,6 +6,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.bookkeeping import metadata_failures
+from infra.db.repository import (
+    Adoption,
+    TenantOwnedElsewhere,
+    TenantRepository,
+    TransitionRefused,
+)
 from tenancy.contracts import (
     MigrationFailedInput,
     MigrationRetry,
@@ -19,12 +25,6 @@ from tenancy.contracts import (
 from tenancy.failures import FailureType
 from tenancy.models import Tenant
 from tenancy.naming import workflow_actor
-from tenancy.repository import (
-    Adoption,
-    TenantOwnedElsewhere,
-    TenantRepository,
-    TransitionRefused,
-)
 from tenancy.settings import Settings
 
 

@@ -12,13 +12,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.bookkeeping import metadata_failures
+from infra.db.repository import TenantRepository
+from infra.security.signing import CallSigner
+from infra.telemetry.logging import redact
+from infra.telemetry.metrics import migration_attempt
 from tenancy.contracts import MigrateInput, MigrateResult
 from tenancy.failures import FailureType, summarize
-from tenancy.logging import redact
-from tenancy.metrics import migration_attempt
-from tenancy.repository import TenantRepository
 from tenancy.settings import DownstreamService
-from tenancy.signing import CallSigner
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 T = TypeVar("T")

@@ -15,14 +15,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.bookkeeping import metadata_failures
+from infra.db.errors import ErrorKind, classify, sqlstate
+from infra.db.repository import TenantRepository
+from infra.db.storage import StorageAdmin
+from infra.limits import NoSlot, ServerLimits, remaining_budget, server_key
+from infra.telemetry.metrics import storage_error
 from tenancy.contracts import CreateStorageInput
-from tenancy.db_errors import ErrorKind, classify, sqlstate
 from tenancy.failures import FailureType, summarize
-from tenancy.limits import NoSlot, ServerLimits, remaining_budget, server_key
-from tenancy.metrics import storage_error
 from tenancy.models import StorageLocation
-from tenancy.repository import TenantRepository
-from tenancy.storage import StorageAdmin
 
 # What an attempt keeps for the DDL itself when it waits for a slot (start-to-close is 2 min).
 DDL_RESERVE = timedelta(seconds=30)
@@ -67,7 +67,7 @@ class StorageActivities:
     async def create_storage(self, request: CreateStorageInput) -> StorageLocation:
         """Create the storage unless it exists, then record its `jdbcUrl`.
 
-        A transient failure (see `tenancy.db_errors`) is retried for as long as it lasts and
+        A transient failure (see `infra.db.errors`) is retried for as long as it lasts and
         shown in the tenant's `statusReason` meanwhile; a permanent one fails the step."""
         server = server_key(self._admin.locate(request.tenant_id, request.mode).jdbc_url)
         try:

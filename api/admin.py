@@ -17,8 +17,8 @@ from temporalio.service import RPCError
 from api.deps import TemporalClient, Tenants, Writer
 from api.errors import InvalidRequest, ServiceUnavailable
 from api.guard import GuardedRoute
+from infra.db.repository import TenantRepository
 from reconciliation import Reconciler, ReconciliationReport
-from tenancy.repository import TenantRepository
 from tenancy.settings import Settings, get_settings
 
 PATH = "/reconciliation"

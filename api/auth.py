@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import jwt
 
 from api.errors import ServiceUnavailable, Unauthorized
-from tenancy.keys import PublicKey, load_public_key, public_jwk
+from infra.security.keys import PublicKey, load_public_key, public_jwk
 from tenancy.settings import Settings
 
 _log = logging.getLogger("platform.api.auth")

@@ -14,8 +14,8 @@ import re
 from datetime import datetime
 
 from api.errors import InvalidRequest
+from infra.db.paging import MAX_XID8, PagePosition
 from tenancy.models import TENANT_ID_PATTERN
-from tenancy.paging import MAX_XID8, PagePosition
 
 _TENANT_ID = re.compile(TENANT_ID_PATTERN)
 

@@ -12,7 +12,7 @@ from temporalio.client import Client
 from api.auth import READ_SCOPE, WRITE_SCOPE, Principal, TokenVerifier
 from api.errors import Forbidden, Unauthorized
 from api.provisioning import ProvisioningGateway
-from tenancy.repository import TenantRepository
+from infra.db.repository import TenantRepository
 
 
 class AppState(TypedDict):

@@ -21,18 +21,18 @@ from api.metrics import install_metrics
 from api.openapi import install_openapi
 from api.provisioning import ProvisioningGateway
 from api.routes import health_router, tenants_router
-from tenancy.logging import configure_logging
-from tenancy.repository import TenantRepository
-from tenancy.schema import apply_platform_migrations
-from tenancy.settings import Settings, get_settings
-from tenancy.signing import jwks_document
-from tenancy.temporal import connect_client
-from tenancy.tracing import (
+from infra.db.repository import TenantRepository
+from infra.db.schema import apply_platform_migrations
+from infra.security.signing import jwks_document
+from infra.telemetry.logging import configure_logging
+from infra.telemetry.tracing import (
     client_interceptors,
     instrument_fastapi,
     shutdown_tracing,
     tracer_provider_from_env,
 )
+from infra.temporal import connect_client
+from tenancy.settings import Settings, get_settings
 
 _log = logging.getLogger("platform.api")
 

@@ -41,9 +41,9 @@ from devstack.roles import Layout, Login, apply_layout, login_url, service_role
 from devstack.supervisor import DevStackError, Interrupted, Stack
 from devstack.temporal import dev_server_command
 from devstack.tokens import DEV_ISSUER, DevKeys, mint
-from tenancy.keys import generate_private_key
+from infra.security.keys import generate_private_key
+from infra.temporal import exit_process
 from tenancy.settings import Settings, get_settings
-from tenancy.temporal import exit_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_MARKER = "Platform Service is up"

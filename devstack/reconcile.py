@@ -10,9 +10,9 @@ import os
 from collections.abc import Sequence
 
 from devstack.dev import DevSettings, make_plan
+from infra.temporal import exit_process
 from reconciliation.__main__ import main as reconcile_main
 from tenancy.settings import get_settings
-from tenancy.temporal import exit_process
 
 _FROM_PLAN = (
     "PLATFORM_DATABASE_URL",

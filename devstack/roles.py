@@ -11,7 +11,7 @@ describes:
 - no one else may connect to the metadata database (PUBLIC's CONNECT is revoked).
 
 Tenant schemas and databases are granted to the service roles by the platform itself, when it
-creates them (tenancy.storage).
+creates them (infra.db.storage).
 
     python -m devstack.roles --superuser-url postgresql://postgres:pw@db/postgres \\
         --platform platform:pw --metadata-db platform --storage-db tenants \\

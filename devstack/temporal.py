@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tenancy import search_attributes
+from infra import search_attributes
 
 
 def cli_path() -> Path:

@@ -24,7 +24,7 @@ from pathlib import Path
 import jwt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from tenancy.keys import algorithm_for, generate_private_key, load_private_key, public_jwk
+from infra.security.keys import algorithm_for, generate_private_key, load_private_key, public_jwk
 from tenancy.settings import get_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

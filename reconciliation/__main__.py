@@ -17,11 +17,11 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 from temporalio.service import RPCError
 
+from infra.db.repository import TenantRepository
+from infra.telemetry.logging import configure_logging, redact
+from infra.temporal import connect_client, exit_process
 from reconciliation.reconciler import Reconciler, ReconciliationReport
-from tenancy.logging import configure_logging, redact
-from tenancy.repository import TenantRepository
 from tenancy.settings import Settings, get_settings
-from tenancy.temporal import connect_client, exit_process
 
 
 def render(report: ReconciliationReport) -> str:

@@ -31,12 +31,12 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFail
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from infra import search_attributes as sa
+from infra.db.repository import TenantRepository
 from reconciliation.inventory import StorageSnapshot, read_storage
-from tenancy import search_attributes as sa
 from tenancy.contracts import TenantState
 from tenancy.models import CamelModel, StorageMode, Tenant
 from tenancy.naming import STORAGE_PREFIX, storage_location, workflow_id
-from tenancy.repository import TenantRepository
 from tenancy.status import TenantStatus
 from workflows import starts
 from workflows.provision import STATUS_QUERY, WORKFLOW_NAME

@@ -5,7 +5,7 @@ Callers match on these names, never on messages:
     TENANT_EXISTS          record_tenant found a row owned by another workflow run
     ILLEGAL_TRANSITION     the status machine refused a transition
     STORAGE_FORBIDDEN      the storage server refused the DDL for a reason no retry can fix
-                           (privilege, name, syntax: see tenancy.db_errors)
+                           (privilege, name, syntax: see infra.db.errors)
     STORAGE_FAILED         storage creation failed for a transient reason (retried)
     MIGRATION_REJECTED     a downstream service answered a non-retryable 4xx
     MIGRATION_UNAVAILABLE  timeout, connection error, 408, 429 or 5xx (retried)

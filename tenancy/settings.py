@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     create_timeout: Seconds = timedelta(seconds=15)
     task_queue: str = TASK_QUEUE
     # Per tenant storage server and worker process: a burst of provisionings queues for these
-    # slots instead of exhausting the server's connections (see tenancy.limits).
+    # slots instead of exhausting the server's connections (see infra.limits).
     max_concurrent_storage_creations: int = Field(default=4, ge=1, le=64)
     # Per downstream service and worker process: the slots of the worker on the service's
     # own migration task queue (see worker.build_worker).
@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     worker_metrics_address: str | None = None
     # The connection itself is configured through the SDK's TEMPORAL_* variables (see
-    # tenancy.temporal); the address is read here only to know whether to embed a dev server.
+    # infra.temporal); the address is read here only to know whether to embed a dev server.
     temporal_address: str | None = Field(default=None, validation_alias="TEMPORAL_ADDRESS")
 
     @field_validator("database_url", "storage_database_url", mode="before")

@@ -36,11 +36,11 @@ from temporalio.testing import WorkflowEnvironment
 from devstack.postgres import EmbeddedPostgres
 from devstack.roles import Layout, Login, apply_layout, login_url, service_role
 from devstack.temporal import cli_path
-from tenancy.keys import generate_private_key
-from tenancy.repository import TenantRepository
-from tenancy.schema import apply_platform_migrations
+from infra.db.repository import TenantRepository
+from infra.db.schema import apply_platform_migrations
+from infra.security.keys import generate_private_key
+from infra.temporal import ensure_search_attributes
 from tenancy.settings import DownstreamService, Settings
-from tenancy.temporal import ensure_search_attributes
 from tests.support.servers import free_port
 from worker import build_worker, worker_activities
 

@@ -28,8 +28,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.metadata import MetadataActivities
     from activities.migrations import MigrationActivities
     from activities.storage import StorageActivities
-    from tenancy import metrics
-    from tenancy import search_attributes as sa
+    from infra import search_attributes as sa
+    from infra.telemetry import metrics
     from tenancy.contracts import (
         AdoptRun,
         CreateStorageInput,

@@ -26,8 +26,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from examples.downstream_service.settings import DownstreamSettings
-from tenancy.keys import algorithm_for, generate_private_key, load_private_key, public_jwk
-from tenancy.signing import CallSigner, jwks_document
+from infra.security.keys import algorithm_for, generate_private_key, load_private_key, public_jwk
+from infra.security.signing import CallSigner, jwks_document
 
 TOKEN_TTL = timedelta(minutes=5)
 BACKEND = "backend-service"

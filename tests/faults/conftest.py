@@ -18,8 +18,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from infra.db.repository import TenantRepository
 from tenancy.models import SlaTier, StorageMode, Tenant, TenantSpec
-from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from tests.support.polling import eventually

@@ -18,9 +18,9 @@ import pytest
 from temporalio.client import Client
 
 from api.provisioning import ProvisioningGateway
+from infra.db.repository import TenantRepository
 from tenancy.models import StorageMode
 from tenancy.naming import storage_name
-from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from tests.conftest import unique_id

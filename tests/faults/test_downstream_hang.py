@@ -10,7 +10,7 @@ import pytest
 from temporalio.client import Client
 
 from api.provisioning import ProvisioningGateway
-from tenancy.repository import TenantRepository
+from infra.db.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from tests.conftest import unique_id

@@ -16,8 +16,8 @@ from temporalio.client import Client
 from api.provisioning import ProvisioningGateway
 from examples.downstream_service.app import create_app as create_downstream_app
 from examples.downstream_service.settings import DownstreamSettings
+from infra.db.repository import TenantRepository
 from tenancy.naming import storage_name
-from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from tests.conftest import unique_id

@@ -16,9 +16,9 @@ from opentelemetry.trace import SpanKind
 from temporalio.client import Client
 
 from api.main import create_app
+from infra.telemetry.tracing import client_interceptors
+from infra.temporal import connect_client
 from tenancy.settings import Settings
-from tenancy.temporal import connect_client
-from tenancy.tracing import client_interceptors
 from tests.conftest import unique_id
 from tests.integration.test_api import token_for
 from tests.integration.test_observability import RecordingService

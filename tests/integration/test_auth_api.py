@@ -20,7 +20,7 @@ from temporalio.client import Client
 
 from api.auth import READ_SCOPE, WRITE_SCOPE
 from devstack.tokens import mint
-from tenancy.keys import generate_private_key, load_public_key, public_jwk
+from infra.security.keys import generate_private_key, load_public_key, public_jwk
 from tenancy.naming import workflow_id
 from tenancy.settings import Settings
 from tests.conftest import unique_id

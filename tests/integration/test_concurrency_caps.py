@@ -22,14 +22,14 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.storage import StorageActivities
 from api.provisioning import ProvisioningGateway
+from infra.db.repository import TenantRepository
+from infra.db.storage import StorageAdmin
+from infra.limits import NoSlot, ServerLimits, server_key
 from tenancy.contracts import CreateStorageInput
 from tenancy.failures import FailureType
-from tenancy.limits import NoSlot, ServerLimits, server_key
 from tenancy.models import MigrationRecord, StorageLocation, StorageMode, TenantSpec
-from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import MigrationStatus, TenantStatus
-from tenancy.storage import StorageAdmin
 from tests.conftest import running_worker, unique_id
 from tests.faults.downstream import HangingService
 from tests.support.polling import eventually

@@ -20,14 +20,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.provisioning import ProvisioningGateway
 from devstack.temporal import cli_path
-from tenancy import search_attributes as sa
+from infra import search_attributes as sa
+from infra.db.repository import TenantRepository
+from infra.temporal import ensure_search_attributes
 from tenancy.contracts import TenantState
 from tenancy.models import EventAction, SlaTier, StorageMode, TenantSpec
 from tenancy.naming import workflow_id
-from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import MigrationStatus, TenantStatus
-from tenancy.temporal import ensure_search_attributes
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService

@@ -34,7 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import READ_SCOPE, WRITE_SCOPE
 from devstack.tokens import mint
-from tenancy.keys import generate_private_key, load_private_key, public_jwk
+from infra.security.keys import generate_private_key, load_private_key, public_jwk
 from tenancy.naming import workflow_id
 from tenancy.settings import DownstreamService, Settings
 from tests.conftest import running_worker, unique_id

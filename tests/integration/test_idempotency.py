@@ -11,10 +11,10 @@ import pytest
 import pytest_asyncio
 from psycopg_pool import AsyncConnectionPool
 
+from infra.db.repository import TenantOwnedElsewhere, TenantRepository, TransitionRefused
+from infra.db.storage import StorageAdmin
 from tenancy.models import EventAction, StorageMode, TenantSpec
-from tenancy.repository import TenantOwnedElsewhere, TenantRepository, TransitionRefused
 from tenancy.status import MigrationStatus, TenantStatus
-from tenancy.storage import StorageAdmin
 from tests.conftest import unique_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

@@ -12,9 +12,9 @@ from psycopg import sql
 from temporalio.client import Client
 
 from api.provisioning import ProvisioningGateway
+from infra.db.repository import TenantRepository
 from tenancy.models import SlaTier, StorageMode, Tenant, TenantSpec
 from tenancy.naming import workflow_id
-from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id

@@ -36,15 +36,15 @@ from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowHandle
 
 from api.provisioning import ProvisioningGateway
+from infra.db.repository import TenantRepository
+from infra.telemetry.logging import configure_logging
+from infra.telemetry.tracing import client_interceptors
+from infra.temporal import connect_client, worker_runtime
 from tenancy.contracts import TenantState
-from tenancy.logging import configure_logging
 from tenancy.models import StorageMode, TenantSpec
 from tenancy.naming import workflow_id
-from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
-from tenancy.temporal import connect_client, worker_runtime
-from tenancy.tracing import client_interceptors
 from tests.conftest import unique_id
 from tests.support.polling import eventually
 from tests.support.servers import free_port, serve

@@ -17,12 +17,12 @@ from temporalio.client import Client
 
 from api.provisioning import ProvisioningGateway
 from devstack.roles import Layout, apply_layout
+from infra.db.repository import TenantRepository
+from infra.db.storage import StorageAdmin
 from tenancy.models import StorageLocation, StorageMode, TenantSpec
 from tenancy.naming import storage_location
-from tenancy.repository import TenantRepository
 from tenancy.settings import DownstreamService, Settings
 from tenancy.status import TenantStatus
-from tenancy.storage import StorageAdmin
 from tests.conftest import PLATFORM_ROLE, running_worker, unique_id, with_database
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService

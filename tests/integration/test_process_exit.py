@@ -2,7 +2,7 @@
 
 The SDK's native runtime can crash a finishing interpreter (SIGSEGV or SIGABRT in about one
 run of 13 here), which made `python -m reconciliation` exit -11 instead of 1 now and then:
-the flaky test of issue 9. The commands end through `tenancy.temporal.exit_process`; this runs
+the flaky test of issue 9. The commands end through `infra.temporal.exit_process`; this runs
 such a command many times, so that the crash, if it came back, would show.
 """
 
@@ -21,7 +21,7 @@ RUNS = 30
 COMMAND = """
 import asyncio, sys
 from temporalio.client import Client
-from tenancy.temporal import exit_process
+from infra.temporal import exit_process
 
 async def main() -> None:
     client = await Client.connect(sys.argv[1])

@@ -22,10 +22,10 @@ from temporalio.client import Client
 from api.auth import READ_SCOPE
 from api.main import create_app
 from api.provisioning import ProvisioningGateway
+from infra.db.repository import TenantRepository
 from reconciliation import DriftKind, Reconciler, ReconciliationReport
 from tenancy.models import StorageMode, TenantSpec
 from tenancy.naming import workflow_id
-from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from tests.conftest import running_worker, with_database

@@ -21,12 +21,12 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 
 from api.provisioning import ProvisioningGateway
+from infra import search_attributes as sa
+from infra.db.repository import Adoption, TenantOwnedElsewhere, TenantRepository
 from reconciliation import DriftKind, Reconciler
-from tenancy import search_attributes as sa
 from tenancy.failures import FailureType
 from tenancy.models import EventAction, SlaTier, StorageMode, TenantSpec
 from tenancy.naming import workflow_id
-from tenancy.repository import Adoption, TenantOwnedElsewhere, TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id

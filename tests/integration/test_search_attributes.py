@@ -13,8 +13,8 @@ from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from tenancy import search_attributes
-from tenancy.temporal import ensure_search_attributes
+from infra import search_attributes
+from infra.temporal import ensure_search_attributes
 from tests.support.polling import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

@@ -17,10 +17,10 @@ from temporalio.client import Client
 from api.provisioning import ProvisioningGateway
 from examples.downstream_service.app import create_app as create_downstream_app
 from examples.downstream_service.settings import DownstreamSettings
-from tenancy.keys import generate_private_key
+from infra.db.repository import TenantRepository
+from infra.security.keys import generate_private_key
 from tenancy.models import MigrationRecord, StorageMode, TenantSpec
 from tenancy.naming import workflow_id
-from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id

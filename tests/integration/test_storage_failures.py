@@ -20,15 +20,15 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.storage import StorageActivities
 from api.provisioning import ProvisioningGateway
+from infra.db.repository import TenantRepository
+from infra.db.storage import StorageAdmin
+from infra.limits import ServerLimits
+from infra.temporal import worker_runtime
 from tenancy.contracts import CreateStorageInput
 from tenancy.failures import FailureType
-from tenancy.limits import ServerLimits
 from tenancy.models import SlaTier, StorageMode, TenantSpec
-from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
-from tenancy.storage import StorageAdmin
-from tenancy.temporal import worker_runtime
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService

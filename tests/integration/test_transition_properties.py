@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg_pool import AsyncConnectionPool
 
+from infra.db.repository import TenantRepository, TransitionRefused
 from tenancy.models import EventAction, StorageMode, TenantSpec
-from tenancy.repository import TenantRepository, TransitionRefused
 from tenancy.status import TenantStatus
 from tests.conftest import unique_id
 from tests.unit.test_status_properties import apply_all, assert_legal_path

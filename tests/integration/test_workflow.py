@@ -13,11 +13,11 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from api.provisioning import ProvisioningGateway
-from tenancy import search_attributes as sa
+from infra import search_attributes as sa
+from infra.db.repository import TenantRepository
 from tenancy.failures import FailureType
 from tenancy.models import StorageMode, TenantSpec
 from tenancy.naming import workflow_id
-from tenancy.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id

@@ -26,15 +26,15 @@ from temporalio.testing import WorkflowEnvironment
 from api.provisioning import ProvisioningGateway
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import cli_path
+from infra.db.repository import TenantRepository
+from infra.db.schema import apply_platform_migrations
+from infra.security.keys import generate_private_key
+from infra.temporal import ensure_search_attributes, exit_process
 from tenancy.contracts import TenantState
-from tenancy.keys import generate_private_key
 from tenancy.models import SlaTier, StorageMode, TenantSpec
 from tenancy.naming import workflow_id
-from tenancy.repository import TenantRepository
-from tenancy.schema import apply_platform_migrations
 from tenancy.settings import DownstreamService, Settings
 from tenancy.status import TenantStatus
-from tenancy.temporal import ensure_search_attributes, exit_process
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import free_port, serve
 from worker import build_worker, worker_activities

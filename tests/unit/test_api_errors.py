@@ -31,8 +31,8 @@ from api.errors import (
     install_error_handlers,
     validation_problem,
 )
+from infra.db.paging import PagePosition
 from tenancy.models import TenantSpec
-from tenancy.paging import PagePosition
 
 T = "2024-05-01T12:30:00+00:00"
 RFC_9457_KEYS = {"type", "title", "status", "detail", "instance"}

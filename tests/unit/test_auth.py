@@ -31,7 +31,7 @@ from api.errors import ServiceUnavailable, Unauthorized
 from api.main import create_app
 from devstack import tokens
 from devstack.dev import READY_MARKER, DevSettings, banner, dev_tokens, make_plan
-from tenancy.keys import PrivateKey, generate_private_key, public_jwk
+from infra.security.keys import PrivateKey, generate_private_key, public_jwk
 from tenancy.settings import Settings, get_settings
 from tests.support.polling import eventually
 from tests.support.servers import free_port, serve

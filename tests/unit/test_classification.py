@@ -12,8 +12,8 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities.migrations import Outcome, _bookkeeping, _reason, classify_status
+from infra.db.errors import ErrorKind, classify, classify_sqlstate, sqlstate
 from tenancy.contracts import MigrationRetry
-from tenancy.db_errors import ErrorKind, classify, classify_sqlstate, sqlstate
 from tenancy.failures import FailureType, summarize
 from tenancy.naming import migration_task_queue
 from workflows.options import CREATE_STORAGE, migrate_service_options

@@ -18,7 +18,7 @@ from api.deps import Writer
 from api.errors import install_error_handlers
 from api.guard import GuardedRoute, is_json
 from devstack.tokens import mint
-from tenancy.keys import generate_private_key, load_public_key
+from infra.security.keys import generate_private_key, load_public_key
 
 LIMIT = 4096
 CHUNK = 1024

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import RSAAlgorithm
 
-from tenancy.keys import (
+from infra.security.keys import (
     algorithm_for,
     generate_private_key,
     load_private_key,

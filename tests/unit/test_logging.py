@@ -14,7 +14,7 @@ import pytest
 import structlog
 from temporalio import activity, workflow
 
-from tenancy.logging import configure_logging, printable, redact
+from infra.telemetry.logging import configure_logging, printable, redact
 from tenancy.settings import Settings
 
 JWT = (

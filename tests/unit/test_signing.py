@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tenancy.keys import generate_private_key, load_private_key, public_jwk
-from tenancy.signing import ISSUER, CallSigner, jwks_document
+from infra.security.keys import generate_private_key, load_private_key, public_jwk
+from infra.security.signing import ISSUER, CallSigner, jwks_document
 
 TTL = timedelta(minutes=5)
 

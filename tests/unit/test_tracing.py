@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProces
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.contrib.opentelemetry import TracingInterceptor
 
-from tenancy.tracing import (
+from infra.telemetry.tracing import (
     client_interceptors,
     instrument_http_client,
     shutdown_tracing,

@@ -31,8 +31,8 @@ from temporalio.runtime import (
 )
 from temporalio.service import RPCError
 
-from tenancy import search_attributes
-from tenancy.metrics import HISTOGRAM_BUCKETS
+from infra import search_attributes
+from infra.telemetry.metrics import HISTOGRAM_BUCKETS
 from tenancy.settings import Settings
 
 _log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any
 
 import jwt
 
-from tenancy.keys import algorithm_for, load_private_key, load_public_key, public_jwk
+from infra.security.keys import algorithm_for, load_private_key, load_public_key, public_jwk
 
 ISSUER = "platform-service"
 

@@ -10,6 +10,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from infra.db.paging import Page, PagePosition
 from tenancy.models import (
     EventAction,
     MigrationRecord,
@@ -19,7 +20,6 @@ from tenancy.models import (
     TenantSpec,
 )
 from tenancy.naming import workflow_actor
-from tenancy.paging import Page, PagePosition
 from tenancy.status import ALLOWED_SOURCES, Decision, MigrationStatus, TenantStatus, decide
 
 _TENANT_COLUMNS = """
@@ -216,7 +216,7 @@ class TenantRepository:
         after: PagePosition | None = None,
     ) -> Page:
         """Up to `limit` tenants, oldest first, strictly after `after`; only rows whose insert
-        has ended for good (below the snapshot's xmin, see `tenancy.paging`), so a position
+        has ended for good (below the snapshot's xmin, see `infra.db.paging`), so a position
         handed out is never passed by a row that commits later."""
         async with self._pool.connection() as conn, conn.cursor() as cur:
             await cur.execute(

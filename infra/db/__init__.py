@@ -1,0 +1,1 @@
+"""PostgreSQL: repositories (all SQL on metadata), storage DDL, metadata migrations."""

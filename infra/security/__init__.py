@@ -1,0 +1,1 @@
+"""Signing keys and the signed tokens of calls to downstream services."""

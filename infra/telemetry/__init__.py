@@ -1,0 +1,1 @@
+"""Structured logging, Prometheus metrics and OpenTelemetry tracing."""
