@@ -48,7 +48,7 @@ from infra.telemetry.tracing import (
 from infra.temporal import connect_client, ensure_search_attributes, exit_process, worker_runtime
 from tenancy.naming import migration_task_queue
 from tenancy.settings import Settings, get_settings
-from workflows.provision import ProvisionTenantWorkflow
+from workflows.provision.workflow import ProvisionTenantWorkflow
 
 SERVICE_NAME = "platform-worker"
 # Activity slots beyond the storage and migration caps, for metadata reads and writes.

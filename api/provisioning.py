@@ -18,13 +18,19 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ServiceUnavailable, StatusConflict, TenantConflict
-from tenancy.contracts import ProvisionInput, RetryDecision, RetryRequest, TenantState
 from tenancy.failures import FailureType
 from tenancy.models import Tenant, TenantSpec
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
-from workflows import starts
-from workflows.provision import RECORDED_UPDATE, RETRY_UPDATE
+from workflows.provision import starts
+from workflows.provision.contracts import (
+    RECORDED_UPDATE,
+    RETRY_UPDATE,
+    ProvisionInput,
+    ProvisionState,
+    RetryDecision,
+    RetryRequest,
+)
 
 # How long a POST that timed out spends asking Temporal whether its start was accepted.
 _CONFIRM_TIMEOUT = timedelta(seconds=2)
@@ -44,7 +50,7 @@ class ProvisioningGateway:
         self._client = client
         self._settings = settings
 
-    async def start(self, spec: TenantSpec, requested_by: str | None = None) -> TenantState:
+    async def start(self, spec: TenantSpec, requested_by: str | None = None) -> ProvisionState:
         """Start the workflow and wait until it has recorded the tenant row.
 
         The workflow id is the tenant id; an open run is never replaced and an existing row
@@ -52,7 +58,7 @@ class ProvisioningGateway:
         """
         return await self._start_recorded(ProvisionInput(spec=spec, requested_by=requested_by))
 
-    async def adopt(self, tenant: Tenant, actor: str, reason: str) -> TenantState:
+    async def adopt(self, tenant: Tenant, actor: str, reason: str) -> ProvisionState:
         """Start a new run that takes `tenant` over from its closed run, and wait until it has.
 
         409 when a run of the tenant is open or another run took the tenant over first.
@@ -61,7 +67,7 @@ class ProvisioningGateway:
 
     async def request_retry(self, tenant_id: str, requested_by: str) -> RetryDecision | None:
         """Ask the open run to retry its failed migrations; None when no run is open."""
-        handle = self._client.get_workflow_handle(workflow_id(tenant_id))
+        handle = self._client.get_workflow_handle(provision_workflow_id(tenant_id))
         try:
             return await asyncio.wait_for(
                 handle.execute_update(
@@ -81,14 +87,14 @@ class ProvisioningGateway:
                 "is a worker running?"
             ) from None
 
-    async def _start_recorded(self, request: ProvisionInput) -> TenantState:
+    async def _start_recorded(self, request: ProvisionInput) -> ProvisionState:
         tenant_id = request.spec.id
         start_request = uuid.uuid4().hex
         start = starts.start_operation(request, self._settings.task_queue, start_request)
         try:
             return await asyncio.wait_for(
                 self._client.execute_update_with_start_workflow(
-                    RECORDED_UPDATE, start_workflow_operation=start, result_type=TenantState
+                    RECORDED_UPDATE, start_workflow_operation=start, result_type=ProvisionState
                 ),
                 timeout=self._settings.create_timeout.total_seconds(),
             )
@@ -128,7 +134,7 @@ class ProvisioningGateway:
     async def _started_by(self, tenant_id: str, start_request: str) -> bool:
         """Whether the tenant's latest run was started by `start_request`: the update's wait
         hides whether the start itself went through."""
-        handle = self._client.get_workflow_handle(workflow_id(tenant_id))
+        handle = self._client.get_workflow_handle(provision_workflow_id(tenant_id))
         try:
             description = await asyncio.wait_for(
                 handle.describe(), timeout=_CONFIRM_TIMEOUT.total_seconds()

@@ -34,8 +34,8 @@ from tenancy.models import StorageLocation, TenantSpec
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from worker import worker_activities
-from workflows import options
-from workflows.options import ActivityOptions
+from workflows.provision import options
+from workflows.provision.options import ActivityOptions
 
 ResultT = TypeVar("ResultT")
 ACTOR = "bench-direct"

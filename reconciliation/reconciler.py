@@ -34,12 +34,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from infra import search_attributes as sa
 from infra.db.repository import TenantRepository
 from reconciliation.inventory import StorageSnapshot, read_storage
-from tenancy.contracts import TenantState
 from tenancy.models import CamelModel, StorageMode, Tenant
-from tenancy.naming import STORAGE_PREFIX, storage_location, workflow_id
+from tenancy.naming import STORAGE_PREFIX, provision_workflow_id, storage_location
 from tenancy.status import TenantStatus
-from workflows import starts
-from workflows.provision import STATUS_QUERY, WORKFLOW_NAME
+from workflows.provision import starts
+from workflows.provision.contracts import STATUS_QUERY, WORKFLOW_NAME, ProvisionState
 
 _log = structlog.stdlib.get_logger("platform.reconciliation")
 
@@ -220,7 +219,7 @@ class Reconciler:
     async def _listed(self) -> dict[str, WorkflowView]:
         """The latest run of every provisioning workflow, from one visibility listing (cheap,
         but eventually consistent: anything that looks wrong is confirmed by `_confirm`)."""
-        prefix = workflow_id(self._id_prefix) if self._id_prefix else ""
+        prefix = provision_workflow_id(self._id_prefix) if self._id_prefix else ""
         latest: dict[str, tuple[datetime, WorkflowView]] = {}
         async for execution in self._client.list_workflows(f"WorkflowType = '{WORKFLOW_NAME}'"):
             if not execution.id.startswith(prefix):
@@ -259,7 +258,7 @@ class Reconciler:
         if description.status is WorkflowExecutionStatus.RUNNING:
             try:
                 state = await handle.query(
-                    STATUS_QUERY, result_type=TenantState, rpc_timeout=_QUERY_TIMEOUT
+                    STATUS_QUERY, result_type=ProvisionState, rpc_timeout=_QUERY_TIMEOUT
                 )
                 live = state.status
             except (RPCError, WorkflowQueryFailedError) as exc:

@@ -1,4 +1,4 @@
-"""Typed inputs and results of the workflow, its signal/query/update and its activities.
+"""Typed inputs and results of the activities, shared by every workflow that runs them.
 
 One model per call so that fields can be added without breaking running workflows.
 """
@@ -7,18 +7,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field
-
 from tenancy.models import CamelModel, EventAction, StorageLocation, StorageMode, TenantSpec
-from tenancy.status import MigrationStatus, TenantStatus
-
-
-class ServiceState(CamelModel):
-    """Live state of one service's migration inside the workflow."""
-
-    status: MigrationStatus = MigrationStatus.PENDING
-    version: str | None = None
-    error: str | None = None
+from tenancy.status import TenantStatus
 
 
 class AdoptRun(CamelModel):
@@ -29,28 +19,6 @@ class AdoptRun(CamelModel):
     # Who asked: an operator's subject, `reconciler:<subject>` or the workflow itself.
     actor: str
     reason: str
-
-
-class ResumeState(CamelModel):
-    """What a run carries into its continuation (continue-as-new), so that the new run
-    skips the steps already done."""
-
-    status: TenantStatus
-    reason: str | None = None
-    storage: StorageLocation
-    services: dict[str, ServiceState]
-    retry_cycle: int = 0
-
-
-class ProvisionInput(CamelModel):
-    """Start argument of `ProvisionTenantWorkflow`."""
-
-    spec: TenantSpec
-    # The authenticated subject that asked for the tenant (absent in histories before it).
-    requested_by: str | None = None
-    # Set when this run replaces a closed one (retry, reconciler, continue-as-new).
-    adopt: AdoptRun | None = None
-    resume: ResumeState | None = None
 
 
 class MigrationRetry(CamelModel):
@@ -140,28 +108,3 @@ class RecordEventInput(CamelModel):
     actor: str
     action: EventAction
     reason: str | None = None
-
-
-class RetryRequest(CamelModel):
-    """Argument of the `request_retry` update."""
-
-    requested_by: str
-
-
-class RetryDecision(CamelModel):
-    """Answer of the `request_retry` update: whether this request started a retry."""
-
-    accepted: bool
-    status: TenantStatus
-
-
-class TenantState(CamelModel):
-    """Answer of the `get_status` query and the `tenant_recorded` update."""
-
-    tenant_id: str
-    status: TenantStatus
-    reason: str | None = None
-    recorded: bool = False
-    storage: StorageLocation | None = None
-    services: dict[str, ServiceState] = Field(default_factory=dict)
-    retry_cycle: int = 0

@@ -26,7 +26,7 @@ def check_tenant_id(tenant_id: str) -> str:
     return tenant_id
 
 
-def workflow_id(tenant_id: str) -> str:
+def provision_workflow_id(tenant_id: str) -> str:
     """The provisioning workflow's id: the business id, so a tenant has exactly one."""
     return f"tenant-provision-{check_tenant_id(tenant_id)}"
 

@@ -20,7 +20,7 @@ from api.main import create_app
 from devstack.tokens import mint
 from examples.downstream_service.app import create_app as create_downstream_app
 from examples.downstream_service.settings import DownstreamSettings
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tests.conftest import running_worker, unique_id, with_database
 from tests.support.polling import eventually
@@ -135,7 +135,7 @@ async def test_provision_through_the_api_reaches_active_with_both_services_table
     assert created.status_code == 202, created.text
     assert created.headers["location"] == f"/api/tenants/{tenant_id}"
     assert created.json()["id"] == tenant_id
-    assert created.json()["workflowId"] == workflow_id(tenant_id)
+    assert created.json()["workflowId"] == provision_workflow_id(tenant_id)
     assert created.json()["createdBy"] == OPERATOR
     # The row exists before the 202 is sent.
     immediately = await api.get(f"/api/tenants/{tenant_id}")
@@ -184,7 +184,9 @@ async def test_twenty_racing_creates_give_one_202_one_row_one_workflow(
         row = conn.execute("SELECT count(*) FROM tenants WHERE id = %s", (tenant_id,)).fetchone()
     assert row == (1,)
     count = await eventually(
-        lambda: temporal_client.count_workflows(f"WorkflowId = '{workflow_id(tenant_id)}'"),
+        lambda: temporal_client.count_workflows(
+            f"WorkflowId = '{provision_workflow_id(tenant_id)}'"
+        ),
         lambda c: c.count >= 1,
     )
     assert count.count == 1

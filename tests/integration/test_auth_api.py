@@ -21,7 +21,7 @@ from temporalio.client import Client
 from api.auth import READ_SCOPE, WRITE_SCOPE
 from devstack.tokens import mint
 from infra.security.keys import generate_private_key, load_public_key, public_jwk
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tests.conftest import unique_id
 from tests.integration.test_api import api_stack, body, token_for, wait_status
@@ -247,7 +247,7 @@ async def test_provisioning_is_audited_with_the_token_subject(
     api: httpx.AsyncClient, keys_dir: Path
 ) -> None:
     tenant_id = unique_id("audit")
-    workflow = f"workflow:{workflow_id(tenant_id)}"
+    workflow = f"workflow:{provision_workflow_id(tenant_id)}"
     api.headers.update(bearer(token_for(keys_dir, "alice", WRITE_SCOPE, READ_SCOPE)))
 
     created = await api.post("/api/tenants", json=body(tenant_id))
@@ -270,7 +270,7 @@ async def test_retry_through_the_api_is_audited_before_the_workflow_reruns(
 ) -> None:
     service, _ = scripted
     tenant_id = unique_id("audretry")
-    workflow = f"workflow:{workflow_id(tenant_id)}"
+    workflow = f"workflow:{provision_workflow_id(tenant_id)}"
     service.script(tenant_id, 422, 200)
     api.headers.update(bearer(token_for(keys_dir, "alice")))
     assert (await api.post("/api/tenants", json=body(tenant_id))).status_code == 202

@@ -23,16 +23,16 @@ from devstack.temporal import cli_path
 from infra import search_attributes as sa
 from infra.db.repository import TenantRepository
 from infra.temporal import ensure_search_attributes
-from tenancy.contracts import TenantState
 from tenancy.models import EventAction, SlaTier, StorageMode, TenantSpec
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import serve
-from workflows.provision import ProvisionTenantWorkflow
+from workflows.provision.contracts import ProvisionState
+from workflows.provision.workflow import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 SUGGEST_AFTER_EVENTS = 60
@@ -64,12 +64,12 @@ def services() -> Iterator[tuple[ScriptedService, ScriptedService, str, str]]:
         yield backend, auth, backend_url, auth_url
 
 
-def _waiting_in_cycle(cycle: int, state: TenantState) -> bool:
+def _waiting_in_cycle(cycle: int, state: ProvisionState) -> bool:
     return state.status is TenantStatus.MIGRATION_ERROR and state.retry_cycle == cycle
 
 
 async def runs_of(client: Client, tenant_id: str) -> list[Any]:
-    query = f"WorkflowId = '{workflow_id(tenant_id)}'"
+    query = f"WorkflowId = '{provision_workflow_id(tenant_id)}'"
     return [execution async for execution in client.list_workflows(query)]
 
 
@@ -90,7 +90,9 @@ async def test_waiting_run_continues_as_new_then_reaches_active_once_fixed(
         id=unique_id(), name="Acme", storage_mode=StorageMode.SCHEMA, sla_tier=SlaTier.BASIC
     )
     auth.script(request.id, 400)
-    handle = client.get_workflow_handle_for(ProvisionTenantWorkflow.run, workflow_id(request.id))
+    handle = client.get_workflow_handle_for(
+        ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
+    )
     async with running_worker(client, settings):
         await ProvisioningGateway(client, settings).start(request)
         first_run = (await handle.describe()).run_id
@@ -142,4 +144,4 @@ async def test_waiting_run_continues_as_new_then_reaches_active_once_fixed(
     assert tenant.workflow_run_id == (await handle.describe()).run_id
     adopted = [e for e in await tenants.events(request.id) if e.action is EventAction.RUN_ADOPTED]
     assert adopted
-    assert all(e.actor == f"workflow:{workflow_id(request.id)}" for e in adopted)
+    assert all(e.actor == f"workflow:{provision_workflow_id(request.id)}" for e in adopted)

@@ -15,7 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from api.errors import ServiceUnavailable
 from api.provisioning import ProvisioningGateway
 from tenancy.models import SlaTier, StorageMode, TenantSpec
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tests.conftest import unique_id
 
@@ -65,7 +65,7 @@ async def test_accepted_start_without_a_record_answers_503_accepted(
     with pytest.raises(ServiceUnavailable, match="accepted by Temporal") as answer:
         await ProvisioningGateway(temporal_client, settings).start(request)
 
-    handle = temporal_client.get_workflow_handle(workflow_id(request.id))
+    handle = temporal_client.get_workflow_handle(provision_workflow_id(request.id))
     assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
     assert "GET the tenant later" in answer.value.detail
     await handle.terminate("test done")
@@ -83,6 +83,9 @@ async def test_unconfirmed_start_answers_503_and_starts_nothing(
 
     assert "send the request again" in answer.value.detail
     started = [
-        e async for e in temporal_client.list_workflows(f"WorkflowId = '{workflow_id(request.id)}'")
+        e
+        async for e in temporal_client.list_workflows(
+            f"WorkflowId = '{provision_workflow_id(request.id)}'"
+        )
     ]
     assert started == []

@@ -35,7 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.auth import READ_SCOPE, WRITE_SCOPE
 from devstack.tokens import mint
 from infra.security.keys import generate_private_key, load_private_key, public_jwk
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import DownstreamService, Settings
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
@@ -187,7 +187,7 @@ async def assert_never_created(stack: Stack, tenant_id: str) -> None:
         row = conn.execute("SELECT 1 FROM tenants WHERE id = %s", (tenant_id,)).fetchone()
     assert row is None, tenant_id
     with pytest.raises(RPCError) as caught:
-        await stack.client.get_workflow_handle(workflow_id(tenant_id)).describe()
+        await stack.client.get_workflow_handle(provision_workflow_id(tenant_id)).describe()
     assert caught.value.status is RPCStatusCode.NOT_FOUND
 
 

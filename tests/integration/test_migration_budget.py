@@ -14,13 +14,13 @@ from temporalio.client import Client
 from api.provisioning import ProvisioningGateway
 from infra.db.repository import TenantRepository
 from tenancy.models import SlaTier, StorageMode, Tenant, TenantSpec
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
-from workflows.provision import ProvisionTenantWorkflow
+from workflows.provision.workflow import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -104,7 +104,7 @@ async def test_bookkeeping_failures_before_the_call_do_not_consume_attempts(
             tenant = await settled(tenants, tenant_id)
             if tenant.status is TenantStatus.MIGRATION_ERROR:
                 await temporal_client.get_workflow_handle_for(
-                    ProvisionTenantWorkflow.run, workflow_id(tenant_id)
+                    ProvisionTenantWorkflow.run, provision_workflow_id(tenant_id)
                 ).terminate("test done")
 
     assert tenant.status is TenantStatus.ACTIVE, tenant
@@ -129,7 +129,7 @@ async def test_exactly_max_attempts_calls_reach_a_failing_service(
             await ProvisioningGateway(temporal_client, settings).start(spec(tenant_id))
             tenant = await settled(tenants, tenant_id)
             await temporal_client.get_workflow_handle_for(
-                ProvisionTenantWorkflow.run, workflow_id(tenant_id)
+                ProvisionTenantWorkflow.run, provision_workflow_id(tenant_id)
             ).terminate("test done")
 
     assert tenant.status is TenantStatus.MIGRATION_ERROR, tenant

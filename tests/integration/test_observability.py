@@ -40,16 +40,16 @@ from infra.db.repository import TenantRepository
 from infra.telemetry.logging import configure_logging
 from infra.telemetry.tracing import client_interceptors
 from infra.temporal import connect_client, worker_runtime
-from tenancy.contracts import TenantState
 from tenancy.models import StorageMode, TenantSpec
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from tests.conftest import unique_id
 from tests.support.polling import eventually
 from tests.support.servers import free_port, serve
 from worker import build_worker, worker_activities
-from workflows.provision import ProvisionTenantWorkflow
+from workflows.provision.contracts import ProvisionState
+from workflows.provision.workflow import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -106,10 +106,10 @@ def spec(tier: str = "PREMIUM") -> TenantSpec:
 
 async def provision(
     client: Client, result_client: Client, settings: Settings, request: TenantSpec
-) -> WorkflowHandle[ProvisionTenantWorkflow, TenantState]:
+) -> WorkflowHandle[ProvisionTenantWorkflow, ProvisionState]:
     await ProvisioningGateway(client, settings).start(request)
     handle = result_client.get_workflow_handle_for(
-        ProvisionTenantWorkflow.run, workflow_id(request.id)
+        ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
     )
     final = await handle.result()
     assert final.status is TenantStatus.ACTIVE
@@ -302,7 +302,7 @@ async def test_logs_of_a_full_run_are_structured_and_hold_no_secret(
         ("transition_status", "completed", 1),
     }
     for line in ends.values():
-        assert line["workflow_id"] == workflow_id(request.id)
+        assert line["workflow_id"] == provision_workflow_id(request.id)
         assert line["run_id"] == run_id
         assert isinstance(line["duration_ms"], int)
         assert line["duration_ms"] >= 0
@@ -315,7 +315,7 @@ async def test_logs_of_a_full_run_are_structured_and_hold_no_secret(
     assert any(
         line["logger"] == "temporalio.workflow"
         and line["event"] == f"tenant {request.id} is ACTIVE"
-        and line["workflow_id"] == workflow_id(request.id)
+        and line["workflow_id"] == provision_workflow_id(request.id)
         for line in lines
     )
     # The failure reason is kept in history too, which the Web UI shows to anyone.

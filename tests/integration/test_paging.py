@@ -15,7 +15,7 @@ import pytest_asyncio
 from api.auth import READ_SCOPE
 from api.main import create_app
 from devstack.tokens import mint
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tests.conftest import unique_id
 from tests.support.servers import serve
@@ -59,10 +59,10 @@ async def test_a_row_committed_after_a_client_paged_past_it_is_not_skipped(
     late, middle, last = unique_id("late"), unique_id("middle"), unique_id("last")
     async with await psycopg.AsyncConnection.connect(platform_db_url) as held:
         # Inserted first (earliest created_at), committed last.
-        await held.execute(INSERT, (late, workflow_id(late)))
+        await held.execute(INSERT, (late, provision_workflow_id(late)))
         with psycopg.connect(platform_db_url, autocommit=True) as conn:
             for tenant_id in (middle, last):
-                conn.execute(INSERT, (tenant_id, workflow_id(tenant_id)))
+                conn.execute(INSERT, (tenant_id, provision_workflow_id(tenant_id)))
 
         # A client pages, one row at a time, up to `middle` or to the end of the list; the
         # last page (no cursor) is one it will read again when it comes back.

@@ -25,7 +25,7 @@ from api.provisioning import ProvisioningGateway
 from infra.db.repository import TenantRepository
 from reconciliation import DriftKind, Reconciler, ReconciliationReport
 from tenancy.models import StorageMode, TenantSpec
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from tests.conftest import running_worker, with_database
@@ -131,7 +131,7 @@ async def test_each_kind_of_drift_is_reported_and_the_stuck_tenant_repaired(
     )
     execute(storage_url, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(f"tenant_{stray}")))
     # A row whose workflow is gone (never existed here): MIGRATING, storage in place.
-    await tenants.insert(spec(stuck), workflow_id(stuck), "lost-run", SERVICES)
+    await tenants.insert(spec(stuck), provision_workflow_id(stuck), "lost-run", SERVICES)
     await tenants.transition(stuck, TenantStatus.MIGRATING, None, "test")
     execute(storage_url, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(f"tenant_{stuck}")))
     # Behind the workflow's back: the workflow still waits in MIGRATION_ERROR.
@@ -180,7 +180,7 @@ async def test_each_kind_of_drift_is_reported_and_the_stuck_tenant_repaired(
         (DriftKind.ORPHAN_STORAGE, stray),
         (DriftKind.STATUS_MISMATCH, behind),
     }
-    await temporal_client.get_workflow_handle(workflow_id(behind)).terminate("test done")
+    await temporal_client.get_workflow_handle(provision_workflow_id(behind)).terminate("test done")
 
 
 async def test_a_completed_workflow_and_a_changed_row_disagree(
@@ -302,7 +302,7 @@ async def test_admin_repairs_are_a_post_and_get_only_reports(
                 httpx.AsyncClient(base_url=base_url, timeout=60) as http,
             ):
                 rows = TenantRepository(pool)
-                await rows.insert(spec(stuck), workflow_id(stuck), "lost-run", SERVICES)
+                await rows.insert(spec(stuck), provision_workflow_id(stuck), "lost-run", SERVICES)
                 await rows.transition(stuck, TenantStatus.MIGRATING, None, "test")
 
                 reported = await http.get(path, headers=operator)

@@ -26,14 +26,14 @@ from infra.db.repository import Adoption, TenantOwnedElsewhere, TenantRepository
 from reconciliation import DriftKind, Reconciler
 from tenancy.failures import FailureType
 from tenancy.models import EventAction, SlaTier, StorageMode, TenantSpec
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id
 from tests.integration.test_api import api_stack, body, token_for, wait_status
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
-from workflows.provision import ProvisionTenantWorkflow
+from workflows.provision.workflow import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -107,7 +107,9 @@ async def test_retry_migration_of_a_closed_run_starts_a_run_that_adopts_the_tena
     async with api_stack(temporal_client, settings, token_for(keys_dir)) as api:
         assert (await api.post("/api/tenants", json=body(tenant_id))).status_code == 202
         before = await wait_status(api, tenant_id, "MIGRATION_ERROR")
-        await temporal_client.get_workflow_handle(workflow_id(tenant_id)).terminate("lost run")
+        await temporal_client.get_workflow_handle(provision_workflow_id(tenant_id)).terminate(
+            "lost run"
+        )
 
         answer = await api.post(f"/api/tenants/{tenant_id}/retry-migration")
         assert answer.status_code == 202, answer.text
@@ -144,7 +146,9 @@ async def test_of_fifty_concurrent_retries_exactly_one_is_taken(
         url = f"/api/tenants/{tenant_id}/retry-migration"
         answers = await asyncio.gather(*(api.post(url) for _ in range(50)))
         await eventually(lambda: asyncio.sleep(0, auth[0].calls_for(tenant_id)), _two)
-        await temporal_client.get_workflow_handle(workflow_id(tenant_id)).terminate("done")
+        await temporal_client.get_workflow_handle(provision_workflow_id(tenant_id)).terminate(
+            "done"
+        )
 
     assert sorted(a.status_code for a in answers) == [202] + [409] * 49
     refused = [a for a in answers if a.status_code == 409]
@@ -174,7 +178,7 @@ async def test_cancelling_a_migrating_run_stops_it_in_migration_error_and_retry_
     async with api_stack(temporal_client, slow, token_for(keys_dir)) as api:
         assert (await api.post("/api/tenants", json=body(tenant_id))).status_code == 202
         await eventually(lambda: asyncio.sleep(0, auth[0].calls_for(tenant_id)), bool)
-        handle = temporal_client.get_workflow_handle(workflow_id(tenant_id))
+        handle = temporal_client.get_workflow_handle(provision_workflow_id(tenant_id))
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as ended:
             await handle.result()
@@ -204,7 +208,7 @@ async def test_cancelling_a_run_waiting_in_migration_error_ends_it_cancelled(
             lambda: tenants.get(request.id),
             lambda t: t is not None and t.status is TenantStatus.MIGRATION_ERROR,
         )
-        handle = temporal_client.get_workflow_handle(workflow_id(request.id))
+        handle = temporal_client.get_workflow_handle(provision_workflow_id(request.id))
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()
@@ -234,7 +238,7 @@ async def test_a_definite_metadata_error_fails_the_run_at_once_and_burns_no_id(
         assert await tenants.get(request.id) is None
         state = await gateway.start(request, requested_by="operator")
         final = await temporal_client.get_workflow_handle_for(
-            ProvisionTenantWorkflow.run, workflow_id(request.id)
+            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         ).result()
 
     assert state.recorded
@@ -257,13 +261,13 @@ async def test_a_refused_duplicate_run_never_writes_the_tenant_status_attribute(
     gateway = ProvisioningGateway(temporal_client, broken)
     async with running_worker(temporal_client, broken):
         await gateway.start(request)
-        handle = temporal_client.get_workflow_handle(workflow_id(request.id))
+        handle = temporal_client.get_workflow_handle(provision_workflow_id(request.id))
         with pytest.raises(WorkflowFailureError):
             await handle.result()
         first_run = (await handle.describe()).run_id
         with pytest.raises(Exception, match="already exists"):
             await gateway.start(request)
-        duplicate = temporal_client.get_workflow_handle(workflow_id(request.id))
+        duplicate = temporal_client.get_workflow_handle(provision_workflow_id(request.id))
         with pytest.raises(WorkflowFailureError) as refused:
             await duplicate.result()
         description = await duplicate.describe()
@@ -285,7 +289,7 @@ async def test_adoption_is_a_compare_and_set_on_the_owning_run(
     spec = TenantSpec(
         id=unique_id(), name="Acme", storage_mode=StorageMode.SCHEMA, sla_tier=SlaTier.BASIC
     )
-    wf = workflow_id(spec.id)
+    wf = provision_workflow_id(spec.id)
     await tenants.insert(spec, wf, "run-1", ["backend-service"], "operator")
     takeover = Adoption(replaces_run_id="run-1", actor="alice", reason="retry-migration")
 
@@ -326,7 +330,9 @@ async def test_reconciler_restarts_through_adoption_and_reports_storage_of_faile
         spec = TenantSpec(
             id=tenant_id, name="Drift", storage_mode=StorageMode.SCHEMA, sla_tier=SlaTier.BASIC
         )
-        await tenants.insert(spec, workflow_id(tenant_id), "lost-run", ["backend-service"])
+        await tenants.insert(
+            spec, provision_workflow_id(tenant_id), "lost-run", ["backend-service"]
+        )
         # As the platform's role, which owns what it creates (and so can grant on it).
         with psycopg.connect(settings.require_storage_database_url(), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(f"tenant_{tenant_id}")))

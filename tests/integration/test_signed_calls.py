@@ -20,13 +20,13 @@ from examples.downstream_service.settings import DownstreamSettings
 from infra.db.repository import TenantRepository
 from infra.security.keys import generate_private_key
 from tenancy.models import MigrationRecord, StorageMode, TenantSpec
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.servers import serve
-from workflows.provision import ProvisionTenantWorkflow
+from workflows.provision.workflow import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -104,7 +104,7 @@ async def test_a_trusting_service_migrates_the_tenant(
     async with running_worker(temporal_client, settings):
         await ProvisioningGateway(temporal_client, settings).start(request)
         final = await temporal_client.get_workflow_handle_for(
-            ProvisionTenantWorkflow.run, workflow_id(request.id)
+            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         ).result()
 
     assert final.status is TenantStatus.ACTIVE
@@ -132,7 +132,7 @@ async def _refused_record(
             lambda t: t is not None and t.status is TenantStatus.MIGRATION_ERROR,
         )
         handle = client.get_workflow_handle_for(
-            ProvisionTenantWorkflow.run, workflow_id(request.id)
+            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         )
         await handle.terminate("test done")
     tenant = await tenants.get(request.id)

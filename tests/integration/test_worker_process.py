@@ -16,13 +16,13 @@ from temporalio.client import Client
 
 from api.provisioning import ProvisioningGateway
 from tenancy.models import StorageMode, TenantSpec
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from tests.conftest import unique_id
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import serve
-from workflows.provision import ProvisionTenantWorkflow
+from workflows.provision.workflow import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 REPO = Path(__file__).resolve().parents[2]
@@ -89,7 +89,7 @@ async def test_worker_process_provisions_and_stops_cleanly_on_sigterm(
                 )
             )
             handle = temporal_client.get_workflow_handle_for(
-                ProvisionTenantWorkflow.run, workflow_id(tenant_id)
+                ProvisionTenantWorkflow.run, provision_workflow_id(tenant_id)
             )
             assert (await handle.result()).status is TenantStatus.ACTIVE
 

@@ -17,14 +17,14 @@ from infra import search_attributes as sa
 from infra.db.repository import TenantRepository
 from tenancy.failures import FailureType
 from tenancy.models import StorageMode, TenantSpec
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import free_port
-from workflows.provision import ProvisionTenantWorkflow
+from workflows.provision.workflow import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -67,7 +67,7 @@ async def test_happy_path_ends_active_with_storage_and_every_service_migrated(
         recorded = await ProvisioningGateway(temporal_client, settings).start(request)
         assert recorded.recorded
         handle = temporal_client.get_workflow_handle_for(
-            ProvisionTenantWorkflow.run, workflow_id(request.id)
+            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         )
         final = await handle.result()
 
@@ -112,7 +112,7 @@ async def test_server_error_then_success_retries_with_the_same_idempotency_key(
     async with running_worker(temporal_client, settings):
         await ProvisioningGateway(temporal_client, settings).start(request)
         final = await temporal_client.get_workflow_handle_for(
-            ProvisionTenantWorkflow.run, workflow_id(request.id)
+            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         ).result()
 
     assert final.status is TenantStatus.ACTIVE
@@ -139,7 +139,7 @@ async def test_client_error_waits_for_signal_and_reruns_only_the_failed_service(
     async with running_worker(temporal_client, settings):
         await ProvisioningGateway(temporal_client, settings).start(request)
         handle = temporal_client.get_workflow_handle_for(
-            ProvisionTenantWorkflow.run, workflow_id(request.id)
+            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         )
         await wait_status(tenants, request.id, TenantStatus.MIGRATION_ERROR)
 
@@ -186,7 +186,7 @@ async def test_exhausted_retries_end_in_migration_error(
         await ProvisioningGateway(temporal_client, settings).start(request)
         await wait_status(tenants, request.id, TenantStatus.MIGRATION_ERROR)
         handle = temporal_client.get_workflow_handle_for(
-            ProvisionTenantWorkflow.run, workflow_id(request.id)
+            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         )
         await handle.terminate("test done")
 
@@ -211,7 +211,7 @@ async def test_unreachable_service_is_retried_then_reported(
         await ProvisioningGateway(temporal_client, settings).start(request)
         await wait_status(tenants, request.id, TenantStatus.MIGRATION_ERROR)
         handle = temporal_client.get_workflow_handle_for(
-            ProvisionTenantWorkflow.run, workflow_id(request.id)
+            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         )
         await handle.terminate("test done")
     tenant = await tenants.get(request.id)
@@ -239,7 +239,7 @@ async def test_storage_permission_denied_ends_in_provision_error(
     async with running_worker(temporal_client, settings):
         await ProvisioningGateway(temporal_client, settings).start(request)
         handle = temporal_client.get_workflow_handle_for(
-            ProvisionTenantWorkflow.run, workflow_id(request.id)
+            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         )
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
@@ -268,7 +268,7 @@ async def test_retry_signal_outside_migration_error_is_ignored(
     async with running_worker(temporal_client, settings):
         await ProvisioningGateway(temporal_client, settings).start(request)
         handle = temporal_client.get_workflow_handle_for(
-            ProvisionTenantWorkflow.run, workflow_id(request.id)
+            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         )
         await handle.signal(ProvisionTenantWorkflow.retry_migration)
         final = await handle.result()

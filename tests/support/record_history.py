@@ -30,22 +30,22 @@ from infra.db.repository import TenantRepository
 from infra.db.schema import apply_platform_migrations
 from infra.security.keys import generate_private_key
 from infra.temporal import ensure_search_attributes, exit_process
-from tenancy.contracts import TenantState
 from tenancy.models import SlaTier, StorageMode, TenantSpec
-from tenancy.naming import workflow_id
+from tenancy.naming import provision_workflow_id
 from tenancy.settings import DownstreamService, Settings
 from tenancy.status import TenantStatus
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import free_port, serve
 from worker import build_worker, worker_activities
-from workflows.provision import ProvisionTenantWorkflow
+from workflows.provision.contracts import ProvisionState
+from workflows.provision.workflow import ProvisionTenantWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 _log = logging.getLogger("record_history")
 
 
 async def _wait_until(
-    handle: WorkflowHandle[ProvisionTenantWorkflow, TenantState], status: TenantStatus
+    handle: WorkflowHandle[ProvisionTenantWorkflow, ProvisionState], status: TenantStatus
 ) -> None:
     for _ in range(600):
         state = await handle.query(ProvisionTenantWorkflow.get_status)
@@ -84,7 +84,9 @@ async def record(
         await gateway.start(
             TenantSpec(id=tenant_id, name=name, storage_mode=mode, sla_tier=SlaTier.STANDARD)
         )
-        handle = client.get_workflow_handle_for(ProvisionTenantWorkflow.run, workflow_id(tenant_id))
+        handle = client.get_workflow_handle_for(
+            ProvisionTenantWorkflow.run, provision_workflow_id(tenant_id)
+        )
         if script:
             await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
             await handle.signal(ProvisionTenantWorkflow.retry_migration)
@@ -112,13 +114,15 @@ async def _record_recovery(
     run, an adopting run."""
     spec = _failing_tenant(service, "continued", suffix)
     await gateway.start(spec)
-    handle = client.get_workflow_handle_for(ProvisionTenantWorkflow.run, workflow_id(spec.id))
+    handle = client.get_workflow_handle_for(
+        ProvisionTenantWorkflow.run, provision_workflow_id(spec.id)
+    )
     first = await handle.describe()
     while (await handle.describe()).run_id == first.run_id:
         await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
         await handle.signal(ProvisionTenantWorkflow.retry_migration)
         await asyncio.sleep(0.2)
-    first_run = client.get_workflow_handle(workflow_id(spec.id), run_id=first.run_id)
+    first_run = client.get_workflow_handle(provision_workflow_id(spec.id), run_id=first.run_id)
     _save(await first_run.fetch_history(), f"continued_as_new_{suffix}")
     service.script(spec.id, 200)
     await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
@@ -128,7 +132,9 @@ async def _record_recovery(
 
     spec = _failing_tenant(service, "retried", suffix)
     await gateway.start(spec)
-    handle = client.get_workflow_handle_for(ProvisionTenantWorkflow.run, workflow_id(spec.id))
+    handle = client.get_workflow_handle_for(
+        ProvisionTenantWorkflow.run, provision_workflow_id(spec.id)
+    )
     await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
     service.script(spec.id, 200)
     decision = await gateway.request_retry(spec.id, "recorder")
@@ -139,7 +145,9 @@ async def _record_recovery(
 
     spec = _failing_tenant(service, "cancelled", suffix)
     await gateway.start(spec)
-    handle = client.get_workflow_handle_for(ProvisionTenantWorkflow.run, workflow_id(spec.id))
+    handle = client.get_workflow_handle_for(
+        ProvisionTenantWorkflow.run, provision_workflow_id(spec.id)
+    )
     await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
     await handle.cancel()
     with contextlib.suppress(WorkflowFailureError):
@@ -148,7 +156,9 @@ async def _record_recovery(
 
     spec = _failing_tenant(service, "adopted", suffix)
     await gateway.start(spec)
-    handle = client.get_workflow_handle_for(ProvisionTenantWorkflow.run, workflow_id(spec.id))
+    handle = client.get_workflow_handle_for(
+        ProvisionTenantWorkflow.run, provision_workflow_id(spec.id)
+    )
     await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
     await handle.terminate("recording: a lost run")
     service.script(spec.id, 200)

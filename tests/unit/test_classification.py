@@ -16,7 +16,7 @@ from infra.db.errors import ErrorKind, classify, classify_sqlstate, sqlstate
 from tenancy.contracts import MigrationRetry
 from tenancy.failures import FailureType, summarize
 from tenancy.naming import migration_task_queue
-from workflows.options import CREATE_STORAGE, migrate_service_options
+from workflows.provision.options import CREATE_STORAGE, migrate_service_options
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ from tenancy.models import StorageMode, TenantSpec
 from tenancy.naming import (
     InvalidTenantId,
     check_tenant_id,
+    provision_workflow_id,
     storage_location,
     storage_name,
-    workflow_id,
 )
 
 VALID_IDS = ["abc", "a" * 40, "acme", "acme_corp", "a1_2"]
@@ -37,12 +37,12 @@ INVALID_IDS = [
 @pytest.mark.parametrize("tenant_id", VALID_IDS)
 def test_valid_ids_pass_unchanged(tenant_id: str) -> None:
     assert check_tenant_id(tenant_id) == tenant_id
-    assert workflow_id(tenant_id) == f"tenant-provision-{tenant_id}"
+    assert provision_workflow_id(tenant_id) == f"tenant-provision-{tenant_id}"
     assert storage_name(tenant_id) == f"tenant_{tenant_id}"
 
 
 @pytest.mark.parametrize("tenant_id", INVALID_IDS)
-@pytest.mark.parametrize("derive", [check_tenant_id, workflow_id, storage_name])
+@pytest.mark.parametrize("derive", [check_tenant_id, provision_workflow_id, storage_name])
 def test_invalid_ids_raise(derive, tenant_id: str) -> None:
     with pytest.raises(InvalidTenantId):
         derive(tenant_id)

@@ -1,5 +1,6 @@
-"""How clients start `ProvisionTenantWorkflow`: one id rule and one set of policies for the
-API's create and retries and for the reconciler's restarts.
+"""How clients start `ProvisionTenantWorkflow`, by name, importing no workflow or activity
+code: one id rule and one set of policies for the API's create and retries and for the
+reconciler's restarts.
 
 A workflow id is the tenant's business id. A new run may start only when no run is open
 (conflict policy FAIL) and the last run did not complete (reuse policy FAILED_ONLY): a
@@ -16,10 +17,10 @@ from typing import Any
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from tenancy.contracts import AdoptRun, ProvisionInput, TenantState
+from tenancy.contracts import AdoptRun
 from tenancy.models import Tenant, TenantSpec
-from tenancy.naming import workflow_id
-from workflows.provision import ProvisionTenantWorkflow
+from tenancy.naming import provision_workflow_id
+from workflows.provision.contracts import WORKFLOW_NAME, ProvisionInput, ProvisionState
 
 _POLICIES: dict[str, Any] = {
     "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
@@ -50,12 +51,13 @@ START_REQUEST_MEMO = "startRequest"
 
 def start_operation(
     request: ProvisionInput, task_queue: str, start_request: str
-) -> WithStartWorkflowOperation[ProvisionTenantWorkflow, TenantState]:
+) -> WithStartWorkflowOperation[Any, ProvisionState]:
     """The start half of update-with-start (the API waits for `tenant_recorded`)."""
     return WithStartWorkflowOperation(
-        ProvisionTenantWorkflow.run,
+        WORKFLOW_NAME,
         request,
-        id=workflow_id(request.spec.id),
+        result_type=ProvisionState,
+        id=provision_workflow_id(request.spec.id),
         task_queue=task_queue,
         memo={START_REQUEST_MEMO: start_request},
         **_POLICIES,
@@ -64,12 +66,13 @@ def start_operation(
 
 async def start(
     client: Client, request: ProvisionInput, task_queue: str
-) -> WorkflowHandle[ProvisionTenantWorkflow, TenantState]:
+) -> WorkflowHandle[Any, ProvisionState]:
     """Start a run without waiting for it (the reconciler's restart)."""
     return await client.start_workflow(
-        ProvisionTenantWorkflow.run,
+        WORKFLOW_NAME,
         request,
-        id=workflow_id(request.spec.id),
+        result_type=ProvisionState,
+        id=provision_workflow_id(request.spec.id),
         task_queue=task_queue,
         **_POLICIES,
     )

@@ -37,28 +37,29 @@ with workflow.unsafe.imports_passed_through():
         MigrationFailedInput,
         PlanInput,
         ProvisioningPlan,
-        ProvisionInput,
         RecordEventInput,
         RecordTenantInput,
-        ResumeState,
-        RetryDecision,
-        RetryRequest,
-        ServiceState,
-        TenantState,
-        TransitionInput,
     )
     from tenancy.failures import FailureType, summarize
     from tenancy.models import EventAction, Tenant
     from tenancy.naming import workflow_actor
     from tenancy.status import MigrationStatus, TenantStatus
-    from workflows import options
-    from workflows.options import run_activity
+    from workflows.common import run_activity, transition_tenant
+    from workflows.provision import options
+    from workflows.provision.contracts import (
+        RECORDED_UPDATE,
+        RETRY_SIGNAL,
+        RETRY_UPDATE,
+        STATUS_QUERY,
+        WORKFLOW_NAME,
+        ProvisionInput,
+        ProvisionState,
+        ResumeState,
+        RetryDecision,
+        RetryRequest,
+        ServiceState,
+    )
 
-WORKFLOW_NAME = "ProvisionTenantWorkflow"
-RETRY_SIGNAL = "retry_migration"
-STATUS_QUERY = "get_status"
-RECORDED_UPDATE = "tenant_recorded"
-RETRY_UPDATE = "request_retry"
 # One patch for issue 9's changes to the run's history: adoption, continue-as-new, cancellation
 # and the TenantStatus search attribute written only once the run owns the row.
 RECOVERABLE_RUNS_PATCH = "recoverable-runs"
@@ -114,7 +115,7 @@ class ProvisionTenantWorkflow:
         self._requested_by = request.requested_by
         self._adopt = request.adopt
         self._resume = request.resume
-        self._state = TenantState(tenant_id=request.spec.id, status=TenantStatus.PROVISIONING)
+        self._state = ProvisionState(tenant_id=request.spec.id, status=TenantStatus.PROVISIONING)
         if request.resume is not None:
             self._state.status = request.resume.status
             self._state.reason = request.resume.reason
@@ -133,7 +134,7 @@ class ProvisionTenantWorkflow:
         self._recoverable = False
 
     @workflow.run
-    async def run(self, request: ProvisionInput) -> TenantState:
+    async def run(self, request: ProvisionInput) -> ProvisionState:
         """Walk the chain; the result is the final state (ACTIVE)."""
         self._recoverable = workflow.patched(RECOVERABLE_RUNS_PATCH)
         if self._recoverable:
@@ -180,7 +181,7 @@ class ProvisionTenantWorkflow:
         return self._state
 
     @workflow.query(name=STATUS_QUERY)
-    def get_status(self) -> TenantState:
+    def get_status(self) -> ProvisionState:
         """The live state: status, storage and each service's migration."""
         return self._state
 
@@ -219,7 +220,7 @@ class ProvisionTenantWorkflow:
         return RetryDecision(accepted=True, status=self._state.status)
 
     @workflow.update(name=RECORDED_UPDATE)
-    async def tenant_recorded(self) -> TenantState:
+    async def tenant_recorded(self) -> ProvisionState:
         """Completes once the tenant row exists, so the API never answers 202 before it."""
         await workflow.wait_condition(lambda: self._state.recorded or self._rejection is not None)
         if self._rejection is not None:
@@ -438,14 +439,8 @@ class ProvisionTenantWorkflow:
     async def _set_status(self, target: TenantStatus, reason: str | None = None) -> None:
         self._state.status = target
         self._state.reason = reason
-        await run_activity(
-            MetadataActivities.transition_status,
-            TransitionInput(tenant_id=self._spec.id, target=target, reason=reason),
-            self._metadata(options.TRANSITION_STATUS),
-        )
-        workflow.upsert_search_attributes([sa.TENANT_STATUS.value_set(target.value)])
-        workflow.logger.info(
-            "tenant %s is %s%s", self._spec.id, target.value, f": {reason}" if reason else ""
+        await transition_tenant(
+            self._spec.id, target, reason, self._metadata(options.TRANSITION_STATUS)
         )
         outcome = _OUTCOMES.get(target)
         if outcome is not None:

@@ -1,0 +1,109 @@
+"""What every workflow shares: how an activity is scheduled (local or regular, timeouts,
+retries) and the one status-transition step (row, search attribute, log)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.metadata import MetadataActivities
+    from infra import search_attributes as sa
+    from tenancy.contracts import TransitionInput
+    from tenancy.status import TenantStatus
+
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class ActivityOptions:
+    """How one kind of activity is scheduled: local or regular, timeouts and retries."""
+
+    start_to_close: timedelta
+    retry: RetryPolicy
+    local: bool = False
+    schedule_to_close: timedelta | None = None
+    heartbeat: timedelta | None = None
+    # None: the workflow's own task queue.
+    task_queue: str | None = None
+
+
+# Metadata writes are short; a database outage is waited out rather than failing the tenant.
+METADATA_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+)
+
+# The short metadata writes run as local activities: in the workflow task that asks for them,
+# with no task-queue round trip and three history events fewer each. A worker that crashes
+# mid-task runs them again, which they tolerate: the insert finds its own row, a repeated
+# transition is a no-op, the failure record is an upsert.
+# Storage DDL and downstream calls stay regular activities: long, and not to be repeated
+# because another step of the same task failed.
+# Bounded: a metadata database away for longer than this ends the step (and the run) with
+# the reason, rather than a run retrying for ever; the tenant is then stuck without a workflow,
+# which the reconciler reports and restarts (README, Recovery). Errors that repeat on every
+# attempt (data, integrity) are not retried at all (activities/metadata.py).
+METADATA_WRITE = ActivityOptions(
+    start_to_close=timedelta(seconds=10),
+    schedule_to_close=timedelta(minutes=10),
+    retry=METADATA_RETRY,
+    local=True,
+)
+
+
+def as_regular(options: ActivityOptions) -> ActivityOptions:
+    """The same options as a regular activity: how runs started before a patch ran them."""
+    return replace(options, local=False)
+
+
+async def run_activity(
+    method: Callable[[Any, ArgT], Awaitable[ResultT]],
+    arg: ArgT,
+    options: ActivityOptions,
+) -> ResultT:
+    """Run an activity method as a local or a regular activity, as its options say."""
+    if options.local:
+        return await workflow.execute_local_activity_method(
+            method,
+            arg,
+            start_to_close_timeout=options.start_to_close,
+            schedule_to_close_timeout=options.schedule_to_close,
+            retry_policy=options.retry,
+        )
+    return await workflow.execute_activity_method(
+        method,
+        arg,
+        task_queue=options.task_queue,
+        start_to_close_timeout=options.start_to_close,
+        schedule_to_close_timeout=options.schedule_to_close,
+        heartbeat_timeout=options.heartbeat,
+        retry_policy=options.retry,
+    )
+
+
+async def transition_tenant(
+    tenant_id: str,
+    target: TenantStatus,
+    reason: str | None,
+    options: ActivityOptions = METADATA_WRITE,
+) -> None:
+    """Move the tenant's row to `target` (guarded by the status machine, so a repeat is a no-op
+    and a move backwards is refused), then the run's `TenantStatus` search attribute, then log.
+    Each workflow counts its own outcomes in metrics after this."""
+    await run_activity(
+        MetadataActivities.transition_status,
+        TransitionInput(tenant_id=tenant_id, target=target, reason=reason),
+        options,
+    )
+    workflow.upsert_search_attributes([sa.TENANT_STATUS.value_set(target.value)])
+    workflow.logger.info(
+        "tenant %s is %s%s", tenant_id, target.value, f": {reason}" if reason else ""
+    )
