@@ -11,7 +11,7 @@ from temporalio.client import Client
 
 from api.auth import READ_SCOPE, WRITE_SCOPE, Principal, TokenVerifier
 from api.errors import Forbidden, Unauthorized
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
 
 
@@ -19,7 +19,7 @@ class AppState(TypedDict):
     """What the lifespan yields; Starlette exposes it as `request.state`."""
 
     tenants: TenantRepository
-    provisioning: ProvisioningGateway
+    workflows: WorkflowGateway
     temporal: Client
     jwks: dict[str, Any]
     verifier: TokenVerifier
@@ -44,8 +44,8 @@ def _tenants(request: Request) -> TenantRepository:
     return tenants
 
 
-def _provisioning(request: Request) -> ProvisioningGateway:
-    gateway: ProvisioningGateway = request.state.provisioning
+def _workflows(request: Request) -> WorkflowGateway:
+    gateway: WorkflowGateway = request.state.workflows
     return gateway
 
 
@@ -101,7 +101,7 @@ def require_scope(scope: str) -> ScopeCheck:
 
 
 Tenants = Annotated[TenantRepository, Depends(_tenants)]
-Provisioning = Annotated[ProvisioningGateway, Depends(_provisioning)]
+Workflows = Annotated[WorkflowGateway, Depends(_workflows)]
 TemporalClient = Annotated[Client, Depends(_temporal)]
 Reader = Annotated[Principal, Depends(require_scope(READ_SCOPE))]
 Writer = Annotated[Principal, Depends(require_scope(WRITE_SCOPE))]

@@ -12,15 +12,16 @@ from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 from psycopg_pool import AsyncConnectionPool
 
-from api.admin import admin_router
 from api.auth import TokenVerifier
 from api.deps import AppState
 from api.errors import install_error_handlers
-from api.jwks import router as jwks_router
+from api.gateway import WorkflowGateway
 from api.metrics import install_metrics
 from api.openapi import install_openapi
-from api.provisioning import ProvisioningGateway
-from api.routes import health_router, tenants_router
+from api.routes.admin import admin_router
+from api.routes.health import health_router
+from api.routes.jwks import router as jwks_router
+from api.routes.tenants import tenants_router
 from infra.db.repository import TenantRepository
 from infra.db.schema import apply_platform_migrations
 from infra.security.signing import jwks_document
@@ -71,7 +72,7 @@ def create_app(
             client = await connect_client(config, interceptors=client_interceptors(tracer_provider))
             yield AppState(
                 tenants=TenantRepository(pool),
-                provisioning=ProvisioningGateway(client, config),
+                workflows=WorkflowGateway(client, config),
                 temporal=client,
                 jwks=jwks,
                 verifier=verifier,

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from temporalio.client import Client
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
 from tenancy.models import StorageMode
 from tenancy.naming import storage_name
@@ -76,7 +76,7 @@ async def test_worker_killed_inside_create_database_then_the_retry_copes(
         try:
             await worker.start()
             locker.execute("COMMENT ON DATABASE template1 IS 'held by a fault test'")
-            await ProvisioningGateway(temporal_client, settings).start(
+            await WorkflowGateway(temporal_client, settings).provision(
                 spec(tenant_id, StorageMode.DATABASE)
             )
             await until(lambda: _waiting_creates(pg_server_url, database) == 1)

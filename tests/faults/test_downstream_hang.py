@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
@@ -37,7 +37,7 @@ async def test_a_hanging_call_times_out_and_is_retried_under_the_same_key(
         tenant_id = unique_id("hang")
         try:
             await worker.start()
-            await ProvisioningGateway(temporal_client, settings).start(spec(tenant_id))
+            await WorkflowGateway(temporal_client, settings).provision(spec(tenant_id))
             ledger.fault("downstream hangs beyond the migration timeout")
             tenant = (await settle(tenants, [tenant_id]))[tenant_id]
         finally:

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from temporalio.client import Client
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from examples.downstream_service.app import create_app as create_downstream_app
 from examples.downstream_service.settings import DownstreamSettings
 from infra.db.repository import TenantRepository
@@ -127,13 +127,13 @@ async def test_a_hundred_tenants_survive_two_worker_kills_with_each_migration_ap
         migration_max_interval=timedelta(seconds=2),
     )
     worker = worker_process(settings_env(settings, keys_dir), tmp_path)
-    gateway = ProvisioningGateway(temporal_client, settings)
+    gateway = WorkflowGateway(temporal_client, settings)
     ids = [unique_id("fleet") for _ in range(TENANTS)]
     limit = asyncio.Semaphore(START_CONCURRENCY)
 
     async def start(tenant_id: str) -> None:
         async with limit:
-            await gateway.start(spec(tenant_id))
+            await gateway.provision(spec(tenant_id))
 
     batch = TENANTS // ROUNDS
     try:

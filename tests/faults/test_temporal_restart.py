@@ -10,7 +10,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
@@ -48,8 +48,8 @@ async def test_tenants_complete_across_a_temporal_server_restart(
             client = await Client.connect(
                 f"127.0.0.1:{port}", data_converter=pydantic_data_converter
             )
-            gateway = ProvisioningGateway(client, settings)
-            await asyncio.gather(*(gateway.start(spec(t)) for t in ids))
+            gateway = WorkflowGateway(client, settings)
+            await asyncio.gather(*(gateway.provision(spec(t)) for t in ids))
             await until(lambda: all(gate.held(t) == 1 for t in ids))
 
             temporal.kill()

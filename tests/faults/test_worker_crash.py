@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
 from tenancy.naming import storage_name
 from tenancy.settings import Settings
@@ -51,7 +51,7 @@ async def test_worker_killed_during_a_migration_call_resumes_with_the_same_key(
         tenant_id = unique_id("kill")
         try:
             await worker.start()
-            await ProvisioningGateway(temporal_client, settings).start(spec(tenant_id))
+            await WorkflowGateway(temporal_client, settings).provision(spec(tenant_id))
             await until(lambda: gate.held(tenant_id) == 1)
 
             worker.kill()

@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.storage import StorageActivities
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
 from infra.db.storage import StorageAdmin
 from infra.limits import NoSlot, ServerLimits, server_key
@@ -108,11 +108,11 @@ async def test_a_burst_of_migrations_runs_at_most_the_cap_at_once_per_service(
             max_concurrent_migrations=2,
             max_concurrent_storage_creations=1,
         )
-        gateway = ProvisioningGateway(temporal_client, settings)
+        gateway = WorkflowGateway(temporal_client, settings)
         async with running_worker(temporal_client, settings):
             await asyncio.gather(
                 *(
-                    gateway.start(
+                    gateway.provision(
                         TenantSpec(
                             id=tenant_id,
                             name="Burst",
@@ -209,11 +209,11 @@ async def test_a_hung_service_does_not_hold_the_slots_of_a_healthy_one(
             # Far beyond the test: the hung call holds its slot until it is released.
             migration_timeout=timedelta(seconds=120),
         )
-        gateway = ProvisioningGateway(temporal_client, settings)
+        gateway = WorkflowGateway(temporal_client, settings)
         async with running_worker(temporal_client, settings):
             try:
                 for tenant_id in ids:
-                    await gateway.start(
+                    await gateway.provision(
                         TenantSpec(
                             id=tenant_id,
                             name="Isolated",

@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from devstack.temporal import cli_path
 from infra import search_attributes as sa
 from infra.db.repository import TenantRepository
@@ -94,7 +94,7 @@ async def test_waiting_run_continues_as_new_then_reaches_active_once_fixed(
         ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
     )
     async with running_worker(client, settings):
-        await ProvisioningGateway(client, settings).start(request)
+        await WorkflowGateway(client, settings).provision(request)
         first_run = (await handle.describe()).run_id
         retries = 0
         # Automation retrying against a service that always answers 400, until the run has

@@ -13,7 +13,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.errors import ServiceUnavailable
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from tenancy.models import SlaTier, StorageMode, TenantSpec
 from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
@@ -63,7 +63,7 @@ async def test_accepted_start_without_a_record_answers_503_accepted(
     request = spec()
 
     with pytest.raises(ServiceUnavailable, match="accepted by Temporal") as answer:
-        await ProvisioningGateway(temporal_client, settings).start(request)
+        await WorkflowGateway(temporal_client, settings).provision(request)
 
     handle = temporal_client.get_workflow_handle(provision_workflow_id(request.id))
     assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
@@ -79,7 +79,7 @@ async def test_unconfirmed_start_answers_503_and_starts_nothing(
     request = spec()
 
     with pytest.raises(ServiceUnavailable, match="did not confirm") as answer:
-        await ProvisioningGateway(hanging, settings).start(request)
+        await WorkflowGateway(hanging, settings).provision(request)
 
     assert "send the request again" in answer.value.detail
     started = [

@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 from temporalio.client import Client
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
 from tenancy.models import SlaTier, StorageMode, Tenant, TenantSpec
 from tenancy.naming import provision_workflow_id
@@ -100,7 +100,7 @@ async def test_bookkeeping_failures_before_the_call_do_not_consume_attempts(
     # Twice the attempt budget: each failed write would have spent one attempt.
     with failing_attempt_writes(platform_db_url, tenant_id, times=4):
         async with running_worker(temporal_client, settings):
-            await ProvisioningGateway(temporal_client, settings).start(spec(tenant_id))
+            await WorkflowGateway(temporal_client, settings).provision(spec(tenant_id))
             tenant = await settled(tenants, tenant_id)
             if tenant.status is TenantStatus.MIGRATION_ERROR:
                 await temporal_client.get_workflow_handle_for(
@@ -126,7 +126,7 @@ async def test_exactly_max_attempts_calls_reach_a_failing_service(
     scripted.script(tenant_id, 503)
     with failing_attempt_writes(platform_db_url, tenant_id, times=2):
         async with running_worker(temporal_client, settings):
-            await ProvisioningGateway(temporal_client, settings).start(spec(tenant_id))
+            await WorkflowGateway(temporal_client, settings).provision(spec(tenant_id))
             tenant = await settled(tenants, tenant_id)
             await temporal_client.get_workflow_handle_for(
                 ProvisionTenantWorkflow.run, provision_workflow_id(tenant_id)

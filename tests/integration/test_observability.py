@@ -35,7 +35,7 @@ from starlette.routing import Route
 from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowHandle
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
 from infra.telemetry.logging import configure_logging
 from infra.telemetry.tracing import client_interceptors
@@ -107,7 +107,7 @@ def spec(tier: str = "PREMIUM") -> TenantSpec:
 async def provision(
     client: Client, result_client: Client, settings: Settings, request: TenantSpec
 ) -> WorkflowHandle[ProvisionTenantWorkflow, ProvisionState]:
-    await ProvisioningGateway(client, settings).start(request)
+    await WorkflowGateway(client, settings).provision(request)
     handle = result_client.get_workflow_handle_for(
         ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
     )

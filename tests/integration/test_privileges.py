@@ -15,7 +15,7 @@ from psycopg import errors, sql
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from devstack.roles import Layout, apply_layout
 from infra.db.repository import TenantRepository
 from infra.db.storage import StorageAdmin
@@ -269,7 +269,7 @@ async def test_the_worker_grants_new_storage_to_the_configured_roles(
         settings = make_settings(("backend-service", url))
         assert settings.service_db_roles() == (BACKEND,)
         async with running_worker(temporal_client, settings):
-            await ProvisioningGateway(temporal_client, settings).start(request)
+            await WorkflowGateway(temporal_client, settings).provision(request)
             await eventually(
                 lambda: tenants.get(request.id),
                 lambda t: t is not None and t.status is TenantStatus.ACTIVE,
@@ -291,7 +291,7 @@ async def test_a_db_role_missing_on_the_server_ends_in_provision_error_with_the_
         ghost = DownstreamService(name="ghost-service", base_url=url, db_role="ghost_service")
         settings = make_settings(downstream_services=(ghost,))
         async with running_worker(temporal_client, settings):
-            await ProvisioningGateway(temporal_client, settings).start(request)
+            await WorkflowGateway(temporal_client, settings).provision(request)
             tenant = await eventually(
                 lambda: tenants.get(request.id),
                 lambda t: t is not None and t.status is TenantStatus.PROVISION_ERROR,

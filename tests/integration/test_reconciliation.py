@@ -20,8 +20,8 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
 from api.auth import READ_SCOPE
+from api.gateway import WorkflowGateway
 from api.main import create_app
-from api.provisioning import ProvisioningGateway
 from infra.db.repository import TenantRepository
 from reconciliation import DriftKind, Reconciler, ReconciliationReport
 from tenancy.models import StorageMode, TenantSpec
@@ -115,9 +115,9 @@ async def test_each_kind_of_drift_is_reported_and_the_stuck_tenant_repaired(
     )
     auth, _ = services
     auth.script(behind, 400)
-    gateway = ProvisioningGateway(temporal_client, settings)
+    gateway = WorkflowGateway(temporal_client, settings)
     for tenant_id in (ok, dropped, behind):
-        await gateway.start(spec(tenant_id))
+        await gateway.provision(spec(tenant_id))
     await wait_status(tenants, ok, TenantStatus.ACTIVE)
     await wait_status(tenants, dropped, TenantStatus.ACTIVE)
     await wait_status(tenants, behind, TenantStatus.MIGRATION_ERROR)
@@ -191,7 +191,7 @@ async def test_a_completed_workflow_and_a_changed_row_disagree(
 ) -> None:
     prefix = f"rc{uuid.uuid4().hex[:6]}_"
     tenant_id = f"{prefix}done"
-    await ProvisioningGateway(temporal_client, settings).start(spec(tenant_id))
+    await WorkflowGateway(temporal_client, settings).provision(spec(tenant_id))
     await wait_status(tenants, tenant_id, TenantStatus.ACTIVE)
     check = reconciler(tenants, temporal_client, settings, prefix)
     await eventually(check.run, lambda r: not r.drift)

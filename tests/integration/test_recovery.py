@@ -20,7 +20,7 @@ from temporalio.client import (
 )
 from temporalio.exceptions import ApplicationError
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from infra import search_attributes as sa
 from infra.db.repository import Adoption, TenantOwnedElsewhere, TenantRepository
 from reconciliation import DriftKind, Reconciler
@@ -203,7 +203,7 @@ async def test_cancelling_a_run_waiting_in_migration_error_ends_it_cancelled(
     )
     auth[0].script(request.id, 400)
     async with running_worker(temporal_client, settings):
-        await ProvisioningGateway(temporal_client, settings).start(request)
+        await WorkflowGateway(temporal_client, settings).provision(request)
         await eventually(
             lambda: tenants.get(request.id),
             lambda t: t is not None and t.status is TenantStatus.MIGRATION_ERROR,
@@ -227,16 +227,16 @@ async def test_a_definite_metadata_error_fails_the_run_at_once_and_burns_no_id(
     request = TenantSpec(
         id=unique_id(), name="Acme", storage_mode=StorageMode.SCHEMA, sla_tier=SlaTier.BASIC
     )
-    gateway = ProvisioningGateway(temporal_client, settings)
+    gateway = WorkflowGateway(temporal_client, settings)
     async with running_worker(temporal_client, settings):
         # A NUL byte is refused by PostgreSQL on every attempt (DataError): not retried.
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await gateway.start(request, requested_by="bad\x00subject")
+            await gateway.provision(request, requested_by="bad\x00subject")
         cause = refused.value.cause
         assert isinstance(cause, ApplicationError)
         assert cause.type == FailureType.METADATA_REJECTED
         assert await tenants.get(request.id) is None
-        state = await gateway.start(request, requested_by="operator")
+        state = await gateway.provision(request, requested_by="operator")
         final = await temporal_client.get_workflow_handle_for(
             ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         ).result()
@@ -258,15 +258,15 @@ async def test_a_refused_duplicate_run_never_writes_the_tenant_status_attribute(
     request = TenantSpec(
         id=unique_id(), name="Acme", storage_mode=StorageMode.SCHEMA, sla_tier=SlaTier.BASIC
     )
-    gateway = ProvisioningGateway(temporal_client, broken)
+    gateway = WorkflowGateway(temporal_client, broken)
     async with running_worker(temporal_client, broken):
-        await gateway.start(request)
+        await gateway.provision(request)
         handle = temporal_client.get_workflow_handle(provision_workflow_id(request.id))
         with pytest.raises(WorkflowFailureError):
             await handle.result()
         first_run = (await handle.describe()).run_id
         with pytest.raises(Exception, match="already exists"):
-            await gateway.start(request)
+            await gateway.provision(request)
         duplicate = temporal_client.get_workflow_handle(provision_workflow_id(request.id))
         with pytest.raises(WorkflowFailureError) as refused:
             await duplicate.result()

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from temporalio.client import Client
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from examples.downstream_service.app import create_app as create_downstream_app
 from examples.downstream_service.settings import DownstreamSettings
 from infra.db.repository import TenantRepository
@@ -102,7 +102,7 @@ async def test_a_trusting_service_migrates_the_tenant(
     settings = make_settings(("backend-service", trusting))
     request = _spec()
     async with running_worker(temporal_client, settings):
-        await ProvisioningGateway(temporal_client, settings).start(request)
+        await WorkflowGateway(temporal_client, settings).provision(request)
         final = await temporal_client.get_workflow_handle_for(
             ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         ).result()
@@ -126,7 +126,7 @@ async def _refused_record(
 ) -> MigrationRecord:
     """Provision `request`, wait for MIGRATION_ERROR, stop the run; the failed record."""
     async with running_worker(client, settings):
-        await ProvisioningGateway(client, settings).start(request)
+        await WorkflowGateway(client, settings).provision(request)
         await eventually(
             lambda: tenants.get(request.id),
             lambda t: t is not None and t.status is TenantStatus.MIGRATION_ERROR,

@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.storage import StorageActivities
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
 from infra.db.storage import StorageAdmin
 from infra.limits import ServerLimits
@@ -61,7 +61,7 @@ async def test_a_storage_outage_is_retried_with_the_reason_shown(
     tenant_id = unique_id("outage")
     try:
         async with running_worker(temporal_client, settings):
-            await ProvisioningGateway(temporal_client, settings).start(
+            await WorkflowGateway(temporal_client, settings).provision(
                 TenantSpec(
                     id=tenant_id,
                     name="Outage",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from tenancy.models import StorageMode, TenantSpec
 from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
@@ -83,7 +83,7 @@ async def test_worker_process_provisions_and_stops_cleanly_on_sigterm(
         try:
             output.wait_for("worker polling task queue", timeout=30)
             tenant_id = unique_id("proc")
-            await ProvisioningGateway(temporal_client, settings).start(
+            await WorkflowGateway(temporal_client, settings).provision(
                 TenantSpec(
                     id=tenant_id, name="Proc", storage_mode=StorageMode.SCHEMA, sla_tier="BASIC"
                 )

@@ -12,7 +12,7 @@ from psycopg import sql
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from infra import search_attributes as sa
 from infra.db.repository import TenantRepository
 from tenancy.failures import FailureType
@@ -64,7 +64,7 @@ async def test_happy_path_ends_active_with_storage_and_every_service_migrated(
 ) -> None:
     request = spec(mode)
     async with running_worker(temporal_client, settings):
-        recorded = await ProvisioningGateway(temporal_client, settings).start(request)
+        recorded = await WorkflowGateway(temporal_client, settings).provision(request)
         assert recorded.recorded
         handle = temporal_client.get_workflow_handle_for(
             ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
@@ -110,7 +110,7 @@ async def test_server_error_then_success_retries_with_the_same_idempotency_key(
     request = spec()
     backend[0].script(request.id, 503, 500, 200)
     async with running_worker(temporal_client, settings):
-        await ProvisioningGateway(temporal_client, settings).start(request)
+        await WorkflowGateway(temporal_client, settings).provision(request)
         final = await temporal_client.get_workflow_handle_for(
             ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         ).result()
@@ -137,7 +137,7 @@ async def test_client_error_waits_for_signal_and_reruns_only_the_failed_service(
     request = spec()
     auth[0].script(request.id, 400, 200)
     async with running_worker(temporal_client, settings):
-        await ProvisioningGateway(temporal_client, settings).start(request)
+        await WorkflowGateway(temporal_client, settings).provision(request)
         handle = temporal_client.get_workflow_handle_for(
             ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         )
@@ -183,7 +183,7 @@ async def test_exhausted_retries_end_in_migration_error(
     request = spec()
     backend[0].script(request.id, 503)
     async with running_worker(temporal_client, settings):
-        await ProvisioningGateway(temporal_client, settings).start(request)
+        await WorkflowGateway(temporal_client, settings).provision(request)
         await wait_status(tenants, request.id, TenantStatus.MIGRATION_ERROR)
         handle = temporal_client.get_workflow_handle_for(
             ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
@@ -208,7 +208,7 @@ async def test_unreachable_service_is_retried_then_reported(
     settings = make_settings(("ghost-service", nothing_listens), migration_max_attempts=2)
     request = spec()
     async with running_worker(temporal_client, settings):
-        await ProvisioningGateway(temporal_client, settings).start(request)
+        await WorkflowGateway(temporal_client, settings).provision(request)
         await wait_status(tenants, request.id, TenantStatus.MIGRATION_ERROR)
         handle = temporal_client.get_workflow_handle_for(
             ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
@@ -237,7 +237,7 @@ async def test_storage_permission_denied_ends_in_provision_error(
     settings = make_settings(("backend-service", backend[1]), storage_database_url=restricted)
     request = spec()
     async with running_worker(temporal_client, settings):
-        await ProvisioningGateway(temporal_client, settings).start(request)
+        await WorkflowGateway(temporal_client, settings).provision(request)
         handle = temporal_client.get_workflow_handle_for(
             ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         )
@@ -266,7 +266,7 @@ async def test_retry_signal_outside_migration_error_is_ignored(
 ) -> None:
     request = spec()
     async with running_worker(temporal_client, settings):
-        await ProvisioningGateway(temporal_client, settings).start(request)
+        await WorkflowGateway(temporal_client, settings).provision(request)
         handle = temporal_client.get_workflow_handle_for(
             ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
         )

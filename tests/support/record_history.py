@@ -23,7 +23,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, Work
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from api.provisioning import ProvisioningGateway
+from api.gateway import WorkflowGateway
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import cli_path
 from infra.db.repository import TenantRepository
@@ -71,7 +71,7 @@ async def record(
     tenants: TenantRepository,
 ) -> None:
     """Run each scenario and save its history."""
-    gateway = ProvisioningGateway(client, settings)
+    gateway = WorkflowGateway(client, settings)
     scenarios = {
         "active_schema": (StorageMode.SCHEMA, []),
         "active_database": (StorageMode.DATABASE, []),
@@ -81,7 +81,7 @@ async def record(
         tenant_id = f"{name}_{suffix}"[:40]
         if script:
             service.script(tenant_id, *script)
-        await gateway.start(
+        await gateway.provision(
             TenantSpec(id=tenant_id, name=name, storage_mode=mode, sla_tier=SlaTier.STANDARD)
         )
         handle = client.get_workflow_handle_for(
@@ -105,7 +105,7 @@ def _failing_tenant(service: ScriptedService, name: str, suffix: str) -> TenantS
 
 async def _record_recovery(
     client: Client,
-    gateway: ProvisioningGateway,
+    gateway: WorkflowGateway,
     service: ScriptedService,
     suffix: str,
     tenants: TenantRepository,
@@ -113,7 +113,7 @@ async def _record_recovery(
     """A run that continues as new while it waits, a retry through the update, a cancelled
     run, an adopting run."""
     spec = _failing_tenant(service, "continued", suffix)
-    await gateway.start(spec)
+    await gateway.provision(spec)
     handle = client.get_workflow_handle_for(
         ProvisionTenantWorkflow.run, provision_workflow_id(spec.id)
     )
@@ -131,7 +131,7 @@ async def _record_recovery(
     _save(await handle.fetch_history(), f"resumed_after_continue_as_new_{suffix}")
 
     spec = _failing_tenant(service, "retried", suffix)
-    await gateway.start(spec)
+    await gateway.provision(spec)
     handle = client.get_workflow_handle_for(
         ProvisionTenantWorkflow.run, provision_workflow_id(spec.id)
     )
@@ -144,7 +144,7 @@ async def _record_recovery(
     _save(await handle.fetch_history(), f"retried_by_update_{suffix}")
 
     spec = _failing_tenant(service, "cancelled", suffix)
-    await gateway.start(spec)
+    await gateway.provision(spec)
     handle = client.get_workflow_handle_for(
         ProvisionTenantWorkflow.run, provision_workflow_id(spec.id)
     )
@@ -155,7 +155,7 @@ async def _record_recovery(
     _save(await handle.fetch_history(), f"cancelled_waiting_{suffix}")
 
     spec = _failing_tenant(service, "adopted", suffix)
-    await gateway.start(spec)
+    await gateway.provision(spec)
     handle = client.get_workflow_handle_for(
         ProvisionTenantWorkflow.run, provision_workflow_id(spec.id)
     )

@@ -1,12 +1,15 @@
-"""The API's only door to Temporal: start a provisioning, retry one, adopt a closed run."""
+"""The API's only door to Temporal: start, signal, update, cancel and query any workflow by its
+name, and the provisioning operations built on them. No workflow or activity code is imported:
+each workflow's package gives its name, input model and id rule (`workflows.<name>.contracts`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.client import (
     Client,
@@ -43,14 +46,65 @@ async def _consume_start_failure(start: WithStartWorkflowOperation[Any, Any]) ->
         await asyncio.wait_for(start.workflow_handle(), timeout=0.1)
 
 
-class ProvisioningGateway:
-    """Starts, retries and adopts `ProvisionTenantWorkflow` runs."""
+ResultT = TypeVar("ResultT")
+
+
+class WorkflowGateway:
+    """Starts, signals, updates, cancels and queries workflows; Temporal being unreachable is a
+    503 (`ServiceUnavailable`), a workflow with no open run answers None/False."""
 
     def __init__(self, client: Client, settings: Settings) -> None:
         self._client = client
         self._settings = settings
 
-    async def start(self, spec: TenantSpec, requested_by: str | None = None) -> ProvisionState:
+    @property
+    def _timeout(self) -> float:
+        return self._settings.create_timeout.total_seconds()
+
+    async def signal(self, workflow_id: str, signal: str, arg: Any = None) -> bool:
+        """Send `signal` to the open run of `workflow_id`; False when no run is open."""
+        handle = self._client.get_workflow_handle(workflow_id)
+        args = [] if arg is None else [arg]
+        found, _ = await self._call(handle.signal(signal, args=args))
+        return found
+
+    async def cancel(self, workflow_id: str) -> bool:
+        """Ask the open run of `workflow_id` to cancel; False when no run is open."""
+        handle = self._client.get_workflow_handle(workflow_id)
+        found, _ = await self._call(handle.cancel())
+        return found
+
+    async def query(
+        self, workflow_id: str, query: str, result_type: type[ResultT]
+    ) -> ResultT | None:
+        """The answer of `query` from the latest run of `workflow_id`; None when there is none."""
+        handle = self._client.get_workflow_handle(workflow_id)
+        _, answer = await self._call(handle.query(query, result_type=result_type))
+        return answer
+
+    async def update(
+        self, workflow_id: str, update: str, arg: Any, result_type: type[ResultT]
+    ) -> ResultT | None:
+        """Run `update` on the open run of `workflow_id`; None when no run is open."""
+        handle = self._client.get_workflow_handle(workflow_id)
+        _, answer = await self._call(handle.execute_update(update, arg, result_type=result_type))
+        return answer
+
+    async def _call(self, call: Awaitable[ResultT]) -> tuple[bool, ResultT | None]:
+        """Await a call on a workflow handle: (True, its result), or (False, None) when the
+        workflow has no such run; 503 when Temporal or the workflow does not answer in time."""
+        try:
+            return True, await asyncio.wait_for(call, timeout=self._timeout)
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                return False, None
+            raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            raise ServiceUnavailable(
+                "Temporal or the workflow did not answer in time; is a worker running?"
+            ) from None
+
+    async def provision(self, spec: TenantSpec, requested_by: str | None = None) -> ProvisionState:
         """Start the workflow and wait until it has recorded the tenant row.
 
         The workflow id is the tenant id; an open run is never replaced and an existing row
@@ -67,25 +121,12 @@ class ProvisioningGateway:
 
     async def request_retry(self, tenant_id: str, requested_by: str) -> RetryDecision | None:
         """Ask the open run to retry its failed migrations; None when no run is open."""
-        handle = self._client.get_workflow_handle(provision_workflow_id(tenant_id))
-        try:
-            return await asyncio.wait_for(
-                handle.execute_update(
-                    RETRY_UPDATE,
-                    RetryRequest(requested_by=requested_by),
-                    result_type=RetryDecision,
-                ),
-                timeout=self._settings.create_timeout.total_seconds(),
-            )
-        except RPCError as exc:
-            if exc.status is RPCStatusCode.NOT_FOUND:
-                return None
-            raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-            raise ServiceUnavailable(
-                f"the workflow of {tenant_id} did not answer the retry request in time; "
-                "is a worker running?"
-            ) from None
+        return await self.update(
+            provision_workflow_id(tenant_id),
+            RETRY_UPDATE,
+            RetryRequest(requested_by=requested_by),
+            RetryDecision,
+        )
 
     async def _start_recorded(self, request: ProvisionInput) -> ProvisionState:
         tenant_id = request.spec.id

@@ -1,25 +1,19 @@
-"""Tenant and health endpoints. Thin: validation by pydantic, work by the gateway/repository.
+"""Tenant endpoints. Thin: validation by pydantic, work by the gateway/repository.
 
 Tenant endpoints need a bearer token: `tenants:read` to read, `tenants:write` to provision or
 retry. Their routes are `GuardedRoute`s, so the token and its scope are checked before the body
 is read (api.guard).
-Health endpoints stay open for probes.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Any
 
-import psycopg
 from fastapi import APIRouter, Path, Query, Response, status
-from psycopg_pool import PoolTimeout
-from pydantic import Field
-from temporalio.service import RPCError
 
 from api import cursor as cursors
-from api.deps import Provisioning, Reader, TemporalClient, Tenants, Writer
-from api.errors import ServiceUnavailable, StatusConflict, TenantNotFound
+from api.deps import Reader, Tenants, Workflows, Writer
+from api.errors import StatusConflict, TenantNotFound
 from api.guard import GuardedRoute
 from tenancy.models import (
     TENANT_ID_PATTERN,
@@ -33,9 +27,7 @@ from tenancy.models import (
 from tenancy.status import TenantStatus
 
 tenants_router = APIRouter(prefix="/api/tenants", tags=["tenants"], route_class=GuardedRoute)
-health_router = APIRouter(tags=["health"])
 
-_HEALTH_TIMEOUT = timedelta(seconds=2)
 TenantIdPath = Annotated[str, Path(pattern=TENANT_ID_PATTERN, description="The tenant id.")]
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No bearer token, or one that does not verify"},
@@ -54,13 +46,6 @@ class TenantEvents(CamelModel):
     """A tenant's audit trail, oldest first."""
 
     items: list[TenantEvent]
-
-
-class Health(CamelModel):
-    """Health answer."""
-
-    status: str
-    checks: dict[str, str] = Field(default_factory=dict)
 
 
 async def _load(tenants: Tenants, tenant_id: str) -> Tenant:
@@ -85,10 +70,10 @@ async def create_tenant(
     spec: TenantSpec,
     response: Response,
     tenants: Tenants,
-    provisioning: Provisioning,
+    workflows: Workflows,
 ) -> Tenant:
     """Start provisioning; answers once the tenant is recorded, so a GET never 404s after."""
-    await provisioning.start(spec, requested_by=principal.subject)
+    await workflows.provision(spec, requested_by=principal.subject)
     response.headers["Location"] = f"/api/tenants/{spec.id}"
     return await _load(tenants, spec.id)
 
@@ -144,16 +129,16 @@ async def list_tenants(
     },
 )
 async def retry_migration(
-    principal: Writer, tenant_id: TenantIdPath, tenants: Tenants, provisioning: Provisioning
+    principal: Writer, tenant_id: TenantIdPath, tenants: Tenants, workflows: Workflows
 ) -> Tenant:
     """Re-run the services whose migrations failed: the waiting run retries, or, when the
     tenant's run is closed, a new run adopts the tenant. Of concurrent requests one is taken."""
     tenant = await _load(tenants, tenant_id)
     _require(tenant, TenantStatus.MIGRATION_ERROR, "retry-migration")
     # The waiting run records RETRY_REQUESTED itself when it takes the retry.
-    decision = await provisioning.request_retry(tenant_id, principal.subject)
+    decision = await workflows.request_retry(tenant_id, principal.subject)
     if decision is None:
-        await provisioning.adopt(tenant, principal.subject, "retry-migration")
+        await workflows.adopt(tenant, principal.subject, "retry-migration")
         await tenants.record_event(
             tenant_id, principal.subject, EventAction.RETRY_REQUESTED, "retry-migration"
         )
@@ -177,13 +162,13 @@ async def retry_migration(
     },
 )
 async def retry_provisioning(
-    principal: Writer, tenant_id: TenantIdPath, tenants: Tenants, provisioning: Provisioning
+    principal: Writer, tenant_id: TenantIdPath, tenants: Tenants, workflows: Workflows
 ) -> Tenant:
     """Provision a tenant in PROVISION_ERROR again: a new run adopts it and re-runs the chain
     (storage creation is idempotent; services already migrated are not called again)."""
     tenant = await _load(tenants, tenant_id)
     _require(tenant, TenantStatus.PROVISION_ERROR, "retry-provisioning")
-    await provisioning.adopt(tenant, principal.subject, "retry-provisioning")
+    await workflows.adopt(tenant, principal.subject, "retry-provisioning")
     await tenants.record_event(
         tenant_id, principal.subject, EventAction.RETRY_REQUESTED, "retry-provisioning"
     )
@@ -196,28 +181,3 @@ def _require(tenant: Tenant, needed: TenantStatus, operation: str) -> None:
             f"tenant {tenant.id} is {tenant.status}; {operation} needs {needed}",
             tenantStatus=tenant.status.value,
         )
-
-
-@health_router.get("/healthz", response_model=Health)
-async def healthz() -> Health:
-    """Liveness: the process answers."""
-    return Health(status="ok")
-
-
-@health_router.get("/readyz", response_model=Health, responses={503: {"description": "Not ready"}})
-async def readyz(tenants: Tenants, temporal: TemporalClient) -> Health:
-    """Readiness: PostgreSQL and Temporal both answer."""
-    checks: dict[str, str] = {}
-    try:
-        await tenants.ping()
-        checks["postgresql"] = "ok"
-    except (psycopg.Error, PoolTimeout) as exc:
-        checks["postgresql"] = f"unavailable: {type(exc).__name__}"
-    try:
-        await temporal.service_client.check_health(timeout=_HEALTH_TIMEOUT)
-        checks["temporal"] = "ok"
-    except (RPCError, RuntimeError) as exc:
-        checks["temporal"] = f"unavailable: {type(exc).__name__}"
-    if any(value != "ok" for value in checks.values()):
-        raise ServiceUnavailable("not ready", checks=checks)
-    return Health(status="ok", checks=checks)

@@ -1,0 +1,51 @@
+"""Health endpoints: open, for probes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+from fastapi import APIRouter
+from psycopg_pool import PoolTimeout
+from pydantic import Field
+from temporalio.service import RPCError
+
+from api.deps import TemporalClient, Tenants
+from api.errors import ServiceUnavailable
+from tenancy.models import CamelModel
+
+health_router = APIRouter(tags=["health"])
+
+_HEALTH_TIMEOUT = timedelta(seconds=2)
+
+
+class Health(CamelModel):
+    """Health answer."""
+
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+@health_router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """Liveness: the process answers."""
+    return Health(status="ok")
+
+
+@health_router.get("/readyz", response_model=Health, responses={503: {"description": "Not ready"}})
+async def readyz(tenants: Tenants, temporal: TemporalClient) -> Health:
+    """Readiness: PostgreSQL and Temporal both answer."""
+    checks: dict[str, str] = {}
+    try:
+        await tenants.ping()
+        checks["postgresql"] = "ok"
+    except (psycopg.Error, PoolTimeout) as exc:
+        checks["postgresql"] = f"unavailable: {type(exc).__name__}"
+    try:
+        await temporal.service_client.check_health(timeout=_HEALTH_TIMEOUT)
+        checks["temporal"] = "ok"
+    except (RPCError, RuntimeError) as exc:
+        checks["temporal"] = f"unavailable: {type(exc).__name__}"
+    if any(value != "ok" for value in checks.values()):
+        raise ServiceUnavailable("not ready", checks=checks)
+    return Health(status="ok", checks=checks)
