@@ -5,17 +5,21 @@ Kinds of drift:
 - `STORAGE_MISSING`: a row whose schema or database does not exist, for a tenant past
   PROVISIONING (or in PROVISIONING with its `jdbcUrl` already recorded).
 - `ORPHAN_STORAGE`: a `tenant_*` schema or database that no row of that storage mode owns.
-- `STUCK_WITHOUT_WORKFLOW`: a tenant in PROVISIONING, MIGRATING or MIGRATION_ERROR whose
+- `STUCK_WITHOUT_WORKFLOW`: a tenant in a status that needs an open run of its workflow
+  (`reconciliation.rules`: PROVISIONING, MIGRATING or MIGRATION_ERROR for provisioning) whose
   workflow is not running, so nothing will ever move it (or receive its retry signal).
 - `STATUS_MISMATCH`: the row's status differs from the running workflow's `get_status`, from
-  its `TenantStatus` search attribute, or the workflow completed while the row is not ACTIVE.
+  its `TenantStatus` search attribute, or the workflow completed while the row is in a status
+  that workflow never completes in (provisioning completes only ACTIVE).
 - `FAILED_TENANT_STORAGE`: a tenant in PROVISION_ERROR whose schema or database exists
   (left in place: retry-provisioning reuses it, deletion removes it).
 
-The only repair is restarting the provisioning workflow of a tenant stuck in PROVISIONING or
-MIGRATING: a new run adopts the tenant from the closed one (the same path as the API's retries,
-with the operator who asked in the audit trail), and every step is idempotent, so it finishes
-what the old run left. Nothing is ever deleted or rewritten: orphans, missing storage and
+Each workflow type has its rules (`reconciliation.rules`); a tenant's status picks the rules it
+is checked against. The only repair is restarting the workflow of a stuck tenant in a status its
+rules call restartable (provisioning: PROVISIONING or MIGRATING): a new run adopts the tenant from
+the closed one (the same path as the API's retries, with the operator who asked in the audit
+trail), and every step is idempotent, so it finishes what the old run left. Nothing is ever
+deleted or rewritten: orphans, missing storage and
 mismatches need an operator.
 """
 
@@ -28,28 +32,18 @@ from enum import StrEnum
 
 import structlog
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from infra import search_attributes as sa
 from infra.db.repository import TenantRepository
 from reconciliation.inventory import StorageSnapshot, read_storage
+from reconciliation.rules import ALL_RULES, WorkflowRules, rules_for
 from tenancy.models import CamelModel, StorageMode, Tenant
-from tenancy.naming import STORAGE_PREFIX, provision_workflow_id, storage_location
+from tenancy.naming import STORAGE_PREFIX, storage_location
 from tenancy.status import TenantStatus
-from workflows.provision import starts
-from workflows.provision.contracts import STATUS_QUERY, WORKFLOW_NAME, ProvisionState
 
 _log = structlog.stdlib.get_logger("platform.reconciliation")
 
-# Statuses in which a running workflow must exist; only the first two are restarted.
-WAITING_ON_WORKFLOW = (
-    TenantStatus.PROVISIONING,
-    TenantStatus.MIGRATING,
-    TenantStatus.MIGRATION_ERROR,
-)
-RESTARTABLE = (TenantStatus.PROVISIONING, TenantStatus.MIGRATING)
-TERMINAL = (TenantStatus.ACTIVE, TenantStatus.PROVISION_ERROR)
 _QUERY_TIMEOUT = timedelta(seconds=2)
 _PARALLEL_DESCRIBES = 16
 
@@ -112,7 +106,9 @@ class Reconciler:
         storage_url: str,
         task_queue: str,
         id_prefix: str = "",
+        rules: tuple[WorkflowRules, ...] = ALL_RULES,
     ) -> None:
+        self._rules = rules
         self._tenants = tenants
         self._client = client
         self._storage_url = storage_url
@@ -127,13 +123,13 @@ class Reconciler:
         storage = await read_storage(self._storage_url, self._id_prefix)
         limit = asyncio.Semaphore(_PARALLEL_DESCRIBES)
         listed = await self._listed()
-        suspects = [t for t in rows if self._suspect(t, listed.get(t.workflow_id))]
+        suspects = [t for t in rows if self._suspect(t, listed.get(self._workflow_id(t)))]
         confirmed = await asyncio.gather(*(self._confirm(t, limit) for t in suspects))
         views = {t.id: v for t, v in zip(suspects, confirmed, strict=True)}
         drift = self._orphans(rows, storage)
         for tenant in rows:
             drift.extend(self._storage_drift(tenant, storage))
-            seen = views.get(tenant.id) or listed.get(tenant.workflow_id) or _NOT_FOUND
+            seen = views.get(tenant.id) or listed.get(self._workflow_id(tenant)) or _NOT_FOUND
             found = self._workflow_drift(tenant, seen)
             if found is not None and repair and found.kind is DriftKind.STUCK_WITHOUT_WORKFLOW:
                 found.repaired = await self._restart(tenant, actor)
@@ -148,6 +144,12 @@ class Reconciler:
                 repaired=item.repaired,
             )
         return ReconciliationReport(drift=drift, checked_at=checked_at)
+
+    def _rules_of(self, tenant: Tenant) -> WorkflowRules:
+        return rules_for(tenant.status, self._rules)
+
+    def _workflow_id(self, tenant: Tenant) -> str:
+        return self._rules_of(tenant).workflow_id(tenant.id)
 
     def _expected_storage(self, tenant: Tenant) -> tuple[str, str]:
         location = storage_location(self._storage_url, tenant.storage_mode, tenant.id)
@@ -195,7 +197,8 @@ class Reconciler:
 
     def _workflow_drift(self, tenant: Tenant, seen: WorkflowView) -> Drift | None:
         row = tenant.status
-        if row in WAITING_ON_WORKFLOW and not seen.running:
+        rules = self._rules_of(tenant)
+        if row in rules.needs_run and not seen.running:
             return Drift(
                 kind=DriftKind.STUCK_WITHOUT_WORKFLOW,
                 tenant_id=tenant.id,
@@ -206,8 +209,9 @@ class Reconciler:
             reasons.append(f"workflow reports {seen.live_status.value}")
         if seen.search_status is not None and seen.search_status != row.value:
             reasons.append(f"TenantStatus search attribute is {seen.search_status}")
-        if seen.status is WorkflowExecutionStatus.COMPLETED and row is not TenantStatus.ACTIVE:
-            reasons.append("workflow completed (it does only once ACTIVE)")
+        if seen.status is WorkflowExecutionStatus.COMPLETED and row not in rules.completes_in:
+            done = ", ".join(sorted(status.value for status in rules.completes_in))
+            reasons.append(f"workflow completed (it does only once {done})")
         if not reasons:
             return None
         return Drift(
@@ -217,11 +221,20 @@ class Reconciler:
         )
 
     async def _listed(self) -> dict[str, WorkflowView]:
-        """The latest run of every provisioning workflow, from one visibility listing (cheap,
-        but eventually consistent: anything that looks wrong is confirmed by `_confirm`)."""
-        prefix = provision_workflow_id(self._id_prefix) if self._id_prefix else ""
+        """The latest run of every workflow the rules know, one visibility listing per type
+        (cheap, but eventually consistent: anything that looks wrong is confirmed by
+        `_confirm`)."""
         latest: dict[str, tuple[datetime, WorkflowView]] = {}
-        async for execution in self._client.list_workflows(f"WorkflowType = '{WORKFLOW_NAME}'"):
+        for rules in self._rules:
+            await self._list_type(rules, latest)
+        return {key: view for key, (_, view) in latest.items()}
+
+    async def _list_type(
+        self, rules: WorkflowRules, latest: dict[str, tuple[datetime, WorkflowView]]
+    ) -> None:
+        prefix = rules.workflow_id(self._id_prefix) if self._id_prefix else ""
+        query = f"WorkflowType = '{rules.workflow_type}'"
+        async for execution in self._client.list_workflows(query):
             if not execution.id.startswith(prefix):
                 continue
             previous = latest.get(execution.id)
@@ -231,14 +244,14 @@ class Reconciler:
                     search_status=execution.typed_search_attributes.get(sa.TENANT_STATUS),
                 )
                 latest[execution.id] = (execution.start_time, view)
-        return {key: view for key, (_, view) in latest.items()}
 
     def _suspect(self, tenant: Tenant, listed: WorkflowView | None) -> bool:
+        rules = self._rules_of(tenant)
         if listed is None:
-            return tenant.status in WAITING_ON_WORKFLOW
-        # A running workflow whose row is already terminal is worth asking for its live state.
+            return tenant.status in rules.needs_run
+        # A running workflow whose row is already settled is worth asking for its live state.
         return self._workflow_drift(tenant, listed) is not None or (
-            listed.running and tenant.status in TERMINAL
+            listed.running and tenant.status in rules.settled
         )
 
     async def _confirm(self, tenant: Tenant, limit: asyncio.Semaphore) -> WorkflowView:
@@ -246,7 +259,8 @@ class Reconciler:
             return await self._workflow(tenant)
 
     async def _workflow(self, tenant: Tenant) -> WorkflowView:
-        handle = self._client.get_workflow_handle(tenant.workflow_id)
+        rules = self._rules_of(tenant)
+        handle = self._client.get_workflow_handle(rules.workflow_id(tenant.id))
         try:
             description = await handle.describe()
         except RPCError as exc:
@@ -258,7 +272,7 @@ class Reconciler:
         if description.status is WorkflowExecutionStatus.RUNNING:
             try:
                 state = await handle.query(
-                    STATUS_QUERY, result_type=ProvisionState, rpc_timeout=_QUERY_TIMEOUT
+                    rules.status_query, result_type=rules.state_type, rpc_timeout=_QUERY_TIMEOUT
                 )
                 live = state.status
             except (RPCError, WorkflowQueryFailedError) as exc:
@@ -269,19 +283,13 @@ class Reconciler:
         )
 
     async def _restart(self, tenant: Tenant, actor: str | None) -> bool:
-        """Start a new run that adopts the tenant from its closed run.
-
-        The new run takes the row over only while the closed run still owns it, so a tenant
-        that moved meanwhile is left alone; an open run makes the start fail.
-        """
-        if tenant.status not in RESTARTABLE or tenant.workflow_run_id is None:
+        """Start a new run of the tenant's workflow, as its rules say, when its status is one
+        they restart."""
+        rules = self._rules_of(tenant)
+        if tenant.status not in rules.restartable:
             return False
         who = f"reconciler:{actor}" if actor else "reconciler"
-        try:
-            handle = await starts.start(
-                self._client, starts.adoption(tenant, who, "reconciler restart"), self._task_queue
-            )
-        except WorkflowAlreadyStartedError:
-            return False
-        _log.info("restarted stuck tenant", tenant_id=tenant.id, run_id=handle.result_run_id)
-        return True
+        restarted = await rules.restart(self._client, tenant, who, self._task_queue)
+        if restarted:
+            _log.info("restarted stuck tenant", tenant_id=tenant.id, workflow=rules.workflow_type)
+        return restarted

@@ -1,0 +1,108 @@
+"""What the reconciler expects of each workflow type: which tenant statuses it governs, in which
+of them a run of it must be open, which of them it restarts, and how it is restarted.
+
+A tenant's status picks its rules, so one tenant is checked against exactly one workflow:
+the one that should be moving it (or holding it) now.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from temporalio.client import Client
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from tenancy.models import Tenant
+from tenancy.naming import provision_workflow_id
+from tenancy.status import TenantStatus
+from workflows.provision import contracts as provision
+from workflows.provision import starts as provision_starts
+
+
+class LiveState(Protocol):
+    """What a workflow's status query answers, as far as the reconciler reads it."""
+
+    @property
+    def status(self) -> TenantStatus:
+        """The status the run believes the tenant is in."""
+        ...
+
+
+# Restart(client, tenant, actor, task_queue) -> whether a new run was started.
+Restart = Callable[[Client, Tenant, str, str], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class WorkflowRules:
+    """One workflow type's expectations (see the module docstring)."""
+
+    workflow_type: str
+    workflow_id: Callable[[str], str]
+    # Every status this workflow is responsible for.
+    governs: frozenset[TenantStatus]
+    # Statuses in which a run must be open; a tenant in one without it is stuck.
+    needs_run: frozenset[TenantStatus]
+    # Of those, the statuses the reconciler's repair restarts.
+    restartable: frozenset[TenantStatus]
+    # Statuses a completed run may leave the row in.
+    completes_in: frozenset[TenantStatus]
+    # The query answering the live state (a model with a `status` field) and its type.
+    status_query: str
+    state_type: type[LiveState]
+    restart: Restart
+
+    @property
+    def settled(self) -> frozenset[TenantStatus]:
+        """Statuses in which a running workflow is worth asking for its live state."""
+        return self.governs - self.needs_run
+
+
+async def _restart_provisioning(
+    client: Client, tenant: Tenant, actor: str, task_queue: str
+) -> bool:
+    # The new run takes the row over only while the closed run still owns it, so a tenant
+    # that moved meanwhile is left alone; an open run makes the start fail.
+    if tenant.workflow_run_id is None:
+        return False
+    try:
+        await provision_starts.start(
+            client, provision_starts.adoption(tenant, actor, "reconciler restart"), task_queue
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True
+
+
+PROVISIONING = WorkflowRules(
+    workflow_type=provision.WORKFLOW_NAME,
+    workflow_id=provision_workflow_id,
+    governs=frozenset(
+        {
+            TenantStatus.PROVISIONING,
+            TenantStatus.MIGRATING,
+            TenantStatus.MIGRATION_ERROR,
+            TenantStatus.ACTIVE,
+            TenantStatus.PROVISION_ERROR,
+        }
+    ),
+    needs_run=frozenset(
+        {TenantStatus.PROVISIONING, TenantStatus.MIGRATING, TenantStatus.MIGRATION_ERROR}
+    ),
+    restartable=frozenset({TenantStatus.PROVISIONING, TenantStatus.MIGRATING}),
+    completes_in=frozenset({TenantStatus.ACTIVE}),
+    status_query=provision.STATUS_QUERY,
+    state_type=provision.ProvisionState,
+    restart=_restart_provisioning,
+)
+
+ALL_RULES: tuple[WorkflowRules, ...] = (PROVISIONING,)
+
+
+def rules_for(status: TenantStatus, rules: tuple[WorkflowRules, ...] = ALL_RULES) -> WorkflowRules:
+    """The rules of the workflow that governs `status`."""
+    for candidate in rules:
+        if status in candidate.governs:
+            return candidate
+    raise LookupError(f"no workflow governs {status}")
