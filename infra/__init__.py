@@ -1,0 +1,1 @@
+"""What the domain runs on."""
