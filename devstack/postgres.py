@@ -7,11 +7,9 @@ root the server runs as an unprivileged system user that owns the data folder.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import pwd
-import shutil
 import signal
 import subprocess
 import time
@@ -19,23 +17,11 @@ from pathlib import Path
 
 import psycopg
 
+from infra.db.binaries import pg_binaries_dir
+
 _log = logging.getLogger(__name__)
 SERVICE_USER = "pgserver"
 SUPERUSER = "postgres"
-
-
-def binaries_dir() -> Path:
-    """Folder holding `initdb` and `postgres`: the pgserver wheel's, else the machine's."""
-    # Located without importing pgserver: its import creates lock files and warns.
-    spec = importlib.util.find_spec("pgserver")
-    if spec is not None and spec.submodule_search_locations:
-        candidate = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-        if (candidate / "postgres").exists():
-            return candidate
-    found = shutil.which("initdb")
-    if found is None:
-        raise RuntimeError("no PostgreSQL binaries: install the pgserver wheel")
-    return Path(found).resolve().parent
 
 
 def _ensure_service_user() -> pwd.struct_passwd:
@@ -64,7 +50,7 @@ class EmbeddedPostgres:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.durable = durable
-        self._bin = binaries_dir()
+        self._bin = pg_binaries_dir()
         self._proc: subprocess.Popen[bytes] | None = None
         self._user: str | None = None
 

@@ -8,7 +8,13 @@ describes:
   its tables, and the storage database where tenant schemas are created;
 - each downstream service's role (LOGIN, nothing else) owns a database of its own for its state,
   and may connect to the storage database;
-- no one else may connect to the metadata database (PUBLIC's CONNECT is revoked).
+- no one else may connect to the metadata database (PUBLIC's CONNECT is revoked);
+- the platform's role is a member of two predefined roles (PostgreSQL 14+), because the tables
+  in tenant storage belong to the services' roles: `pg_read_all_data` (reads every table and
+  sequence, writes nothing) so its `pg_dump` can back a tenant up before deletion, and
+  `pg_signal_backend` so `DROP DATABASE ... WITH (FORCE)` may end the services' sessions on a
+  tenant database. It still cannot write or alter the services' tables, nor connect to their
+  own databases.
 
 Tenant schemas and databases are granted to the service roles by the platform itself, when it
 creates them (infra.db.storage).
@@ -143,6 +149,12 @@ def apply_layout(superuser_url: str, layout: Layout) -> None:
             raise ValueError(f"{superuser} is the superuser this runs as, not a role to restrict")
         if layout.platform is not None:
             _ensure_login(conn, layout.platform, createdb=True)
+            # Granting a membership twice is a notice, not an error.
+            conn.execute(
+                sql.SQL("GRANT pg_read_all_data, pg_signal_backend TO {}").format(
+                    sql.Identifier(layout.platform.role)
+                )
+            )
         for service in layout.services:
             _ensure_login(conn, service, createdb=False)
         owner = layout.platform.role if layout.platform else superuser

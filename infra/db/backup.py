@@ -1,0 +1,295 @@
+"""A backup of one tenant's storage with `pg_dump`, written atomically next to its final name.
+
+What is dumped: SCHEMA mode, the schema `location.schema_name` of `location.database` (only it:
+other tenants' schemas and `public` stay out); DATABASE mode, the whole database
+`location.database`. The format is PostgreSQL's custom archive (`pg_dump -Fc`): compressed, and
+`pg_restore` chooses at restore time what to restore and how.
+
+Owners and grants stay in the archive (pg_dump ignores `--no-owner` for archive formats: it is a
+`pg_restore` option). Restored by a superuser, the storage comes back in the same layout: the
+platform's role owning the schema or database, each service's role its own tables, the grants
+as they were. `pg_restore --no-owner --no-privileges` gives everything to the restoring role.
+
+The dump runs as the platform's role, which reads the services' tables through the predefined
+role `pg_read_all_data` (devstack.roles); a table with row-level security enabled makes pg_dump
+refuse rather than write a partial dump.
+
+On disk: pg_dump writes into a temporary file (mode 0600) in `directory`, which is fsynced,
+hashed, renamed over `{label}.dump` and the directory fsynced. A repeated backup with the same
+label (a retried activity) replaces the file: the last complete dump wins, and the sha256
+returned is that of the file put in place. A failure leaves nothing behind.
+
+    backup = await take_backup(url, location, Path("/backups"), label="tenant-acme-1", timeout=600)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from infra.db.binaries import pg_program
+from tenancy.models import CamelModel, StorageLocation, StorageMode
+
+_log = logging.getLogger(__name__)
+_LABEL = re.compile(r"[A-Za-z0-9._-]{1,200}")
+SUFFIX = ".dump"
+# Shown in pg_stat_activity, so an operator sees what holds the locks.
+APPLICATION_NAME = "platform-backup"
+# Lines of pg_dump's error output kept in the failure's message.
+_STDERR_LINES = 3
+_CHECK_CLIENT = "-c client_connection_check_interval=1000"
+_MAX_MESSAGE = 500
+
+_DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
+_SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
+
+
+class Backup(CamelModel):
+    """A finished dump: its absolute path, its size in bytes and its SHA-256 (hex)."""
+
+    path: str
+    size_bytes: int
+    sha256: str
+
+
+class BackupFailed(Exception):
+    """No backup was taken, and nothing of it is left on disk.
+
+    `transient` is true when the same call may succeed later unchanged: the storage server
+    could not be reached or went away, or the time ran out. Otherwise something must be fixed
+    first (a privilege, the directory, the binary)."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class StorageNotFound(BackupFailed):
+    """The tenant's schema or database does not exist: there is nothing to back up."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
+def check_label(label: str) -> str:
+    """Return `label` unchanged, or raise `ValueError`: 1-200 of `[A-Za-z0-9._-]`."""
+    if not _LABEL.fullmatch(label):
+        raise ValueError(f"backup label {label!r} does not match ^[A-Za-z0-9._-]{{1,200}}$")
+    return label
+
+
+def _describe(location: StorageLocation) -> str:
+    if location.mode is StorageMode.SCHEMA:
+        return f"schema {location.schema_name} of database {location.database}"
+    return f"database {location.database}"
+
+
+def _schema_pattern(name: str) -> str:
+    # pg_dump reads --schema as a pattern; inside double quotes every character is literal.
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _one_line(text: str, secret: str | None) -> str:
+    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+    message = "; ".join(lines[-_STDERR_LINES:]) or "no error output"
+    if secret:
+        message = message.replace(secret, "***")
+    return message[:_MAX_MESSAGE]
+
+
+async def _check_storage(server_url: str, location: StorageLocation) -> None:
+    """Raise `StorageNotFound` when the location is missing, `BackupFailed` when the server
+    cannot be asked (transient) or refuses the question (permanent)."""
+    if location.mode is StorageMode.SCHEMA:
+        url, query, name = (
+            make_conninfo(server_url, dbname=location.database),
+            _SCHEMA_EXISTS,
+            location.schema_name,
+        )
+    else:
+        url, query, name = server_url, _DATABASE_EXISTS, location.database
+    try:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            cur = await conn.execute(query, (name,))
+            found = await cur.fetchone() is not None
+    except psycopg.OperationalError as exc:
+        # At connect time psycopg carries no SQLSTATE: refused, unreachable and a database
+        # that went away look alike, and all may pass.
+        detail = exc.pgconn.error_message.decode(errors="replace") if exc.pgconn else str(exc)
+        password = conninfo_to_dict(server_url).get("password")
+        raise BackupFailed(
+            f"cannot reach the storage server: {_one_line(detail, str(password or ''))}",
+            transient=True,
+        ) from None
+    except psycopg.Error as exc:
+        raise BackupFailed(
+            f"cannot check {_describe(location)}: {exc.sqlstate} {_one_line(str(exc), None)}",
+            transient=False,
+        ) from None
+    if not found:
+        raise StorageNotFound(f"{_describe(location)} does not exist")
+
+
+def _dump_command(
+    pg_dump: Path, server_url: str, location: StorageLocation
+) -> tuple[list[str], dict[str, str], str | None]:
+    """pg_dump's argv (no password in it), its environment (the password) and the password."""
+    params = conninfo_to_dict(server_url)
+    password = params.pop("password", None)
+    params["dbname"] = location.database
+    params.setdefault("application_name", APPLICATION_NAME)
+    # A killed pg_dump's server session would otherwise live on while it waits for a lock.
+    params["options"] = f"{params.get('options') or ''} {_CHECK_CLIENT}".strip()
+    argv = [
+        str(pg_dump),
+        "--format=custom",
+        "--no-password",
+        f"--dbname={make_conninfo('', **params)}",
+    ]
+    if location.mode is StorageMode.SCHEMA:
+        # --strict-names: a schema that vanished fails the dump instead of writing an empty one.
+        argv += ["--strict-names", f"--schema={_schema_pattern(location.schema_name)}"]
+    env = dict(os.environ)
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
+    return argv, env, None if password is None else str(password)
+
+
+async def _run(argv: list[str], env: dict[str, str], out_fd: int) -> tuple[int, bytes]:
+    """Run pg_dump with stdout on `out_fd`; kill it if this task is cancelled or times out."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=out_fd,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        _, stderr = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, stderr
+
+
+def _seal(temp: Path, final: Path) -> Backup:
+    """Flush the dump to disk, hash it, and put it in place atomically."""
+    with temp.open("rb") as dump:
+        os.fsync(dump.fileno())
+        digest = hashlib.file_digest(dump, "sha256").hexdigest()
+        size = os.fstat(dump.fileno()).st_size
+    os.replace(temp, final)
+    directory = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return Backup(path=str(final), size_bytes=size, sha256=digest)
+
+
+async def _dump_failure(
+    server_url: str, location: StorageLocation, returncode: int, message: str
+) -> BackupFailed:
+    """The failure of a pg_dump that exited with `returncode`. Its exit status says only
+    "failed": asking the server again tells a lost server (transient) or a vanished storage
+    from a refusal (permanent)."""
+    text = f"pg_dump of {_describe(location)} exited with {returncode}: {message}"
+    try:
+        await _check_storage(server_url, location)
+    except StorageNotFound:
+        return StorageNotFound(text)
+    except BackupFailed as exc:
+        return BackupFailed(text, transient=exc.transient)
+    return BackupFailed(text, transient=False)
+
+
+async def take_backup(
+    server_url: str,
+    location: StorageLocation,
+    directory: Path,
+    *,
+    label: str,
+    timeout: float,
+    pg_dump: Path | None = None,
+) -> Backup:
+    """Dump the tenant's schema or database at `location` into `directory/{label}.dump`.
+
+    `server_url` is the storage server's libpq URL with the platform's credentials (any
+    database; the dump connects to `location.database`). `timeout` (seconds) bounds the check
+    and the dump; `pg_dump` defaults to the pgserver wheel's. Raises `ValueError` for a bad
+    label or timeout before anything runs, `StorageNotFound` when the storage is missing,
+    `BackupFailed` otherwise."""
+    check_label(label)
+    if not timeout > 0:
+        raise ValueError(f"timeout must be positive, not {timeout!r}")
+    started = time.monotonic()
+    directory = directory.absolute()
+    final = directory / f"{label}{SUFFIX}"
+    try:
+        argv, env, password = _dump_command(
+            pg_dump if pg_dump is not None else pg_program("pg_dump"), server_url, location
+        )
+    except FileNotFoundError as exc:
+        raise BackupFailed(str(exc), transient=False) from None
+    except psycopg.ProgrammingError:
+        # Not the URL itself in the message: it may carry the password.
+        raise BackupFailed(
+            "the storage server URL is not a valid libpq URL", transient=False
+        ) from None
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{label}.", suffix=".partial", dir=directory)
+    except OSError as exc:
+        raise BackupFailed(
+            f"cannot write a backup into {directory}: {exc}", transient=False
+        ) from None
+    temp = Path(name)
+    sealed = False
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    await _check_storage(server_url, location)
+                    returncode, stderr = await _run(argv, env, fd)
+                finally:
+                    os.close(fd)
+                if returncode != 0:
+                    message = _one_line(stderr.decode(errors="replace"), password)
+                    raise await _dump_failure(server_url, location, returncode, message)
+        except TimeoutError:
+            raise BackupFailed(
+                f"backup of {_describe(location)} did not finish within {timeout:g}s",
+                transient=True,
+            ) from None
+        except OSError as exc:
+            raise BackupFailed(f"cannot run {argv[0]}: {exc}", transient=False) from None
+        try:
+            backup = await asyncio.to_thread(_seal, temp, final)
+        except OSError as exc:
+            raise BackupFailed(f"cannot write {final}: {exc}", transient=False) from None
+        sealed = True
+    finally:
+        if not sealed:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+    _log.info(
+        "backup of %s written to %s (%d bytes, sha256 %s) in %.1fs",
+        _describe(location),
+        backup.path,
+        backup.size_bytes,
+        backup.sha256,
+        time.monotonic() - started,
+    )
+    return backup
