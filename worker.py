@@ -1,4 +1,4 @@
-"""The Temporal worker: runs `ProvisionTenantWorkflow` and its activities.
+"""The Temporal worker: runs `ProvisionTenantWorkflow`, `DeleteTenantWorkflow` and their activities.
 
 Run with `python worker.py`. It applies the platform's metadata migrations, registers the
 search attributes it needs, and on SIGTERM/SIGINT stops polling and lets in-flight
@@ -28,10 +28,12 @@ from temporalio.client import Client
 from temporalio.common import MetricMeter
 from temporalio.worker import Worker
 
+from activities.deletion import DeletionActivities
 from activities.interceptor import ActivityContextInterceptor
 from activities.metadata import MetadataActivities
 from activities.migrations import MigrationActivities
 from activities.storage import StorageActivities
+from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
 from infra.db.schema import apply_platform_migrations
 from infra.db.storage import StorageAdmin
@@ -48,6 +50,7 @@ from infra.telemetry.tracing import (
 from infra.temporal import connect_client, ensure_search_attributes, exit_process, worker_runtime
 from tenancy.naming import migration_task_queue
 from tenancy.settings import Settings, get_settings
+from workflows.delete.workflow import DeleteTenantWorkflow
 from workflows.provision.workflow import ProvisionTenantWorkflow
 
 SERVICE_NAME = "platform-worker"
@@ -96,15 +99,22 @@ async def worker_activities(
         instrument_http_client(http, tracer_provider)
         tenants = TenantRepository(metadata_pool)
         metadata = MetadataActivities(tenants, settings)
+        admin = StorageAdmin(
+            storage_pool, settings.require_storage_database_url(), settings.service_db_roles()
+        )
         storage = StorageActivities(
-            StorageAdmin(
-                storage_pool, settings.require_storage_database_url(), settings.service_db_roles()
-            ),
-            tenants,
-            ServerLimits(settings.max_concurrent_storage_creations),
+            admin, tenants, ServerLimits(settings.max_concurrent_storage_creations)
         )
         signer = CallSigner(settings.require_signing_key_file(), settings.downstream_token_ttl)
         migrations = MigrationActivities(http, tenants, settings.downstream_services, signer)
+        deletion = DeletionActivities(
+            DeletionRepository(metadata_pool),
+            admin,
+            http,
+            signer,
+            settings.downstream_services,
+            settings,
+        )
         gauge: AbstractAsyncContextManager[None] = (
             tenant_gauge(tenants, metric_meter, gauge_interval)
             if metric_meter is not None
@@ -119,6 +129,13 @@ async def worker_activities(
                 metadata.record_event,
                 storage.create_storage,
                 migrations.migrate_service,
+                deletion.stop_provisioning,
+                deletion.schedule_deletion,
+                deletion.restore_tenant,
+                deletion.load_deletion,
+                deletion.backup_storage,
+                deletion.teardown_service,
+                deletion.drop_storage,
             ]
 
 
@@ -163,7 +180,7 @@ def build_worker(
     platform = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[ProvisionTenantWorkflow],
+        workflows=[ProvisionTenantWorkflow, DeleteTenantWorkflow],
         activities=activities,
         interceptors=[ActivityContextInterceptor()],
         graceful_shutdown_timeout=SHUTDOWN_GRACE,

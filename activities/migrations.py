@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Iterable
-from enum import Enum
 from typing import NoReturn, TypeVar
 
 import httpx
@@ -12,6 +10,16 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.bookkeeping import metadata_failures
+from activities.downstream import (
+    IDEMPOTENCY_HEADER as IDEMPOTENCY_HEADER,
+)
+from activities.downstream import (
+    Outcome,
+    Unreachable,
+    answer_reason,
+    classify_status,
+    signed_call,
+)
 from infra.db.repository import TenantRepository
 from infra.security.signing import CallSigner
 from infra.telemetry.logging import redact
@@ -20,43 +28,7 @@ from tenancy.contracts import MigrateInput, MigrateResult
 from tenancy.failures import FailureType, summarize
 from tenancy.settings import DownstreamService
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 T = TypeVar("T")
-
-
-class Outcome(Enum):
-    """What an HTTP status from a downstream service means for the call."""
-
-    SUCCESS = "success"
-    RETRYABLE = "retryable"
-    REJECTED = "rejected"
-
-
-def classify_status(status_code: int) -> Outcome:
-    """2xx succeeds; 408, 429 and 5xx are worth retrying; any other answer is final."""
-    if 200 <= status_code < 300:
-        return Outcome.SUCCESS
-    if status_code in (408, 429) or status_code >= 500:
-        return Outcome.RETRYABLE
-    return Outcome.REJECTED
-
-
-def _reason(response: httpx.Response) -> str:
-    """The service's own explanation if it gave one, trimmed to a line, secrets masked (a
-    service may echo the request, bearer token included)."""
-    detail: object = None
-    try:
-        body = response.json()
-    except ValueError:
-        body = response.text
-    if isinstance(body, dict):
-        detail = body.get("detail") or body.get("message") or body.get("error") or body
-    else:
-        detail = body
-    text = detail if isinstance(detail, str) else str(detail)
-    return summarize(
-        redact(f"HTTP {response.status_code}: {text}") if text else f"HTTP {response.status_code}"
-    )
 
 
 class MigrationActivities:
@@ -101,43 +73,26 @@ class MigrationActivities:
         return await self._call(service, request)
 
     async def _call(self, service: DownstreamService, request: MigrateInput) -> MigrateResult:
-        url = f"{str(service.base_url).rstrip('/')}/internal/tenants/{request.tenant_id}/migrate"
-        location = request.location
-        body = {
-            "tenantId": request.tenant_id,
-            "storageMode": location.mode.value,
-            "jdbcUrl": location.jdbc_url,
-            "schema": location.schema_name,
-            "database": location.database,
-        }
-        timeout = request.timeout.total_seconds()
         try:
-            # httpx's timeout bounds each phase (connect, each read); this bounds the whole
-            # call, so a service that answers byte by byte is cut off too.
-            async with asyncio.timeout(timeout):
-                response = await self._http.post(
-                    url,
-                    json=body,
-                    headers={
-                        IDEMPOTENCY_HEADER: request.idempotency_key,
-                        # A new token per attempt: its `jti` is single-use at the service.
-                        "Authorization": "Bearer "
-                        + self._signer.token(audience=service.name, tenant_id=request.tenant_id),
-                    },
-                    timeout=timeout,
-                )
-        except (httpx.TimeoutException, TimeoutError):
-            await self._service_failed(request, f"no answer within {timeout}s")
-        except httpx.TransportError as exc:
-            await self._service_failed(
-                request, f"cannot reach {service.name}: {type(exc).__name__}"
+            response = await signed_call(
+                self._http,
+                self._signer,
+                service,
+                "POST",
+                f"/internal/tenants/{request.tenant_id}/migrate",
+                tenant_id=request.tenant_id,
+                location=request.location,
+                idempotency_key=request.idempotency_key,
+                timeout=request.timeout.total_seconds(),
             )
+        except Unreachable as exc:
+            await self._service_failed(request, str(exc))
         outcome = classify_status(response.status_code)
         if outcome is Outcome.SUCCESS:
             return await self._succeed(request, response)
         if outcome is Outcome.REJECTED:
-            await self._rejected(request, _reason(response))
-        await self._service_failed(request, _reason(response))
+            await self._rejected(request, answer_reason(response))
+        await self._service_failed(request, answer_reason(response))
 
     async def _succeed(self, request: MigrateInput, response: httpx.Response) -> MigrateResult:
         try:

@@ -27,6 +27,8 @@ _log = logging.getLogger("platform.api.auth")
 
 READ_SCOPE = "tenants:read"
 WRITE_SCOPE = "tenants:write"
+# Deleting and restoring tenants: operators may hold write without it.
+DELETE_SCOPE = "tenants:delete"
 # Clocks of the identity provider and this host drift a little; tokens live for minutes or hours.
 DEFAULT_LEEWAY = timedelta(seconds=30)
 _REQUIRED_CLAIMS = ("exp", "iat", "sub")

@@ -9,9 +9,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
-from api.auth import READ_SCOPE, WRITE_SCOPE, Principal, TokenVerifier
+from api.auth import DELETE_SCOPE, READ_SCOPE, WRITE_SCOPE, Principal, TokenVerifier
 from api.errors import Forbidden, Unauthorized
 from api.gateway import WorkflowGateway
+from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
 
 
@@ -19,6 +20,7 @@ class AppState(TypedDict):
     """What the lifespan yields; Starlette exposes it as `request.state`."""
 
     tenants: TenantRepository
+    deletions: DeletionRepository
     workflows: WorkflowGateway
     temporal: Client
     jwks: dict[str, Any]
@@ -33,7 +35,8 @@ _bearer = HTTPBearer(
     scheme_name="bearerAuth",
     bearerFormat="JWT",
     description=(
-        f"A JWT from the identity provider with scope `{READ_SCOPE}` and/or `{WRITE_SCOPE}`; "
+        f"A JWT from the identity provider with scopes `{READ_SCOPE}`, `{WRITE_SCOPE}` and/or "
+        f"`{DELETE_SCOPE}`; "
         "`make token` mints one for development."
     ),
 )
@@ -42,6 +45,11 @@ _bearer = HTTPBearer(
 def _tenants(request: Request) -> TenantRepository:
     tenants: TenantRepository = request.state.tenants
     return tenants
+
+
+def _deletions(request: Request) -> DeletionRepository:
+    deletions: DeletionRepository = request.state.deletions
+    return deletions
 
 
 def _workflows(request: Request) -> WorkflowGateway:
@@ -105,3 +113,5 @@ Workflows = Annotated[WorkflowGateway, Depends(_workflows)]
 TemporalClient = Annotated[Client, Depends(_temporal)]
 Reader = Annotated[Principal, Depends(require_scope(READ_SCOPE))]
 Writer = Annotated[Principal, Depends(require_scope(WRITE_SCOPE))]
+Deleter = Annotated[Principal, Depends(require_scope(DELETE_SCOPE))]
+Deletions = Annotated[DeletionRepository, Depends(_deletions)]

@@ -20,11 +20,13 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import ServiceUnavailable, StatusConflict, TenantConflict
+from api.errors import ServiceUnavailable, StatusConflict, TenantConflict, TenantNotFound
 from tenancy.failures import FailureType
 from tenancy.models import Tenant, TenantSpec
-from tenancy.naming import provision_workflow_id
+from tenancy.naming import deletion_workflow_id, provision_workflow_id
 from tenancy.settings import Settings
+from workflows.delete import contracts as deletion
+from workflows.delete import starts as deletion_starts
 from workflows.provision import starts
 from workflows.provision.contracts import (
     RECORDED_UPDATE,
@@ -56,6 +58,11 @@ class WorkflowGateway:
     def __init__(self, client: Client, settings: Settings) -> None:
         self._client = client
         self._settings = settings
+
+    @property
+    def settings(self) -> Settings:
+        """The API's settings (deletion grace period, timeouts)."""
+        return self._settings
 
     @property
     def _timeout(self) -> float:
@@ -127,6 +134,89 @@ class WorkflowGateway:
             RetryRequest(requested_by=requested_by),
             RetryDecision,
         )
+
+    async def schedule_deletion(
+        self, tenant_id: str, requested_by: str, reason: str | None, grace_seconds: int
+    ) -> deletion.DeletionState:
+        """Start the tenant's deletion and wait until it is recorded (DELETION_SCHEDULED): its
+        provisioning run, if open, is cancelled first. Of racing requests one is taken; 409 for
+        the others and for a tenant whose deletion was already asked."""
+        request = deletion.DeleteInput(
+            tenant_id=tenant_id,
+            requested_by=requested_by,
+            reason=reason,
+            grace_seconds=grace_seconds,
+        )
+        start = deletion_starts.start_operation(request, self._settings.task_queue)
+        try:
+            return await asyncio.wait_for(
+                self._client.execute_update_with_start_workflow(
+                    deletion.SCHEDULED_UPDATE,
+                    start_workflow_operation=start,
+                    result_type=deletion.DeletionState,
+                ),
+                timeout=self._timeout,
+            )
+        except WorkflowAlreadyStartedError:
+            await _consume_start_failure(start)
+            raise StatusConflict(
+                f"a deletion of tenant {tenant_id} is already under way", tenantId=tenant_id
+            ) from None
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError):
+                if cause.type == FailureType.TENANT_NOT_FOUND:
+                    raise TenantNotFound(f"no tenant {tenant_id}") from None
+                if cause.type == FailureType.DELETION_CONFLICT:
+                    raise StatusConflict(cause.message, tenantId=tenant_id) from None
+            raise
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            await _consume_start_failure(start)
+            raise ServiceUnavailable(
+                f"the deletion of {tenant_id} was not confirmed in time; GET the tenant to see "
+                "whether it is DELETION_SCHEDULED (a request sent again answers 409 if it is)"
+            ) from None
+        except RPCError as exc:
+            await _consume_start_failure(start)
+            raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
+
+    async def cancel_deletion(self, tenant_id: str, requested_by: str, reason: str | None) -> bool:
+        """Send `cancel_deletion` (restore) to the open deletion run; False when none is open."""
+        return await self.signal(
+            deletion_workflow_id(tenant_id),
+            deletion.CANCEL_SIGNAL,
+            deletion.CancelDeletion(requested_by=requested_by, reason=reason),
+        )
+
+    async def request_deletion_retry(
+        self, tenant_id: str, requested_by: str
+    ) -> RetryDecision | None:
+        """Ask the open deletion run to resume its failed purge; None when no run is open."""
+        return await self.update(
+            deletion_workflow_id(tenant_id),
+            deletion.RETRY_UPDATE,
+            RetryRequest(requested_by=requested_by),
+            RetryDecision,
+        )
+
+    async def resume_deletion(self, tenant_id: str, actor: str, *, retry: bool) -> None:
+        """Start a run that takes over the deletion recorded on the row (its run is closed);
+        409 when a deletion run is open."""
+        try:
+            await asyncio.wait_for(
+                deletion_starts.start(
+                    self._client,
+                    deletion_starts.resumption(tenant_id, actor, retry=retry),
+                    self._settings.task_queue,
+                ),
+                timeout=self._timeout,
+            )
+        except WorkflowAlreadyStartedError:
+            raise StatusConflict(
+                f"a deletion run of tenant {tenant_id} is already under way", tenantId=tenant_id
+            ) from None
+        except (RPCError, TimeoutError) as exc:
+            raise ServiceUnavailable(f"Temporal is unavailable: {exc}") from None
 
     async def _start_recorded(self, request: ProvisionInput) -> ProvisionState:
         tenant_id = request.spec.id

@@ -22,6 +22,7 @@ from api.routes.admin import admin_router
 from api.routes.health import health_router
 from api.routes.jwks import router as jwks_router
 from api.routes.tenants import tenants_router
+from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
 from infra.db.schema import apply_platform_migrations
 from infra.security.signing import jwks_document
@@ -72,6 +73,7 @@ def create_app(
             client = await connect_client(config, interceptors=client_interceptors(tracer_provider))
             yield AppState(
                 tenants=TenantRepository(pool),
+                deletions=DeletionRepository(pool),
                 workflows=WorkflowGateway(client, config),
                 temporal=client,
                 jwks=jwks,

@@ -13,6 +13,8 @@ Kinds of drift:
   that workflow never completes in (provisioning completes only ACTIVE).
 - `FAILED_TENANT_STORAGE`: a tenant in PROVISION_ERROR whose schema or database exists
   (left in place: retry-provisioning reuses it, deletion removes it).
+- `STORAGE_NOT_DROPPED`: a DELETED tenant whose schema or database still exists (left in place:
+  an operator decides; a deletion that drops it again would need a new request).
 
 Each workflow type has its rules (`reconciliation.rules`); a tenant's status picks the rules it
 is checked against. The only repair is restarting the workflow of a stuck tenant in a status its
@@ -40,7 +42,7 @@ from reconciliation.inventory import StorageSnapshot, read_storage
 from reconciliation.rules import ALL_RULES, WorkflowRules, rules_for
 from tenancy.models import CamelModel, StorageMode, Tenant
 from tenancy.naming import STORAGE_PREFIX, storage_location
-from tenancy.status import TenantStatus
+from tenancy.status import DELETION_STATUSES, TenantStatus
 
 _log = structlog.stdlib.get_logger("platform.reconciliation")
 
@@ -56,6 +58,7 @@ class DriftKind(StrEnum):
     STUCK_WITHOUT_WORKFLOW = "STUCK_WITHOUT_WORKFLOW"
     STATUS_MISMATCH = "STATUS_MISMATCH"
     FAILED_TENANT_STORAGE = "FAILED_TENANT_STORAGE"
+    STORAGE_NOT_DROPPED = "STORAGE_NOT_DROPPED"
 
 
 class Drift(CamelModel):
@@ -160,6 +163,21 @@ class Reconciler:
     def _storage_drift(self, tenant: Tenant, storage: StorageSnapshot) -> list[Drift]:
         kind, name = self._expected_storage(tenant)
         present = name in (storage.schemas if kind == "schema" else storage.databases)
+        if tenant.status is TenantStatus.DELETED:
+            if not present:
+                return []
+            return [
+                Drift(
+                    kind=DriftKind.STORAGE_NOT_DROPPED,
+                    tenant_id=tenant.id,
+                    detail=f"{kind} {name} exists, tenant is DELETED (left in place)",
+                )
+            ]
+        if tenant.status in DELETION_STATUSES and (
+            tenant.status is not TenantStatus.DELETION_SCHEDULED or tenant.jdbc_url is None
+        ):
+            # The purge drops it; before the purge only storage that was created must exist.
+            return []
         if tenant.status is TenantStatus.PROVISION_ERROR:
             if not present:
                 return []

@@ -15,8 +15,10 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from tenancy.models import Tenant
-from tenancy.naming import provision_workflow_id
-from tenancy.status import TenantStatus
+from tenancy.naming import deletion_workflow_id, provision_workflow_id
+from tenancy.status import DELETION_STATUSES, TenantStatus
+from workflows.delete import contracts as deletion
+from workflows.delete import starts as deletion_starts
 from workflows.provision import contracts as provision
 from workflows.provision import starts as provision_starts
 
@@ -25,7 +27,7 @@ class LiveState(Protocol):
     """What a workflow's status query answers, as far as the reconciler reads it."""
 
     @property
-    def status(self) -> TenantStatus:
+    def status(self) -> TenantStatus | None:
         """The status the run believes the tenant is in."""
         ...
 
@@ -97,7 +99,32 @@ PROVISIONING = WorkflowRules(
     restart=_restart_provisioning,
 )
 
-ALL_RULES: tuple[WorkflowRules, ...] = (PROVISIONING,)
+
+async def _resume_deletion(client: Client, tenant: Tenant, actor: str, task_queue: str) -> bool:
+    # The new run reads where the deletion stands from the row and carries on: the rest of the
+    # grace period, the purge, or the wait for retry-deletion in DELETION_ERROR.
+    try:
+        await deletion_starts.start(
+            client, deletion_starts.resumption(tenant.id, actor, retry=False), task_queue
+        )
+    except WorkflowAlreadyStartedError:
+        return False
+    return True
+
+
+DELETION = WorkflowRules(
+    workflow_type=deletion.WORKFLOW_NAME,
+    workflow_id=deletion_workflow_id,
+    governs=DELETION_STATUSES,
+    needs_run=DELETION_STATUSES - {TenantStatus.DELETED},
+    restartable=DELETION_STATUSES - {TenantStatus.DELETED},
+    completes_in=frozenset({TenantStatus.DELETED}),
+    status_query=deletion.STATUS_QUERY,
+    state_type=deletion.DeletionState,
+    restart=_resume_deletion,
+)
+
+ALL_RULES: tuple[WorkflowRules, ...] = (PROVISIONING, DELETION)
 
 
 def rules_for(status: TenantStatus, rules: tuple[WorkflowRules, ...] = ALL_RULES) -> WorkflowRules:

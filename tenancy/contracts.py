@@ -5,9 +5,18 @@ One model per call so that fields can be added without breaking running workflow
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from tenancy.models import CamelModel, EventAction, StorageLocation, StorageMode, TenantSpec
+from pydantic import Field
+
+from tenancy.models import (
+    BackupRecord,
+    CamelModel,
+    EventAction,
+    StorageLocation,
+    StorageMode,
+    TenantSpec,
+)
 from tenancy.status import TenantStatus
 
 
@@ -108,3 +117,76 @@ class RecordEventInput(CamelModel):
     actor: str
     action: EventAction
     reason: str | None = None
+
+
+class StopProvisioningInput(CamelModel):
+    """Argument of `stop_provisioning`: cancel the tenant's open provisioning run, if any."""
+
+    tenant_id: str
+
+
+class ScheduleDeletionInput(CamelModel):
+    """Argument of `schedule_deletion`: the request, with its times from the workflow's clock."""
+
+    tenant_id: str
+    requested_by: str
+    reason: str | None = None
+    requested_at: datetime
+    purge_at: datetime
+
+
+class RestoreInput(CamelModel):
+    """Argument of `restore_tenant`."""
+
+    tenant_id: str
+    actor: str
+    reason: str | None = None
+
+
+class LoadDeletionInput(CamelModel):
+    """Argument of `load_deletion`."""
+
+    tenant_id: str
+
+
+class DeletionProgressResult(CamelModel):
+    """What `load_deletion` reads from the row: where the deletion stands."""
+
+    status: TenantStatus
+    storage_mode: StorageMode
+    requested_at: datetime | None = None
+    purge_at: datetime | None = None
+    backup: BackupRecord | None = None
+    torn_down: list[str] = Field(default_factory=list)
+
+
+class BackupInput(CamelModel):
+    """Argument of `backup_storage`: one backup per deletion request, named by `label`."""
+
+    tenant_id: str
+    mode: StorageMode
+    label: str
+
+
+class BackupResult(CamelModel):
+    """The backup on disk, or none (no backup folder configured, or no storage to back up)."""
+
+    backup: BackupRecord | None = None
+    skipped: str | None = None
+
+
+class TeardownInput(CamelModel):
+    """Argument of `teardown_service`: one logical call, retried under one idempotency key."""
+
+    tenant_id: str
+    service: str
+    mode: StorageMode
+    idempotency_key: str
+    timeout: timedelta
+
+
+class DropStorageInput(CamelModel):
+    """Argument of `drop_storage`."""
+
+    tenant_id: str
+    mode: StorageMode

@@ -39,6 +39,15 @@ class FailureType(StrEnum):
     UNKNOWN_SERVICE = "UnknownService"
     PROVISION_FAILED = "ProvisionFailed"
     PROVISION_CANCELLED = "ProvisionCancelled"
+    # Offboarding.
+    TENANT_NOT_FOUND = "TenantNotFound"
+    DELETION_CONFLICT = "DeletionAlreadyRequested"
+    BACKUP_FAILED = "BackupFailed"
+    BACKUP_REFUSED = "BackupRefused"
+    TEARDOWN_REJECTED = "TeardownRejected"
+    TEARDOWN_UNAVAILABLE = "TeardownUnavailable"
+    DROP_FAILED = "StorageDropFailed"
+    DROP_REFUSED = "StorageDropRefused"
 
 
 def summarize(text: str, limit: int = 300) -> str:

@@ -97,6 +97,25 @@ class MigrationRecord(CamelModel):
     updated_at: datetime
 
 
+class BackupRecord(CamelModel):
+    """A backup of a tenant's storage taken before it was dropped."""
+
+    path: str
+    size_bytes: int
+    sha256: str
+
+
+class Deletion(CamelModel):
+    """A tenant's deletion request: who asked, why, and when the purge starts. `backup` is
+    there once the purge has dumped the storage (additive to the contract)."""
+
+    requested_at: datetime
+    requested_by: str
+    reason: str | None = None
+    purge_at: datetime
+    backup: BackupRecord | None = None
+
+
 class Tenant(CamelModel):
     """A tenant as stored in the platform's metadata and returned by the API."""
 
@@ -114,6 +133,8 @@ class Tenant(CamelModel):
     created_by: str | None = None
     created_at: datetime
     updated_at: datetime
+    # Present from the deletion request on (also on a DELETED tombstone); absent after restore.
+    deletion: Deletion | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -130,6 +151,11 @@ class EventAction(StrEnum):
     RETRY_REQUESTED = "RETRY_REQUESTED"
     # A new workflow run took the tenant over from the run named in the event's reason.
     RUN_ADOPTED = "RUN_ADOPTED"
+    # Offboarding: a deletion asked (reason = the operator's), cancelled by restore, and the
+    # backup written before the purge (reason = its path, size and sha256).
+    DELETION_REQUESTED = "DELETION_REQUESTED"
+    DELETION_CANCELLED = "DELETION_CANCELLED"
+    BACKUP_TAKEN = "BACKUP_TAKEN"
 
 
 class TenantEvent(CamelModel):

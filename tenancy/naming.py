@@ -31,6 +31,11 @@ def provision_workflow_id(tenant_id: str) -> str:
     return f"tenant-provision-{check_tenant_id(tenant_id)}"
 
 
+def deletion_workflow_id(tenant_id: str) -> str:
+    """The deletion workflow's id: one deletion of a tenant open at a time."""
+    return f"tenant-delete-{check_tenant_id(tenant_id)}"
+
+
 def workflow_actor(workflow_id: str) -> str:
     """How a workflow's own steps appear in the audit trail."""
     return f"workflow:{workflow_id}"

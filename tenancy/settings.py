@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     # How long POST waits for the workflow to record the tenant row before answering 503.
     create_timeout: Seconds = timedelta(seconds=15)
     task_queue: str = TASK_QUEUE
+    # Offboarding: how long a deleted tenant can be restored before its data is purged (the
+    # default of DELETE's graceSeconds), and where each tenant's storage is dumped before it is
+    # dropped (unset: no backup). The folder is the worker's; it is created if missing.
+    deletion_grace_period: Seconds = timedelta(days=7)
+    deletion_backup_dir: Path | None = None
+    # Bounds one pg_dump, so a hung dump shows as a failed (retryable) backup.
+    deletion_backup_timeout: Seconds = timedelta(minutes=30)
     # Per tenant storage server and worker process: a burst of provisionings queues for these
     # slots instead of exhausting the server's connections (see infra.limits).
     max_concurrent_storage_creations: int = Field(default=4, ge=1, le=64)

@@ -13,6 +13,12 @@ class TenantStatus(StrEnum):
     ACTIVE = "ACTIVE"
     PROVISION_ERROR = "PROVISION_ERROR"
     MIGRATION_ERROR = "MIGRATION_ERROR"
+    # Offboarding: waiting out the grace period (restore possible), purging, purge failed (retry
+    # resumes it), purged (a tombstone, final).
+    DELETION_SCHEDULED = "DELETION_SCHEDULED"
+    DELETING = "DELETING"
+    DELETION_ERROR = "DELETION_ERROR"
+    DELETED = "DELETED"
 
 
 class MigrationStatus(StrEnum):
@@ -24,15 +30,46 @@ class MigrationStatus(StrEnum):
     FAILED = "FAILED"
 
 
+# The statuses a tenant may be deleted from: every one but the deletion statuses.
+DELETABLE = frozenset(
+    {
+        TenantStatus.PROVISIONING,
+        TenantStatus.MIGRATING,
+        TenantStatus.ACTIVE,
+        TenantStatus.PROVISION_ERROR,
+        TenantStatus.MIGRATION_ERROR,
+    }
+)
+DELETION_STATUSES = frozenset(TenantStatus) - DELETABLE
+# What restore may return a tenant to: the status it had when its deletion was scheduled. An
+# open provisioning run is cancelled before that, which leaves PROVISION_ERROR or
+# MIGRATION_ERROR (each with its retry), never PROVISIONING or MIGRATING.
+RESTORABLE = frozenset(
+    {TenantStatus.ACTIVE, TenantStatus.PROVISION_ERROR, TenantStatus.MIGRATION_ERROR}
+)
+
 # Target -> the only states it may be entered from. Anything else (a late or repeated activity,
 # an operator racing the workflow) is refused, so a tenant never moves backwards.
 ALLOWED_SOURCES: dict[TenantStatus, frozenset[TenantStatus]] = {
     # A new run that adopts a failed provisioning starts it over (retry-provisioning).
     TenantStatus.PROVISIONING: frozenset({TenantStatus.PROVISION_ERROR}),
     TenantStatus.MIGRATING: frozenset({TenantStatus.PROVISIONING, TenantStatus.MIGRATION_ERROR}),
-    TenantStatus.ACTIVE: frozenset({TenantStatus.MIGRATING}),
-    TenantStatus.PROVISION_ERROR: frozenset({TenantStatus.PROVISIONING}),
-    TenantStatus.MIGRATION_ERROR: frozenset({TenantStatus.MIGRATING}),
+    # From DELETION_SCHEDULED: restore (only to the status recorded when it was scheduled).
+    TenantStatus.ACTIVE: frozenset({TenantStatus.MIGRATING, TenantStatus.DELETION_SCHEDULED}),
+    TenantStatus.PROVISION_ERROR: frozenset(
+        {TenantStatus.PROVISIONING, TenantStatus.DELETION_SCHEDULED}
+    ),
+    TenantStatus.MIGRATION_ERROR: frozenset(
+        {TenantStatus.MIGRATING, TenantStatus.DELETION_SCHEDULED}
+    ),
+    TenantStatus.DELETION_SCHEDULED: DELETABLE,
+    # The grace period is over, or retry-deletion resumes a failed purge.
+    TenantStatus.DELETING: frozenset(
+        {TenantStatus.DELETION_SCHEDULED, TenantStatus.DELETION_ERROR}
+    ),
+    TenantStatus.DELETION_ERROR: frozenset({TenantStatus.DELETING}),
+    # Nothing leaves DELETED: no status lists it as a source.
+    TenantStatus.DELETED: frozenset({TenantStatus.DELETING}),
 }
 
 
@@ -49,11 +86,23 @@ class Decision(Enum):
     REFUSE = "refuse"
 
 
-def decide(current: TenantStatus | None, target: TenantStatus) -> Decision:
+def is_restore(source: TenantStatus | None, target: TenantStatus) -> bool:
+    """True for the edges that only restore may take: out of DELETION_SCHEDULED, back to a
+    status of the tenant's life before its deletion was asked."""
+    return source is TenantStatus.DELETION_SCHEDULED and target in RESTORABLE
+
+
+def decide(
+    current: TenantStatus | None, target: TenantStatus, *, restoring: bool = False
+) -> Decision:
     """The guarded transition's rule: a repeat is a no-op (a retried or late activity), an
-    allowed source applies, anything else (no row, a move backwards) is refused."""
+    allowed source applies, anything else (no row, a move backwards) is refused. A restore
+    edge applies only to a restore (`restoring`), so a late provisioning step can never take a
+    tenant out of its deletion; a restore applies only along a restore edge."""
     if current is target:
         return Decision.NO_OP
-    if current is not None and current in ALLOWED_SOURCES[target]:
-        return Decision.APPLY
-    return Decision.REFUSE
+    if current is None or current not in ALLOWED_SOURCES[target]:
+        return Decision.REFUSE
+    if is_restore(current, target) is not restoring:
+        return Decision.REFUSE
+    return Decision.APPLY

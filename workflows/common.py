@@ -10,11 +10,13 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.metadata import MetadataActivities
     from infra import search_attributes as sa
     from tenancy.contracts import TransitionInput
+    from tenancy.failures import summarize
     from tenancy.status import TenantStatus
 
 ArgT = TypeVar("ArgT")
@@ -107,3 +109,16 @@ async def transition_tenant(
     workflow.logger.info(
         "tenant %s is %s%s", tenant_id, target.value, f": {reason}" if reason else ""
     )
+
+
+def failure_reason(error: FailureError) -> str:
+    """Why an activity failed, as one short line: the activity's own ApplicationError message
+    if it raised one, else the innermost cause (a timeout, say)."""
+    chain: list[BaseException] = [error]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    own = [c for c in chain if isinstance(c, ApplicationError)]
+    cause = own[0] if own else chain[-1]
+    # FailureError.message is the bare message; str() would prefix the failure type.
+    text = cause.message if isinstance(cause, FailureError) else str(cause)
+    return summarize(text or type(cause).__name__)

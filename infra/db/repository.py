@@ -12,6 +12,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra.db.paging import Page, PagePosition
 from tenancy.models import (
+    BackupRecord,
+    Deletion,
     EventAction,
     MigrationRecord,
     SlaTier,
@@ -20,12 +22,38 @@ from tenancy.models import (
     TenantSpec,
 )
 from tenancy.naming import workflow_actor
-from tenancy.status import ALLOWED_SOURCES, Decision, MigrationStatus, TenantStatus, decide
+from tenancy.status import (
+    ALLOWED_SOURCES,
+    DELETION_STATUSES,
+    Decision,
+    MigrationStatus,
+    TenantStatus,
+    decide,
+)
 
 _TENANT_COLUMNS = """
     id, name, storage_mode, sla_tier, status, status_reason, jdbc_url, workflow_id,
-    workflow_run_id, created_by, created_at, updated_at
+    workflow_run_id, created_by, created_at, updated_at, deletion_requested_at,
+    deletion_requested_by, deletion_reason, deletion_purge_at, deletion_backup
 """
+
+
+def _deletion(row: dict[str, Any]) -> Deletion | None:
+    """The row's deletion request (its columns are taken out of `row`), or None."""
+    requested_at = row.pop("deletion_requested_at")
+    requested_by = row.pop("deletion_requested_by")
+    reason = row.pop("deletion_reason")
+    purge_at = row.pop("deletion_purge_at")
+    backup = row.pop("deletion_backup")
+    if requested_at is None or purge_at is None:
+        return None
+    return Deletion(
+        requested_at=requested_at,
+        requested_by=requested_by or "unknown",
+        reason=reason,
+        purge_at=purge_at,
+        backup=BackupRecord.model_validate(backup) if backup else None,
+    )
 
 
 class TenantOwnedElsewhere(Exception):
@@ -50,7 +78,7 @@ class TransitionRefused(Exception):
         self.target = target
 
 
-async def _append_event(
+async def append_event(
     conn: AsyncConnection[Any],
     tenant_id: str,
     actor: str,
@@ -75,7 +103,7 @@ async def _append_event(
     )
 
 
-async def _apply_transition(
+async def apply_transition(
     conn: AsyncConnection[Any],
     tenant_id: str,
     current: TenantStatus,
@@ -88,12 +116,20 @@ async def _apply_transition(
     await conn.execute(
         """
         UPDATE tenants
-        SET status = %s, status_reason = %s, updated_at = clock_timestamp()
+        SET status = %s, status_reason = %s, updated_at = clock_timestamp(),
+            -- A DELETED tombstone points at no storage.
+            jdbc_url = CASE WHEN %s THEN NULL ELSE jdbc_url END
         WHERE id = %s AND status = ANY(%s)
         """,
-        (target.value, reason, tenant_id, [s.value for s in ALLOWED_SOURCES[target]]),
+        (
+            target.value,
+            reason,
+            target is TenantStatus.DELETED,
+            tenant_id,
+            [s.value for s in ALLOWED_SOURCES[target]],
+        ),
     )
-    await _append_event(conn, tenant_id, actor, EventAction.STATUS_CHANGED, current, target, reason)
+    await append_event(conn, tenant_id, actor, EventAction.STATUS_CHANGED, current, target, reason)
 
 
 class TenantRepository:
@@ -143,7 +179,7 @@ class TenantRepository:
                 ),
             )
             if await cur.fetchone() is not None:
-                await _append_event(
+                await append_event(
                     conn,
                     spec.id,
                     created_by or workflow_actor(workflow_id),
@@ -159,6 +195,9 @@ class TenantRepository:
             owner, status = row[0], TenantStatus(row[1])
             if owner != run_id:
                 if adoption is None or owner != adoption.replaces_run_id:
+                    raise TenantOwnedElsewhere(spec.id)
+                # A tenant being deleted (or deleted) is never provisioned again.
+                if status in DELETION_STATUSES:
                     raise TenantOwnedElsewhere(spec.id)
                 await self._adopt(conn, spec.id, run_id, status, adoption)
             await conn.cursor().executemany(
@@ -188,7 +227,7 @@ class TenantRepository:
             """,
             (run_id, tenant_id, adoption.replaces_run_id),
         )
-        await _append_event(
+        await append_event(
             conn,
             tenant_id,
             adoption.actor,
@@ -196,7 +235,7 @@ class TenantRepository:
             reason=f"{adoption.reason}: run {run_id} replaces {adoption.replaces_run_id}",
         )
         if status is TenantStatus.PROVISION_ERROR:
-            await _apply_transition(
+            await apply_transition(
                 conn, tenant_id, status, TenantStatus.PROVISIONING, adoption.reason, adoption.actor
             )
 
@@ -215,7 +254,8 @@ class TenantRepository:
         sla_tier: SlaTier | None = None,
         after: PagePosition | None = None,
     ) -> Page:
-        """Up to `limit` tenants, oldest first, strictly after `after`; only rows whose insert
+        """Up to `limit` tenants, oldest first, strictly after `after`, DELETED tombstones only
+        when `status` asks for them; only rows whose insert
         has ended for good (below the snapshot's xmin, see `infra.db.paging`), so a position
         handed out is never passed by a row that commits later."""
         async with self._pool.connection() as conn, conn.cursor() as cur:
@@ -223,7 +263,7 @@ class TenantRepository:
                 """
                 SELECT insert_xid::text, created_at, id FROM tenants
                 WHERE insert_xid < pg_snapshot_xmin(pg_current_snapshot())
-                  AND (%(status)s::text IS NULL OR status = %(status)s)
+                  AND (%(status)s::text IS NULL AND status <> 'DELETED' OR status = %(status)s)
                   AND (%(tier)s::text IS NULL OR sla_tier = %(tier)s)
                   AND (%(after_xid)s::xid8 IS NULL
                        OR (insert_xid, created_at, id)
@@ -252,7 +292,8 @@ class TenantRepository:
         rows = await self._select(
             f"""
             SELECT {_TENANT_COLUMNS} FROM tenants
-            WHERE id = ANY(%(ids)s) AND (%(status)s::text IS NULL OR status = %(status)s)
+            WHERE id = ANY(%(ids)s)
+              AND (%(status)s::text IS NULL AND status <> 'DELETED' OR status = %(status)s)
             """,
             {"ids": [key.tenant_id for key in shown], "status": status.value if status else None},
         )
@@ -279,7 +320,7 @@ class TenantRepository:
             if decision is Decision.REFUSE:
                 raise TransitionRefused(tenant_id, current, target)
             assert current is not None
-            await _apply_transition(conn, tenant_id, current, target, reason, actor)
+            await apply_transition(conn, tenant_id, current, target, reason, actor)
         return target
 
     async def all_with_prefix(self, id_prefix: str = "") -> list[Tenant]:
@@ -304,7 +345,7 @@ class TenantRepository:
     ) -> None:
         """Append an operator action (e.g. a retry request) to the audit trail."""
         async with self._pool.connection() as conn:
-            await _append_event(conn, tenant_id, actor, action, reason=reason)
+            await append_event(conn, tenant_id, actor, action, reason=reason)
 
     async def events(self, tenant_id: str) -> list[TenantEvent]:
         """The tenant's audit trail, oldest first."""
@@ -466,4 +507,10 @@ class TenantRepository:
             by_tenant: dict[str, list[MigrationRecord]] = {}
             for m in await cur.fetchall():
                 by_tenant.setdefault(m.pop("tenant_id"), []).append(MigrationRecord(**m))
-        return [Tenant(**row, migrations=by_tenant.get(row["id"], [])) for row in rows]
+        tenants = []
+        for row in rows:
+            deletion = _deletion(row)
+            tenants.append(
+                Tenant(**row, deletion=deletion, migrations=by_tenant.get(row["id"], []))
+            )
+        return tenants

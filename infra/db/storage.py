@@ -33,6 +33,10 @@ _LOCK_NAMESPACE = 0x7E4A
 _CONNECT_TIMEOUT = 10
 
 
+class StorageStillPresent(Exception):
+    """A drop returned but the schema or database is still there."""
+
+
 class StorageAdmin:
     """Creates tenant storage and grants it to `service_roles`. The pool must hold autocommit
     connections (CREATE DATABASE) to the storage database at `server_url`."""
@@ -138,3 +142,21 @@ class StorageAdmin:
                 await conn.execute(
                     sql.SQL("GRANT USAGE, CREATE ON SCHEMA public TO {}").format(self._grantees())
                 )
+
+    async def drop(self, location: StorageLocation) -> None:
+        """Drop the tenant's schema (with everything in it) or database (closing its sessions),
+        then check that it is gone; safe when repeated, a no-op when it never existed."""
+        if location.mode is StorageMode.SCHEMA:
+            schema = sql.Identifier(location.schema_name)
+            async with self._pool.connection() as conn, conn.transaction():
+                await self._lock(conn, location.schema_name)
+                await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
+        else:
+            database = sql.Identifier(location.database)
+            async with self._pool.connection() as conn:
+                # FORCE ends the services' sessions on it (pg_signal_backend, see devstack.roles).
+                await conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database)
+                )
+        if await self.exists(location):
+            raise StorageStillPresent(f"{location.mode.value.lower()} of the tenant still exists")

@@ -11,6 +11,10 @@ counted once per real event and adds nothing to the history.
     platform_migration_attempts     counter    service, outcome (success|retryable|rejected)
     platform_storage_errors         counter    kind (transient|permanent), sqlstate (or
                                                "none", "throttled")
+    platform_deletions_finished     counter    result (DELETED|DELETION_ERROR|RESTORED),
+                                               storage_mode
+    platform_deletion_duration      histogram  storage_mode (ms, deletion request -> DELETED,
+                                               the grace period included)
     platform_tenants                gauge      status
 """
 
@@ -36,6 +40,8 @@ PROVISION_DURATION = "platform_provision_duration"
 MIGRATION_ATTEMPTS = "platform_migration_attempts"
 STORAGE_ERRORS = "platform_storage_errors"
 TENANTS = "platform_tenants"
+DELETIONS_FINISHED = "platform_deletions_finished"
+DELETION_DURATION = "platform_deletion_duration"
 
 TENANT_GAUGE_INTERVAL = timedelta(seconds=15)
 # A provisioning takes seconds, or hours when it waits in MIGRATION_ERROR for an operator.
@@ -53,6 +59,18 @@ HISTOGRAM_BUCKETS: Mapping[str, list[float]] = {
         900_000,
         3_600_000,
         14_400_000,
+    ],
+    # From an immediate purge (seconds) to the default 7-day grace period and beyond.
+    DELETION_DURATION: [
+        1_000,
+        5_000,
+        30_000,
+        300_000,
+        3_600_000,
+        86_400_000,
+        604_800_000,
+        691_200_000,
+        2_592_000_000,
     ],
 }
 
@@ -95,6 +113,32 @@ def provision_finished(
     if duration is not None:
         meter.create_histogram_timedelta(
             PROVISION_DURATION, "From workflow start to ACTIVE", "ms"
+        ).record(duration, attributes)
+
+
+class DeletionResult(StrEnum):
+    """How a deletion pass ended. DELETION_ERROR is counted each time a purge fails (a
+    retry-deletion starts another pass); RESTORED when the grace period ended in a restore."""
+
+    DELETED = "DELETED"
+    DELETION_ERROR = "DELETION_ERROR"
+    RESTORED = "RESTORED"
+
+
+def deletion_finished(
+    meter: MetricMeter,
+    storage_mode: str,
+    result: DeletionResult,
+    duration: timedelta | None = None,
+) -> None:
+    """Count a deletion outcome; `duration` (request to DELETED) feeds the histogram."""
+    attributes = {"storage_mode": storage_mode}
+    meter.create_counter(DELETIONS_FINISHED, "Deletion outcomes by result").add(
+        1, {**attributes, "result": result.value}
+    )
+    if duration is not None:
+        meter.create_histogram_timedelta(
+            DELETION_DURATION, "From the deletion request to DELETED", "ms"
         ).record(duration, attributes)
 
 

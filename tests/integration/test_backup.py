@@ -27,8 +27,8 @@ from infra.db.backup import (
     take_backup,
 )
 from infra.db.binaries import pg_program
+from infra.db.storage import StorageAdmin
 from tenancy.models import StorageLocation, StorageMode
-from tenancy.storage import StorageAdmin
 from tests.conftest import PLATFORM_ROLE, unique_id, with_database
 from tests.support.polling import eventually
 from tests.support.servers import free_port

@@ -24,17 +24,41 @@ class Call:
 @dataclass
 class ScriptedService:
     """Answers `POST /internal/tenants/{id}/migrate` with the next scripted status for that
-    tenant (the last one repeats; 200 when nothing is scripted)."""
+    tenant (the last one repeats; 200 when nothing is scripted), and `DELETE
+    /internal/tenants/{id}` (teardown) likewise from its own script and call list."""
 
     version: str = "0002"
     scripts: dict[str, list[int]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
+    teardown_scripts: dict[str, list[int]] = field(default_factory=dict)
+    teardowns: list[Call] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def script(self, tenant_id: str, *statuses: int) -> None:
         """Answer the next calls for `tenant_id` with these statuses, in order."""
         with self._lock:
             self.scripts[tenant_id] = list(statuses)
+
+    def script_teardown(self, tenant_id: str, *statuses: int) -> None:
+        """Answer the next teardown calls for `tenant_id` with these statuses, in order."""
+        with self._lock:
+            self.teardown_scripts[tenant_id] = list(statuses)
+
+    def teardowns_for(self, tenant_id: str) -> list[Call]:
+        """The teardown calls received for one tenant, oldest first."""
+        with self._lock:
+            return [c for c in self.teardowns if c.tenant_id == tenant_id]
+
+    async def _teardown(self, request: Request) -> JSONResponse:
+        tenant_id = request.path_params["tenant_id"]
+        body = await request.json()
+        with self._lock:
+            self.teardowns.append(Call(tenant_id, request.headers.get("Idempotency-Key"), body))
+            script = self.teardown_scripts.get(tenant_id, [])
+            status = script.pop(0) if len(script) > 1 else (script[0] if script else 200)
+        if 200 <= status < 300:
+            return JSONResponse({"tenantId": tenant_id, "dropped": []}, status_code=status)
+        return JSONResponse({"detail": f"scripted failure {status}"}, status_code=status)
 
     def calls_for(self, tenant_id: str) -> list[Call]:
         """The calls received for one tenant, oldest first."""
@@ -55,5 +79,8 @@ class ScriptedService:
     def app(self) -> Starlette:
         """The ASGI app to serve."""
         return Starlette(
-            routes=[Route("/internal/tenants/{tenant_id}/migrate", self._migrate, methods=["POST"])]
+            routes=[
+                Route("/internal/tenants/{tenant_id}/migrate", self._migrate, methods=["POST"]),
+                Route("/internal/tenants/{tenant_id}", self._teardown, methods=["DELETE"]),
+            ]
         )

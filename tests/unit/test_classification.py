@@ -11,7 +11,9 @@ import psycopg_pool
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.migrations import Outcome, _bookkeeping, _reason, classify_status
+from activities.downstream import Outcome, classify_status
+from activities.downstream import answer_reason as _reason
+from activities.migrations import _bookkeeping
 from infra.db.errors import ErrorKind, classify, classify_sqlstate, sqlstate
 from tenancy.contracts import MigrationRetry
 from tenancy.failures import FailureType, summarize

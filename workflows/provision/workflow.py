@@ -40,11 +40,11 @@ with workflow.unsafe.imports_passed_through():
         RecordEventInput,
         RecordTenantInput,
     )
-    from tenancy.failures import FailureType, summarize
+    from tenancy.failures import FailureType
     from tenancy.models import EventAction, Tenant
     from tenancy.naming import workflow_actor
     from tenancy.status import MigrationStatus, TenantStatus
-    from workflows.common import run_activity, transition_tenant
+    from workflows.common import failure_reason, run_activity, transition_tenant
     from workflows.provision import options
     from workflows.provision.contracts import (
         RECORDED_UPDATE,
@@ -74,19 +74,6 @@ _OUTCOMES = {
     TenantStatus.PROVISION_ERROR: metrics.ProvisionResult.PROVISION_ERROR,
     TenantStatus.MIGRATION_ERROR: metrics.ProvisionResult.MIGRATION_ERROR,
 }
-
-
-def failure_reason(error: FailureError) -> str:
-    """Why an activity failed, as one short line: the activity's own ApplicationError message
-    if it raised one, else the innermost cause (a timeout, say)."""
-    chain: list[BaseException] = [error]
-    while chain[-1].__cause__ is not None:
-        chain.append(chain[-1].__cause__)
-    own = [c for c in chain if isinstance(c, ApplicationError)]
-    cause = own[0] if own else chain[-1]
-    # FailureError.message is the bare message; str() would prefix the failure type.
-    text = cause.message if isinstance(cause, FailureError) else str(cause)
-    return summarize(text or type(cause).__name__)
 
 
 def _failure_type(value: str | None) -> FailureType:
