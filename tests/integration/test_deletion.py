@@ -16,7 +16,7 @@ from infra.db.repository import TenantRepository
 from tenancy.models import EventAction
 from tenancy.settings import Settings
 from tests.conftest import unique_id
-from tests.integration.test_api import api_stack, body, count_tenant_storage, token_for, wait_status
+from tests.integration.test_api import api_stack, body, token_for, wait_status
 from tests.support.scripted_service import ScriptedService
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]

@@ -225,6 +225,7 @@ def test_tenant_serializes_in_camel_case() -> None:
         "createdBy",
         "createdAt",
         "updatedAt",
+        "deletion",
     }
     assert body["workflowId"] == "tenant-provision-acme"
     assert body["jdbcUrl"].endswith("?currentSchema=tenant_acme")
