@@ -46,8 +46,11 @@ BENCH_ARGS ?=
 bench: $(STAMP)  ## Benchmark provisioning (Temporal vs direct); report in bench/results/
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# `make record-history ONLY=deletion` records one workflow's scenarios (provision, deletion).
+ONLY ?=
+
 record-history: $(STAMP)  ## Record workflow histories for the replay test into tests/histories/
-	$(BIN)/python -m tests.support.record_history
+	$(BIN)/python -m tests.support.record_history $(foreach f,$(ONLY),--only $(f))
 
 reconcile: $(STAMP)  ## Report drift between tenant rows, workflows and storage (REPAIR=1 restarts stuck tenants)
 	$(BIN)/python -m devstack.reconcile $(if $(REPAIR),--repair)

@@ -35,7 +35,7 @@ import psycopg
 from pydantic import Field
 from temporalio.client import Client
 
-from api.auth import READ_SCOPE, WRITE_SCOPE
+from api.auth import DELETE_SCOPE, READ_SCOPE, WRITE_SCOPE
 from devstack.postgres import EmbeddedPostgres
 from devstack.roles import Layout, Login, apply_layout, login_url, service_role
 from devstack.supervisor import DevStackError, Interrupted, Stack
@@ -185,6 +185,9 @@ def make_plan(dev: DevSettings, platform: Settings) -> Plan:
         env["PLATFORM_SIGNING_KEY_FILE"] = str(dev.signing_key_file)
     # Readable logs in a terminal; production keeps the JSON default.
     env.setdefault("PLATFORM_LOG_FORMAT", "console")
+    # Deletions back a tenant up before dropping it; production chooses its own folder.
+    if platform.deletion_backup_dir is None:
+        env["PLATFORM_DELETION_BACKUP_DIR"] = str((dev.data_dir / "backups").resolve())
     worker_metrics = None
     if platform.worker_metrics_address is None:
         worker_metrics = f"127.0.0.1:{dev.worker_metrics_port}"
@@ -309,7 +312,7 @@ def start_stack(stack: Stack, plan: Plan) -> None:
 
 @dataclass(frozen=True)
 class DevTokens:
-    """The banner's tokens: an operator's (read and write) and a viewer's (read only)."""
+    """The banner's tokens: an operator's (read, write and delete) and a viewer's (read only)."""
 
     operator: str
     viewer: str
@@ -325,7 +328,7 @@ def dev_tokens(plan: Plan) -> DevTokens | None:
         operator=mint(
             key,
             subject="operator",
-            scopes=[WRITE_SCOPE, READ_SCOPE],
+            scopes=[WRITE_SCOPE, READ_SCOPE, DELETE_SCOPE],
             audience=audience,
             ttl=BANNER_TOKEN_TTL,
         ),
@@ -354,7 +357,8 @@ def banner(plan: Plan, tokens: DevTokens | None) -> str:
     else:
         auth = [
             "The API trusts your identity provider: put one of its tokens in TOKEN",
-            f"(scopes {WRITE_SCOPE} {READ_SCOPE}) and one with {READ_SCOPE} in READ_TOKEN.",
+            f"(scopes {WRITE_SCOPE} {READ_SCOPE} {DELETE_SCOPE}) and one with {READ_SCOPE} in "
+            "READ_TOKEN.",
         ]
     bearer = '-H "Authorization: Bearer $TOKEN"'
     lines = [

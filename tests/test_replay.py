@@ -14,6 +14,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from workflows.delete.workflow import DeleteTenantWorkflow
 from workflows.provision.workflow import ProvisionTenantWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -29,6 +30,10 @@ def test_histories_are_recorded() -> None:
         "retried_by_update",
         "cancelled_waiting",
         "adopted_after_terminate",
+        "deleted_with_backup",
+        "deletion_restored",
+        "deletion_retried_by_update",
+        "deletion_cancelled_waiting",
     }
 
 
@@ -39,6 +44,9 @@ async def test_history_replays_deterministically(path: Path) -> None:
         "workflowId", path.stem
     )
     history = WorkflowHistory.from_json(workflow_id, raw)
-    replayer = Replayer(workflows=[ProvisionTenantWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[ProvisionTenantWorkflow, DeleteTenantWorkflow],
+        data_converter=pydantic_data_converter,
+    )
     result = await replayer.replay_workflow(history)
     assert result.replay_failure is None

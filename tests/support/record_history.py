@@ -15,6 +15,7 @@ import logging
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -31,16 +32,20 @@ from infra.db.schema import apply_platform_migrations
 from infra.security.keys import generate_private_key
 from infra.temporal import ensure_search_attributes, exit_process
 from tenancy.models import SlaTier, StorageMode, TenantSpec
-from tenancy.naming import provision_workflow_id
+from tenancy.naming import deletion_workflow_id, provision_workflow_id
 from tenancy.settings import DownstreamService, Settings
 from tenancy.status import TenantStatus
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import free_port, serve
 from worker import build_worker, worker_activities
+from workflows.delete import contracts as deletion
+from workflows.delete.contracts import DeletionState
 from workflows.provision.contracts import ProvisionState
 from workflows.provision.workflow import ProvisionTenantWorkflow
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
+# Which workflow's scenarios to record: a new workflow's histories need not re-record the others.
+FAMILIES = frozenset({"provision", "deletion"})
 _log = logging.getLogger("record_history")
 
 
@@ -69,9 +74,14 @@ async def record(
     service: ScriptedService,
     suffix: str,
     tenants: TenantRepository,
+    families: frozenset[str] = FAMILIES,
 ) -> None:
-    """Run each scenario and save its history."""
+    """Run each scenario of the chosen families and save its history."""
     gateway = WorkflowGateway(client, settings)
+    if "deletion" in families:
+        await _record_deletion(client, gateway, service, suffix)
+    if "provision" not in families:
+        return
     scenarios = {
         "active_schema": (StorageMode.SCHEMA, []),
         "active_database": (StorageMode.DATABASE, []),
@@ -169,7 +179,68 @@ async def _record_recovery(
     _save(await handle.fetch_history(), f"adopted_after_terminate_{suffix}")
 
 
-async def main(suffix: str) -> None:
+async def _active(gateway: WorkflowGateway, client: Client, name: str, suffix: str) -> str:
+    tenant_id = f"{name[:14]}_{suffix}"[:40]
+    await gateway.provision(
+        TenantSpec(
+            id=tenant_id, name=name, storage_mode=StorageMode.SCHEMA, sla_tier=SlaTier.STANDARD
+        )
+    )
+    await client.get_workflow_handle(provision_workflow_id(tenant_id)).result()
+    return tenant_id
+
+
+async def _deletion_until(handle: WorkflowHandle[Any, DeletionState], status: TenantStatus) -> None:
+    for _ in range(600):
+        state = await handle.query(deletion.STATUS_QUERY, result_type=DeletionState)
+        if state.status is status:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{handle.id} never reached {status}")
+
+
+async def _record_deletion(
+    client: Client, gateway: WorkflowGateway, service: ScriptedService, suffix: str
+) -> None:
+    """A purge with backup, a restore in the grace period, a failed teardown retried through
+    the update, and a cancelled purge."""
+    tenant_id = await _active(gateway, client, "deleted", suffix)
+    await gateway.schedule_deletion(tenant_id, "recorder", "recording", 0)
+    handle = client.get_workflow_handle(deletion_workflow_id(tenant_id), result_type=DeletionState)
+    await handle.result()
+    _save(await handle.fetch_history(), f"deleted_with_backup_{suffix}")
+
+    tenant_id = await _active(gateway, client, "restored", suffix)
+    await gateway.schedule_deletion(tenant_id, "recorder", "recording", 3600)
+    handle = client.get_workflow_handle(deletion_workflow_id(tenant_id), result_type=DeletionState)
+    assert await gateway.cancel_deletion(tenant_id, "recorder", "recording")
+    await handle.result()
+    _save(await handle.fetch_history(), f"deletion_restored_{suffix}")
+
+    tenant_id = await _active(gateway, client, "delretry", suffix)
+    service.script_teardown(tenant_id, 400)
+    await gateway.schedule_deletion(tenant_id, "recorder", "recording", 0)
+    handle = client.get_workflow_handle(deletion_workflow_id(tenant_id), result_type=DeletionState)
+    await _deletion_until(handle, TenantStatus.DELETION_ERROR)
+    service.script_teardown(tenant_id, 200)
+    decision = await gateway.request_deletion_retry(tenant_id, "recorder")
+    assert decision is not None
+    assert decision.accepted
+    await handle.result()
+    _save(await handle.fetch_history(), f"deletion_retried_by_update_{suffix}")
+
+    tenant_id = await _active(gateway, client, "delcancel", suffix)
+    service.script_teardown(tenant_id, 400)
+    await gateway.schedule_deletion(tenant_id, "recorder", "recording", 0)
+    handle = client.get_workflow_handle(deletion_workflow_id(tenant_id), result_type=DeletionState)
+    await _deletion_until(handle, TenantStatus.DELETION_ERROR)
+    await handle.cancel()
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
+    _save(await handle.fetch_history(), f"deletion_cancelled_waiting_{suffix}")
+
+
+async def main(suffix: str, families: frozenset[str] = FAMILIES) -> None:
     """Bring up the real infrastructure in a temporary folder and record."""
     with (
         tempfile.TemporaryDirectory() as scratch,
@@ -189,6 +260,7 @@ async def main(suffix: str) -> None:
                 migration_max_attempts=2,
                 migration_initial_interval=timedelta(milliseconds=50),
                 signing_key_file=key_file,
+                deletion_backup_dir=Path(scratch) / "backups",
             )
             env = await WorkflowEnvironment.start_local(
                 data_converter=pydantic_data_converter,
@@ -207,7 +279,9 @@ async def main(suffix: str) -> None:
                     worker_activities(settings) as activities,
                     build_worker(env.client, settings, activities),
                 ):
-                    await record(env.client, settings, service, suffix, TenantRepository(pool))
+                    await record(
+                        env.client, settings, service, suffix, TenantRepository(pool), families
+                    )
             finally:
                 await env.shutdown()
 
@@ -219,6 +293,13 @@ if __name__ == "__main__":
         default=datetime.now(UTC).strftime("%Y%m%d%H%M"),
         help="names this recording (file names and tenant ids); default: the UTC time",
     )
+    parser.add_argument(
+        "--only",
+        choices=sorted(FAMILIES),
+        action="append",
+        help="record only this workflow's scenarios (repeatable); default: all",
+    )
     logging.basicConfig(level=logging.INFO)
-    asyncio.run(main(parser.parse_args().suffix))
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.suffix, frozenset(arguments.only or FAMILIES)))
     exit_process(0)
