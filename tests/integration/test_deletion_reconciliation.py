@@ -6,6 +6,7 @@ Each test reconciles only its own tenant-id prefix (the session's databases are 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ import pytest
 import pytest_asyncio
 from psycopg import sql
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
 
 from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
@@ -28,7 +30,8 @@ from tests.faults.downstream import Gate
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import serve
-from workflows.delete.contracts import RETRY_SIGNAL, STATUS_QUERY, DeletionState
+from workflows.delete.contracts import RETRY_SIGNAL, STATUS_QUERY, WORKFLOW_NAME, DeletionState
+from workflows.delete.starts import resumption
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 HOUR = 3600
@@ -329,3 +332,39 @@ async def test_a_lost_run_in_deletion_error_is_resumed_to_wait_for_retry_deletio
         if e.action is EventAction.STATUS_CHANGED and e.new_status is TenantStatus.DELETED
     ]
     assert len(to_deleted) == 1
+
+
+async def test_a_retry_signalled_while_a_resumed_run_takes_over_is_not_lost(
+    temporal_client: Client,
+    settings: Settings,
+    tenants: TenantRepository,
+    services: tuple[ScriptedService, ScriptedService, Gate, list[tuple[str, str]]],
+    worker: None,
+) -> None:
+    """A run that takes a deletion over (repair, continue-as-new) reads the row before it knows
+    it is in DELETION_ERROR; a `retry_deletion` delivered meanwhile (here with the start, as
+    signal-with-start delivers it) must still start the retry."""
+    ids = prefix()
+    tenant_id = f"{ids}signalled"
+    _, auth, _, _ = services
+    gateway = WorkflowGateway(temporal_client, settings)
+    await active(gateway, tenants, tenant_id)
+    auth.script_teardown(tenant_id, 400)
+    await gateway.schedule_deletion(tenant_id, "olivia", "churned", 0)
+    await wait_status(tenants, tenant_id, TenantStatus.DELETION_ERROR)
+    await terminate_deletion(temporal_client, tenant_id)
+    auth.script_teardown(tenant_id, 200)
+
+    handle = await temporal_client.start_workflow(
+        WORKFLOW_NAME,
+        resumption(tenant_id, "carol", retry=False),
+        id=deletion_workflow_id(tenant_id),
+        task_queue=settings.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        start_signal=RETRY_SIGNAL,
+        result_type=DeletionState,
+    )
+    final = await asyncio.wait_for(handle.result(), timeout=30)
+
+    assert final.status is TenantStatus.DELETED
+    assert not schema_exists(settings.require_storage_database_url(), tenant_id)
