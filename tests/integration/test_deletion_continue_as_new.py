@@ -71,6 +71,10 @@ def _waiting(first_run: str | None, cycle: int, seen: tuple[str | None, Deletion
     )
 
 
+async def _teardowns(service: ScriptedService, tenant_id: str) -> int:
+    return len(service.teardowns_for(tenant_id))
+
+
 async def test_deletion_waiting_in_error_continues_as_new_then_deletes_once_fixed(
     short_history_client: Client,
     make_settings: Callable[..., Settings],
@@ -116,9 +120,15 @@ async def test_deletion_waiting_in_error_continues_as_new_then_deletes_once_fixe
             assert retries < 40, "the run never continued as new"
             await handle.signal(RETRY_SIGNAL)
             retries += 1
+        # Every retry asked is answered by one call, also one signalled while the run
+        # continued as new (the new run takes it as its own).
+        await eventually(lambda: _teardowns(auth, tenant_id), lambda n: n == retries + 1)
+        run_id, state = await eventually(
+            where, lambda w: w[1].status is TenantStatus.DELETION_ERROR
+        )
         calls_when_continued = len(auth.teardowns_for(tenant_id))
         # The continued run took the deletion over and waits: it does not retry by itself.
-        assert state.status is TenantStatus.DELETION_ERROR
+        assert run_id != first_run
         assert state.services.get("backend-service") == "DONE"
         assert state.requested_at is not None
 
