@@ -153,8 +153,14 @@ class DeleteTenantWorkflow:
     @workflow.signal(name=RETRY_SIGNAL)
     def retry_deletion(self) -> None:
         """Resume a failed purge from its failed step; ignored outside DELETION_ERROR."""
-        if self._state.status is TenantStatus.DELETION_ERROR:
+        # A run taking a deletion over (repair, continue-as-new) does not know its status until
+        # it has read the row; a retry sent meanwhile was meant for the DELETION_ERROR it takes
+        # over, and is kept (a purge that fails again clears it before waiting).
+        taking_over = self._request.resume is not None and not self._state.scheduled
+        if self._state.status is TenantStatus.DELETION_ERROR or taking_over:
             self._retry_requested = True
+        else:
+            workflow.logger.info("retry_deletion ignored in status %s", self._state.status)
 
     @workflow.update(name=RETRY_UPDATE)
     async def request_retry(self, request: RetryRequest) -> RetryDecision:
