@@ -165,7 +165,9 @@ class DeleteTenantWorkflow:
     @workflow.update(name=RETRY_UPDATE)
     async def request_retry(self, request: RetryRequest) -> RetryDecision:
         """Like `retry_deletion`, but answers whether this request started the retry (exactly
-        one of concurrent requests does), its RETRY_REQUESTED event written first."""
+        one of concurrent requests does), its RETRY_REQUESTED event written first. A run still
+        reading the row it takes over answers once it knows the status."""
+        await workflow.wait_condition(lambda: self._state.scheduled or self._rejection is not None)
         status = self._state.status or TenantStatus.DELETION_SCHEDULED
         if not self._awaiting_retry or self._retry_requested or self._retry_claimed:
             return RetryDecision(accepted=False, status=status)
