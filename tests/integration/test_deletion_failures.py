@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
@@ -19,8 +20,14 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.auth import DELETE_SCOPE, READ_SCOPE, WRITE_SCOPE
 from api.routes.tenants import MAX_GRACE_SECONDS
 from infra.db.repository import TenantRepository
+from infra.db.storage import _LOCK_NAMESPACE as STORAGE_LOCK
 from tenancy.models import EventAction
-from tenancy.naming import deletion_workflow_id, provision_workflow_id, workflow_actor
+from tenancy.naming import (
+    deletion_workflow_id,
+    provision_workflow_id,
+    storage_name,
+    workflow_actor,
+)
 from tenancy.settings import Settings
 from tests.conftest import unique_id
 from tests.faults.downstream import Gate
@@ -437,3 +444,59 @@ async def test_a_full_deletion_leaves_who_asked_and_every_step_in_the_audit_trai
     assert backup["path"] in taken
     assert backup["sha256"] in taken
     assert f"sizeBytes={backup['sizeBytes']}" in taken
+
+
+async def test_a_drop_does_not_wait_behind_a_blocked_storage_creation(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    backend: tuple[ScriptedService, str],
+    auth: tuple[ScriptedService, str],
+    storage_db_url: str,
+    keys_dir: Path,
+) -> None:
+    # `blocked`'s creation takes the worker's one creation slot and stops at the advisory lock
+    # the platform takes around a schema's DDL (held here) while `leaving` is deleted.
+    leaving, blocked = unique_id(), unique_id()
+    settings = make_settings(*services_of(backend, auth), max_concurrent_storage_creations=1)
+    with psycopg.connect(storage_db_url, autocommit=True) as holder:
+        async with api_stack(
+            temporal_client, settings, token_for(keys_dir, "olivia", *ALL_SCOPES)
+        ) as api:
+            await provisioned(api, leaving)
+            hold_storage_lock(holder, blocked)
+            assert (await api.post("/api/tenants", json=body(blocked))).status_code == 202
+            await eventually(lambda: asyncio.sleep(0, lock_waiters(storage_db_url)), bool)
+
+            answer = await api.delete(f"/api/tenants/{leaving}", params={"graceSeconds": 0})
+            assert answer.status_code == 202, answer.text
+            deleted = await wait_status(api, leaving, "DELETED")
+            still_blocked = (await api.get(f"/api/tenants/{blocked}")).json()
+            release_storage_lock(holder, blocked)
+            await wait_status(api, blocked, "ACTIVE")
+
+    assert still_blocked["status"] == "PROVISIONING"
+    assert deleted["jdbcUrl"] is None
+    assert not storage_exists(storage_db_url, leaving, "SCHEMA")
+
+
+def lock_waiters(url: str) -> int:
+    """How many sessions wait for an advisory lock on the server of `url`."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def hold_storage_lock(conn: psycopg.Connection[Any], tenant_id: str) -> None:
+    """Take the advisory lock the platform holds around the DDL of the tenant's storage."""
+    conn.execute(
+        "SELECT pg_advisory_lock(%s, hashtext(%s))", (STORAGE_LOCK, storage_name(tenant_id))
+    )
+
+
+def release_storage_lock(conn: psycopg.Connection[Any], tenant_id: str) -> None:
+    conn.execute(
+        "SELECT pg_advisory_unlock(%s, hashtext(%s))", (STORAGE_LOCK, storage_name(tenant_id))
+    )
