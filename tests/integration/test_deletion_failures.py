@@ -479,6 +479,48 @@ async def test_a_drop_does_not_wait_behind_a_blocked_storage_creation(
     assert not storage_exists(storage_db_url, leaving, "SCHEMA")
 
 
+async def test_delete_while_storage_creation_waits_leaves_no_storage_behind(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    backend: tuple[ScriptedService, str],
+    auth: tuple[ScriptedService, str],
+    storage_db_url: str,
+    keys_dir: Path,
+) -> None:
+    # One storage creation at a time per server: `first`'s creation holds the slot, stopped by
+    # the advisory lock the platform takes around a schema's DDL (held here), so `waiting` is
+    # PROVISIONING, its creation waiting for the slot, when its deletion is asked.
+    first, waiting = unique_id(), unique_id()
+    settings = make_settings(*services_of(backend, auth), max_concurrent_storage_creations=1)
+    with psycopg.connect(storage_db_url, autocommit=True) as holder:
+        holder.execute(
+            "SELECT pg_advisory_lock(%s, hashtext(%s))", (STORAGE_LOCK, storage_name(first))
+        )
+        async with api_stack(
+            temporal_client, settings, token_for(keys_dir, "olivia", *ALL_SCOPES)
+        ) as api:
+            assert (await api.post("/api/tenants", json=body(first))).status_code == 202
+            await eventually(lambda: asyncio.sleep(0, lock_waiters(storage_db_url)), bool)
+            assert (await api.post("/api/tenants", json=body(waiting))).status_code == 202
+            provisioning = (await api.get(f"/api/tenants/{waiting}")).json()
+
+            answer = await api.delete(f"/api/tenants/{waiting}", params={"graceSeconds": 0})
+            assert answer.status_code == 202, answer.text
+            await wait_status(api, waiting, "DELETED")
+            holder.execute(
+                "SELECT pg_advisory_unlock(%s, hashtext(%s))", (STORAGE_LOCK, storage_name(first))
+            )
+            await wait_status(api, first, "ACTIVE")
+            tombstone = (await api.get(f"/api/tenants/{waiting}")).json()
+
+    assert provisioning["status"] == "PROVISIONING"
+    assert tombstone["status"] == "DELETED"
+    assert (tombstone["jdbcUrl"], storage_exists(storage_db_url, waiting, "SCHEMA")) == (
+        None,
+        False,
+    ), "the cancelled run's creation must not outlive the deletion"
+
+
 def lock_waiters(url: str) -> int:
     """How many sessions wait for an advisory lock on the server of `url`."""
     with psycopg.connect(url) as conn:
