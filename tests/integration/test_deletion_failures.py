@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -493,23 +494,23 @@ async def test_delete_while_storage_creation_waits_leaves_no_storage_behind(
     first, waiting = unique_id(), unique_id()
     settings = make_settings(*services_of(backend, auth), max_concurrent_storage_creations=1)
     with psycopg.connect(storage_db_url, autocommit=True) as holder:
-        holder.execute(
-            "SELECT pg_advisory_lock(%s, hashtext(%s))", (STORAGE_LOCK, storage_name(first))
-        )
+        hold_storage_lock(holder, first)
         async with api_stack(
             temporal_client, settings, token_for(keys_dir, "olivia", *ALL_SCOPES)
         ) as api:
             assert (await api.post("/api/tenants", json=body(first))).status_code == 202
             await eventually(lambda: asyncio.sleep(0, lock_waiters(storage_db_url)), bool)
             assert (await api.post("/api/tenants", json=body(waiting))).status_code == 202
+            await eventually(
+                lambda: started_activities(temporal_client, provision_workflow_id(waiting)),
+                lambda started: "create_storage" in started,
+            )
             provisioning = (await api.get(f"/api/tenants/{waiting}")).json()
 
             answer = await api.delete(f"/api/tenants/{waiting}", params={"graceSeconds": 0})
             assert answer.status_code == 202, answer.text
             await wait_status(api, waiting, "DELETED")
-            holder.execute(
-                "SELECT pg_advisory_unlock(%s, hashtext(%s))", (STORAGE_LOCK, storage_name(first))
-            )
+            release_storage_lock(holder, first)
             await wait_status(api, first, "ACTIVE")
             tombstone = (await api.get(f"/api/tenants/{waiting}")).json()
 
@@ -521,18 +522,31 @@ async def test_delete_while_storage_creation_waits_leaves_no_storage_behind(
     ), "the cancelled run's creation must not outlive the deletion"
 
 
+async def started_activities(client: Client, workflow_id: str) -> set[str]:
+    """The types of the run's activities that a worker is running now."""
+    description = await client.get_workflow_handle(workflow_id).describe()
+    return {
+        pending.activity_type.name
+        for pending in description.raw_description.pending_activities
+        if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+    }
+
+
 def lock_waiters(url: str) -> int:
-    """How many sessions wait for an advisory lock on the server of `url`."""
+    """How many sessions wait for the platform's storage lock on the server of `url`."""
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            "SELECT count(*) FROM pg_locks"
+            " WHERE locktype = 'advisory' AND classid = %s AND NOT granted",
+            (STORAGE_LOCK,),
         ).fetchone()
     assert row is not None
     return int(row[0])
 
 
 def hold_storage_lock(conn: psycopg.Connection[Any], tenant_id: str) -> None:
-    """Take the advisory lock the platform holds around the DDL of the tenant's storage."""
+    """Take the advisory lock the platform holds around the DDL of the tenant's storage (its
+    private namespace, imported as STORAGE_LOCK): a creation of that storage stops at it."""
     conn.execute(
         "SELECT pg_advisory_lock(%s, hashtext(%s))", (STORAGE_LOCK, storage_name(tenant_id))
     )
