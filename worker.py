@@ -58,6 +58,9 @@ SERVICE_NAME = "platform-worker"
 METADATA_ACTIVITY_SLOTS = 16
 SHUTDOWN_GRACE = timedelta(seconds=15)
 STORAGE_CONNECT_WAIT = timedelta(seconds=10)
+# Storage connections beyond the creations' slots, for deletions' drops: creations that are
+# slow or wait for a lock must not hold every connection a drop could use.
+STORAGE_DROP_CONNECTIONS = 2
 _log = structlog.stdlib.get_logger("platform.worker")
 
 
@@ -82,8 +85,9 @@ async def worker_activities(
         settings.require_storage_database_url(),
         open=False,
         min_size=1,
-        # One connection per storage creation this worker may run at once.
-        max_size=settings.max_concurrent_storage_creations,
+        # One connection per storage creation this worker may run at once (its slot, see
+        # ServerLimits), and a few that no creation can take.
+        max_size=settings.max_concurrent_storage_creations + STORAGE_DROP_CONNECTIONS,
         kwargs={"autocommit": True},
         # A storage server that is down fails an attempt (retried, and shown in the tenant's
         # statusReason) after this wait for a connection, rather than the pool's default 30 s.

@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.bookkeeping import metadata_failures
 from infra.db.errors import ErrorKind, classify, sqlstate
-from infra.db.repository import TenantRepository
+from infra.db.repository import TenantLeaving, TenantRepository
 from infra.db.storage import StorageAdmin
 from infra.limits import NoSlot, ServerLimits, remaining_budget, server_key
 from infra.telemetry.metrics import storage_error
@@ -74,10 +74,17 @@ class StorageActivities:
             async with (
                 heartbeating(HEARTBEAT_INTERVAL),
                 self._limits.slot(server, remaining_budget(DDL_RESERVE)),
+                self._tenants.claim_storage(request.tenant_id),
             ):
                 location = await self._admin.ensure(request.tenant_id, request.mode)
         except NoSlot as exc:
             await self._transient(request, f"throttled: {exc}", "throttled")
+        except TenantLeaving:
+            raise ApplicationError(
+                f"the deletion of tenant {request.tenant_id} was asked; its storage is not created",
+                type=FailureType.PROVISION_CANCELLED,
+                non_retryable=True,
+            ) from None
         except Exception as exc:
             code = sqlstate(exc) or "none"
             error = summarize(str(exc) or type(exc).__name__)

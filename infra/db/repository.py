@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +131,10 @@ async def apply_transition(
         ),
     )
     await append_event(conn, tenant_id, actor, EventAction.STATUS_CHANGED, current, target, reason)
+
+
+class TenantLeaving(Exception):
+    """The tenant's deletion was asked: its storage must not be created any more."""
 
 
 class TenantRepository:
@@ -359,12 +364,31 @@ class TenantRepository:
             )
             return [TenantEvent(**row) for row in await cur.fetchall()]
 
+    @asynccontextmanager
+    async def claim_storage(self, tenant_id: str) -> AsyncIterator[None]:
+        """Hold the tenant's row (FOR SHARE) while its storage is created. A deletion is
+        recorded under FOR UPDATE, so it waits for the creation and its drop finds the storage;
+        a creation that comes after the request (a cancelled provisioning run's, outliving its
+        run) raises `TenantLeaving` instead of creating storage nothing would drop."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT status FROM tenants WHERE id = %s FOR SHARE", (tenant_id,)
+            )
+            row = await cur.fetchone()
+            if row is not None and TenantStatus(row[0]) in DELETION_STATUSES:
+                raise TenantLeaving(tenant_id)
+            yield
+
     async def set_jdbc_url(self, tenant_id: str, jdbc_url: str) -> None:
-        """Record where the tenant's storage is."""
+        """Record where the tenant's storage is, unless its deletion was asked meanwhile (a
+        DELETED tombstone points at no storage)."""
         async with self._pool.connection() as conn:
             await conn.execute(
-                "UPDATE tenants SET jdbc_url = %s, updated_at = clock_timestamp() WHERE id = %s",
-                (jdbc_url, tenant_id),
+                """
+                UPDATE tenants SET jdbc_url = %s, updated_at = clock_timestamp()
+                WHERE id = %s AND status <> ALL(%s)
+                """,
+                (jdbc_url, tenant_id, [s.value for s in DELETION_STATUSES]),
             )
 
     async def note_provisioning_problem(
