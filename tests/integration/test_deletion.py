@@ -18,22 +18,11 @@ from tenancy.settings import Settings
 from tests.conftest import unique_id
 from tests.integration.test_api import api_stack, body, token_for, wait_status
 from tests.support.scripted_service import ScriptedService
+from tests.support.storage import storage_exists
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 ALL_SCOPES = (WRITE_SCOPE, READ_SCOPE, DELETE_SCOPE)
-
-
-def storage_exists(url: str, tenant_id: str, mode: str) -> bool:
-    import psycopg
-
-    query = (
-        "SELECT 1 FROM pg_namespace WHERE nspname = %s"
-        if mode == "SCHEMA"
-        else "SELECT 1 FROM pg_database WHERE datname = %s"
-    )
-    with psycopg.connect(url) as conn:
-        return conn.execute(query, (f"tenant_{tenant_id}",)).fetchone() is not None
 
 
 @pytest.mark.parametrize("mode", ["SCHEMA", "DATABASE"])
