@@ -22,7 +22,7 @@ from infra.db.repository import (
     TenantRepository,
     TransitionRefused,
 )
-from tenancy.models import BackupRecord, EventAction, StorageMode, Tenant, TenantSpec
+from tenancy.models import BackupRecord, Deletion, EventAction, StorageMode, Tenant, TenantSpec
 from tenancy.status import DELETABLE, DELETION_STATUSES, TenantStatus
 from tests.conftest import unique_id
 
@@ -106,6 +106,12 @@ class Repositories:
             for event in await self.tenants.events(tenant_id)
             if event.action is EventAction.STATUS_CHANGED
         ]
+
+
+def deletion_of(tenant: Tenant) -> Deletion:
+    """The tenant's deletion request, which the test expects to be there."""
+    assert tenant.deletion is not None, f"{tenant.id} has no deletion"
+    return tenant.deletion
 
 
 def at(seconds: int) -> datetime:
@@ -196,7 +202,7 @@ async def test_a_repeated_request_is_a_no_op_and_another_is_a_conflict(
 
     assert conflict.value.status is S.DELETION_SCHEDULED
     tenant = await repos.get(tenant_id)
-    assert tenant.deletion is not None and tenant.deletion.requested_at == at(1)
+    assert deletion_of(tenant).requested_at == at(1)
     assert (await repos.actions(tenant_id)).count(EventAction.DELETION_REQUESTED) == 1
     assert (await repos.status_changes(tenant_id)).count((S.ACTIVE, S.DELETION_SCHEDULED)) == 1
 
@@ -232,7 +238,7 @@ async def test_restore_once_the_purge_has_started_is_refused(
 
     tenant = await repos.get(tenant_id)
     assert tenant.status is status
-    assert tenant.deletion is not None and tenant.deletion.requested_at == at(0)
+    assert deletion_of(tenant).requested_at == at(0)
     assert EventAction.DELETION_CANCELLED not in await repos.actions(tenant_id)
 
 
@@ -245,7 +251,7 @@ async def test_a_second_deletion_after_a_restore(repos: Repositories) -> None:
 
     tenant = await repos.get(tenant_id)
     assert tenant.status is S.DELETION_SCHEDULED
-    assert tenant.deletion is not None and tenant.deletion.requested_at == at(2)
+    assert deletion_of(tenant).requested_at == at(2)
     assert (await repos.actions(tenant_id)).count(EventAction.DELETION_REQUESTED) == 2
 
 
@@ -259,14 +265,14 @@ async def test_the_backup_is_recorded_once(repos: Repositories) -> None:
     assert (first, second) == (True, False)
     assert (await repos.deletions.progress(tenant_id)).backup == BACKUP
     tenant = await repos.get(tenant_id)
-    assert tenant.deletion is not None and tenant.deletion.backup == BACKUP
+    assert deletion_of(tenant).backup == BACKUP
     taken = [
         event
         for event in await repos.tenants.events(tenant_id)
         if event.action is EventAction.BACKUP_TAKEN
     ]
     assert len(taken) == 1
-    assert taken[0].reason is not None and BACKUP.sha256 in taken[0].reason
+    assert BACKUP.sha256 in (taken[0].reason or "")
 
 
 async def test_a_service_torn_down_is_recorded_once(
@@ -284,7 +290,7 @@ async def test_a_service_torn_down_is_recorded_once(
         row = conn.execute(
             "SELECT deletion_torn_down FROM tenants WHERE id = %s", (tenant_id,)
         ).fetchone()
-    assert row is not None and row[0] == ["backend-service", "auth-service"]
+    assert row == (["backend-service", "auth-service"],)
 
 
 async def test_deleted_tombstone_points_at_no_storage_and_stays(repos: Repositories) -> None:
@@ -301,7 +307,7 @@ async def test_deleted_tombstone_points_at_no_storage_and_stays(repos: Repositor
     assert failed.jdbc_url == "jdbc:postgresql://db:5432/tenants"
     assert deleted.status is S.DELETED
     assert deleted.jdbc_url is None
-    assert deleted.deletion is not None and deleted.deletion.requested_at == at(0)
+    assert deletion_of(deleted).requested_at == at(0)
     for target in TenantStatus:
         if target is not S.DELETED:
             with pytest.raises(TransitionRefused):
@@ -387,6 +393,6 @@ async def test_of_twenty_racing_requests_exactly_one_schedules(repos: Repositori
     assert all(isinstance(result, DeletionConflict) for result in losers)
     tenant = await repos.get(tenant_id)
     assert tenant.status is S.DELETION_SCHEDULED
-    assert tenant.deletion is not None and tenant.deletion.requested_at == at(winners[0])
+    assert deletion_of(tenant).requested_at == at(winners[0])
     assert (await repos.actions(tenant_id)).count(EventAction.DELETION_REQUESTED) == 1
     assert (await repos.status_changes(tenant_id)).count((S.ACTIVE, S.DELETION_SCHEDULED)) == 1

@@ -50,6 +50,8 @@ RESTORE = frozenset(
     }
 )
 DOCUMENTED = FORWARD | RESTORE
+DELETION = frozenset({S.DELETION_SCHEDULED, S.DELETING, S.DELETION_ERROR, S.DELETED})
+RESTORED = frozenset(target for _, target in RESTORE)
 ALL_PAIRS = list(product(TenantStatus, TenantStatus))
 
 
@@ -83,8 +85,8 @@ def test_decide_takes_restore_edges_only_when_restoring(
 
 def test_the_named_sets_are_the_documented_ones() -> None:
     assert DELETABLE == LIFE
-    assert DELETION_STATUSES == {S.DELETION_SCHEDULED, S.DELETING, S.DELETION_ERROR, S.DELETED}
-    assert {target for _, target in RESTORE} == RESTORABLE
+    assert DELETION_STATUSES == DELETION
+    assert RESTORABLE == RESTORED
 
 
 @pytest.mark.parametrize("status", list(TenantStatus), ids=str)

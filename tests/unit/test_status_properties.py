@@ -8,6 +8,7 @@ change to the table that breaks the documented machine fails here.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hypothesis import given, settings
@@ -95,7 +96,7 @@ def deliver(current: TenantStatus, attempt: Attempt) -> tuple[Decision, Edge]:
     return decide(current, target, restoring=restoring), (current, target, restoring)
 
 
-def applied_edges(attempted: list[Attempt], start: TenantStatus = S.PROVISIONING) -> list[Edge]:
+def applied_edges(attempted: Sequence[Attempt], start: TenantStatus = S.PROVISIONING) -> list[Edge]:
     """The edges the row takes when each attempt is decided as the repositories do."""
     edges: list[Edge] = []
     current = start
@@ -107,7 +108,7 @@ def applied_edges(attempted: list[Attempt], start: TenantStatus = S.PROVISIONING
     return edges
 
 
-def apply_all(targets: list[Attempt], start: TenantStatus = S.PROVISIONING) -> list[S]:
+def apply_all(targets: Sequence[Attempt], start: TenantStatus = S.PROVISIONING) -> list[S]:
     """The statuses the row goes through when each attempt is decided as `transition` does."""
     return [start, *(target for _, target, _ in applied_edges(targets, start))]
 
@@ -121,7 +122,8 @@ def assert_legal_edges(edges: list[Edge]) -> None:
         )
         assert source not in TERMINAL, f"left terminal {source}"
         if source in DELETION and target in LIFE:
-            assert restoring and source is S.DELETION_SCHEDULED, f"{source} -> {target} undid"
+            assert restoring, f"{source} -> {target} undid a deletion without a restore"
+            assert source is S.DELETION_SCHEDULED, f"{source} -> {target} restored a purge"
 
 
 def assert_legal_path(path: list[TenantStatus]) -> None:
@@ -210,7 +212,7 @@ def test_without_a_restore_a_deletion_is_never_undone(
     start: TenantStatus, targets: list[TenantStatus]
 ) -> None:
     # Late provisioning activities (and anything else but a restore) after the deletion.
-    path = apply_all(list(targets), start)
+    path = apply_all(targets, start)
 
     assert set(path) <= DELETION
 
@@ -244,7 +246,7 @@ def test_reordered_and_repeated_completions_never_break_the_machine(
     extra = data.draw(st.lists(st.sampled_from(run), max_size=2 * len(run)))
     delivered = data.draw(st.permutations(run + extra))
 
-    path = apply_all(list(delivered))
+    path = apply_all(delivered)
 
     assert_legal_path(path)
     assert set(path[1:]) <= set(run)
