@@ -133,13 +133,15 @@ class DeletionRepository:
                 conn, tenant_id, actor, EventAction.DELETION_CANCELLED, reason=reason
             )
             await apply_transition(conn, tenant_id, current, previous, "restored", actor)
+            # deletion_previous_status stays (the next schedule overwrites it): a retried
+            # restore then finds the tenant already where it points and is a no-op, where
+            # the default (ACTIVE) would refuse a tenant restored to an error status.
             await conn.execute(
                 """
                 UPDATE tenants
                 SET deletion_requested_at = NULL, deletion_requested_by = NULL,
                     deletion_reason = NULL, deletion_purge_at = NULL,
-                    deletion_previous_status = NULL, deletion_backup = NULL,
-                    deletion_torn_down = '{}'
+                    deletion_backup = NULL, deletion_torn_down = '{}'
                 WHERE id = %s
                 """,
                 (tenant_id,),

@@ -6,25 +6,57 @@ from itertools import product
 
 import pytest
 
-from tenancy.status import ALLOWED_SOURCES, TenantStatus, can_transition
+from tenancy.status import (
+    ALLOWED_SOURCES,
+    DELETABLE,
+    DELETION_STATUSES,
+    RESTORABLE,
+    Decision,
+    TenantStatus,
+    can_transition,
+    decide,
+)
 
 S = TenantStatus
 
+# The statuses of a tenant's life before its deletion, as the diagram names them.
+LIFE = frozenset({S.PROVISIONING, S.MIGRATING, S.ACTIVE, S.PROVISION_ERROR, S.MIGRATION_ERROR})
 # Straight from the diagram in ARCHITECTURE.md; every other pair must be refused.
-DOCUMENTED = {
-    (S.PROVISIONING, S.MIGRATING),
-    (S.PROVISIONING, S.PROVISION_ERROR),
-    (S.MIGRATING, S.ACTIVE),
-    (S.MIGRATING, S.MIGRATION_ERROR),
-    (S.MIGRATION_ERROR, S.MIGRATING),
-    # retry-provisioning: a new run adopts the tenant and starts over.
-    (S.PROVISION_ERROR, S.PROVISIONING),
-}
+FORWARD = frozenset(
+    {
+        (S.PROVISIONING, S.MIGRATING),
+        (S.PROVISIONING, S.PROVISION_ERROR),
+        (S.MIGRATING, S.ACTIVE),
+        (S.MIGRATING, S.MIGRATION_ERROR),
+        (S.MIGRATION_ERROR, S.MIGRATING),
+        # retry-provisioning: a new run adopts the tenant and starts over.
+        (S.PROVISION_ERROR, S.PROVISIONING),
+        # DELETE: any status but the deletion ones.
+        *((status, S.DELETION_SCHEDULED) for status in LIFE),
+        # The grace period is over; the purge fails; retry-deletion resumes it; it ends.
+        (S.DELETION_SCHEDULED, S.DELETING),
+        (S.DELETING, S.DELETION_ERROR),
+        (S.DELETION_ERROR, S.DELETING),
+        (S.DELETING, S.DELETED),
+    }
+)
+# restore: back to the status before the deletion (a stopped provisioning run left
+# PROVISION_ERROR or MIGRATION_ERROR); taken only by a restore.
+RESTORE = frozenset(
+    {
+        (S.DELETION_SCHEDULED, S.ACTIVE),
+        (S.DELETION_SCHEDULED, S.PROVISION_ERROR),
+        (S.DELETION_SCHEDULED, S.MIGRATION_ERROR),
+    }
+)
+DOCUMENTED = FORWARD | RESTORE
+DELETION = frozenset({S.DELETION_SCHEDULED, S.DELETING, S.DELETION_ERROR, S.DELETED})
+RESTORED = frozenset(target for _, target in RESTORE)
 ALL_PAIRS = list(product(TenantStatus, TenantStatus))
 
 
 def test_table_covers_every_pair() -> None:
-    assert len(ALL_PAIRS) == len(TenantStatus) ** 2 == 25
+    assert len(ALL_PAIRS) == len(TenantStatus) ** 2 == 81
     assert set(ALLOWED_SOURCES) == set(TenantStatus)
 
 
@@ -35,17 +67,57 @@ def test_can_transition_matches_the_documented_machine(
     assert can_transition(source, target) is ((source, target) in DOCUMENTED)
 
 
+@pytest.mark.parametrize("restoring", [False, True], ids=["transition", "restore"])
+@pytest.mark.parametrize(("source", "target"), ALL_PAIRS, ids=lambda s: str(s))
+def test_decide_takes_restore_edges_only_when_restoring(
+    source: TenantStatus, target: TenantStatus, restoring: bool
+) -> None:
+    edges = RESTORE if restoring else FORWARD
+    expected = (
+        Decision.NO_OP
+        if source is target
+        else Decision.APPLY
+        if (source, target) in edges
+        else Decision.REFUSE
+    )
+    assert decide(source, target, restoring=restoring) is expected
+
+
+def test_the_named_sets_are_the_documented_ones() -> None:
+    assert DELETABLE == LIFE
+    assert DELETION_STATUSES == DELETION
+    assert RESTORABLE == RESTORED
+
+
 @pytest.mark.parametrize("status", list(TenantStatus), ids=str)
 def test_no_self_transition(status: TenantStatus) -> None:
     assert not can_transition(status, status)
 
 
-def test_nothing_leaves_active() -> None:
-    assert [t for t in TenantStatus if can_transition(S.ACTIVE, t)] == []
+def test_nothing_leaves_deleted() -> None:
+    assert [t for t in TenantStatus if can_transition(S.DELETED, t)] == []
+    for target, restoring in product(TenantStatus, [False, True]):
+        assert decide(S.DELETED, target, restoring=restoring) is not Decision.APPLY
 
 
-def test_a_failed_provisioning_is_left_only_by_starting_over() -> None:
-    assert [t for t in TenantStatus if can_transition(S.PROVISION_ERROR, t)] == [S.PROVISIONING]
+def test_deleted_is_the_only_status_without_a_way_out() -> None:
+    stuck = {s for s in TenantStatus if not any(can_transition(s, t) for t in TenantStatus)}
+    assert stuck == {S.DELETED}
+
+
+def test_deleted_is_entered_only_from_deleting() -> None:
+    assert [s for s in TenantStatus if can_transition(s, S.DELETED)] == [S.DELETING]
+
+
+def test_active_is_left_only_by_a_deletion() -> None:
+    assert [t for t in TenantStatus if can_transition(S.ACTIVE, t)] == [S.DELETION_SCHEDULED]
+
+
+def test_a_failed_provisioning_is_left_by_starting_over_or_a_deletion() -> None:
+    assert {t for t in TenantStatus if can_transition(S.PROVISION_ERROR, t)} == {
+        S.PROVISIONING,
+        S.DELETION_SCHEDULED,
+    }
 
 
 def test_provisioning_is_entered_again_only_from_provision_error() -> None:
@@ -70,3 +142,22 @@ def test_only_a_failed_migration_can_be_retried() -> None:
         S.PROVISIONING,
         S.MIGRATION_ERROR,
     }
+
+
+def test_restore_applies_only_from_deletion_scheduled() -> None:
+    restored_from = {
+        source
+        for source, target in ALL_PAIRS
+        if decide(source, target, restoring=True) is Decision.APPLY
+    }
+    assert restored_from == {S.DELETION_SCHEDULED}
+
+
+@pytest.mark.parametrize(
+    ("source", "target"), list(product(DELETION_STATUSES, LIFE)), ids=lambda s: str(s)
+)
+def test_no_transition_but_restore_leaves_a_deletion_for_the_tenants_life(
+    source: TenantStatus, target: TenantStatus
+) -> None:
+    # A late provisioning activity (never a restore) lands after the deletion was asked.
+    assert decide(source, target) is Decision.REFUSE
