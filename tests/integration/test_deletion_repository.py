@@ -64,13 +64,18 @@ class Repositories:
         self.tenants = TenantRepository(pool)
         self.deletions = DeletionRepository(pool)
 
-    async def tenant_in(self, status: TenantStatus, run_id: str = "run-1") -> str:
-        """A new tenant (owned by `run_id`) walked to `status` along the machine."""
+    async def tenant_in(
+        self, status: TenantStatus, run_id: str = "run-1", jdbc_url: str | None = None
+    ) -> str:
+        """A new tenant (owned by `run_id`, its storage at `jdbc_url` once provisioned) walked
+        to `status` along the machine."""
         tenant_id = unique_id("del")
         spec = TenantSpec(
             id=tenant_id, name="Deleted Co", storage_mode=StorageMode.SCHEMA, sla_tier="BASIC"
         )
         await self.tenants.insert(spec, f"wf-{tenant_id}", run_id, ["backend-service"])
+        if jdbc_url is not None:
+            await self.tenants.set_jdbc_url(tenant_id, jdbc_url)
         if status in DELETION_STATUSES:
             await self.tenants.transition(tenant_id, S.MIGRATING, None, "test")
             await self.tenants.transition(tenant_id, S.ACTIVE, None, "test")
@@ -294,8 +299,9 @@ async def test_a_service_torn_down_is_recorded_once(
 
 
 async def test_deleted_tombstone_points_at_no_storage_and_stays(repos: Repositories) -> None:
-    tenant_id = await repos.tenant_in(S.DELETING)
-    await repos.tenants.set_jdbc_url(tenant_id, "jdbc:postgresql://db:5432/tenants")
+    tenant_id = await repos.tenant_in(S.DELETING, jdbc_url="jdbc:postgresql://db:5432/tenants")
+    # Storage recorded late (a creation that outlived its cancelled run) is not recorded.
+    await repos.tenants.set_jdbc_url(tenant_id, "jdbc:postgresql://elsewhere:5432/tenants")
     await repos.tenants.transition(tenant_id, S.DELETION_ERROR, "backup failed", "worker")
     failed = await repos.get(tenant_id)
 
