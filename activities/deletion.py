@@ -123,7 +123,7 @@ class DeletionActivities:
         try:
             with metadata_failures("restore_tenant"):
                 status = await self._deletions.restore(
-                    request.tenant_id, request.actor, request.reason
+                    request.tenant_id, request.actor, request.reason, request.requested_at
                 )
         except (TransitionRefused, TenantMissing) as refused:
             raise ApplicationError(

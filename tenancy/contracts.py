@@ -136,11 +136,12 @@ class ScheduleDeletionInput(CamelModel):
 
 
 class RestoreInput(CamelModel):
-    """Argument of `restore_tenant`."""
+    """Argument of `restore_tenant`: which deletion it cancels (`requested_at`), by whom."""
 
     tenant_id: str
     actor: str
     reason: str | None = None
+    requested_at: datetime | None = None
 
 
 class LoadDeletionInput(CamelModel):

@@ -113,17 +113,32 @@ class DeletionRepository:
                 conn, tenant_id, current, TenantStatus.DELETION_SCHEDULED, reason, requested_by
             )
 
-    async def restore(self, tenant_id: str, actor: str, reason: str | None) -> TenantStatus:
+    async def restore(
+        self,
+        tenant_id: str,
+        actor: str,
+        reason: str | None,
+        requested_at: datetime | None = None,
+    ) -> TenantStatus:
         """Take a tenant in DELETION_SCHEDULED back to the status it had when its deletion was
         asked, forgetting the request; returns that status. `TransitionRefused` from any other
-        status (a purge that has started)."""
+        status (a purge that has started), and, with `requested_at`, for a deletion other than
+        that one (a late restore of an earlier deletion never cancels a newer one)."""
         async with self._pool.connection() as conn, conn.transaction():
             current = await _lock(conn, tenant_id)
             cur = await conn.execute(
-                "SELECT deletion_previous_status FROM tenants WHERE id = %s", (tenant_id,)
+                "SELECT deletion_previous_status, deletion_requested_at FROM tenants WHERE id = %s",
+                (tenant_id,),
             )
             row = await cur.fetchone()
             previous = TenantStatus(row[0]) if row and row[0] else TenantStatus.ACTIVE
+            if (
+                current is TenantStatus.DELETION_SCHEDULED
+                and requested_at is not None
+                and row is not None
+                and row[1] != requested_at
+            ):
+                raise TransitionRefused(tenant_id, current, previous)
             decision = decide(current, previous, restoring=True)
             if decision is Decision.REFUSE:
                 raise TransitionRefused(tenant_id, current, previous)

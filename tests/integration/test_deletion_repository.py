@@ -195,6 +195,25 @@ async def test_a_repeated_restore_is_a_no_op(repos: Repositories, status: Tenant
     assert changes.count((S.DELETION_SCHEDULED, RESTORED_TO[status])) == 1
 
 
+async def test_a_late_restore_of_an_earlier_deletion_leaves_a_newer_one(
+    repos: Repositories,
+) -> None:
+    tenant_id = await repos.tenant_in(S.ACTIVE)
+    await repos.schedule(tenant_id, at(1))
+    assert await repos.deletions.restore(tenant_id, "rita", None, at(1)) is S.ACTIVE
+    await repos.schedule(tenant_id, at(2))
+
+    # A restore attempt of the first deletion's run, arriving after the second request.
+    with pytest.raises(TransitionRefused):
+        await repos.deletions.restore(tenant_id, "rita", None, at(1))
+    kept = await repos.get(tenant_id)
+    restored = await repos.deletions.restore(tenant_id, "rita", None, at(2))
+
+    assert kept.status is S.DELETION_SCHEDULED
+    assert restored is S.ACTIVE
+    assert (await repos.actions(tenant_id)).count(EventAction.DELETION_CANCELLED) == 2
+
+
 async def test_a_repeated_request_is_a_no_op_and_another_is_a_conflict(
     repos: Repositories,
 ) -> None:

@@ -279,6 +279,7 @@ class DeleteTenantWorkflow:
                 tenant_id=self._request.tenant_id,
                 actor=self._restore.requested_by,
                 reason=self._restore.reason,
+                requested_at=self._state.requested_at,
             ),
             options.RESTORE,
         )
