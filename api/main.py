@@ -19,6 +19,7 @@ from api.gateway import WorkflowGateway
 from api.metrics import install_metrics
 from api.openapi import install_openapi
 from api.routes.admin import admin_router
+from api.routes.deletion import deletion_router
 from api.routes.health import health_router
 from api.routes.jwks import router as jwks_router
 from api.routes.tenants import tenants_router
@@ -95,6 +96,7 @@ def create_app(
     install_metrics(app)
     instrument_fastapi(app, tracer_provider)
     app.include_router(tenants_router)
+    app.include_router(deletion_router)
     app.include_router(health_router)
     app.include_router(jwks_router)
     app.include_router(admin_router(settings))

@@ -1,1 +1,2 @@
-"""The API's routers, one module per resource: tenants, admin, health, JWKS."""
+"""The API's routers: tenants (and their offboarding), admin, health, JWKS; `common` holds what
+the tenant routes share."""
