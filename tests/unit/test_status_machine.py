@@ -16,41 +16,10 @@ from tenancy.status import (
     can_transition,
     decide,
 )
+from tests.unit.documented_machine import DELETION, DOCUMENTED, FORWARD, LIFE, RESTORE
 
 S = TenantStatus
 
-# The statuses of a tenant's life before its deletion, as the diagram names them.
-LIFE = frozenset({S.PROVISIONING, S.MIGRATING, S.ACTIVE, S.PROVISION_ERROR, S.MIGRATION_ERROR})
-# Straight from the diagram in ARCHITECTURE.md; every other pair must be refused.
-FORWARD = frozenset(
-    {
-        (S.PROVISIONING, S.MIGRATING),
-        (S.PROVISIONING, S.PROVISION_ERROR),
-        (S.MIGRATING, S.ACTIVE),
-        (S.MIGRATING, S.MIGRATION_ERROR),
-        (S.MIGRATION_ERROR, S.MIGRATING),
-        # retry-provisioning: a new run adopts the tenant and starts over.
-        (S.PROVISION_ERROR, S.PROVISIONING),
-        # DELETE: any status but the deletion ones.
-        *((status, S.DELETION_SCHEDULED) for status in LIFE),
-        # The grace period is over; the purge fails; retry-deletion resumes it; it ends.
-        (S.DELETION_SCHEDULED, S.DELETING),
-        (S.DELETING, S.DELETION_ERROR),
-        (S.DELETION_ERROR, S.DELETING),
-        (S.DELETING, S.DELETED),
-    }
-)
-# restore: back to the status before the deletion (a stopped provisioning run left
-# PROVISION_ERROR or MIGRATION_ERROR); taken only by a restore.
-RESTORE = frozenset(
-    {
-        (S.DELETION_SCHEDULED, S.ACTIVE),
-        (S.DELETION_SCHEDULED, S.PROVISION_ERROR),
-        (S.DELETION_SCHEDULED, S.MIGRATION_ERROR),
-    }
-)
-DOCUMENTED = FORWARD | RESTORE
-DELETION = frozenset({S.DELETION_SCHEDULED, S.DELETING, S.DELETION_ERROR, S.DELETED})
 RESTORED = frozenset(target for _, target in RESTORE)
 ALL_PAIRS = list(product(TenantStatus, TenantStatus))
 

@@ -22,37 +22,9 @@ from hypothesis.stateful import (
 )
 
 from tenancy.status import Decision, TenantStatus, decide
+from tests.unit.documented_machine import DELETION, DOCUMENTED, FORWARD, LIFE, RESTORE
 
 S = TenantStatus
-# The statuses of a tenant's life before its deletion, and the deletion statuses.
-LIFE = frozenset({S.PROVISIONING, S.MIGRATING, S.ACTIVE, S.PROVISION_ERROR, S.MIGRATION_ERROR})
-DELETION = frozenset({S.DELETION_SCHEDULED, S.DELETING, S.DELETION_ERROR, S.DELETED})
-FORWARD = frozenset(
-    {
-        (S.PROVISIONING, S.MIGRATING),
-        (S.PROVISIONING, S.PROVISION_ERROR),
-        (S.MIGRATING, S.ACTIVE),
-        (S.MIGRATING, S.MIGRATION_ERROR),
-        (S.MIGRATION_ERROR, S.MIGRATING),
-        # retry-provisioning: a new run adopts the tenant and starts over.
-        (S.PROVISION_ERROR, S.PROVISIONING),
-        # DELETE: any status but the deletion ones.
-        *((status, S.DELETION_SCHEDULED) for status in LIFE),
-        (S.DELETION_SCHEDULED, S.DELETING),
-        (S.DELETING, S.DELETION_ERROR),
-        (S.DELETION_ERROR, S.DELETING),
-        (S.DELETING, S.DELETED),
-    }
-)
-# restore: only a restore takes these, and a restore takes nothing else.
-RESTORE = frozenset(
-    {
-        (S.DELETION_SCHEDULED, S.ACTIVE),
-        (S.DELETION_SCHEDULED, S.PROVISION_ERROR),
-        (S.DELETION_SCHEDULED, S.MIGRATION_ERROR),
-    }
-)
-DOCUMENTED = FORWARD | RESTORE
 # Nothing leaves DELETED; every other status has a way out.
 TERMINAL = frozenset({S.DELETED})
 # Where a deletion's restore returns a tenant whose provisioning run it stopped.
