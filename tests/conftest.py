@@ -44,6 +44,9 @@ from tenancy.settings import DownstreamService, Settings
 from tests.support.servers import free_port
 from worker import build_worker, worker_activities
 
+# Fixtures of a module of their own, used by the continue-as-new tests of each workflow.
+pytest_plugins = ["tests.support.short_history"]
+
 # The reference services' names; each has a role of the same name in snake case.
 REFERENCE_SERVICES = ("backend-service", "auth-service")
 PLATFORM_ROLE = "platform"

@@ -7,22 +7,17 @@ so that automation retrying against a service that always answers 400 reaches it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from api.gateway import WorkflowGateway
-from devstack.temporal import cli_path
 from infra import search_attributes as sa
 from infra.db.repository import TenantRepository
-from infra.temporal import ensure_search_attributes
 from tenancy.models import EventAction, SlaTier, StorageMode, TenantSpec
 from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
@@ -30,38 +25,11 @@ from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
-from tests.support.servers import serve
+from tests.support.short_history import SUGGEST_AFTER_EVENTS
 from workflows.provision.contracts import ProvisionState
 from workflows.provision.workflow import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
-SUGGEST_AFTER_EVENTS = 60
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def short_history_client() -> AsyncIterator[Client]:
-    """A Temporal dev server of its own that suggests continue-as-new early."""
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=str(cli_path()),
-        dev_server_log_level="error",
-        dev_server_extra_args=[
-            "--dynamic-config-value",
-            f"limit.historyCount.suggestContinueAsNew={SUGGEST_AFTER_EVENTS}",
-        ],
-    )
-    try:
-        await ensure_search_attributes(env.client)
-        yield env.client
-    finally:
-        await env.shutdown()
-
-
-@pytest.fixture(scope="module")
-def services() -> Iterator[tuple[ScriptedService, ScriptedService, str, str]]:
-    backend, auth = ScriptedService(version="backend-0002"), ScriptedService(version="auth-0002")
-    with serve(backend.app()) as backend_url, serve(auth.app()) as auth_url:
-        yield backend, auth, backend_url, auth_url
 
 
 def _waiting_in_cycle(cycle: int, state: ProvisionState) -> bool:

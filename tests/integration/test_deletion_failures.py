@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import DELETE_SCOPE, READ_SCOPE, WRITE_SCOPE
-from api.routes.tenants import MAX_GRACE_SECONDS
+from api.routes.deletion import MAX_GRACE_SECONDS
 from infra.db.repository import TenantRepository
 from infra.db.storage import _LOCK_NAMESPACE as STORAGE_LOCK
 from tenancy.models import EventAction
