@@ -15,8 +15,9 @@ from temporalio.exceptions import ApplicationError, FailureError
 with workflow.unsafe.imports_passed_through():
     from activities.metadata import MetadataActivities
     from infra import search_attributes as sa
-    from tenancy.contracts import TransitionInput
+    from tenancy.contracts import RecordEventInput, TransitionInput
     from tenancy.failures import summarize
+    from tenancy.models import EventAction
     from tenancy.status import TenantStatus
 
 ArgT = TypeVar("ArgT")
@@ -108,6 +109,20 @@ async def transition_tenant(
     workflow.upsert_search_attributes([sa.TENANT_STATUS.value_set(target.value)])
     workflow.logger.info(
         "tenant %s is %s%s", tenant_id, target.value, f": {reason}" if reason else ""
+    )
+
+
+async def record_retry_request(
+    tenant_id: str, actor: str, operation: str, options: ActivityOptions = METADATA_WRITE
+) -> None:
+    """Write the RETRY_REQUESTED event of a retry a waiting run takes (`operation`, such as
+    retry-migration), before the run acts on it."""
+    await run_activity(
+        MetadataActivities.record_event,
+        RecordEventInput(
+            tenant_id=tenant_id, actor=actor, action=EventAction.RETRY_REQUESTED, reason=operation
+        ),
+        options,
     )
 
 

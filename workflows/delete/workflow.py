@@ -37,17 +37,21 @@ with workflow.unsafe.imports_passed_through():
         LoadDeletionInput,
         PlanInput,
         ProvisioningPlan,
-        RecordEventInput,
         RestoreInput,
         ScheduleDeletionInput,
         StopProvisioningInput,
         TeardownInput,
     )
     from tenancy.failures import FailureType
-    from tenancy.models import EventAction, StorageMode
+    from tenancy.models import StorageMode
     from tenancy.naming import workflow_actor
     from tenancy.status import DELETION_STATUSES, TenantStatus
-    from workflows.common import failure_reason, run_activity, transition_tenant
+    from workflows.common import (
+        failure_reason,
+        record_retry_request,
+        run_activity,
+        transition_tenant,
+    )
     from workflows.delete import options
     from workflows.delete.contracts import (
         CANCEL_SIGNAL,
@@ -173,14 +177,10 @@ class DeleteTenantWorkflow:
             return RetryDecision(accepted=False, status=status)
         self._retry_claimed = True
         try:
-            await run_activity(
-                MetadataActivities.record_event,
-                RecordEventInput(
-                    tenant_id=self._request.tenant_id,
-                    actor=request.requested_by,
-                    action=EventAction.RETRY_REQUESTED,
-                    reason="retry-deletion",
-                ),
+            await record_retry_request(
+                self._request.tenant_id,
+                request.requested_by,
+                "retry-deletion",
                 options.RECORD_EVENT,
             )
         finally:

@@ -37,14 +37,18 @@ with workflow.unsafe.imports_passed_through():
         MigrationFailedInput,
         PlanInput,
         ProvisioningPlan,
-        RecordEventInput,
         RecordTenantInput,
     )
     from tenancy.failures import FailureType
-    from tenancy.models import EventAction, Tenant
+    from tenancy.models import Tenant
     from tenancy.naming import workflow_actor
     from tenancy.status import MigrationStatus, TenantStatus
-    from workflows.common import failure_reason, run_activity, transition_tenant
+    from workflows.common import (
+        failure_reason,
+        record_retry_request,
+        run_activity,
+        transition_tenant,
+    )
     from workflows.provision import options
     from workflows.provision.contracts import (
         RECORDED_UPDATE,
@@ -190,15 +194,8 @@ class ProvisionTenantWorkflow:
             return RetryDecision(accepted=False, status=self._state.status)
         self._retry_claimed = True
         try:
-            await run_activity(
-                MetadataActivities.record_event,
-                RecordEventInput(
-                    tenant_id=self._spec.id,
-                    actor=request.requested_by,
-                    action=EventAction.RETRY_REQUESTED,
-                    reason="retry-migration",
-                ),
-                options.RECORD_EVENT,
+            await record_retry_request(
+                self._spec.id, request.requested_by, "retry-migration", options.RECORD_EVENT
             )
         finally:
             self._retry_claimed = False
