@@ -4,6 +4,7 @@ stopped with Ctrl-C (SIGINT), then started again on the same data."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -172,6 +173,39 @@ def _kill_groups(pids: set[int]) -> None:
 
 
 @pytest.mark.timeout(240)
+def _offboard(
+    api: str, tenant_id: str, token: str, read_token: str, data_dir: Path, tenants_db: str
+) -> None:
+    """README's "offboard a tenant" with the banner's tokens: schedule, restore, purge with
+    the backup `make dev` keeps in its data folder."""
+    url = f"/api/tenants/{tenant_id}"
+    with httpx.Client(base_url=api, timeout=10, trust_env=False) as http:
+        refused = http.delete(url, params={"graceSeconds": 0}, headers=_bearer(read_token))
+        assert refused.status_code == 403, refused.text
+        http.headers.update(_bearer(token))
+        scheduled = http.delete(url, params={"graceSeconds": 3600, "reason": "contract ended"})
+        assert scheduled.status_code == 202, scheduled.text
+        assert scheduled.json()["status"] == "DELETION_SCHEDULED"
+        assert scheduled.json()["deletion"]["requestedBy"] == "operator"
+        restored = http.post(f"{url}/restore")
+        assert restored.status_code == 202, restored.text
+        assert restored.json()["status"] == "ACTIVE"
+        purged = http.delete(url, params={"graceSeconds": 0, "reason": "contract ended"})
+        assert purged.status_code == 202, purged.text
+        deadline = time.monotonic() + 60
+        tenant = http.get(url).json()
+        while tenant["status"] != "DELETED" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            tenant = http.get(url).json()
+    assert tenant["status"] == "DELETED", tenant
+    assert tenant["jdbcUrl"] is None
+    backup = tenant["deletion"]["backup"]
+    dump = Path(backup["path"])
+    assert dump.parent == (data_dir / "backups").resolve()
+    assert hashlib.sha256(dump.read_bytes()).hexdigest() == backup["sha256"]
+    assert _tables(tenants_db, f"tenant_{tenant_id}") == set()
+
+
 def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -> None:
     ports = {
         name: free_port()
@@ -301,6 +335,7 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
         # The workflow history survived in temporal.db, not only the tenant row.
         assert described.returncode == 0, described.stderr
         assert "WORKFLOW_EXECUTION_STATUS_COMPLETED" in described.stdout
+        _offboard(api, tenant_id, token, read_token, data_dir, tenants_db)
         assert second.stop() == 0
     finally:
         for run in runs:
