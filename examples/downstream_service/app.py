@@ -1,7 +1,20 @@
-"""HTTP surface of the downstream service: `POST /internal/tenants/{id}/migrate` and `/healthz`.
+"""HTTP surface of the downstream service: `POST /internal/tenants/{id}/migrate`,
+`DELETE /internal/tenants/{id}` and `/healthz`.
 
 Every `/internal` route is the platform's alone: its bearer token is verified first (see
 `auth.PlatformCallRoute`), then the Idempotency-Key header, then the body.
+
+`DELETE /internal/tenants/{id}` is the teardown the platform calls when it purges a tenant,
+before it drops the tenant's schema or database. Its body is the migrate body (the platform's
+row may no longer say where the storage is), and it takes the migrate lock of the tenant. It
+drops, without CASCADE and in one transaction, every object this service's role owns in the
+tenant's schema (`public` of the tenant's database in DATABASE mode), its history table
+included, and nothing another role owns: 200 `{"tenantId", "dropped": [names]}`. 404
+(`nothing_to_tear_down`) when the schema or database is gone or holds nothing of this
+service's, so a repeated call is a 404 that changes nothing; the platform counts 2xx and 404 as
+done. 409 (`teardown_blocked`) when another role's object depends on one of ours; 503 while a
+migration holds the lock. In DATABASE mode the service then closes its pool of that database, so
+the platform's DROP DATABASE finds no connection of it.
 """
 
 from __future__ import annotations
@@ -28,6 +41,8 @@ from examples.downstream_service.models import (
     TENANT_ID_PATTERN,
     MigrateRequest,
     MigrateResponse,
+    StorageMode,
+    TeardownResponse,
 )
 from examples.downstream_service.pools import StoragePools
 from examples.downstream_service.replay import SeenTokenIds, open_state_pool
@@ -108,6 +123,39 @@ def migrate(
     )
     outcome = migrator.migrate(body.storage_address, body.schema_name)
     return MigrateResponse(version=outcome.version, applied=outcome.applied)
+
+
+@internal.delete(
+    "/tenants/{tenant_id}",
+    responses={
+        404: {"description": "The storage is gone or holds nothing of this service's: done"},
+        409: {"description": "An object this service does not own depends on one it owns"},
+    },
+)
+def teardown(
+    tenant_id: TenantIdPath,
+    body: MigrateRequest,
+    idempotency_key: IdempotencyKey,
+    call: PlatformCallDep,
+    migrator: MigratorDep,
+) -> TeardownResponse:
+    """Drop this service's objects and migration history from the tenant's storage."""
+    if body.tenant_id != tenant_id:
+        raise InvalidRequest.field("tenantId", "must equal the tenant id in the path")
+    _log.info(
+        "teardown tenant=%s mode=%s jdbcUrl=%s idempotency_key=%s jti=%s",
+        tenant_id,
+        body.storage_mode,
+        body.jdbc_url,
+        idempotency_key,
+        call.jti,
+    )
+    dropped = migrator.teardown(
+        body.storage_address,
+        body.schema_name,
+        own_database=body.storage_mode is StorageMode.DATABASE,
+    )
+    return TeardownResponse(tenant_id=tenant_id, dropped=dropped)
 
 
 def create_app(settings: DownstreamSettings | None = None) -> FastAPI:

@@ -1,10 +1,13 @@
 """Errors the service answers with, as RFC 9457 `application/problem+json`.
 
     DownstreamError (500)           unexpected failure while migrating
+    ├── TeardownFailed (500)        unexpected failure while tearing down, or objects left
     ├── MissingIdempotencyKey (400)
     ├── Unauthenticated (401)       bearer token missing or invalid; WWW-Authenticate says why
     ├── InvalidRequest (422)        names the offending field(s)
     ├── TargetMissing (409)         tenant database or schema not provisioned: not retryable
+    ├── NothingToTearDown (404)     teardown: the storage is gone or holds nothing of ours: done
+    ├── TeardownBlocked (409)       teardown: another role's object depends on ours: not retryable
     ├── KeysUnavailable (503)       the platform's JWKS cannot be fetched: retryable
     └── StorageUnavailable (503)    PostgreSQL unreachable: retryable
         ├── NotConfigured (503)     DOWNSTREAM_DATABASE_URL unset
@@ -118,6 +121,32 @@ class TargetMissing(DownstreamError):
     status_code = 409
     code = "target_missing"
     title = "Tenant storage missing"
+
+
+class TeardownFailed(DownstreamError):
+    """A teardown failed unexpectedly, or found objects of its own left after dropping."""
+
+    code = "teardown_failed"
+    title = "Teardown failed"
+
+
+class NothingToTearDown(DownstreamError):
+    """The tenant's schema or database is gone, or holds nothing of this service's.
+
+    The platform counts a 404 as a finished teardown, as it does a 200.
+    """
+
+    status_code = 404
+    code = "nothing_to_tear_down"
+    title = "Nothing to tear down"
+
+
+class TeardownBlocked(DownstreamError):
+    """An object this service does not own depends on one it owns: dropping would reach it."""
+
+    status_code = 409
+    code = "teardown_blocked"
+    title = "Teardown blocked"
 
 
 class KeysUnavailable(DownstreamError):

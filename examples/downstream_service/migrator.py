@@ -7,6 +7,10 @@ transaction under a transaction-scoped advisory lock of (service, schema), recor
 the service's own history table (see `repository`), so a failure leaves nothing half-applied
 and a killed holder leaves no lock behind. A tenant already at the newest version costs one
 query and takes no lock.
+
+A teardown takes the same lock, so it never runs beside a migration of the tenant: it drops,
+in one transaction, every object the service's role owns in the tenant's schema (its
+migrations' objects and its history table) and checks that nothing of the role's is left.
 """
 
 from __future__ import annotations
@@ -26,13 +30,19 @@ import psycopg
 from examples.downstream_service.errors import (
     DownstreamError,
     MigrationBusy,
+    NothingToTearDown,
     StorageUnavailable,
     TargetMissing,
+    TeardownBlocked,
+    TeardownFailed,
 )
 from examples.downstream_service.models import StorageAddress
 from examples.downstream_service.pools import StoragePools
 from examples.downstream_service.repository import (
     SchemaHistory,
+    anything_owned,
+    drop_objects,
+    owned_objects,
     run_script,
     schema_exists,
     use_schema,
@@ -161,6 +171,53 @@ class Migrator:
                 self.history.forget(conn, schema, migration.id)
         return [migration.id for migration in undone]
 
+    def teardown(self, address: StorageAddress, schema: str, *, own_database: bool) -> list[str]:
+        """Drop everything this service's role owns in `schema`; the names dropped, sorted.
+
+        NothingToTearDown when the database or schema is gone or holds nothing of the role's;
+        TeardownBlocked, with nothing dropped, when another role's object depends on one of
+        ours. With `own_database` (DATABASE mode: the tenant's database is about to be
+        dropped) the pool of that database is closed afterwards, whatever the outcome.
+        """
+        where = f"{address.database}.{schema}"
+        try:
+            with (
+                self._pools.connection(address) as conn,
+                self._errors(where, ("teardown", "tearing down"), TeardownFailed),
+                conn.transaction(),
+            ):
+                self._lock(conn, schema, where)
+                return self._drop_owned(conn, schema, where)
+        except TargetMissing as exc:
+            raise NothingToTearDown(exc.detail) from exc
+        finally:
+            if own_database:
+                self._pools.discard(address)
+
+    def _drop_owned(self, conn: psycopg.Connection[Any], schema: str, where: str) -> list[str]:
+        if not schema_exists(conn, schema):
+            raise NothingToTearDown(f"schema {where} does not exist")
+        if not anything_owned(conn, schema):
+            raise NothingToTearDown(f"{where} holds nothing of {self._service_name}")
+        objects = owned_objects(conn, schema)
+        try:
+            drop_objects(conn, schema, objects)
+        except psycopg.errors.DependentObjectsStillExist as exc:
+            raise TeardownBlocked(
+                f"objects in {where} that {self._service_name} does not own depend on its own; "
+                "drop them first"
+            ) from exc
+        left = anything_owned(conn, schema)
+        if left:
+            # Raised inside the transaction, so it is rolled back: all or nothing.
+            raise TeardownFailed(
+                f"objects of {self._service_name} it cannot drop remain in {where}: "
+                + ", ".join(left)
+            )
+        dropped = sorted(item.name for item in objects)
+        _log.info("%s tore down %s: dropped %s", self._service_name, where, ", ".join(dropped))
+        return dropped
+
     def _apply_pending(
         self, conn: psycopg.Connection[Any], address: StorageAddress, schema: str
     ) -> MigrationOutcome:
@@ -205,20 +262,24 @@ class Migrator:
         return [m for m in self.migration_ids if m in applied][-1]
 
     @contextmanager
-    def _errors(self, where: str) -> Iterator[None]:
-        """Driver errors inside a migration, as the service's errors."""
+    def _errors(
+        self,
+        where: str,
+        work: tuple[str, str] = ("migration", "migrating"),
+        failure: type[DownstreamError] = DownstreamError,
+    ) -> Iterator[None]:
+        """Driver errors inside a migration (or the `work` named), as the service's errors."""
+        noun, doing = work
         try:
             yield
         except psycopg.errors.LockNotAvailable as exc:
             raise MigrationBusy(
-                f"a migration of {where} waited more than "
+                f"a {noun} of {where} waited more than "
                 f"{self._lock_timeout.total_seconds():g}s for a table lock"
             ) from exc
         except psycopg.OperationalError as exc:
-            _log.warning("lost PostgreSQL while migrating %s: %s", where, exc)
-            raise StorageUnavailable("lost the connection to PostgreSQL while migrating") from exc
+            _log.warning("lost PostgreSQL while %s %s: %s", doing, where, exc)
+            raise StorageUnavailable(f"lost the connection to PostgreSQL while {doing}") from exc
         except psycopg.Error as exc:
-            _log.exception("migrating %s failed", where)
-            raise DownstreamError(
-                f"migration failed with SQLSTATE {exc.sqlstate or 'unknown'}"
-            ) from exc
+            _log.exception("%s %s failed", doing, where)
+            raise failure(f"{noun} failed with SQLSTATE {exc.sqlstate or 'unknown'}") from exc

@@ -1,4 +1,4 @@
-"""Request and response bodies of the migrate endpoint (JSON in camelCase)."""
+"""Request and response bodies of the migrate and teardown endpoints (JSON in camelCase)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ class StorageMode(StrEnum):
 
 
 class MigrateRequest(BaseModel):
-    """Body of `POST /internal/tenants/{id}/migrate`.
+    """Body of `POST /internal/tenants/{id}/migrate` and of `DELETE /internal/tenants/{id}`:
+    where the tenant's storage is (a teardown needs no other lookup).
 
     Unknown fields are ignored so the platform can add fields before every service knows them.
     """
@@ -134,3 +135,14 @@ class MigrateResponse(BaseModel):
 
     version: str
     applied: list[str]
+
+
+class TeardownResponse(BaseModel):
+    """What a teardown dropped: this service's top-level objects in the tenant's storage."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, serialize_by_alias=True
+    )
+
+    tenant_id: str
+    dropped: list[str]

@@ -123,6 +123,15 @@ class StoragePools:
         for pool in pools:
             pool.close()
 
+    def discard(self, address: StorageAddress) -> None:
+        """Close the pool of `address`, if there is one, and forget it (a torn-down tenant
+        database, about to be dropped: its idle connections would only stand in the way)."""
+        with self._lock:
+            pool = self._pools.pop(address, None)
+        if pool is not None:
+            # Connections in use stay open until they are returned, then close.
+            pool.close()
+
     @property
     def addresses(self) -> list[StorageAddress]:
         """The databases that have a pool, least recently used first."""

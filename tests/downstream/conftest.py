@@ -120,16 +120,28 @@ def admin(storage: Storage) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
-@pytest.fixture
-def schema_tenant(
+def _schema_tenant(
     tenant_id: str, storage: Storage, admin: psycopg.Connection[Any]
 ) -> Iterator[Payload]:
-    """A tenant whose schema the platform has created and granted; yields its request body."""
     schema = f"tenant_{tenant_id}"
     admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     _grant(admin, storage, schema, storage.database)
     yield schema_payload(tenant_id, storage)
     admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def schema_tenant(
+    tenant_id: str, storage: Storage, admin: psycopg.Connection[Any]
+) -> Iterator[Payload]:
+    """A tenant whose schema the platform has created and granted; yields its request body."""
+    yield from _schema_tenant(tenant_id, storage, admin)
+
+
+@pytest.fixture
+def neighbour_tenant(storage: Storage, admin: psycopg.Connection[Any]) -> Iterator[Payload]:
+    """A second SCHEMA-mode tenant in the same database as `schema_tenant`."""
+    yield from _schema_tenant(f"ds_{secrets.token_hex(6)}", storage, admin)
 
 
 @pytest.fixture

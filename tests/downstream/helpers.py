@@ -101,6 +101,27 @@ def migrate_path(tenant_id: str) -> str:
     return f"/internal/tenants/{tenant_id}/migrate"
 
 
+def teardown_path(tenant_id: str) -> str:
+    """URL path of the teardown endpoint."""
+    return f"/internal/tenants/{tenant_id}"
+
+
+def owned_in(server_url: str, database: str, schema: str, role: str) -> set[str]:
+    """Names of every relation (table, index, sequence, view, ...) and standalone type that
+    `role` owns in `database`.`schema`, read from pg_catalog."""
+    with psycopg.connect(with_database(server_url, database)) as conn:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " JOIN pg_roles r ON r.oid = c.relowner WHERE n.nspname = %s AND r.rolname = %s"
+            " UNION ALL"
+            " SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
+            " JOIN pg_roles r ON r.oid = t.typowner WHERE n.nspname = %s AND r.rolname = %s"
+            " AND t.typtype IN ('d', 'e', 'r')",
+            (schema, role, schema, role),
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
 def tables_in(server_url: str, database: str, schema: str) -> set[str]:
     """Names of the tables in `database`.`schema`."""
     with psycopg.connect(with_database(server_url, database)) as conn:
