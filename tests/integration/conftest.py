@@ -1,11 +1,15 @@
-"""Scripted downstream services (real HTTP servers) shared by the integration modules."""
+"""Downstream services (real HTTP servers) shared by the integration modules: scripted ones, and
+the reference service as backend-service and auth-service."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from examples.downstream_service.app import create_app as create_downstream_app
+from examples.downstream_service.settings import DownstreamSettings
 from tenancy.settings import Settings
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import serve
@@ -43,3 +47,24 @@ def service() -> Iterator[tuple[ScriptedService, str]]:
     scripted = ScriptedService()
     with serve(scripted.app()) as url:
         yield scripted, url
+
+
+@pytest.fixture(scope="module")
+def reference_services(
+    service_database_urls: dict[str, str], keys_dir: Path
+) -> Iterator[list[tuple[str, str]]]:
+    """backend-service and auth-service: the reference app with their own migration sets,
+    accepting only calls signed with the platform's key."""
+
+    def settings(name: str) -> DownstreamSettings:
+        return DownstreamSettings(
+            service_name=name,
+            database_url=service_database_urls[name],
+            platform_public_key_file=keys_dir / "platform-signing.pem",
+        )
+
+    with (
+        serve(create_downstream_app(settings("backend-service"))) as backend,
+        serve(create_downstream_app(settings("auth-service"))) as auth,
+    ):
+        yield [("backend-service", backend), ("auth-service", auth)]

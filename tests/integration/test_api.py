@@ -4,7 +4,7 @@ services (the reference service with its real migrations, or a scripted one)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,6 @@ from temporalio.client import Client
 from api.auth import READ_SCOPE, WRITE_SCOPE
 from api.main import create_app
 from devstack.tokens import mint
-from examples.downstream_service.app import create_app as create_downstream_app
-from examples.downstream_service.settings import DownstreamSettings
 from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tests.conftest import running_worker, unique_id, with_database
@@ -43,27 +41,6 @@ def token_for(keys_dir: Path, subject: str = OPERATOR, *scopes: str, **options: 
         audience="platform-service",
         **options,
     )
-
-
-@pytest.fixture(scope="module")
-def reference_services(
-    service_database_urls: dict[str, str], keys_dir: Path
-) -> Iterator[list[tuple[str, str]]]:
-    """backend-service and auth-service: the reference app with their own migration sets,
-    accepting only calls signed with the platform's key."""
-
-    def settings(name: str) -> DownstreamSettings:
-        return DownstreamSettings(
-            service_name=name,
-            database_url=service_database_urls[name],
-            platform_public_key_file=keys_dir / "platform-signing.pem",
-        )
-
-    with (
-        serve(create_downstream_app(settings("backend-service"))) as backend,
-        serve(create_downstream_app(settings("auth-service"))) as auth,
-    ):
-        yield [("backend-service", backend), ("auth-service", auth)]
 
 
 @asynccontextmanager

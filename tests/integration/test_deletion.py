@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from temporalio.client import Client
 
@@ -16,7 +17,12 @@ from infra.db.repository import TenantRepository
 from tenancy.models import EventAction
 from tenancy.settings import Settings
 from tests.conftest import unique_id
-from tests.integration.test_api import api_stack, body, token_for, wait_status
+from tests.integration.test_api import (
+    api_stack,
+    body,
+    token_for,
+    wait_status,
+)
 from tests.support.scripted_service import ScriptedService
 from tests.support.storage import storage_exists
 
@@ -140,3 +146,34 @@ async def test_delete_needs_the_delete_scope(
     assert after["status"] == "ACTIVE"
     assert after["deletion"] is None
     assert isinstance(refused, httpx.Response)
+
+
+async def test_the_reference_services_tear_down_their_part_before_the_drop(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    reference_services: list[tuple[str, str]],
+    tenants: TenantRepository,
+    storage_db_url: str,
+    keys_dir: Path,
+) -> None:
+    settings = make_settings(*reference_services)
+    tenant_id = unique_id()
+    token = token_for(keys_dir, "olivia", *ALL_SCOPES)
+    async with api_stack(temporal_client, settings, token) as api:
+        created = await api.post("/api/tenants", json=body(tenant_id, storageMode="DATABASE"))
+        assert created.status_code == 202, created.text
+        await wait_status(api, tenant_id, "ACTIVE")
+        answer = await api.delete(f"/api/tenants/{tenant_id}", params={"graceSeconds": 0})
+        assert answer.status_code == 202, answer.text
+        deleted = await wait_status(api, tenant_id, "DELETED")
+
+    assert deleted["jdbcUrl"] is None
+    assert not storage_exists(storage_db_url, tenant_id, "DATABASE")
+    # Both services answered their teardown (200 with what they dropped, or 404): the purge
+    # recorded each as done before it dropped the database.
+    with psycopg.connect(settings.require_database_url()) as conn:
+        row = conn.execute(
+            "SELECT deletion_torn_down FROM tenants WHERE id = %s", (tenant_id,)
+        ).fetchone()
+    assert row is not None
+    assert set(row[0]) == {name for name, _ in reference_services}
