@@ -14,6 +14,8 @@ from api.errors import Forbidden, Unauthorized
 from api.gateway import WorkflowGateway
 from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
+from infra.db.services import ServiceVersions
+from tenancy.settings import Settings
 
 
 class AppState(TypedDict):
@@ -21,6 +23,8 @@ class AppState(TypedDict):
 
     tenants: TenantRepository
     deletions: DeletionRepository
+    service_versions: ServiceVersions
+    settings: Settings
     workflows: WorkflowGateway
     temporal: Client
     jwks: dict[str, Any]
@@ -50,6 +54,16 @@ def _tenants(request: Request) -> TenantRepository:
 def _deletions(request: Request) -> DeletionRepository:
     deletions: DeletionRepository = request.state.deletions
     return deletions
+
+
+def _service_versions(request: Request) -> ServiceVersions:
+    service_versions: ServiceVersions = request.state.service_versions
+    return service_versions
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.state.settings
+    return settings
 
 
 def _workflows(request: Request) -> WorkflowGateway:
@@ -115,3 +129,5 @@ Reader = Annotated[Principal, Depends(require_scope(READ_SCOPE))]
 Writer = Annotated[Principal, Depends(require_scope(WRITE_SCOPE))]
 Deleter = Annotated[Principal, Depends(require_scope(DELETE_SCOPE))]
 Deletions = Annotated[DeletionRepository, Depends(_deletions)]
+ServiceVersionReader = Annotated[ServiceVersions, Depends(_service_versions)]
+Config = Annotated[Settings, Depends(_settings)]
