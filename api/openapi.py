@@ -18,6 +18,8 @@ from api.errors import PROBLEM_JSON
 _COMMON_ERRORS = {"401", "403", "422", "503"}
 # And those of any operation that takes a body (see api.guard for the order they are checked).
 _BODY_ERRORS = {"400", "413", "415"}
+# What FastAPI writes when a route says nothing of its own.
+_FASTAPI_DEFAULTS = {"Unsuccessful Response", "Validation Error"}
 _ERROR_DESCRIPTIONS = {
     "400": "The body is not parseable JSON; `position` is the byte where parsing stopped",
     "401": "Missing, invalid or expired bearer token",
@@ -89,8 +91,11 @@ def install_openapi(app: FastAPI) -> None:
                 if "requestBody" in operation:
                     codes |= _BODY_ERRORS
                 for code in sorted(c for c in codes if c.startswith(("4", "5"))):
+                    # A route's own description (what 409 means for it) wins over the generic one.
+                    own = responses.get(code, {}).get("description")
+                    generic = _ERROR_DESCRIPTIONS.get(code, "Error")
                     responses[code] = {
-                        "description": _ERROR_DESCRIPTIONS.get(code, "Error"),
+                        "description": own if own and own not in _FASTAPI_DEFAULTS else generic,
                         "content": _problem_content(),
                     }
         app.openapi_schema = schema

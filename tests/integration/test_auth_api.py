@@ -227,6 +227,13 @@ async def test_open_endpoints_need_no_token(api: httpx.AsyncClient) -> None:
         assert operation["security"] == [{name: []}], (method, path)
         assert {"401", "403"} <= set(operation["responses"])
     assert "security" not in schema["paths"]["/healthz"]["get"]
+    # Offboarding is documented with its own scope and what each error means for it.
+    delete = schema["paths"]["/api/tenants/{tenant_id}"]["delete"]["responses"]
+    assert delete["409"]["description"] == "A deletion is already scheduled, running or done"
+    assert delete["422"]["description"] == "Invalid graceSeconds or reason"
+    assert {"202", "401", "403", "404", "409", "422", "503"} <= set(delete)
+    retry = schema["paths"]["/api/tenants/{tenant_id}/retry-migration"]["post"]["responses"]
+    assert retry["422"]["description"].startswith("Invalid input")
 
 
 def trail(events: list[dict[str, Any]]) -> list[tuple[str, str, str | None, str | None]]:
