@@ -8,6 +8,7 @@
     ├── UnsupportedMediaType      (415) a body that is not application/json
     ├── InvalidRequest            (422) a field failed validation; lists every field
     ├── TenantNotFound            (404)
+    ├── ServiceNotFound           (404) a service neither configured nor recorded
     ├── TenantConflict            (409) the id is taken (also when requests race)
     ├── StatusConflict            (409) the operation needs another status
     ├── FrameworkError            (4xx) raised by FastAPI itself: unparseable body, no route
@@ -149,6 +150,14 @@ class TenantNotFound(ApiError):
     status = 404
     title = "Tenant not found"
     slug = "tenant-not-found"
+
+
+class ServiceNotFound(ApiError):
+    """A service that is neither configured nor recorded for any non-deleted tenant."""
+
+    status = 404
+    title = "Service not found"
+    slug = "service-not-found"
 
 
 class TenantConflict(ApiError):

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from api.deps import Config, Reader, ServiceVersionReader
-from api.errors import ApiError
+from api.errors import ServiceNotFound
 from api.guard import GuardedRoute
 from api.routes.common import AUTH_RESPONSES
 from infra.db.services import VersionSpread
@@ -24,14 +24,6 @@ SERVICE_NAME_PATTERN: str = DownstreamService.model_json_schema()["properties"][
 ServiceNamePath = Annotated[
     str, Path(pattern=SERVICE_NAME_PATTERN, description="The downstream service's name.")
 ]
-
-
-class ServiceNotFound(ApiError):
-    """A service that is neither configured nor recorded for any non-deleted tenant."""
-
-    status = 404
-    title = "Service not found"
-    slug = "service-not-found"
 
 
 class ServiceVersionSpread(CamelModel):
