@@ -8,6 +8,9 @@ the environment names a real one). The embedded PostgreSQL gets the deployment's
 (`backend_service`, `auth_service`) to a database of its own, never as the superuser. Their
 passwords are generated once into the data folder; the embedded server trusts loopback
 connections, so it does not check them, but every URL carries them as a real server needs.
+Each reference service also reads extra migrations from `.devdata/migrations/<service-name>/`
+(created empty; `DOWNSTREAM_EXTRA_MIGRATIONS_DIRS`), so a new migration dropped there is picked
+up when the service restarts.
 Ctrl-C or SIGTERM stops everything in reverse order.
 `python -m devstack.dev service auth-service` runs one reference service alone, to bring it
 back after an outage drill.
@@ -70,6 +73,10 @@ class DevSettings(DevKeys):
         """The development roles' passwords, generated on the first run."""
         return self.data_dir / "postgres-passwords.json"
 
+    def service_migrations_dir(self, name: str) -> Path:
+        """The folder of extra migrations of reference service `name`."""
+        return (self.data_dir / "migrations" / name).resolve()
+
     def service_ports(self) -> dict[str, tuple[int, str]]:
         """Each reference service's port and the variable that sets it."""
         return {
@@ -105,12 +112,15 @@ class Plan:
         (fetched on the first call, so the API may start after them). It connects as its own
         role to its own database; for a tenant it connects to the host in the tenant's
         `jdbcUrl` with the same credentials. Against an external PostgreSQL, where `make dev`
-        cannot create roles, it gets the platform's storage URL instead."""
+        cannot create roles, it gets the platform's storage URL instead. Its extra migrations
+        come from its folder in the data folder unless the environment names others."""
         storage = self.env.get("PLATFORM_STORAGE_DATABASE_URL") or self.env["PLATFORM_DATABASE_URL"]
         jwks = f"http://127.0.0.1:{self.api_port}/.well-known/jwks.json"
         own = self.service_database_urls.get(name, storage) if name else storage
+        extra = [str(self.dev.service_migrations_dir(name))] if name else []
         return {
             "DOWNSTREAM_PLATFORM_JWKS_URL": jwks,
+            **({"DOWNSTREAM_EXTRA_MIGRATIONS_DIRS": json.dumps(extra)} if extra else {}),
             **self.env,
             "DOWNSTREAM_DATABASE_URL": own,
         }
@@ -282,6 +292,13 @@ def service_command(name: str, port: int) -> list[str]:
     return [sys.executable, "-m", "examples.downstream_service", *options]
 
 
+def spawn_service(stack: Stack, plan: Plan, name: str, *, essential: bool) -> None:
+    """Reference service `name`, once its extra migrations folder exists (empty at first)."""
+    port, _ = plan.dev.service_ports()[name]
+    plan.dev.service_migrations_dir(name).mkdir(parents=True, exist_ok=True)
+    stack.spawn(name, service_command(name, port), plan.service_env(name), essential=essential)
+
+
 def start_stack(stack: Stack, plan: Plan) -> None:
     """Everything, in dependency order, until the API is ready."""
     plan.dev.data_dir.mkdir(parents=True, exist_ok=True)
@@ -297,8 +314,7 @@ def start_stack(stack: Stack, plan: Plan) -> None:
     if plan.embed_services:
         for name, (port, _) in plan.dev.service_ports().items():
             _log.info("starting %s on 127.0.0.1:%d", name, port)
-            env = plan.service_env(name)
-            stack.spawn(name, service_command(name, port), env, essential=False)
+            spawn_service(stack, plan, name, essential=False)
             probes.append(f"http://127.0.0.1:{port}/healthz")
     _log.info("starting the worker")
     stack.spawn("worker", [sys.executable, "worker.py"], plan.env, essential=True)
@@ -439,7 +455,7 @@ def run_service(plan: Plan, name: str) -> int:
     url = f"http://127.0.0.1:{port}"
 
     def start(stack: Stack) -> None:
-        stack.spawn(name, service_command(name, port), plan.service_env(name), essential=True)
+        spawn_service(stack, plan, name, essential=True)
         stack.wait_until(name, lambda: http_ok(f"{url}/healthz"), timeout=60)
         _log.info("%s is up at %s; Ctrl-C stops it", name, url)
 

@@ -10,6 +10,7 @@ from typing import Any
 import uvicorn
 
 from examples.downstream_service.app import create_app
+from examples.downstream_service.migrator import MigrationSetInvalid, load_migrations
 from examples.downstream_service.settings import AuthNotConfigured, DownstreamSettings
 
 
@@ -31,7 +32,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = DownstreamSettings(**overrides)
     try:
         settings.require_key_source()
-    except AuthNotConfigured as exc:
+        # Read again by the app's start-up; checked here too so that a broken set (a clash
+        # with a built-in migration, say) ends the process with one line.
+        load_migrations(settings.migrations_path, settings.extra_migrations_dirs)
+    except (AuthNotConfigured, FileNotFoundError, MigrationSetInvalid) as exc:
         # Said plainly before uvicorn starts, rather than as a traceback from the lifespan.
         parser.exit(2, f"{parser.prog}: {exc}\n")
     logging.basicConfig(

@@ -159,17 +159,20 @@ def teardown(
 
 
 def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
-    """Build the app; keys and migrations are read at start-up, the pools open lazily, and the
-    platform's JWKS is fetched on the first call.
+    """Build the app; keys and migrations (built-in and extra folders) are read at start-up, the
+    pools open lazily, and the platform's JWKS is fetched on the first call.
 
-    Start-up fails (AuthNotConfigured) when the settings name no source of platform keys.
+    Start-up fails (AuthNotConfigured) when the settings name no source of platform keys, and
+    (FileNotFoundError, MigrationSetInvalid) when the migration folders make no valid set.
     """
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database_url = str(settings.database_url) if settings.database_url else None
-        migrations = await run_in_threadpool(load_migrations, settings.migrations_path)
+        migrations = await run_in_threadpool(
+            load_migrations, settings.migrations_path, settings.extra_migrations_dirs
+        )
         state_pool = open_state_pool(
             database_url,
             application_name=settings.service_name,

@@ -2,7 +2,10 @@
 
 A migration is `<id>.sql` in the service's folder, optionally with `<id>.rollback.sql`; a
 leading `-- depends: <id> ...` comment names migrations it needs, which must sort before it:
-migrations apply in file-name order. A call applies every pending migration in one
+migrations apply in file-name order. Extra folders (`DOWNSTREAM_EXTRA_MIGRATIONS_DIRS`) add
+migrations to the built-in set without a code change: merged and ordered by file name like the
+built-in ones, each must sort after every built-in migration (so it becomes the tenants' new
+version) and no id may appear twice. A call applies every pending migration in one
 transaction under a transaction-scoped advisory lock of (service, schema), recording each in
 the service's own history table (see `repository`), so a failure leaves nothing half-applied
 and a killed holder leaves no lock behind. A tenant already at the newest version costs one
@@ -18,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -89,15 +92,21 @@ def _depends(script: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def load_migrations(directory: Path) -> list[Migration]:
-    """Every migration in `directory`, in the order they apply; fail if none or one is broken."""
+class MigrationSetInvalid(ValueError):
+    """The migration folders do not make one ordered set: a clash, an extra migration that
+    sorts before a built-in one, a missing dependency, an empty file or no migration at all."""
+
+
+def _read_folder(directory: Path) -> list[tuple[Path, Migration]]:
     if not directory.is_dir():
         raise FileNotFoundError(f"migrations folder {directory} does not exist")
-    migrations: list[Migration] = []
+    found: list[tuple[Path, Migration]] = []
     for path in sorted(directory.glob("*.sql")):
         if path.name.endswith(ROLLBACK_SUFFIX):
             continue
         script = path.read_text()
+        if not script.strip():
+            raise MigrationSetInvalid(f"{path.name} is empty")
         undo = path.with_name(path.stem + ROLLBACK_SUFFIX)
         migration = Migration(
             id=path.stem,
@@ -105,17 +114,57 @@ def load_migrations(directory: Path) -> list[Migration]:
             rollback_script=undo.read_text() if undo.exists() else None,
             depends=_depends(script),
         )
+        found.append((path, migration))
+    return found
+
+
+def _merge_extras(
+    builtin: list[tuple[Path, Migration]], extra_dirs: Sequence[Path]
+) -> list[tuple[Path, Migration]]:
+    builtin_ids = {migration.id for _, migration in builtin}
+    newest = max((path.name for path, _ in builtin), default="")
+    seen = {migration.id: path for path, migration in builtin}
+    merged = list(builtin)
+    for directory in extra_dirs:
+        for path, migration in _read_folder(directory):
+            if migration.id in seen:
+                kind = "built-in" if migration.id in builtin_ids else "extra"
+                raise MigrationSetInvalid(
+                    f"extra migration {path} clashes with the {kind} migration "
+                    f"{seen[migration.id]}: migration ids must be unique, so rename it"
+                )
+            if path.name < newest:
+                raise MigrationSetInvalid(
+                    f"extra migration {path} sorts before the built-in migration {newest}: "
+                    "migrations apply in file-name order and an extra one must come after "
+                    f"every built-in one (to become the new version), so rename it to sort "
+                    f"after {newest}"
+                )
+            seen[migration.id] = path
+            merged.append((path, migration))
+    return merged
+
+
+def load_migrations(directory: Path, extra_dirs: Sequence[Path] = ()) -> list[Migration]:
+    """Every migration in `directory` and in `extra_dirs`, in the order they apply (by file
+    name, across folders).
+
+    Raises FileNotFoundError for a missing folder and MigrationSetInvalid when the set is
+    broken; an extra folder may be empty, the built-in one may not.
+    """
+    merged = _merge_extras(_read_folder(directory), extra_dirs)
+    merged.sort(key=lambda item: item[0].name)
+    migrations: list[Migration] = []
+    for path, migration in merged:
         earlier = {m.id for m in migrations}
         missing = [name for name in migration.depends if name not in earlier]
         if missing:
-            raise ValueError(
+            raise MigrationSetInvalid(
                 f"{path.name} depends on {', '.join(missing)}, which is not an earlier migration"
             )
-        if not script.strip():
-            raise ValueError(f"{path.name} is empty")
         migrations.append(migration)
     if not migrations:
-        raise ValueError(f"no migrations in {directory}")
+        raise MigrationSetInvalid(f"no migrations in {directory}")
     return migrations
 
 

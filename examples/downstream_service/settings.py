@@ -1,14 +1,27 @@
-"""Settings of the downstream service, from `DOWNSTREAM_*` environment variables."""
+"""Settings of the downstream service, from `DOWNSTREAM_*` environment variables.
+
+Giving a service a new migration: `DOWNSTREAM_EXTRA_MIGRATIONS_DIRS` names folders (a JSON list,
+or paths joined with the OS path separator, `:` on POSIX) whose `<id>.sql` files, each with an
+optional `<id>.rollback.sql`, join the built-in set of `migrations/<service_name>` (or
+`DOWNSTREAM_MIGRATIONS_DIR`). They apply in file-name order with the built-in ones, so a new
+one must sort after every built-in one: `backend_0003_<what>.sql` for backend-service, whose
+newest is `backend_0002_project_archiving`. The folders are read at start-up, so a restart
+picks a new file up; a name clash, an extra migration sorting before a built-in one or a
+missing folder stops the start-up with the reason (an empty folder is fine). `make dev` gives
+each reference service `.devdata/migrations/<service-name>/`.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, BeforeValidator, Field, PostgresDsn
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIGRATIONS_ROOT = Path(__file__).resolve().parent / "migrations"
 
@@ -25,6 +38,18 @@ def _plain_seconds(value: Any) -> Any:
 
 
 Seconds = Annotated[timedelta, BeforeValidator(_plain_seconds)]
+
+
+def _path_list(value: Any) -> Any:
+    # A JSON list, as pydantic-settings reads lists, or the PATH-like form a shell writes.
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            return json.loads(value)
+        return [part for part in value.split(os.pathsep) if part.strip()]
+    return value
+
+
+PathList = Annotated[list[Path], NoDecode, BeforeValidator(_path_list)]
 
 
 class AuthNotConfigured(ValueError):
@@ -47,6 +72,8 @@ class DownstreamSettings(BaseSettings):
     # call without it answers 503.
     database_url: PostgresDsn | None = None
     migrations_dir: Path | None = None
+    # Folders of further migrations merged with the built-in set (see the module docstring).
+    extra_migrations_dirs: PathList = Field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = Field(default=8101, ge=1, le=65535)
     connect_timeout: Seconds = Field(default=timedelta(seconds=5), gt=timedelta(0))

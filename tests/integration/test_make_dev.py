@@ -24,6 +24,7 @@ import pytest
 
 from devstack.dev import READY_MARKER, DevSettings, make_plan
 from devstack.temporal import cli_path
+from examples.downstream_service.settings import DownstreamSettings
 from tenancy.settings import Settings
 from tests.support.servers import free_port
 
@@ -374,3 +375,22 @@ def test_make_dev_gives_the_platform_and_each_service_a_role_of_its_own(
     assert len(set(passwords.values())) == 3
     # The passwords are made once and kept with the data.
     assert make_plan(dev, Settings()).env == plan.env
+
+
+def test_make_dev_gives_each_service_a_folder_of_extra_migrations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("PLATFORM_", "TEMPORAL_", "DOWNSTREAM_")):
+            monkeypatch.delenv(name)
+    dev = DevSettings(data_dir=tmp_path, postgres_port=54444)
+
+    plan = make_plan(dev, Settings())
+
+    for name in ("backend-service", "auth-service"):
+        value = plan.service_env(name)["DOWNSTREAM_EXTRA_MIGRATIONS_DIRS"]
+        # Read back as the service reads its environment.
+        monkeypatch.setenv("DOWNSTREAM_EXTRA_MIGRATIONS_DIRS", value)
+        folders = DownstreamSettings().extra_migrations_dirs
+        assert folders == [tmp_path.resolve() / "migrations" / name]
+    assert "DOWNSTREAM_EXTRA_MIGRATIONS_DIRS" not in plan.service_env()
