@@ -32,9 +32,11 @@ from activities.deletion import DeletionActivities
 from activities.interceptor import ActivityContextInterceptor
 from activities.metadata import MetadataActivities
 from activities.migrations import MigrationActivities
+from activities.rollouts import RolloutActivities
 from activities.storage import StorageActivities
 from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
+from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
 from infra.db.storage import StorageAdmin
 from infra.limits import ServerLimits
@@ -52,11 +54,15 @@ from tenancy.naming import migration_task_queue
 from tenancy.settings import Settings, get_settings
 from workflows.delete.workflow import DeleteTenantWorkflow
 from workflows.provision.workflow import ProvisionTenantWorkflow
+from workflows.rollout.contracts import rollout_task_queue
+from workflows.rollout.workflow import FleetRolloutWorkflow
 
 SERVICE_NAME = "platform-worker"
 # Activity slots beyond the storage and migration caps, for metadata reads and writes.
 METADATA_ACTIVITY_SLOTS = 16
 SHUTDOWN_GRACE = timedelta(seconds=15)
+# Batches of rollouts at once on this worker (each calls up to its rollout's concurrency).
+ROLLOUT_ACTIVITY_SLOTS = 8
 STORAGE_CONNECT_WAIT = timedelta(seconds=10)
 # Storage connections beyond the creations' slots, for deletions' drops: creations that are
 # slow or wait for a lock must not hold every connection a drop could use.
@@ -111,6 +117,14 @@ async def worker_activities(
         )
         signer = CallSigner(settings.require_signing_key_file(), settings.downstream_token_ttl)
         migrations = MigrationActivities(http, tenants, settings.downstream_services, signer)
+        rollouts = RolloutActivities(
+            RolloutRepository(metadata_pool),
+            tenants,
+            admin,
+            http,
+            signer,
+            settings.downstream_services,
+        )
         deletion = DeletionActivities(
             DeletionRepository(metadata_pool),
             admin,
@@ -140,6 +154,9 @@ async def worker_activities(
                 deletion.backup_storage,
                 deletion.teardown_service,
                 deletion.drop_storage,
+                rollouts.run_rollout_batch,
+                rollouts.set_rollout_status,
+                rollouts.set_wave_status,
             ]
 
 
@@ -206,7 +223,20 @@ def build_worker(
         )
         for service in settings.downstream_services
     ]
-    return PlatformWorkers([platform, *per_service])
+    rollout_names = {"run_rollout_batch", "set_rollout_status", "set_wave_status"}
+    # Rollouts have a queue and slots of their own: a 10,000-tenant rollout never holds a slot
+    # that a sign-up's provisioning needs, and the two scale apart.
+    rollout = Worker(
+        client,
+        task_queue=rollout_task_queue(settings.task_queue),
+        workflows=[FleetRolloutWorkflow],
+        activities=[fn for fn in activities if fn.__name__ in rollout_names],
+        interceptors=[ActivityContextInterceptor()],
+        graceful_shutdown_timeout=SHUTDOWN_GRACE,
+        max_concurrent_activities=ROLLOUT_ACTIVITY_SLOTS,
+        max_cached_workflows=settings.worker_max_cached_workflows,
+    )
+    return PlatformWorkers([platform, *per_service, rollout])
 
 
 async def main() -> None:

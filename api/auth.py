@@ -29,6 +29,9 @@ READ_SCOPE = "tenants:read"
 WRITE_SCOPE = "tenants:write"
 # Deleting and restoring tenants: operators may hold write without it.
 DELETE_SCOPE = "tenants:delete"
+# Fleet rollouts: start, pause, resume, cancel, retry (write) and watch (read).
+ROLLOUTS_WRITE_SCOPE = "rollouts:write"
+ROLLOUTS_READ_SCOPE = "rollouts:read"
 # Clocks of the identity provider and this host drift a little; tokens live for minutes or hours.
 DEFAULT_LEEWAY = timedelta(seconds=30)
 _REQUIRED_CLAIMS = ("exp", "iat", "sub")

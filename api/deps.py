@@ -9,11 +9,20 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
-from api.auth import DELETE_SCOPE, READ_SCOPE, WRITE_SCOPE, Principal, TokenVerifier
+from api.auth import (
+    DELETE_SCOPE,
+    READ_SCOPE,
+    ROLLOUTS_READ_SCOPE,
+    ROLLOUTS_WRITE_SCOPE,
+    WRITE_SCOPE,
+    Principal,
+    TokenVerifier,
+)
 from api.errors import Forbidden, Unauthorized
 from api.gateway import WorkflowGateway
 from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
+from infra.db.rollouts import RolloutRepository
 from infra.db.services import ServiceVersions
 from tenancy.settings import Settings
 
@@ -23,6 +32,7 @@ class AppState(TypedDict):
 
     tenants: TenantRepository
     deletions: DeletionRepository
+    rollouts: RolloutRepository
     service_versions: ServiceVersions
     settings: Settings
     workflows: WorkflowGateway
@@ -49,6 +59,11 @@ _bearer = HTTPBearer(
 def _tenants(request: Request) -> TenantRepository:
     tenants: TenantRepository = request.state.tenants
     return tenants
+
+
+def _rollouts(request: Request) -> RolloutRepository:
+    rollouts: RolloutRepository = request.state.rollouts
+    return rollouts
 
 
 def _deletions(request: Request) -> DeletionRepository:
@@ -128,6 +143,9 @@ TemporalClient = Annotated[Client, Depends(_temporal)]
 Reader = Annotated[Principal, Depends(require_scope(READ_SCOPE))]
 Writer = Annotated[Principal, Depends(require_scope(WRITE_SCOPE))]
 Deleter = Annotated[Principal, Depends(require_scope(DELETE_SCOPE))]
+RolloutWriter = Annotated[Principal, Depends(require_scope(ROLLOUTS_WRITE_SCOPE))]
+RolloutReader = Annotated[Principal, Depends(require_scope(ROLLOUTS_READ_SCOPE))]
 Deletions = Annotated[DeletionRepository, Depends(_deletions)]
+Rollouts = Annotated[RolloutRepository, Depends(_rollouts)]
 ServiceVersionReader = Annotated[ServiceVersions, Depends(_service_versions)]
 Config = Annotated[Settings, Depends(_settings)]

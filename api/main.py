@@ -22,10 +22,12 @@ from api.routes.admin import admin_router
 from api.routes.deletion import deletion_router
 from api.routes.health import health_router
 from api.routes.jwks import router as jwks_router
+from api.routes.rollouts import rollouts_router
 from api.routes.services import services_router
 from api.routes.tenants import tenants_router
 from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
+from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
 from infra.db.services import ServiceVersions
 from infra.security.signing import jwks_document
@@ -77,6 +79,7 @@ def create_app(
             yield AppState(
                 tenants=TenantRepository(pool),
                 deletions=DeletionRepository(pool),
+                rollouts=RolloutRepository(pool),
                 service_versions=ServiceVersions(pool),
                 settings=config,
                 workflows=WorkflowGateway(client, config),
@@ -101,6 +104,7 @@ def create_app(
     instrument_fastapi(app, tracer_provider)
     app.include_router(tenants_router)
     app.include_router(deletion_router)
+    app.include_router(rollouts_router)
     app.include_router(services_router)
     app.include_router(health_router)
     app.include_router(jwks_router)

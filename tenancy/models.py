@@ -156,6 +156,8 @@ class EventAction(StrEnum):
     DELETION_REQUESTED = "DELETION_REQUESTED"
     DELETION_CANCELLED = "DELETION_CANCELLED"
     BACKUP_TAKEN = "BACKUP_TAKEN"
+    # A fleet rollout changed a service's version of the tenant (reason: service, old -> new).
+    VERSION_CHANGED = "VERSION_CHANGED"
 
 
 class TenantEvent(CamelModel):

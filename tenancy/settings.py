@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     # How long POST waits for the workflow to record the tenant row before answering 503.
     create_timeout: Seconds = timedelta(seconds=15)
     task_queue: str = TASK_QUEUE
+    # Fleet rollouts: tenants called at once per rollout (per batch activity), and the share of a
+    # wave's finished tenants that may fail before the rollout halts itself.
+    rollout_concurrency: int = Field(default=16, ge=1, le=256)
+    rollout_max_failure_ratio: float = Field(default=0.05, ge=0, le=1)
     # Offboarding: how long a deleted tenant can be restored before its data is purged (the
     # default of DELETE's graceSeconds), and where each tenant's storage is dumped before it is
     # dropped (unset: no backup). The folder is the worker's; it is created if missing.

@@ -442,6 +442,57 @@ class TenantRepository:
             row = await cur.fetchone()
         return int(row[0]) if row is not None else 0
 
+    async def fleet_migration_succeeded(
+        self, tenant_id: str, service: str, version: str, actor: str
+    ) -> None:
+        """A rollout's call applied `version` (or found it applied): the record is SUCCEEDED at
+        that version, and a version that changed is an event of the tenant."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                """
+                SELECT version FROM tenant_migrations
+                WHERE tenant_id = %s AND service = %s FOR UPDATE
+                """,
+                (tenant_id, service),
+            )
+            row = await cur.fetchone()
+            old = row[0] if row else None
+            await conn.execute(
+                """
+                INSERT INTO tenant_migrations AS m
+                    (tenant_id, service, status, version, attempts, last_error)
+                VALUES (%(tenant)s, %(service)s, 'SUCCEEDED', %(version)s, 1, NULL)
+                ON CONFLICT (tenant_id, service) DO UPDATE
+                SET status = 'SUCCEEDED', version = EXCLUDED.version, attempts = m.attempts + 1,
+                    last_error = NULL, updated_at = clock_timestamp()
+                """,
+                {"tenant": tenant_id, "service": service, "version": version},
+            )
+            if old != version:
+                await append_event(
+                    conn,
+                    tenant_id,
+                    actor,
+                    EventAction.VERSION_CHANGED,
+                    reason=f"{service}: {old} -> {version}",
+                )
+
+    async def fleet_migration_failed(self, tenant_id: str, service: str, error: str) -> None:
+        """A rollout's call failed for good: the record is FAILED with the error and keeps the
+        version the service still runs; the tenant's status is left as it is."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                """
+                INSERT INTO tenant_migrations AS m
+                    (tenant_id, service, status, attempts, last_error)
+                VALUES (%(tenant)s, %(service)s, 'FAILED', 1, %(error)s)
+                ON CONFLICT (tenant_id, service) DO UPDATE
+                SET status = 'FAILED', attempts = m.attempts + 1, last_error = EXCLUDED.last_error,
+                    updated_at = clock_timestamp()
+                """,
+                {"tenant": tenant_id, "service": service, "error": error},
+            )
+
     async def migration_attempt_started(self, tenant_id: str, service: str) -> None:
         """Count one more attempt; a service that already succeeded is left alone."""
         await self._upsert_migration(

@@ -15,6 +15,8 @@ counted once per real event and adds nothing to the history.
                                                storage_mode
     platform_deletion_duration      histogram  storage_mode (ms, deletion request -> DELETED,
                                                the grace period included)
+    platform_rollout_tenants        counter    result (SUCCEEDED|FAILED|SKIPPED)
+    platform_rollout_duration       histogram  result (ms, rollout start -> its end)
     platform_tenants                gauge      status
 """
 
@@ -42,6 +44,8 @@ STORAGE_ERRORS = "platform_storage_errors"
 TENANTS = "platform_tenants"
 DELETIONS_FINISHED = "platform_deletions_finished"
 DELETION_DURATION = "platform_deletion_duration"
+ROLLOUT_TENANTS = "platform_rollout_tenants"
+ROLLOUT_DURATION = "platform_rollout_duration"
 
 TENANT_GAUGE_INTERVAL = timedelta(seconds=15)
 # A provisioning takes seconds, or hours when it waits in MIGRATION_ERROR for an operator.
@@ -140,6 +144,18 @@ def deletion_finished(
         meter.create_histogram_timedelta(
             DELETION_DURATION, "From the deletion request to DELETED", "ms"
         ).record(duration, attributes)
+
+
+def rollout_tenant_finished(meter: MetricMeter, result: str) -> None:
+    """Count one tenant's result in a fleet rollout."""
+    meter.create_counter(ROLLOUT_TENANTS, "Rollout tenants by result").add(1, {"result": result})
+
+
+def rollout_finished(meter: MetricMeter, result: str, duration: timedelta) -> None:
+    """Record how long a rollout took, by how it ended."""
+    meter.create_histogram_timedelta(
+        ROLLOUT_DURATION, "From the rollout's start to its end", "ms"
+    ).record(duration, {"result": result})
 
 
 def migration_attempt(meter: MetricMeter, service: str, outcome: str) -> None:

@@ -1,0 +1,211 @@
+"""Activities of fleet rollouts: run one batch of tenants (claim, call each selected service
+with bounded concurrency, record), and the rollout's and its waves' status changes.
+
+A batch heartbeats after every tenant, so a lost worker shows in seconds; its retry claims back
+the rows it had claimed (same batch number) and calls them again under the same idempotency key
+(`rollout-{id}/pass-{n}/{tenant}/{service}`), which the services answer without applying twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import httpx
+from temporalio import activity
+
+from activities.bookkeeping import metadata_failures
+from activities.downstream import Outcome, Unreachable, answer_reason, classify_status, signed_call
+from infra.db.repository import TenantRepository
+from infra.db.rollouts import Claimed, RolloutRepository, RolloutStateRefused
+from infra.db.storage import StorageAdmin
+from infra.security.signing import CallSigner
+from infra.telemetry.metrics import migration_attempt, rollout_tenant_finished
+from tenancy.failures import summarize
+from tenancy.models import StorageMode
+from tenancy.naming import workflow_actor
+from tenancy.rollouts import RolloutAction, RolloutStatus, RolloutTenantStatus
+from tenancy.settings import DownstreamService
+from tenancy.status import DELETION_STATUSES
+from workflows.rollout.contracts import (
+    BatchInput,
+    BatchResult,
+    RolloutStatusInput,
+    RolloutStatusResult,
+    WaveInput,
+)
+
+
+class CallFailed(Exception):
+    """A service's call failed for good for this tenant in this pass."""
+
+    def __init__(self, service: str, reason: str) -> None:
+        super().__init__(reason)
+        self.service = service
+        self.reason = reason
+
+
+class RolloutActivities:
+    """Bound to the rollout and tenant repositories, the storage admin (to locate storage), the
+    HTTP client and the signer of downstream calls."""
+
+    def __init__(
+        self,
+        rollouts: RolloutRepository,
+        tenants: TenantRepository,
+        admin: StorageAdmin,
+        http: httpx.AsyncClient,
+        signer: CallSigner,
+        services: Iterable[DownstreamService],
+    ) -> None:
+        self._rollouts = rollouts
+        self._tenants = tenants
+        self._admin = admin
+        self._http = http
+        self._signer = signer
+        self._services = {service.name: service for service in services}
+
+    @activity.defn(name="run_rollout_batch")
+    async def run_rollout_batch(self, request: BatchInput) -> BatchResult:
+        """Claim the wave's next tenants and bring each to every selected service's newest
+        version; a tenant that left the fleet (its deletion asked) is skipped."""
+        with metadata_failures("rollout batch"):
+            status = await self._rollouts.status(request.rollout_id)
+            claimed: list[Claimed] = []
+            if status is RolloutStatus.RUNNING:
+                claimed = await self._rollouts.claim(
+                    request.rollout_id, request.wave, request.batch, request.limit
+                )
+            pass_number = await self._rollouts.pass_number(request.rollout_id)
+        slots = asyncio.Semaphore(request.concurrency)
+        done = 0
+
+        async def one(tenant: Claimed) -> None:
+            nonlocal done
+            async with slots:
+                await self._tenant(request, tenant, pass_number)
+            done += 1
+            activity.heartbeat(done)
+
+        await asyncio.gather(*(one(tenant) for tenant in claimed))
+        with metadata_failures("rollout counts"):
+            counts = await self._rollouts.wave_counts(request.rollout_id, request.wave)
+            status = await self._rollouts.status(request.rollout_id)
+        return BatchResult(claimed=len(claimed), counts=counts, rollout_status=status)
+
+    async def _tenant(self, request: BatchInput, tenant: Claimed, pass_number: int) -> None:
+        meter = activity.metric_meter()
+        if tenant.tenant_status in DELETION_STATUSES:
+            with metadata_failures("rollout result"):
+                await self._rollouts.finish_tenant(
+                    request.rollout_id, tenant.tenant_id, RolloutTenantStatus.SKIPPED
+                )
+            rollout_tenant_finished(meter, RolloutTenantStatus.SKIPPED.value)
+            return
+        try:
+            for name in request.services:
+                await self._call(request, tenant, name, pass_number)
+        except CallFailed as failed:
+            with metadata_failures("rollout result"):
+                await self._tenants.fleet_migration_failed(
+                    tenant.tenant_id, failed.service, failed.reason
+                )
+                await self._rollouts.finish_tenant(
+                    request.rollout_id,
+                    tenant.tenant_id,
+                    RolloutTenantStatus.FAILED,
+                    failed.service,
+                    failed.reason,
+                )
+            rollout_tenant_finished(meter, RolloutTenantStatus.FAILED.value)
+            return
+        with metadata_failures("rollout result"):
+            await self._rollouts.finish_tenant(
+                request.rollout_id, tenant.tenant_id, RolloutTenantStatus.SUCCEEDED
+            )
+        rollout_tenant_finished(meter, RolloutTenantStatus.SUCCEEDED.value)
+
+    async def _call(
+        self, request: BatchInput, tenant: Claimed, name: str, pass_number: int
+    ) -> None:
+        """One service's migrate call for one tenant: retried in place while it is worth it,
+        then recorded on the tenant's migration record."""
+        service = self._services.get(name)
+        if service is None:
+            raise CallFailed(name, f"service {name!r} is not configured on this worker")
+        location = self._admin.locate(tenant.tenant_id, StorageMode(tenant.storage_mode))
+        key = f"rollout-{request.rollout_id}/pass-{pass_number}/{tenant.tenant_id}/{name}"
+        policy = request.call
+        reason = "no attempt made"
+        for attempt in range(policy.max_attempts):
+            if attempt:
+                delay = policy.initial_interval.total_seconds() * 2 ** (attempt - 1)
+                await asyncio.sleep(min(delay, 5.0))
+            try:
+                response = await signed_call(
+                    self._http,
+                    self._signer,
+                    service,
+                    "POST",
+                    f"/internal/tenants/{tenant.tenant_id}/migrate",
+                    tenant_id=tenant.tenant_id,
+                    location=location,
+                    idempotency_key=key,
+                    timeout=policy.timeout.total_seconds(),
+                )
+            except Unreachable as exc:
+                migration_attempt(activity.metric_meter(), name, Outcome.RETRYABLE.value)
+                reason = str(exc)
+                continue
+            outcome = classify_status(response.status_code)
+            migration_attempt(activity.metric_meter(), name, outcome.value)
+            if outcome is Outcome.SUCCESS:
+                try:
+                    version = str(response.json()["version"])
+                except (ValueError, KeyError, TypeError):
+                    raise CallFailed(
+                        name, f"HTTP {response.status_code} without a version"
+                    ) from None
+                with metadata_failures("migration record"):
+                    await self._tenants.fleet_migration_succeeded(
+                        tenant.tenant_id,
+                        name,
+                        version,
+                        workflow_actor(activity.info().workflow_id or "unknown"),
+                    )
+                return
+            reason = answer_reason(response)
+            if outcome is Outcome.REJECTED:
+                break
+        raise CallFailed(name, summarize(reason))
+
+    @activity.defn(name="set_rollout_status")
+    async def set_rollout_status(self, request: RolloutStatusInput) -> RolloutStatusResult:
+        """Move the rollout to `target` if its status allows it (a concurrent operator's pause
+        or cancel wins: the change is then reported as not applied)."""
+        action = _ACTIONS.get(request.target)
+        with metadata_failures("rollout status"):
+            try:
+                status = await self._rollouts.change_status(
+                    request.rollout_id, request.target, request.actor, action, request.reason
+                )
+            except RolloutStateRefused as refused:
+                return RolloutStatusResult(status=refused.current, applied=False)
+        return RolloutStatusResult(status=status, applied=True)
+
+    @activity.defn(name="set_wave_status")
+    async def set_wave_status(self, request: WaveInput) -> None:
+        """Record where a wave stands."""
+        with metadata_failures("wave status"):
+            await self._rollouts.set_wave(request.rollout_id, request.wave, request.status)
+
+
+# The audit event of each status change.
+_ACTIONS = {
+    RolloutStatus.PAUSED: RolloutAction.PAUSED,
+    RolloutStatus.HALTED: RolloutAction.HALTED,
+    RolloutStatus.SUCCEEDED: RolloutAction.FINISHED,
+    RolloutStatus.FAILED: RolloutAction.FINISHED,
+    RolloutStatus.CANCELLED: RolloutAction.CANCELLED,
+    RolloutStatus.RUNNING: RolloutAction.RESUMED,
+}

@@ -1,0 +1,347 @@
+"""Fleet rollout endpoints: start one, watch it, pause, resume, cancel, retry its failures.
+
+Scopes `rollouts:write` (start, pause, resume, cancel, retry-failed) and `rollouts:read`. The
+rollout's tenants are chosen and written to the database when it is created, in one
+transaction; its `FleetRolloutWorkflow` (`rollout-{id}`, the rollouts' own task queue) then runs
+them. Pause, resume and cancel change the rollout's status in the database (guarded: 409 when
+the status does not allow it) and signal the run to look; the run starts no batch while the
+rollout is not RUNNING.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response, status
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from api.deps import Config, RolloutReader, Rollouts, RolloutWriter, TemporalClient, Workflows
+from api.errors import ApiError, InvalidRequest, ServiceUnavailable, StatusConflict
+from api.guard import GuardedRoute
+from api.routes.common import AUTH_RESPONSES
+from infra.db.rollouts import RolloutMissing, RolloutRepository, RolloutStateRefused
+from tenancy.models import CamelModel
+from tenancy.rollouts import (
+    Rollout,
+    RolloutAction,
+    RolloutRequest,
+    RolloutStatus,
+    RolloutTenant,
+    RolloutTenantStatus,
+    WaveSpec,
+)
+from tenancy.settings import Settings
+from workflows.rollout.contracts import (
+    CANCEL_SIGNAL,
+    PAUSE_SIGNAL,
+    RESUME_SIGNAL,
+    WORKFLOW_NAME,
+    CallPolicy,
+    RolloutInput,
+    RolloutProgress,
+    RolloutSignal,
+    rollout_task_queue,
+    rollout_workflow_id,
+)
+
+rollouts_router = APIRouter(prefix="/api/rollouts", tags=["rollouts"], route_class=GuardedRoute)
+RolloutIdPath = Annotated[str, Path(pattern=r"^[a-f0-9]{12}$", description="The rollout id.")]
+
+
+class RolloutNotFound(ApiError):
+    """No rollout with that id."""
+
+    status = 404
+    title = "Rollout not found"
+    slug = "rollout-not-found"
+
+
+class RolloutList(CamelModel):
+    """Rollouts, newest first."""
+
+    items: list[Rollout]
+
+
+class RolloutTenantPage(CamelModel):
+    """One page of a rollout's tenants in rollout order; pass `nextCursor` back as `cursor`."""
+
+    items: list[RolloutTenant]
+    next_cursor: str | None = None
+
+
+def _resolved(request: RolloutRequest, settings: Settings) -> RolloutRequest:
+    """The request with every default filled in, as it is stored and run."""
+    configured = [s.name for s in settings.downstream_services]
+    services = request.services or configured
+    unknown = [name for name in services if name not in configured]
+    if unknown:
+        message = f"unknown service(s): {', '.join(unknown)}"
+        raise InvalidRequest(
+            f"invalid value for: services ({message})",
+            errors=[{"field": "services", "message": message}],
+        )
+    return request.model_copy(
+        update={
+            "services": list(dict.fromkeys(services)),
+            "waves": request.waves or [WaveSpec(name="all")],
+            "concurrency": request.concurrency or settings.rollout_concurrency,
+            "max_failure_ratio": (
+                request.max_failure_ratio
+                if request.max_failure_ratio is not None
+                else settings.rollout_max_failure_ratio
+            ),
+        }
+    )
+
+
+def _workflow_input(
+    rollout_id: str, request: RolloutRequest, settings: Settings, actor: str
+) -> RolloutInput:
+    assert request.services is not None
+    assert request.waves is not None
+    assert request.concurrency is not None
+    assert request.max_failure_ratio is not None
+    return RolloutInput(
+        rollout_id=rollout_id,
+        services=request.services,
+        waves=len(request.waves),
+        concurrency=request.concurrency,
+        max_failure_ratio=request.max_failure_ratio,
+        pause_after_each_wave=request.pause_after_each_wave,
+        requested_by=actor,
+        call=CallPolicy(
+            max_attempts=settings.migration_max_attempts,
+            initial_interval=settings.migration_initial_interval,
+            timeout=settings.migration_timeout,
+        ),
+    )
+
+
+async def _start(
+    client: TemporalClient, settings: Settings, run: RolloutInput, rollouts: RolloutRepository
+) -> None:
+    try:
+        await client.start_workflow(
+            WORKFLOW_NAME,
+            run,
+            id=rollout_workflow_id(run.rollout_id),
+            task_queue=rollout_task_queue(settings.task_queue),
+            result_type=RolloutProgress,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            # retry-failed runs the same rollout again once its run has closed.
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        raise StatusConflict(
+            f"a run of rollout {run.rollout_id} is already under way", rolloutId=run.rollout_id
+        ) from None
+    except RPCError as exc:
+        # The rollout must not look RUNNING with nothing running it.
+        await rollouts.change_status(
+            run.rollout_id, RolloutStatus.FAILED, "platform", None, "could not start its run"
+        )
+        raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
+
+
+async def _load(rollouts: RolloutRepository, rollout_id: str) -> Rollout:
+    try:
+        return await rollouts.get(rollout_id)
+    except RolloutMissing:
+        raise RolloutNotFound(f"no rollout {rollout_id}") from None
+
+
+@rollouts_router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Rollout,
+    responses={**AUTH_RESPONSES, 422: {"description": "Invalid request or unknown service"}},
+)
+async def start_rollout(
+    principal: RolloutWriter,
+    request: RolloutRequest,
+    response: Response,
+    rollouts: Rollouts,
+    settings: Config,
+    client: TemporalClient,
+) -> Rollout:
+    """Start a rollout: its tenants are chosen now, wave by wave, and run in order."""
+    resolved = _resolved(request, settings)
+    rollout_id = uuid.uuid4().hex[:12]
+    assert resolved.services is not None
+    assert resolved.waves is not None
+    total = await rollouts.create(
+        rollout_id, resolved, resolved.services, resolved.waves, principal.subject
+    )
+    if total == 0:
+        await rollouts.change_status(
+            rollout_id,
+            RolloutStatus.SUCCEEDED,
+            principal.subject,
+            RolloutAction.FINISHED,
+            "no tenant selected",
+        )
+    else:
+        run = _workflow_input(rollout_id, resolved, settings, principal.subject)
+        await _start(client, settings, run, rollouts)
+    response.headers["Location"] = f"/api/rollouts/{rollout_id}"
+    return await _load(rollouts, rollout_id)
+
+
+@rollouts_router.get("", response_model=RolloutList, responses=AUTH_RESPONSES)
+async def list_rollouts(
+    _: RolloutReader,
+    rollouts: Rollouts,
+    rollout_status: Annotated[RolloutStatus | None, Query(alias="status")] = None,
+) -> RolloutList:
+    """The newest 100 rollouts, optionally in one status."""
+    return RolloutList(items=await rollouts.newest(rollout_status))
+
+
+@rollouts_router.get(
+    "/{rollout_id}",
+    response_model=Rollout,
+    responses={**AUTH_RESPONSES, 404: {"description": "No such rollout"}},
+)
+async def get_rollout(_: RolloutReader, rollout_id: RolloutIdPath, rollouts: Rollouts) -> Rollout:
+    """The rollout: status, counts overall and per wave, its first 100 failures."""
+    return await _load(rollouts, rollout_id)
+
+
+@rollouts_router.get(
+    "/{rollout_id}/tenants",
+    response_model=RolloutTenantPage,
+    responses={**AUTH_RESPONSES, 404: {"description": "No such rollout"}},
+)
+async def rollout_tenants(
+    _: RolloutReader,
+    rollout_id: RolloutIdPath,
+    rollouts: Rollouts,
+    tenant_status: Annotated[RolloutTenantStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+) -> RolloutTenantPage:
+    """The rollout's tenants in rollout order, optionally only those with one result."""
+    await _load(rollouts, rollout_id)
+    items, after = await rollouts.tenants(
+        rollout_id, tenant_status, int(cursor) if cursor else None, limit
+    )
+    return RolloutTenantPage(items=items, next_cursor=str(after) if after is not None else None)
+
+
+async def _change(
+    rollouts: RolloutRepository,
+    workflows: Any,
+    rollout_id: str,
+    target: RolloutStatus,
+    action: RolloutAction,
+    signal: str,
+    actor: str,
+) -> Rollout:
+    await _load(rollouts, rollout_id)
+    try:
+        await rollouts.change_status(rollout_id, target, actor, action)
+    except RolloutStateRefused as refused:
+        raise StatusConflict(str(refused), rolloutStatus=refused.current.value) from None
+    await workflows.signal(
+        rollout_workflow_id(rollout_id), signal, RolloutSignal(requested_by=actor)
+    )
+    return await _load(rollouts, rollout_id)
+
+
+_CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **AUTH_RESPONSES,
+    404: {"description": "No such rollout"},
+    409: {"description": "The rollout's status does not allow it"},
+}
+
+
+@rollouts_router.post(
+    "/{rollout_id}/pause",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Rollout,
+    responses=_CHANGE_RESPONSES,
+)
+async def pause_rollout(
+    principal: RolloutWriter, rollout_id: RolloutIdPath, rollouts: Rollouts, workflows: Workflows
+) -> Rollout:
+    """Let calls in flight finish and start no new ones (409 unless RUNNING)."""
+    return await _change(
+        rollouts,
+        workflows,
+        rollout_id,
+        RolloutStatus.PAUSED,
+        RolloutAction.PAUSED,
+        PAUSE_SIGNAL,
+        principal.subject,
+    )
+
+
+@rollouts_router.post(
+    "/{rollout_id}/resume",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Rollout,
+    responses=_CHANGE_RESPONSES,
+)
+async def resume_rollout(
+    principal: RolloutWriter, rollout_id: RolloutIdPath, rollouts: Rollouts, workflows: Workflows
+) -> Rollout:
+    """Go on with the next tenant (409 unless PAUSED or HALTED)."""
+    return await _change(
+        rollouts,
+        workflows,
+        rollout_id,
+        RolloutStatus.RUNNING,
+        RolloutAction.RESUMED,
+        RESUME_SIGNAL,
+        principal.subject,
+    )
+
+
+@rollouts_router.post(
+    "/{rollout_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Rollout,
+    responses=_CHANGE_RESPONSES,
+)
+async def cancel_rollout(
+    principal: RolloutWriter, rollout_id: RolloutIdPath, rollouts: Rollouts, workflows: Workflows
+) -> Rollout:
+    """Stop after the calls in flight; tenants not started stay pending (409 once it ended)."""
+    return await _change(
+        rollouts,
+        workflows,
+        rollout_id,
+        RolloutStatus.CANCELLED,
+        RolloutAction.CANCELLED,
+        CANCEL_SIGNAL,
+        principal.subject,
+    )
+
+
+@rollouts_router.post(
+    "/{rollout_id}/retry-failed",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Rollout,
+    responses=_CHANGE_RESPONSES,
+)
+async def retry_failed(
+    principal: RolloutWriter,
+    rollout_id: RolloutIdPath,
+    rollouts: Rollouts,
+    settings: Config,
+    client: TemporalClient,
+) -> Rollout:
+    """Run only the tenants that failed, as a new pass of the same rollout (409 unless it ended
+    FAILED)."""
+    rollout = await _load(rollouts, rollout_id)
+    try:
+        await rollouts.new_pass(rollout_id, principal.subject)
+    except RolloutStateRefused as refused:
+        raise StatusConflict(str(refused), rolloutStatus=refused.current.value) from None
+    stored = rollout.request
+    run = _workflow_input(rollout_id, stored, settings, principal.subject)
+    await _start(client, settings, run, rollouts)
+    return await _load(rollouts, rollout_id)

@@ -1,0 +1,450 @@
+"""All SQL of fleet rollouts: creating one with its waves materialised in one transaction,
+claiming batches of tenants, recording results, counting, paging, and guarded status changes.
+
+A rollout's tenants are rows (`rollout_tenants`), never a payload: the workflow asks for the next
+batch, the activity claims it here (`FOR UPDATE SKIP LOCKED`), and a retried batch takes back the
+rows it had claimed (same batch number), so no tenant is lost or run twice by one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from tenancy.rollouts import (
+    FINAL_ROLLOUT_STATUSES,
+    Rollout,
+    RolloutAction,
+    RolloutCounts,
+    RolloutFailure,
+    RolloutRequest,
+    RolloutStatus,
+    RolloutTenant,
+    RolloutTenantStatus,
+    WaveSpec,
+    WaveStatus,
+    WaveView,
+)
+from tenancy.status import TenantStatus
+
+MAX_FAILURES_SHOWN = 100
+# Which status a rollout may move to from which: anything else is refused (409 at the API).
+_ROLLOUT_SOURCES: dict[RolloutStatus, frozenset[RolloutStatus]] = {
+    RolloutStatus.PAUSED: frozenset({RolloutStatus.RUNNING}),
+    RolloutStatus.HALTED: frozenset({RolloutStatus.RUNNING}),
+    RolloutStatus.RUNNING: frozenset(
+        {RolloutStatus.PAUSED, RolloutStatus.HALTED, RolloutStatus.FAILED}
+    ),
+    RolloutStatus.CANCELLED: frozenset(
+        {RolloutStatus.RUNNING, RolloutStatus.PAUSED, RolloutStatus.HALTED}
+    ),
+    RolloutStatus.SUCCEEDED: frozenset({RolloutStatus.RUNNING}),
+    RolloutStatus.FAILED: frozenset({RolloutStatus.RUNNING}),
+}
+
+
+class RolloutMissing(Exception):
+    """No rollout with this id."""
+
+
+class RolloutStateRefused(Exception):
+    """The rollout's status does not allow the change."""
+
+    def __init__(self, rollout_id: str, current: RolloutStatus, target: RolloutStatus) -> None:
+        super().__init__(
+            f"rollout {rollout_id} is {current.value}; it cannot become {target.value}"
+        )
+        self.current = current
+        self.target = target
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A tenant claimed for a batch: what its calls need."""
+
+    tenant_id: str
+    tenant_status: TenantStatus
+    storage_mode: str
+
+
+def _counts(rows: Sequence[tuple[str, int]]) -> RolloutCounts:
+    by_status = {RolloutTenantStatus(status): int(n) for status, n in rows}
+    return RolloutCounts(
+        total=sum(by_status.values()),
+        pending=by_status.get(RolloutTenantStatus.PENDING, 0),
+        running=by_status.get(RolloutTenantStatus.RUNNING, 0),
+        succeeded=by_status.get(RolloutTenantStatus.SUCCEEDED, 0),
+        failed=by_status.get(RolloutTenantStatus.FAILED, 0),
+        skipped=by_status.get(RolloutTenantStatus.SKIPPED, 0),
+    )
+
+
+async def _event(
+    conn: AsyncConnection[Any],
+    rollout_id: str,
+    actor: str,
+    action: RolloutAction,
+    reason: str | None = None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO rollout_events (rollout_id, actor, action, reason) VALUES (%s, %s, %s, %s)",
+        (rollout_id, actor, action.value, reason),
+    )
+
+
+class RolloutRepository:
+    """Reads and guarded writes of rollouts."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    async def create(
+        self,
+        rollout_id: str,
+        request: RolloutRequest,
+        services: Sequence[str],
+        waves: Sequence[WaveSpec],
+        created_by: str,
+    ) -> int:
+        """Record the rollout and materialise its waves in one transaction: each wave takes the
+        selected tenants that match its filter and no earlier wave took, oldest first, the first
+        `size` of them when it has one. Returns how many tenants the rollout takes."""
+        selector = request.selector
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                """
+                INSERT INTO rollouts (id, status, services, request, created_by)
+                VALUES (%s, %s, %s, %s, %s)
+                """,
+                (
+                    rollout_id,
+                    RolloutStatus.RUNNING.value,
+                    list(services),
+                    Jsonb(request.model_dump(mode="json", by_alias=True)),
+                    created_by,
+                ),
+            )
+            total = 0
+            for position, wave in enumerate(waves):
+                await conn.execute(
+                    """
+                    INSERT INTO rollout_waves (rollout_id, position, name, status)
+                    VALUES (%s, %s, %s, %s)
+                    """,
+                    (rollout_id, position, wave.name, WaveStatus.PENDING.value),
+                )
+                cur = await conn.execute(
+                    """
+                    INSERT INTO rollout_tenants (rollout_id, tenant_id, wave, position, status)
+                    SELECT %(rollout)s, t.id, %(wave)s,
+                           %(offset)s + row_number() OVER (ORDER BY t.created_at, t.id),
+                           'PENDING'
+                    FROM (
+                        SELECT t.id, t.created_at FROM tenants t
+                        WHERE t.status = ANY(%(statuses)s)
+                          AND t.status <> ALL(%(never)s)
+                          AND (%(tiers)s::text[] IS NULL OR t.sla_tier = ANY(%(tiers)s))
+                          AND (%(ids)s::text[] IS NULL OR t.id = ANY(%(ids)s))
+                          AND (%(wave_tiers)s::text[] IS NULL OR t.sla_tier = ANY(%(wave_tiers)s))
+                          AND (%(wave_ids)s::text[] IS NULL OR t.id = ANY(%(wave_ids)s))
+                          AND NOT EXISTS (
+                              SELECT 1 FROM rollout_tenants r
+                              WHERE r.rollout_id = %(rollout)s AND r.tenant_id = t.id)
+                        ORDER BY t.created_at, t.id
+                        LIMIT %(size)s
+                    ) t
+                    """,
+                    {
+                        "rollout": rollout_id,
+                        "wave": position,
+                        "offset": total,
+                        "statuses": [s.value for s in selector.status],
+                        "never": [
+                            TenantStatus.DELETION_SCHEDULED.value,
+                            TenantStatus.DELETING.value,
+                            TenantStatus.DELETION_ERROR.value,
+                            TenantStatus.DELETED.value,
+                        ],
+                        "tiers": [t.value for t in selector.sla_tier]
+                        if selector.sla_tier
+                        else None,
+                        "ids": selector.tenant_ids,
+                        "wave_tiers": [t.value for t in wave.sla_tier] if wave.sla_tier else None,
+                        "wave_ids": wave.tenant_ids,
+                        "size": wave.size,
+                    },
+                )
+                total += cur.rowcount
+            await _event(conn, rollout_id, created_by, RolloutAction.STARTED, f"{total} tenants")
+        return total
+
+    async def get(self, rollout_id: str) -> Rollout:
+        """The rollout with its counts per wave and its first failures."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                """
+                SELECT id, status, status_reason, services, request, created_by, created_at,
+                       updated_at, pass AS pass_number
+                FROM rollouts WHERE id = %s
+                """,
+                (rollout_id,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise RolloutMissing(rollout_id)
+            await cur.execute(
+                """
+                SELECT w.position, w.name, w.status, t.status AS tenant_status, count(t.*) AS n
+                FROM rollout_waves w
+                LEFT JOIN rollout_tenants t
+                  ON t.rollout_id = w.rollout_id AND t.wave = w.position
+                WHERE w.rollout_id = %s
+                GROUP BY w.position, w.name, w.status, t.status
+                ORDER BY w.position
+                """,
+                (rollout_id,),
+            )
+            grouped: dict[int, tuple[str, str, list[tuple[str, int]]]] = {}
+            for wave in await cur.fetchall():
+                _, _, counts = grouped.setdefault(
+                    wave["position"], (wave["name"], wave["status"], [])
+                )
+                if wave["tenant_status"] is not None:
+                    counts.append((wave["tenant_status"], wave["n"]))
+            await cur.execute(
+                """
+                SELECT tenant_id, service, error FROM rollout_tenants
+                WHERE rollout_id = %s AND status = 'FAILED'
+                ORDER BY position LIMIT %s
+                """,
+                (rollout_id, MAX_FAILURES_SHOWN),
+            )
+            failures = [RolloutFailure(**f) for f in await cur.fetchall()]
+        waves = [
+            WaveView(name=name, status=WaveStatus(status), counts=_counts(counts))
+            for _, (name, status, counts) in sorted(grouped.items())
+        ]
+        everything = [pair for _, (_, _, counts) in grouped.items() for pair in counts]
+        totals: dict[str, int] = {}
+        for status, n in everything:
+            totals[status] = totals.get(status, 0) + n
+        return Rollout(
+            **row,
+            counts=_counts(list(totals.items())),
+            waves=waves,
+            failures=failures,
+        )
+
+    async def newest(self, status: RolloutStatus | None = None, limit: int = 100) -> list[Rollout]:
+        """The newest rollouts first, optionally in one status."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT id FROM rollouts WHERE %(status)s::text IS NULL OR status = %(status)s
+                ORDER BY created_at DESC, id LIMIT %(limit)s
+                """,
+                {"status": status.value if status else None, "limit": limit},
+            )
+            ids = [r[0] for r in await cur.fetchall()]
+        return [await self.get(rollout_id) for rollout_id in ids]
+
+    async def tenants(
+        self,
+        rollout_id: str,
+        status: RolloutTenantStatus | None,
+        after: int | None,
+        limit: int,
+    ) -> tuple[list[RolloutTenant], int | None]:
+        """A page of the rollout's tenants in rollout order, and the position to continue after."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                """
+                SELECT t.position, t.tenant_id, w.name AS wave, t.status, t.service, t.error,
+                       t.updated_at
+                FROM rollout_tenants t
+                JOIN rollout_waves w ON w.rollout_id = t.rollout_id AND w.position = t.wave
+                WHERE t.rollout_id = %(rollout)s
+                  AND (%(status)s::text IS NULL OR t.status = %(status)s)
+                  AND (%(after)s::bigint IS NULL OR t.position > %(after)s)
+                ORDER BY t.position LIMIT %(limit)s
+                """,
+                {
+                    "rollout": rollout_id,
+                    "status": status.value if status else None,
+                    "after": after,
+                    "limit": limit + 1,
+                },
+            )
+            rows = await cur.fetchall()
+        shown = rows[:limit]
+        next_after = shown[-1]["position"] if len(rows) > limit else None
+        return [
+            RolloutTenant(**{k: v for k, v in r.items() if k != "position"}) for r in shown
+        ], next_after
+
+    async def change_status(
+        self,
+        rollout_id: str,
+        target: RolloutStatus,
+        actor: str,
+        action: RolloutAction | None,
+        reason: str | None = None,
+    ) -> RolloutStatus:
+        """Move the rollout to `target` from an allowed status, with its audit event; a repeat
+        is a no-op. `RolloutStateRefused` otherwise."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT status FROM rollouts WHERE id = %s FOR UPDATE", (rollout_id,)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise RolloutMissing(rollout_id)
+            current = RolloutStatus(row[0])
+            if current is target:
+                return current
+            if current not in _ROLLOUT_SOURCES[target]:
+                raise RolloutStateRefused(rollout_id, current, target)
+            await conn.execute(
+                """
+                UPDATE rollouts SET status = %s, status_reason = %s,
+                                    updated_at = clock_timestamp()
+                WHERE id = %s
+                """,
+                (target.value, reason, rollout_id),
+            )
+            if action is not None:
+                await _event(conn, rollout_id, actor, action, reason)
+        return target
+
+    async def status(self, rollout_id: str) -> RolloutStatus:
+        """The rollout's status."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT status FROM rollouts WHERE id = %s", (rollout_id,))
+            row = await cur.fetchone()
+        if row is None:
+            raise RolloutMissing(rollout_id)
+        return RolloutStatus(row[0])
+
+    async def set_wave(self, rollout_id: str, wave: int, status: WaveStatus) -> None:
+        """Record where a wave stands."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE rollout_waves SET status = %s WHERE rollout_id = %s AND position = %s",
+                (status.value, rollout_id, wave),
+            )
+
+    async def wave_counts(self, rollout_id: str, wave: int) -> RolloutCounts:
+        """The wave's tenants by result."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT status, count(*) FROM rollout_tenants
+                WHERE rollout_id = %s AND wave = %s GROUP BY status
+                """,
+                (rollout_id, wave),
+            )
+            return _counts(await cur.fetchall())
+
+    async def claim(self, rollout_id: str, wave: int, batch: int, limit: int) -> list[Claimed]:
+        """Claim up to `limit` pending tenants of the wave for `batch`, oldest position first; a
+        retried batch gets back the rows it claimed and did not finish."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                """
+                UPDATE rollout_tenants r SET status = 'RUNNING', batch = %(batch)s,
+                                             updated_at = clock_timestamp()
+                FROM (
+                    SELECT tenant_id FROM rollout_tenants
+                    WHERE rollout_id = %(rollout)s AND wave = %(wave)s
+                      AND (status = 'PENDING' OR (status = 'RUNNING' AND batch = %(batch)s))
+                    ORDER BY position LIMIT %(limit)s
+                    FOR UPDATE SKIP LOCKED
+                ) picked, tenants t
+                WHERE r.rollout_id = %(rollout)s AND r.tenant_id = picked.tenant_id
+                  AND t.id = r.tenant_id
+                RETURNING r.tenant_id, t.status, t.storage_mode, r.position
+                """,
+                {"rollout": rollout_id, "wave": wave, "batch": batch, "limit": limit},
+            )
+            rows = sorted(await cur.fetchall(), key=lambda r: r[3])
+        return [Claimed(r[0], TenantStatus(r[1]), r[2]) for r in rows]
+
+    async def finish_tenant(
+        self,
+        rollout_id: str,
+        tenant_id: str,
+        status: RolloutTenantStatus,
+        service: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record a tenant's result in the rollout."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                """
+                UPDATE rollout_tenants SET status = %s, service = %s, error = %s,
+                                           updated_at = clock_timestamp()
+                WHERE rollout_id = %s AND tenant_id = %s
+                """,
+                (status.value, service, error, rollout_id, tenant_id),
+            )
+
+    async def new_pass(self, rollout_id: str, actor: str) -> int:
+        """retry-failed: a new pass of a finished rollout over its FAILED tenants only; returns
+        how many. `RolloutStateRefused` unless the rollout ended FAILED."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT status FROM rollouts WHERE id = %s FOR UPDATE", (rollout_id,)
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise RolloutMissing(rollout_id)
+            current = RolloutStatus(row[0])
+            if current is not RolloutStatus.FAILED:
+                raise RolloutStateRefused(rollout_id, current, RolloutStatus.RUNNING)
+            cur = await conn.execute(
+                """
+                UPDATE rollout_tenants SET status = 'PENDING', pass = pass + 1, batch = NULL,
+                                           service = NULL, error = NULL
+                WHERE rollout_id = %s AND status = 'FAILED'
+                """,
+                (rollout_id,),
+            )
+            again = cur.rowcount
+            await conn.execute(
+                """
+                UPDATE rollout_waves SET status = 'PENDING' WHERE rollout_id = %s AND position IN
+                    (SELECT DISTINCT wave FROM rollout_tenants
+                     WHERE rollout_id = %s AND status = 'PENDING')
+                """,
+                (rollout_id, rollout_id),
+            )
+            await conn.execute(
+                """
+                UPDATE rollouts SET status = 'RUNNING', status_reason = NULL, pass = pass + 1,
+                                    updated_at = clock_timestamp()
+                WHERE id = %s
+                """,
+                (rollout_id,),
+            )
+            await _event(conn, rollout_id, actor, RolloutAction.RETRIED, f"{again} tenants")
+        return int(again)
+
+    async def pass_number(self, rollout_id: str) -> int:
+        """The rollout's current pass."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT pass FROM rollouts WHERE id = %s", (rollout_id,))
+            row = await cur.fetchone()
+        if row is None:
+            raise RolloutMissing(rollout_id)
+        return int(row[0] or 1)
+
+
+def is_final(status: RolloutStatus) -> bool:
+    """True once a rollout ended (a FAILED one may still get a retry-failed pass)."""
+    return status in FINAL_ROLLOUT_STATUSES

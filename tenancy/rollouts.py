@@ -1,0 +1,173 @@
+"""Fleet rollouts, the domain: what a rollout request says, the statuses of a rollout, its waves
+and its tenants, and what the API shows of one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import ConfigDict, Field, StringConstraints
+
+from tenancy.models import TENANT_ID_PATTERN, CamelModel, SlaTier
+from tenancy.status import TenantStatus
+
+WAVE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$"
+# Halting is decided once this many tenants of a wave finished (or the whole wave, if smaller).
+HALT_MIN_FINISHED = 10
+
+
+class RolloutStatus(StrEnum):
+    """Lifecycle of a rollout."""
+
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    HALTED = "HALTED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+FINAL_ROLLOUT_STATUSES = frozenset(
+    {RolloutStatus.SUCCEEDED, RolloutStatus.FAILED, RolloutStatus.CANCELLED}
+)
+
+
+class WaveStatus(StrEnum):
+    """Where one wave stands."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class RolloutTenantStatus(StrEnum):
+    """One tenant's result in a rollout."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+class RolloutAction(StrEnum):
+    """What a rollout's audit event records."""
+
+    STARTED = "ROLLOUT_STARTED"
+    PAUSED = "ROLLOUT_PAUSED"
+    RESUMED = "ROLLOUT_RESUMED"
+    HALTED = "ROLLOUT_HALTED"
+    CANCELLED = "ROLLOUT_CANCELLED"
+    FINISHED = "ROLLOUT_FINISHED"
+    RETRIED = "ROLLOUT_RETRIED"
+
+
+TenantIdItem = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN)]
+
+
+class Selector(CamelModel):
+    """Which tenants a rollout takes: every filter given must match (default: ACTIVE ones)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: list[TenantStatus] = Field(default_factory=lambda: [TenantStatus.ACTIVE])
+    sla_tier: list[SlaTier] | None = None
+    tenant_ids: list[TenantIdItem] | None = Field(default=None, max_length=10_000)
+
+
+class WaveSpec(CamelModel):
+    """One wave: the tenants that match its filter and no earlier wave took, the first `size`
+    of them in a stable order when a size is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(pattern=WAVE_NAME_PATTERN)]
+    size: int | None = Field(default=None, ge=1)
+    sla_tier: list[SlaTier] | None = None
+    tenant_ids: list[TenantIdItem] | None = Field(default=None, max_length=10_000)
+
+
+class RolloutRequest(CamelModel):
+    """Body of `POST /api/rollouts`; unset fields take the documented defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    services: list[str] | None = Field(default=None, min_length=1)
+    selector: Selector = Field(default_factory=Selector)
+    waves: list[WaveSpec] | None = Field(default=None, min_length=1, max_length=20)
+    concurrency: int | None = Field(default=None, ge=1, le=256)
+    max_failure_ratio: float | None = Field(default=None, ge=0, le=1)
+    pause_after_each_wave: bool = False
+
+
+class RolloutCounts(CamelModel):
+    """Tenants of a rollout (or a wave) by their result."""
+
+    total: int = 0
+    pending: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Tenants that have a result."""
+        return self.succeeded + self.failed + self.skipped
+
+
+class WaveView(CamelModel):
+    """One wave as the API shows it."""
+
+    name: str
+    status: WaveStatus
+    counts: RolloutCounts
+
+
+class RolloutFailure(CamelModel):
+    """One tenant that failed, with the service that failed it."""
+
+    tenant_id: str
+    service: str | None = None
+    error: str | None = None
+
+
+class Rollout(CamelModel):
+    """A rollout as the API shows it."""
+
+    id: str
+    status: RolloutStatus
+    status_reason: str | None = None
+    services: list[str]
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    request: RolloutRequest
+    counts: RolloutCounts
+    waves: list[WaveView]
+    failures: list[RolloutFailure]
+    # 1, then one more for each retry-failed.
+    pass_number: int = 1
+
+
+class RolloutTenant(CamelModel):
+    """One tenant's row in a rollout."""
+
+    tenant_id: str
+    wave: str
+    status: RolloutTenantStatus
+    service: str | None = None
+    error: str | None = None
+    updated_at: datetime
+
+
+def halts(counts: RolloutCounts, wave_size: int, max_failure_ratio: float) -> bool:
+    """Whether a wave's failures stop the rollout: its failed/finished ratio exceeds the limit,
+    counted once at least min(10, wave size) of its tenants finished."""
+    done = counts.succeeded + counts.failed
+    if done == 0 or done < min(HALT_MIN_FINISHED, wave_size):
+        return False
+    return counts.failed / done > max_failure_ratio
