@@ -38,7 +38,13 @@ import psycopg
 from pydantic import Field
 from temporalio.client import Client
 
-from api.auth import DELETE_SCOPE, READ_SCOPE, WRITE_SCOPE
+from api.auth import (
+    DELETE_SCOPE,
+    READ_SCOPE,
+    ROLLOUTS_READ_SCOPE,
+    ROLLOUTS_WRITE_SCOPE,
+    WRITE_SCOPE,
+)
 from devstack.postgres import EmbeddedPostgres
 from devstack.roles import Layout, Login, apply_layout, login_url, service_role
 from devstack.supervisor import DevStackError, Interrupted, Stack
@@ -328,7 +334,8 @@ def start_stack(stack: Stack, plan: Plan) -> None:
 
 @dataclass(frozen=True)
 class DevTokens:
-    """The banner's tokens: an operator's (read, write and delete) and a viewer's (read only)."""
+    """The banner's tokens: an operator's (tenants: read, write, delete; rollouts: read, write)
+    and a viewer's (tenants: read only)."""
 
     operator: str
     viewer: str
@@ -344,7 +351,13 @@ def dev_tokens(plan: Plan) -> DevTokens | None:
         operator=mint(
             key,
             subject="operator",
-            scopes=[WRITE_SCOPE, READ_SCOPE, DELETE_SCOPE],
+            scopes=[
+                WRITE_SCOPE,
+                READ_SCOPE,
+                DELETE_SCOPE,
+                ROLLOUTS_WRITE_SCOPE,
+                ROLLOUTS_READ_SCOPE,
+            ],
             audience=audience,
             ttl=BANNER_TOKEN_TTL,
         ),
@@ -373,8 +386,8 @@ def banner(plan: Plan, tokens: DevTokens | None) -> str:
     else:
         auth = [
             "The API trusts your identity provider: put one of its tokens in TOKEN",
-            f"(scopes {WRITE_SCOPE} {READ_SCOPE} {DELETE_SCOPE}) and one with {READ_SCOPE} in "
-            "READ_TOKEN.",
+            f"(scopes {WRITE_SCOPE} {READ_SCOPE} {DELETE_SCOPE} {ROLLOUTS_WRITE_SCOPE} "
+            f"{ROLLOUTS_READ_SCOPE}) and one with {READ_SCOPE} in READ_TOKEN.",
         ]
     bearer = '-H "Authorization: Bearer $TOKEN"'
     lines = [

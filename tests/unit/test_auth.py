@@ -629,7 +629,10 @@ async def test_make_dev_banner_hands_out_working_tokens(tmp_path: Path) -> None:
     operator = await verifier.verify(minted.operator)
     viewer = await verifier.verify(minted.viewer)
     assert operator == Principal(
-        "operator", frozenset({"tenants:write", "tenants:read", "tenants:delete"})
+        "operator",
+        frozenset(
+            {"tenants:write", "tenants:read", "tenants:delete", "rollouts:write", "rollouts:read"}
+        ),
     )
     assert viewer == Principal("viewer", frozenset({"tenants:read"}))
     payload = jwt.decode(minted.operator, options={"verify_signature": False})
