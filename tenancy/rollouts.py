@@ -164,6 +164,16 @@ class RolloutTenant(CamelModel):
     updated_at: datetime
 
 
+class RolloutEvent(CamelModel):
+    """One entry of a rollout's audit trail."""
+
+    id: int
+    occurred_at: datetime
+    actor: str
+    action: RolloutAction
+    reason: str | None = None
+
+
 def halts(counts: RolloutCounts, wave_size: int, max_failure_ratio: float) -> bool:
     """Whether a wave's failures stop the rollout: its failed/finished ratio exceeds the limit,
     counted once at least min(10, wave size) of its tenants finished."""

@@ -27,6 +27,7 @@ from tenancy.models import CamelModel
 from tenancy.rollouts import (
     Rollout,
     RolloutAction,
+    RolloutEvent,
     RolloutRequest,
     RolloutStatus,
     RolloutTenant,
@@ -63,6 +64,12 @@ class RolloutList(CamelModel):
     """Rollouts, newest first."""
 
     items: list[Rollout]
+
+
+class RolloutEvents(CamelModel):
+    """A rollout's audit trail, oldest first."""
+
+    items: list[RolloutEvent]
 
 
 class RolloutTenantPage(CamelModel):
@@ -229,6 +236,19 @@ async def rollout_tenants(
         rollout_id, tenant_status, int(cursor) if cursor else None, limit
     )
     return RolloutTenantPage(items=items, next_cursor=str(after) if after is not None else None)
+
+
+@rollouts_router.get(
+    "/{rollout_id}/events",
+    response_model=RolloutEvents,
+    responses={**AUTH_RESPONSES, 404: {"description": "No such rollout"}},
+)
+async def rollout_events(
+    _: RolloutReader, rollout_id: RolloutIdPath, rollouts: Rollouts
+) -> RolloutEvents:
+    """Who started, paused, resumed, halted, cancelled or retried the rollout, and its end."""
+    await _load(rollouts, rollout_id)
+    return RolloutEvents(items=await rollouts.events(rollout_id))
 
 
 async def _change(

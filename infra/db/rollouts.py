@@ -22,6 +22,7 @@ from tenancy.rollouts import (
     Rollout,
     RolloutAction,
     RolloutCounts,
+    RolloutEvent,
     RolloutFailure,
     RolloutRequest,
     RolloutStatus,
@@ -287,6 +288,18 @@ class RolloutRepository:
         return [
             RolloutTenant(**{k: v for k, v in r.items() if k != "position"}) for r in shown
         ], next_after
+
+    async def events(self, rollout_id: str) -> list[RolloutEvent]:
+        """The rollout's audit trail, oldest first."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                """
+                SELECT id, occurred_at, actor, action, reason FROM rollout_events
+                WHERE rollout_id = %s ORDER BY id
+                """,
+                (rollout_id,),
+            )
+            return [RolloutEvent(**row) for row in await cur.fetchall()]
 
     async def change_status(
         self,

@@ -73,6 +73,7 @@ async def test_a_rollout_brings_every_selected_tenant_to_the_new_version_in_wave
             assert rollout["counts"]["total"] == 12
             done = await wait_rollout(api, rollout["id"], "SUCCEEDED", "FAILED")
             versions = (await api.get(f"/api/services/{svc}/versions")).json()
+            audit = (await api.get(f"/api/rollouts/{rollout['id']}/events")).json()["items"]
             page = (
                 await api.get(f"/api/rollouts/{rollout['id']}/tenants", params={"limit": 5})
             ).json()
@@ -91,6 +92,10 @@ async def test_a_rollout_brings_every_selected_tenant_to_the_new_version_in_wave
         ("rest", "SUCCEEDED", 10),
     ]
     assert versions["versions"] == {"v2": 12}
+    assert [(e["action"], e["actor"]) for e in audit] == [
+        ("ROLLOUT_STARTED", "rita"),
+        ("ROLLOUT_FINISHED", f"workflow:rollout-{rollout['id']}"),
+    ]
     assert [t["tenantId"] for t in page["items"]] == ids[:5]
     assert page["nextCursor"] is not None
     # The canary's tenants were called before any of the rest.
