@@ -1,7 +1,7 @@
 """Activities of fleet rollouts: run one batch of tenants (claim, call each selected service
 with bounded concurrency, record), and the rollout's and its waves' status changes.
 
-A batch heartbeats after every tenant, so a lost worker shows in seconds; its retry claims back
+A batch heartbeats every two seconds while it runs, so a lost worker shows in seconds; its retry claims back
 the rows it had claimed (same batch number) and calls them again under the same idempotency key
 (`rollout-{id}/pass-{n}/{tenant}/{service}`), which the services answer without applying twice.
 """
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from datetime import timedelta
 
 import httpx
 from temporalio import activity
 
 from activities.bookkeeping import metadata_failures
 from activities.downstream import Outcome, Unreachable, answer_reason, classify_status, signed_call
+from activities.storage import heartbeating
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import Claimed, RolloutRepository, RolloutStateRefused
 from infra.db.storage import StorageAdmin
@@ -34,6 +36,8 @@ from workflows.rollout.contracts import (
     RolloutStatusResult,
     WaveInput,
 )
+
+HEARTBEAT_INTERVAL = timedelta(seconds=2)
 
 
 class CallFailed(Exception):
@@ -78,16 +82,15 @@ class RolloutActivities:
                 )
             pass_number = await self._rollouts.pass_number(request.rollout_id)
         slots = asyncio.Semaphore(request.concurrency)
-        done = 0
 
         async def one(tenant: Claimed) -> None:
-            nonlocal done
             async with slots:
                 await self._tenant(request, tenant, pass_number)
-            done += 1
-            activity.heartbeat(done)
 
-        await asyncio.gather(*(one(tenant) for tenant in claimed))
+        # A steady heartbeat, not one per tenant: a tenant's calls may take minutes, a lost
+        # worker must show in seconds.
+        async with heartbeating(HEARTBEAT_INTERVAL):
+            await asyncio.gather(*(one(tenant) for tenant in claimed))
         with metadata_failures("rollout counts"):
             counts = await self._rollouts.wave_counts(request.rollout_id, request.wave)
             status = await self._rollouts.status(request.rollout_id)

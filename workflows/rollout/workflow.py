@@ -47,11 +47,11 @@ _STATUS_WRITE = ActivityOptions(
 
 def _batch_options(request: RolloutInput) -> ActivityOptions:
     # A batch runs its tenants' calls (each bounded by the call timeout, retried a few times)
-    # with at most `concurrency` at once; it heartbeats after every tenant.
+    # with at most `concurrency` at once; it heartbeats every two seconds.
     per_tenant = (request.call.timeout + timedelta(seconds=5)) * request.call.max_attempts
     return ActivityOptions(
         start_to_close=per_tenant * BATCH_FACTOR * len(request.services) + timedelta(minutes=1),
-        heartbeat=request.call.timeout * request.call.max_attempts + timedelta(seconds=30),
+        heartbeat=timedelta(seconds=10),
         retry=RetryPolicy(
             initial_interval=timedelta(seconds=1),
             backoff_coefficient=2.0,
