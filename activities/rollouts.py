@@ -1,9 +1,10 @@
 """Activities of fleet rollouts: run one batch of tenants (claim, call each selected service
 with bounded concurrency, record), and the rollout's and its waves' status changes.
 
-A batch heartbeats every two seconds while it runs, so a lost worker shows in seconds; its retry claims back
-the rows it had claimed (same batch number) and calls them again under the same idempotency key
-(`rollout-{id}/pass-{n}/{tenant}/{service}`), which the services answer without applying twice.
+A batch heartbeats every two seconds while it runs, so a lost worker shows in seconds; its retry
+claims back the rows it had claimed (same batch number) and calls them again under the same
+idempotency key (`rollout-{id}/pass-{n}/{tenant}/{service}`), which the services answer without
+applying twice.
 """
 
 from __future__ import annotations
