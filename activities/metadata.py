@@ -101,5 +101,5 @@ class MetadataActivities:
         """Append an operator's action (a retry the workflow took) to the audit trail."""
         with metadata_failures("record_event"):
             await self._tenants.record_event(
-                request.tenant_id, request.actor, request.action, request.reason
+                request.tenant_id, request.actor, request.action, request.reason, request.key
             )

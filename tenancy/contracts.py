@@ -111,12 +111,14 @@ class MigrationFailedInput(CamelModel):
 
 
 class RecordEventInput(CamelModel):
-    """Argument of `record_event`: an operator's action, written to the audit trail."""
+    """Argument of `record_event`: an operator's action, written to the audit trail once per
+    `key` (a local activity runs again when its workflow task is retried)."""
 
     tenant_id: str
     actor: str
     action: EventAction
     reason: str | None = None
+    key: str | None = None
 
 
 class StopProvisioningInput(CamelModel):

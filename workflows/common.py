@@ -116,11 +116,19 @@ async def record_retry_request(
     tenant_id: str, actor: str, operation: str, options: ActivityOptions = METADATA_WRITE
 ) -> None:
     """Write the RETRY_REQUESTED event of a retry a waiting run takes (`operation`, such as
-    retry-migration), before the run acts on it."""
+    retry-migration), before the run acts on it: once per update, however often the local
+    activity runs (it runs again when a workflow task times out under load)."""
+    info = workflow.info()
+    update = workflow.current_update_info()
+    key = f"{info.workflow_id}/{info.run_id}/{update.id}" if update is not None else None
     await run_activity(
         MetadataActivities.record_event,
         RecordEventInput(
-            tenant_id=tenant_id, actor=actor, action=EventAction.RETRY_REQUESTED, reason=operation
+            tenant_id=tenant_id,
+            actor=actor,
+            action=EventAction.RETRY_REQUESTED,
+            reason=operation,
+            key=key,
         ),
         options,
     )

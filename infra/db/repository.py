@@ -87,11 +87,15 @@ async def append_event(
     old: TenantStatus | None = None,
     new: TenantStatus | None = None,
     reason: str | None = None,
+    key: str | None = None,
 ) -> None:
+    """Append one audit event; with a `key`, only the first event of that key is written."""
     await conn.execute(
         """
-        INSERT INTO tenant_events (tenant_id, actor, action, old_status, new_status, reason)
-        VALUES (%s, %s, %s, %s, %s, %s)
+        INSERT INTO tenant_events
+            (tenant_id, actor, action, old_status, new_status, reason, event_key)
+        VALUES (%s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (event_key) WHERE event_key IS NOT NULL DO NOTHING
         """,
         (
             tenant_id,
@@ -100,6 +104,7 @@ async def append_event(
             old.value if old else None,
             new.value if new else None,
             reason,
+            key,
         ),
     )
 
@@ -346,11 +351,17 @@ class TenantRepository:
         return {status: counts.get(status, 0) for status in TenantStatus}
 
     async def record_event(
-        self, tenant_id: str, actor: str, action: EventAction, reason: str | None = None
+        self,
+        tenant_id: str,
+        actor: str,
+        action: EventAction,
+        reason: str | None = None,
+        key: str | None = None,
     ) -> None:
-        """Append an operator action (e.g. a retry request) to the audit trail."""
+        """Append an operator action (e.g. a retry request) to the audit trail; with a `key`
+        (a step that may run again), once per key."""
         async with self._pool.connection() as conn:
-            await append_event(conn, tenant_id, actor, action, reason=reason)
+            await append_event(conn, tenant_id, actor, action, reason=reason, key=key)
 
     async def events(self, tenant_id: str) -> list[TenantEvent]:
         """The tenant's audit trail, oldest first."""

@@ -111,7 +111,7 @@ def _env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
     }
     env["PLATFORM_DEV_DATA_DIR"] = str(data_dir)
     env["PLATFORM_API_PORT"] = str(ports["api"])
-    for name in ("postgres", "temporal", "temporal_ui", "backend", "auth"):
+    for name in ("postgres", "temporal", "temporal_ui", "backend", "auth", "worker_metrics"):
         env[f"PLATFORM_DEV_{name.upper()}_PORT"] = str(ports[name])
     return env
 
@@ -210,7 +210,16 @@ def _offboard(
 def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -> None:
     ports = {
         name: free_port()
-        for name in ("api", "postgres", "temporal", "temporal_ui", "backend", "auth")
+        # Every port its own, so a `make dev` running on this machine does not collide.
+        for name in (
+            "api",
+            "postgres",
+            "temporal",
+            "temporal_ui",
+            "backend",
+            "auth",
+            "worker_metrics",
+        )
     }
     data_dir = tmp_path / "devdata"
     run_dir = data_dir / "run"
