@@ -1,7 +1,7 @@
 -- Fleet rollouts: a rollout, its waves and one row per tenant it takes, materialised at start in
 -- a stable order, so no workflow payload ever holds the fleet; its audit trail; and a tenant event
 -- for each version a rollout applies.
--- depends: 0006_tenant_deletion
+-- depends: 0007_event_keys
 
 CREATE TABLE rollouts (
     id            text PRIMARY KEY,
