@@ -83,6 +83,11 @@ class RolloutActivities:
         async def one(tenant: Claimed) -> None:
             nonlocal done
             async with slots:
+                # A pause, halt or cancel since the claim starts no new tenant's calls.
+                with metadata_failures("rollout status"):
+                    if await self._rollouts.status(request.rollout_id) is not RolloutStatus.RUNNING:
+                        await self._rollouts.release(request.rollout_id, tenant.tenant_id)
+                        return
                 await self._tenant(request, tenant, pass_number)
             done += 1
             activity.heartbeat(done)
