@@ -108,6 +108,7 @@ def _workflow_input(
         rollout_id=rollout_id,
         services=request.services,
         waves=len(request.waves),
+        wave_names=[wave.name for wave in request.waves],
         concurrency=request.concurrency,
         max_failure_ratio=request.max_failure_ratio,
         pause_after_each_wave=request.pause_after_each_wave,

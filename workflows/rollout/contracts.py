@@ -42,6 +42,8 @@ class RolloutInput(CamelModel):
     rollout_id: str
     services: list[str]
     waves: int
+    # The waves' names, in order, for the reasons the rollout shows (empty: their positions).
+    wave_names: list[str] = Field(default_factory=list)
     concurrency: int
     max_failure_ratio: float
     pause_after_each_wave: bool = False

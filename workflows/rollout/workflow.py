@@ -92,7 +92,9 @@ class FleetRolloutWorkflow:
             self._progress.wave += 1
             self._halt_baseline = None
             if request.pause_after_each_wave and self._progress.wave < request.waves:
-                await self._status(RolloutStatus.PAUSED, f"wave {wave} done; resume to go on")
+                await self._status(
+                    RolloutStatus.PAUSED, f"wave {self._wave_name(wave)} done; resume to go on"
+                )
                 if not await self._wait_while_stopped():
                     return await self._end_cancelled(self._progress.wave)
         failed = sum(c.failed for c in self._progress.waves.values())
@@ -163,7 +165,7 @@ class FleetRolloutWorkflow:
                 failed = result.counts.failed - (self._halt_baseline or RolloutCounts()).failed
                 await self._status(
                     RolloutStatus.HALTED,
-                    f"wave {wave}: {failed} failed, over maxFailureRatio "
+                    f"wave {self._wave_name(wave)}: {failed} failed, over maxFailureRatio "
                     f"{request.max_failure_ratio}",
                 )
                 if not await self._wait_while_stopped():
@@ -172,6 +174,10 @@ class FleetRolloutWorkflow:
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._continuation(wave))
+
+    def _wave_name(self, wave: int) -> str:
+        names = self._request.wave_names
+        return names[wave] if wave < len(names) else str(wave)
 
     def _halting(self, counts: RolloutCounts) -> bool:
         base = self._halt_baseline or RolloutCounts()
