@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from dataclasses import replace
 
 import httpx
 from temporalio import activity
@@ -83,12 +84,16 @@ class RolloutActivities:
         async def one(tenant: Claimed) -> None:
             nonlocal done
             async with slots:
-                # A pause, halt or cancel since the claim starts no new tenant's calls.
+                # A pause, halt or cancel since the claim starts no new tenant's calls, and a
+                # deletion asked since the claim skips the tenant.
                 with metadata_failures("rollout status"):
-                    if await self._rollouts.status(request.rollout_id) is not RolloutStatus.RUNNING:
+                    rollout, current = await self._rollouts.standing(
+                        request.rollout_id, tenant.tenant_id
+                    )
+                    if rollout is not RolloutStatus.RUNNING:
                         await self._rollouts.release(request.rollout_id, tenant.tenant_id)
                         return
-                await self._tenant(request, tenant, pass_number)
+                await self._tenant(request, replace(tenant, tenant_status=current), pass_number)
             done += 1
             activity.heartbeat(done)
 

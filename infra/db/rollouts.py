@@ -378,6 +378,21 @@ class RolloutRepository:
             rows = sorted(await cur.fetchall(), key=lambda r: r[3])
         return [Claimed(r[0], TenantStatus(r[1]), r[2]) for r in rows]
 
+    async def standing(self, rollout_id: str, tenant_id: str) -> tuple[RolloutStatus, TenantStatus]:
+        """The rollout's status and the tenant's, now (read before each tenant's calls)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT r.status, t.status FROM rollouts r, tenants t
+                WHERE r.id = %s AND t.id = %s
+                """,
+                (rollout_id, tenant_id),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise RolloutMissing(rollout_id)
+        return RolloutStatus(row[0]), TenantStatus(row[1])
+
     async def release(self, rollout_id: str, tenant_id: str) -> None:
         """Give back a claimed tenant not yet started (the rollout stopped meanwhile): it is
         pending again, for the batch that runs after a resume."""

@@ -377,3 +377,28 @@ async def _tenant_status(api: httpx.AsyncClient, tenant_id: str) -> str | None:
         return None
     status: str = answer.json()["status"]
     return status
+
+
+async def test_a_tenant_deleted_after_its_batch_was_claimed_is_still_skipped(
+    temporal_client: Client, make_settings: Callable[..., Settings], keys_dir: Path
+) -> None:
+    service = ScriptedService(version="v1")
+    gate = Gate()
+    svc = service_name()
+    with serve(gate.wrap(service.app())) as url:
+        async with stack(temporal_client, fast(make_settings, (svc, url)), keys_dir) as api:
+            ids = await provision(api, 3, unique_id("race")[:20])
+            service.version = "v2"
+            gate.close([ids[0]])
+            # One batch claims all three; one at a time, ids[0] is held while ids[2] is deleted.
+            rollout = await start(api, selector={"tenantIds": ids}, concurrency=1)
+            rid = rollout["id"]
+            await eventually(lambda: _held(gate, ids[0]), bool)
+            deleted = await api.delete(f"/api/tenants/{ids[2]}", params={"graceSeconds": 3600})
+            gate.open()
+            done = await wait_rollout(api, rid, "SUCCEEDED", "FAILED")
+
+    assert deleted.status_code == 202, deleted.text
+    assert done["status"] == "SUCCEEDED", done
+    assert done["counts"]["skipped"] == 1
+    assert rollout_calls(service, rid) == ids[:2]
