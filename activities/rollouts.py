@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import timedelta
 
 import httpx
@@ -86,7 +87,16 @@ class RolloutActivities:
 
         async def one(tenant: Claimed) -> None:
             async with slots:
-                await self._tenant(request, tenant, pass_number)
+                # A pause, halt or cancel since the claim starts no new tenant's calls, and a
+                # deletion asked since the claim skips the tenant.
+                with metadata_failures("rollout status"):
+                    rollout, current = await self._rollouts.standing(
+                        request.rollout_id, tenant.tenant_id
+                    )
+                    if rollout is not RolloutStatus.RUNNING:
+                        await self._rollouts.release(request.rollout_id, tenant.tenant_id)
+                        return
+                await self._tenant(request, replace(tenant, tenant_status=current), pass_number)
 
         # A steady heartbeat, not one per tenant: a tenant's calls may take minutes, a lost
         # worker must show in seconds.

@@ -263,7 +263,7 @@ async def _change(
 ) -> Rollout:
     await _load(rollouts, rollout_id)
     try:
-        await rollouts.change_status(rollout_id, target, actor, action)
+        await rollouts.change_status(rollout_id, target, actor, action, repeat_ok=False)
     except RolloutStateRefused as refused:
         raise StatusConflict(str(refused), rolloutStatus=refused.current.value) from None
     await workflows.signal(

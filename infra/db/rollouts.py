@@ -308,9 +308,12 @@ class RolloutRepository:
         actor: str,
         action: RolloutAction | None,
         reason: str | None = None,
+        *,
+        repeat_ok: bool = True,
     ) -> RolloutStatus:
         """Move the rollout to `target` from an allowed status, with its audit event; a repeat
-        is a no-op. `RolloutStateRefused` otherwise."""
+        is a no-op unless `repeat_ok` is false (an operator's pause of a paused rollout is
+        refused). `RolloutStateRefused` otherwise."""
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "SELECT status FROM rollouts WHERE id = %s FOR UPDATE", (rollout_id,)
@@ -319,7 +322,7 @@ class RolloutRepository:
             if row is None:
                 raise RolloutMissing(rollout_id)
             current = RolloutStatus(row[0])
-            if current is target:
+            if current is target and repeat_ok:
                 return current
             if current not in _ROLLOUT_SOURCES[target]:
                 raise RolloutStateRefused(rollout_id, current, target)
@@ -387,6 +390,34 @@ class RolloutRepository:
             )
             rows = sorted(await cur.fetchall(), key=lambda r: r[3])
         return [Claimed(r[0], TenantStatus(r[1]), r[2]) for r in rows]
+
+    async def standing(self, rollout_id: str, tenant_id: str) -> tuple[RolloutStatus, TenantStatus]:
+        """The rollout's status and the tenant's, now (read before each tenant's calls)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT r.status, t.status FROM rollouts r, tenants t
+                WHERE r.id = %s AND t.id = %s
+                """,
+                (rollout_id, tenant_id),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise RolloutMissing(rollout_id)
+        return RolloutStatus(row[0]), TenantStatus(row[1])
+
+    async def release(self, rollout_id: str, tenant_id: str) -> None:
+        """Give back a claimed tenant not yet started (the rollout stopped meanwhile): it is
+        pending again, for the batch that runs after a resume."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                """
+                UPDATE rollout_tenants SET status = 'PENDING', batch = NULL,
+                                           updated_at = clock_timestamp()
+                WHERE rollout_id = %s AND tenant_id = %s AND status = 'RUNNING'
+                """,
+                (rollout_id, tenant_id),
+            )
 
     async def finish_tenant(
         self,

@@ -42,7 +42,7 @@ class RolloutInput(CamelModel):
     rollout_id: str
     services: list[str]
     waves: int
-    # For reasons and logs (absent in histories from before).
+    # The waves' names, in order, for the reasons the rollout shows (empty: their positions).
     wave_names: list[str] = Field(default_factory=list)
     concurrency: int
     max_failure_ratio: float
