@@ -11,5 +11,7 @@ TENANT_ID = SearchAttributeKey.for_keyword("TenantId")
 TENANT_STATUS = SearchAttributeKey.for_keyword("TenantStatus")
 SLA_TIER = SearchAttributeKey.for_keyword("SlaTier")
 STORAGE_MODE = SearchAttributeKey.for_keyword("StorageMode")
+# A fleet rollout's status (`FleetRolloutWorkflow`), so the Web UI lists rollouts by status.
+ROLLOUT_STATUS = SearchAttributeKey.for_keyword("RolloutStatus")
 
-ALL = (TENANT_ID, TENANT_STATUS, SLA_TIER, STORAGE_MODE)
+ALL = (TENANT_ID, TENANT_STATUS, SLA_TIER, STORAGE_MODE, ROLLOUT_STATUS)

@@ -16,6 +16,7 @@ from temporalio.worker import Replayer
 
 from workflows.delete.workflow import DeleteTenantWorkflow
 from workflows.provision.workflow import ProvisionTenantWorkflow
+from workflows.rollout.workflow import FleetRolloutWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -34,6 +35,10 @@ def test_histories_are_recorded() -> None:
         "deletion_restored",
         "deletion_retried_by_update",
         "deletion_cancelled_waiting",
+        "rollout_two_waves",
+        "rollout_halted_resumed",
+        "rollout_paused_resumed",
+        "rollout_cancelled",
     }
 
 
@@ -45,7 +50,7 @@ async def test_history_replays_deterministically(path: Path) -> None:
     )
     history = WorkflowHistory.from_json(workflow_id, raw)
     replayer = Replayer(
-        workflows=[ProvisionTenantWorkflow, DeleteTenantWorkflow],
+        workflows=[ProvisionTenantWorkflow, DeleteTenantWorkflow, FleetRolloutWorkflow],
         data_converter=pydantic_data_converter,
     )
     result = await replayer.replay_workflow(history)

@@ -25,14 +25,17 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.gateway import WorkflowGateway
+from api.routes.rollouts import _resolved, _start, _workflow_input
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import cli_path
 from infra.db.repository import TenantRepository
+from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
 from infra.security.keys import generate_private_key
 from infra.temporal import ensure_search_attributes, exit_process
 from tenancy.models import SlaTier, StorageMode, TenantSpec
 from tenancy.naming import deletion_workflow_id, provision_workflow_id
+from tenancy.rollouts import RolloutAction, RolloutRequest, RolloutStatus, WaveSpec
 from tenancy.settings import DownstreamService, Settings
 from tenancy.status import TenantStatus
 from tests.support.scripted_service import ScriptedService
@@ -42,10 +45,11 @@ from workflows.delete import contracts as deletion
 from workflows.delete.contracts import DeletionState
 from workflows.provision.contracts import ProvisionState
 from workflows.provision.workflow import ProvisionTenantWorkflow
+from workflows.rollout import contracts as rollout
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 # Which workflow's scenarios to record: a new workflow's histories need not re-record the others.
-FAMILIES = frozenset({"provision", "deletion"})
+FAMILIES = frozenset({"provision", "deletion", "rollout"})
 _log = logging.getLogger("record_history")
 
 
@@ -74,10 +78,13 @@ async def record(
     service: ScriptedService,
     suffix: str,
     tenants: TenantRepository,
+    rollouts: RolloutRepository,
     families: frozenset[str] = FAMILIES,
 ) -> None:
     """Run each scenario of the chosen families and save its history."""
     gateway = WorkflowGateway(client, settings)
+    if "rollout" in families:
+        await _record_rollouts(client, gateway, settings, service, suffix, rollouts)
     if "deletion" in families:
         await _record_deletion(client, gateway, service, suffix)
     if "provision" not in families:
@@ -240,6 +247,126 @@ async def _record_deletion(
     _save(await handle.fetch_history(), f"deletion_cancelled_waiting_{suffix}")
 
 
+async def _rollout(
+    client: Client,
+    settings: Settings,
+    rollouts: RolloutRepository,
+    tenant_ids: list[str],
+    waves: list[WaveSpec],
+    pause_after_each_wave: bool = False,
+) -> tuple[str, WorkflowHandle[Any, rollout.RolloutProgress]]:
+    """Start a rollout of `tenant_ids` as `POST /api/rollouts` does."""
+    request = _resolved(
+        RolloutRequest.model_validate(
+            {
+                "selector": {"tenantIds": tenant_ids},
+                "waves": [w.model_dump(by_alias=True, exclude_none=True) for w in waves],
+                "concurrency": 2,
+                "maxFailureRatio": 0.05,
+                "pauseAfterEachWave": pause_after_each_wave,
+            }
+        ),
+        settings,
+    )
+    rollout_id = f"rec{datetime.now(UTC).strftime('%H%M%S%f')}"
+    assert request.services is not None
+    assert request.waves is not None
+    await rollouts.create(rollout_id, request, request.services, request.waves, "recorder")
+    await _start(
+        client, settings, _workflow_input(rollout_id, request, settings, "recorder"), rollouts
+    )
+    handle = client.get_workflow_handle(
+        rollout.rollout_workflow_id(rollout_id), result_type=rollout.RolloutProgress
+    )
+    return rollout_id, handle
+
+
+async def _rollout_until(
+    rollouts: RolloutRepository, rollout_id: str, status: RolloutStatus
+) -> None:
+    for _ in range(600):
+        if await rollouts.status(rollout_id) is status:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"rollout {rollout_id} never reached {status}")
+
+
+async def _operator(
+    client: Client,
+    rollouts: RolloutRepository,
+    rollout_id: str,
+    target: RolloutStatus,
+    action: RolloutAction,
+    signal: str,
+) -> None:
+    """What the API's pause, resume and cancel do: the table first, then the signal."""
+    await rollouts.change_status(rollout_id, target, "recorder", action)
+    await client.get_workflow_handle(rollout.rollout_workflow_id(rollout_id)).signal(
+        signal, rollout.RolloutSignal(requested_by="recorder")
+    )
+
+
+async def _record_rollouts(
+    client: Client,
+    gateway: WorkflowGateway,
+    settings: Settings,
+    service: ScriptedService,
+    suffix: str,
+    rollouts: RolloutRepository,
+) -> None:
+    """A rollout in two waves, one halted by a failing canary then resumed, one paused between
+    its waves then resumed, one cancelled while paused."""
+    fleet = [await _active(gateway, client, f"ro{i}", suffix) for i in range(4)]
+    two_waves = [WaveSpec(name="canary", size=1), WaveSpec(name="rest")]
+
+    _, handle = await _rollout(client, settings, rollouts, fleet, two_waves)
+    await handle.result()
+    _save(await handle.fetch_history(), f"rollout_two_waves_{suffix}")
+
+    service.script(fleet[0], 400)
+    rollout_id, handle = await _rollout(
+        client, settings, rollouts, fleet, [WaveSpec(name="canary", size=2), WaveSpec(name="rest")]
+    )
+    await _rollout_until(rollouts, rollout_id, RolloutStatus.HALTED)
+    await _operator(
+        client,
+        rollouts,
+        rollout_id,
+        RolloutStatus.RUNNING,
+        RolloutAction.RESUMED,
+        rollout.RESUME_SIGNAL,
+    )
+    await handle.result()
+    _save(await handle.fetch_history(), f"rollout_halted_resumed_{suffix}")
+    service.script(fleet[0], 200)
+
+    rollout_id, handle = await _rollout(client, settings, rollouts, fleet, two_waves, True)
+    await _rollout_until(rollouts, rollout_id, RolloutStatus.PAUSED)
+    await _operator(
+        client,
+        rollouts,
+        rollout_id,
+        RolloutStatus.RUNNING,
+        RolloutAction.RESUMED,
+        rollout.RESUME_SIGNAL,
+    )
+    await handle.result()
+    _save(await handle.fetch_history(), f"rollout_paused_resumed_{suffix}")
+
+    rollout_id, handle = await _rollout(client, settings, rollouts, fleet, two_waves, True)
+    await _rollout_until(rollouts, rollout_id, RolloutStatus.PAUSED)
+    await _operator(
+        client,
+        rollouts,
+        rollout_id,
+        RolloutStatus.CANCELLED,
+        RolloutAction.CANCELLED,
+        rollout.CANCEL_SIGNAL,
+    )
+    await handle.result()
+    _save(await handle.fetch_history(), f"rollout_cancelled_{suffix}")
+
+
 async def main(suffix: str, families: frozenset[str] = FAMILIES) -> None:
     """Bring up the real infrastructure in a temporary folder and record."""
     with (
@@ -280,7 +407,13 @@ async def main(suffix: str, families: frozenset[str] = FAMILIES) -> None:
                     build_worker(env.client, settings, activities),
                 ):
                     await record(
-                        env.client, settings, service, suffix, TenantRepository(pool), families
+                        env.client,
+                        settings,
+                        service,
+                        suffix,
+                        TenantRepository(pool),
+                        RolloutRepository(pool),
+                        families,
                     )
             finally:
                 await env.shutdown()

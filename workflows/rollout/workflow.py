@@ -20,6 +20,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.rollouts import RolloutActivities
+    from infra import search_attributes as sa
     from infra.telemetry import metrics
     from tenancy.rollouts import RolloutCounts, RolloutStatus, WaveStatus, halts
     from workflows.common import METADATA_RETRY, ActivityOptions, run_activity
@@ -81,6 +82,7 @@ class FleetRolloutWorkflow:
     @workflow.run
     async def run(self, request: RolloutInput) -> RolloutProgress:
         """Wave after wave until every tenant has a result, or the rollout is cancelled."""
+        self._show(self._progress.status, force=True)
         while self._progress.wave < request.waves:
             wave = self._progress.wave
             await self._set_wave(wave, WaveStatus.RUNNING)
@@ -152,7 +154,7 @@ class FleetRolloutWorkflow:
             )
             self._progress.batch += 1
             self._progress.waves[wave] = result.counts
-            self._progress.status = result.rollout_status
+            self._show(result.rollout_status)
             if result.rollout_status is RolloutStatus.CANCELLED:
                 return False
             if result.rollout_status in (RolloutStatus.PAUSED, RolloutStatus.HALTED):
@@ -227,8 +229,14 @@ class FleetRolloutWorkflow:
             ),
             _STATUS_WRITE,
         )
-        self._progress.status = result.status
+        self._show(result.status)
         return result.status
+
+    def _show(self, status: RolloutStatus, force: bool = False) -> None:
+        """Keep the progress and the `RolloutStatus` search attribute at `status`."""
+        if force or status is not self._progress.status:
+            workflow.upsert_search_attributes([sa.ROLLOUT_STATUS.value_set(status.value)])
+        self._progress.status = status
 
     def _actor(self, target: RolloutStatus) -> str:
         # An operator's signal carries who asked; the run's own decisions are the workflow's.
@@ -248,7 +256,7 @@ class FleetRolloutWorkflow:
     async def _end_cancelled(self, wave: int) -> RolloutProgress:
         for later in range(wave, self._request.waves):
             await self._set_wave(later, WaveStatus.CANCELLED)
-        self._progress.status = RolloutStatus.CANCELLED
+        self._show(RolloutStatus.CANCELLED)
         metrics.rollout_finished(
             workflow.metric_meter(),
             RolloutStatus.CANCELLED.value,
