@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import math
@@ -109,6 +110,15 @@ class RolloutResult:
     latencies_ms: list[float] = field(default_factory=list)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_mib: dict[str, float] = field(default_factory=dict)
+    # Where the time goes between batches: how many, the mean span from a batch's first result
+    # to its last, and the mean gap from one batch's last result to the next one's first (the
+    # next claim, its first tenant's calls and, on the Temporal path, the round trip through
+    # the server).
+    batches: int = 0
+    batch_span_ms: float = math.nan
+    batch_gap_ms: float = math.nan
+    # The machine's 1-minute load average when the rollout ended (it is shared).
+    load: float = math.nan
 
     @property
     def throughput(self) -> float:
@@ -145,6 +155,10 @@ class RolloutResult:
             "p95Ms": round(self.percentile(95), 1),
             "cpuMsPerTenant": {k: round(v, 2) for k, v in self.cpu_ms_per_tenant().items()},
             "peakRssMiB": {k: round(v, 1) for k, v in self.peak_rss_mib.items()},
+            "batches": self.batches,
+            "batchSpanMs": round(self.batch_span_ms, 1),
+            "batchGapMs": round(self.batch_gap_ms, 1),
+            "loadAverage": round(self.load, 2),
         }
 
 
@@ -203,6 +217,21 @@ class RolloutWatcher:
             if tenant_status == "SUCCEEDED" and claimed is not None:
                 latencies.append((at - claimed) * 1000)
         return status, counts, latencies
+
+    async def batches(self) -> tuple[int, float, float]:
+        """How many batches, their mean span and the mean gap between them (ms)."""
+        cursor = await self._conn.execute(
+            "SELECT extract(epoch FROM min(updated_at))::float8, "
+            "extract(epoch FROM max(updated_at))::float8 FROM rollout_tenants "
+            "WHERE rollout_id = %s GROUP BY batch ORDER BY batch",
+            (self._id,),
+        )
+        spans = await cursor.fetchall()
+        if not spans:
+            return 0, math.nan, math.nan
+        gaps = [b[0] - a[1] for a, b in itertools.pairwise(spans)]
+        span = statistics.mean(last - first for first, last in spans) * 1000
+        return len(spans), span, statistics.mean(gaps) * 1000 if gaps else math.nan
 
 
 class DirectRollouts:
@@ -367,6 +396,7 @@ class Fleet:
             wall = time.monotonic() - began
         used = CpuMeter.used(before, cpu.read())
         status, counts, latencies = await watcher.outcome()
+        batches, span, gap = await watcher.batches()
         result = RolloutResult(
             fleet=self.size,
             path=path,
@@ -380,6 +410,10 @@ class Fleet:
             latencies_ms=latencies,
             cpu_seconds=used,
             peak_rss_mib=memory.peak_mib,
+            batches=batches,
+            batch_span_ms=span,
+            batch_gap_ms=gap,
+            load=os.getloadavg()[0],
         )
         _log.info("fleet: %s", result.as_json())
         return result
@@ -516,7 +550,9 @@ def write_report(
         "`concurrency` slots. No-op: both services, every tenant already at the newest version.",
         "Apply: backend-service only, one new migration (ADD COLUMN) for every tenant.",
         "CPU ms per tenant: each process with its descendants (postgres: every backend;",
-        "bench: this process, which is the whole direct path).",
+        "bench: this process, which is the whole direct path). Batches run one after another:",
+        "batch span = a batch's first result to its last; gap = one batch's last result to the",
+        "next one's first. Load: the machine's 1-minute load average at the rollout's end.",
     ]
     processes = sorted({name for r in results for name in r.cpu_seconds})
     for size in sorted({r.fleet for r in results}):
@@ -526,8 +562,8 @@ def write_report(
             "",
             "| path | rollout | tenants | status | wall s | tenants/s | p50 ms | p95 ms | "
             + " | ".join(f"CPU ms/t {p}" for p in processes)
-            + " | worker RSS peak MiB |",
-            "|" + "---|" * (9 + len(processes)),
+            + " | worker RSS peak MiB | batches | batch span ms | gap ms | load |",
+            "|" + "---|" * (13 + len(processes)),
         ]
         for r in (r for r in results if r.fleet == size):
             cpu = r.cpu_ms_per_tenant()
@@ -537,7 +573,8 @@ def write_report(
                 f"{r.wall_seconds:.1f} | {r.throughput:.1f} | {r.percentile(50):.0f} | "
                 f"{r.percentile(95):.0f} | "
                 + " | ".join(f"{cpu.get(p, 0):.1f}" for p in processes)
-                + f" | {rss} |"
+                + f" | {rss} | {r.batches} | {r.batch_span_ms:.0f} | {r.batch_gap_ms:.0f} |"
+                f" {r.load:.1f} |"
             )
         for kind in (NOOP, APPLY):
             pair = {r.path: r for r in results if r.fleet == size and r.kind == kind}

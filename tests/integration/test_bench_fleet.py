@@ -56,6 +56,7 @@ def test_bench_fleet_rolls_out_on_both_paths_and_writes_the_report(tmp_path: Pat
         assert rollout["status"] == "SUCCEEDED"
         assert rollout["succeeded"] == rollout["total"] == fleet
         assert rollout["tenantsPerSecond"] > 0
+        assert rollout["batches"] >= 1
         # CPU is read in clock ticks (10 ms): a few tenants may show none in one process.
         assert sum(rollout["cpuMsPerTenant"].values()) > 0
         assert {"postgres", "worker", "temporal", "backend-service", "bench"} <= set(
