@@ -453,7 +453,7 @@ async def measure(
         fleet = Fleet(stack, http, conn, direct, options)
         api = ApiProvisioner(http, completion, StorageMode.SCHEMA.value, fleet.token)
         ids = Ids()
-        for size in (options.tenants, options.tenants * options.scale_factor):
+        for size in sorted({options.tenants, options.tenants * options.scale_factor}):
             await fleet.grow(api, ids, size)
             results.append(await fleet.measure(TEMPORAL, NOOP))
             results.append(await fleet.measure(DIRECT, NOOP))
