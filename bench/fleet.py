@@ -499,6 +499,8 @@ def targets(results: Sequence[RolloutResult], options: FleetOptions) -> list[dic
         ),
     ]
     for kind, value in growth.items():
+        if small == large:
+            break
         rows.append(
             (
                 f"{kind}: wall time per tenant grows <= {GROWTH_TARGET:.0%} "
