@@ -41,6 +41,7 @@ lint: $(STAMP)  ## ruff (lint + format) and mypy --strict
 	$(BIN)/mypy .
 
 # `make bench BENCH_ARGS="--tenants 200 --concurrency 1,32"`; `python -m bench --help` lists all.
+# Fleet rollouts: `make bench BENCH_ARGS="fleet --tenants 1000 --scale-factor 5"` (`python -m bench fleet --help`).
 BENCH_ARGS ?=
 
 bench: $(STAMP)  ## Benchmark provisioning (Temporal vs direct); report in bench/results/

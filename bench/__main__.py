@@ -1,6 +1,11 @@
-"""`python -m bench` (what `make bench` runs)."""
+"""`python -m bench` (what `make bench` runs); `python -m bench fleet ...` for fleet rollouts."""
 
 import sys
+
+if sys.argv[1:2] == ["fleet"]:
+    from bench.fleet import main as fleet_main
+
+    sys.exit(fleet_main(sys.argv[2:]))
 
 from bench.run import main
 

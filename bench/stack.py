@@ -17,7 +17,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack.dev import REPO_ROOT, DevSettings, Plan, make_plan, start_stack
+from devstack.dev import (
+    REPO_ROOT,
+    DevSettings,
+    Plan,
+    http_ok,
+    make_plan,
+    spawn_service,
+    start_stack,
+)
 from devstack.supervisor import Stack
 from tenancy.settings import Settings
 
@@ -35,6 +43,9 @@ class RunningStack:
     api_url: str
     # pid of each child by name (worker, api, ...), for memory sampling.
     pids: dict[str, int]
+    # The supervisor of the children, to restart one (a reference service given a new
+    # migration, in fleet mode).
+    supervisor: Stack | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -52,6 +63,19 @@ class RunningStack:
         finally:
             os.environ.clear()
             os.environ.update(saved)
+
+    def restart_service(self, name: str) -> None:
+        """Stop reference service `name` and start it again (it reads its migrations at
+        start-up), waiting until it answers; its new pid replaces the old one in `pids`."""
+        assert self.supervisor is not None
+        supervisor = self.supervisor
+        child = next(c for c in supervisor.children if c.name == name)
+        child.stop()
+        supervisor.children.remove(child)
+        spawn_service(supervisor, self.plan, name, essential=False)
+        port, _ = self.plan.dev.service_ports()[name]
+        supervisor.wait_until(name, lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout=60)
+        self.pids[name] = next(c.proc.pid for c in supervisor.children if c.name == name)
 
 
 def bench_plan(work_dir: Path, extra_env: dict[str, str]) -> Plan:
@@ -84,6 +108,6 @@ def running_stack(
         _log.info("starting the stack in %s (logs in %s)", work_dir, stack.log_dir)
         start_stack(stack, plan)
         pids = {child.name: child.proc.pid for child in stack.children}
-        yield RunningStack(plan, f"http://127.0.0.1:{plan.api_port}", pids)
+        yield RunningStack(plan, f"http://127.0.0.1:{plan.api_port}", pids, stack)
     finally:
         stack.stop_all()
