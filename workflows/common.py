@@ -113,14 +113,18 @@ async def transition_tenant(
 
 
 async def record_retry_request(
-    tenant_id: str, actor: str, operation: str, options: ActivityOptions = METADATA_WRITE
+    tenant_id: str,
+    actor: str,
+    operation: str,
+    cycle: int,
+    options: ActivityOptions = METADATA_WRITE,
 ) -> None:
-    """Write the RETRY_REQUESTED event of a retry a waiting run takes (`operation`, such as
-    retry-migration), before the run acts on it: once per update, however often the local
-    activity runs (it runs again when a workflow task times out under load)."""
+    """Write the RETRY_REQUESTED event of the retry a waiting run takes in retry `cycle`
+    (`operation`, such as retry-migration), before the run acts on it: once per run and cycle,
+    however often it is written. A workflow task that times out under load is retried
+    with the run's updates delivered again, maybe in another order, so the local activity can
+    run again for another update of the same cycle; only one retry per cycle ever happens."""
     info = workflow.info()
-    update = workflow.current_update_info()
-    key = f"{info.workflow_id}/{info.run_id}/{update.id}" if update is not None else None
     await run_activity(
         MetadataActivities.record_event,
         RecordEventInput(
@@ -128,7 +132,7 @@ async def record_retry_request(
             actor=actor,
             action=EventAction.RETRY_REQUESTED,
             reason=operation,
-            key=key,
+            key=f"{info.workflow_id}/{info.run_id}/{operation}/{cycle}",
         ),
         options,
     )

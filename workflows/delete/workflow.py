@@ -181,6 +181,7 @@ class DeleteTenantWorkflow:
                 self._request.tenant_id,
                 request.requested_by,
                 "retry-deletion",
+                self._state.retry_cycle,
                 options.RECORD_EVENT,
             )
         finally:

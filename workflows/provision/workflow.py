@@ -195,7 +195,11 @@ class ProvisionTenantWorkflow:
         self._retry_claimed = True
         try:
             await record_retry_request(
-                self._spec.id, request.requested_by, "retry-migration", options.RECORD_EVENT
+                self._spec.id,
+                request.requested_by,
+                "retry-migration",
+                self._state.retry_cycle,
+                options.RECORD_EVENT,
             )
         finally:
             self._retry_claimed = False
