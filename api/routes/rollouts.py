@@ -279,67 +279,54 @@ _CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@rollouts_router.post(
-    "/{rollout_id}/pause",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=Rollout,
-    responses=_CHANGE_RESPONSES,
-)
-async def pause_rollout(
-    principal: RolloutWriter, rollout_id: RolloutIdPath, rollouts: Rollouts, workflows: Workflows
-) -> Rollout:
-    """Let calls in flight finish and start no new ones (409 unless RUNNING)."""
-    return await _change(
-        rollouts,
-        workflows,
-        rollout_id,
-        RolloutStatus.PAUSED,
-        RolloutAction.PAUSED,
-        PAUSE_SIGNAL,
-        principal.subject,
+def _status_route(
+    verb: str, target: RolloutStatus, action: RolloutAction, signal: str, doc: str
+) -> None:
+    """Register `POST /{rollout_id}/{verb}`: move the rollout to `target` and signal its run."""
+
+    async def endpoint(
+        principal: RolloutWriter,
+        rollout_id: RolloutIdPath,
+        rollouts: Rollouts,
+        workflows: Workflows,
+    ) -> Rollout:
+        return await _change(
+            rollouts, workflows, rollout_id, target, action, signal, principal.subject
+        )
+
+    endpoint.__name__ = f"{verb}_rollout"
+    endpoint.__doc__ = doc
+    rollouts_router.add_api_route(
+        f"/{{rollout_id}}/{verb}",
+        endpoint,
+        methods=["POST"],
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=Rollout,
+        responses=_CHANGE_RESPONSES,
     )
 
 
-@rollouts_router.post(
-    "/{rollout_id}/resume",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=Rollout,
-    responses=_CHANGE_RESPONSES,
+_status_route(
+    "pause",
+    RolloutStatus.PAUSED,
+    RolloutAction.PAUSED,
+    PAUSE_SIGNAL,
+    "Let calls in flight finish and start no new ones (409 unless RUNNING).",
 )
-async def resume_rollout(
-    principal: RolloutWriter, rollout_id: RolloutIdPath, rollouts: Rollouts, workflows: Workflows
-) -> Rollout:
-    """Go on with the next tenant (409 unless PAUSED or HALTED)."""
-    return await _change(
-        rollouts,
-        workflows,
-        rollout_id,
-        RolloutStatus.RUNNING,
-        RolloutAction.RESUMED,
-        RESUME_SIGNAL,
-        principal.subject,
-    )
-
-
-@rollouts_router.post(
-    "/{rollout_id}/cancel",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=Rollout,
-    responses=_CHANGE_RESPONSES,
+_status_route(
+    "resume",
+    RolloutStatus.RUNNING,
+    RolloutAction.RESUMED,
+    RESUME_SIGNAL,
+    "Go on with the next tenant (409 unless PAUSED or HALTED).",
 )
-async def cancel_rollout(
-    principal: RolloutWriter, rollout_id: RolloutIdPath, rollouts: Rollouts, workflows: Workflows
-) -> Rollout:
-    """Stop after the calls in flight; tenants not started stay pending (409 once it ended)."""
-    return await _change(
-        rollouts,
-        workflows,
-        rollout_id,
-        RolloutStatus.CANCELLED,
-        RolloutAction.CANCELLED,
-        CANCEL_SIGNAL,
-        principal.subject,
-    )
+_status_route(
+    "cancel",
+    RolloutStatus.CANCELLED,
+    RolloutAction.CANCELLED,
+    CANCEL_SIGNAL,
+    "Stop after the calls in flight; tenants not started stay pending (409 once it ended).",
+)
 
 
 @rollouts_router.post(
