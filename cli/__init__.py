@@ -1,0 +1,1 @@
+"""platformctl: the command line of Platform Service, for operators and CI/CD pipelines."""
