@@ -13,7 +13,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth import TokenVerifier
+from api.console.app import install_console
 from api.deps import AppState
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.gateway import WorkflowGateway
 from api.metrics import install_metrics
@@ -24,6 +26,7 @@ from api.routes.health import health_router
 from api.routes.jwks import router as jwks_router
 from api.routes.rollouts import rollouts_router
 from api.routes.services import services_router
+from api.routes.stats import stats_router
 from api.routes.tenants import tenants_router
 from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
@@ -97,6 +100,9 @@ def create_app(
         summary="Provisions tenants: metadata, PostgreSQL storage and downstream migrations.",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by install_docs from packaged assets: no CDN (a control plane lives offline).
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     install_openapi(app)
@@ -106,9 +112,12 @@ def create_app(
     app.include_router(deletion_router)
     app.include_router(rollouts_router)
     app.include_router(services_router)
+    app.include_router(stats_router)
     app.include_router(health_router)
     app.include_router(jwks_router)
     app.include_router(admin_router(settings))
+    install_docs(app)
+    install_console(app)
     return app
 
 

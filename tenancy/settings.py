@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     # The connection itself is configured through the SDK's TEMPORAL_* variables (see
     # infra.temporal); the address is read here only to know whether to embed a dev server.
     temporal_address: str | None = Field(default=None, validation_alias="TEMPORAL_ADDRESS")
+    # The Temporal Web UI, for the console's links to a tenant's or a rollout's run
+    # (`make dev` sets its own); no links without it.
+    temporal_ui_url: AnyHttpUrl | None = None
 
     @field_validator("database_url", "storage_database_url", mode="before")
     @classmethod

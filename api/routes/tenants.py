@@ -19,11 +19,15 @@ from tenancy.models import (
     CamelModel,
     EventAction,
     SlaTier,
+    StorageMode,
     Tenant,
     TenantEvent,
     TenantSpec,
 )
 from tenancy.status import TenantStatus
+
+# A prefix of a tenant id: the id's characters, at most its length.
+ID_PREFIX_PATTERN = r"^[a-z0-9_]{1,40}$"
 
 tenants_router = APIRouter(prefix="/api/tenants", tags=["tenants"], route_class=GuardedRoute)
 
@@ -93,11 +97,27 @@ async def list_tenants(
     sla_tier: Annotated[SlaTier | None, Query(alias="slaTier")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
+    storage_mode: Annotated[StorageMode | None, Query(alias="storageMode")] = None,
+    id_prefix: Annotated[
+        str | None,
+        Query(
+            alias="idPrefix",
+            pattern=ID_PREFIX_PATTERN,
+            description="Only tenants whose id starts with this.",
+        ),
+    ] = None,
 ) -> TenantPage:
-    """Tenants oldest first, filtered by status and tier, in pages of `limit`. DELETED
-    tombstones are listed only when `status=DELETED` asks for them."""
+    """Tenants oldest first, filtered by status, tier, storage mode and id prefix, in pages of
+    `limit`. DELETED tombstones are listed only when `status=DELETED` asks for them."""
     after = cursors.decode(cursor) if cursor else None
-    page = await tenants.page(limit=limit, status=tenant_status, sla_tier=sla_tier, after=after)
+    page = await tenants.page(
+        limit=limit,
+        status=tenant_status,
+        sla_tier=sla_tier,
+        storage_mode=storage_mode,
+        id_prefix=id_prefix,
+        after=after,
+    )
     next_after = page.next_after
     return TenantPage(
         items=page.items, next_cursor=cursors.encode(next_after) if next_after else None

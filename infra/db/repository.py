@@ -18,6 +18,7 @@ from tenancy.models import (
     EventAction,
     MigrationRecord,
     SlaTier,
+    StorageMode,
     Tenant,
     TenantEvent,
     TenantSpec,
@@ -262,6 +263,8 @@ class TenantRepository:
         limit: int,
         status: TenantStatus | None = None,
         sla_tier: SlaTier | None = None,
+        storage_mode: StorageMode | None = None,
+        id_prefix: str | None = None,
         after: PagePosition | None = None,
     ) -> Page:
         """Up to `limit` tenants, oldest first, strictly after `after`, DELETED tombstones only
@@ -275,6 +278,8 @@ class TenantRepository:
                 WHERE insert_xid < pg_snapshot_xmin(pg_current_snapshot())
                   AND (%(status)s::text IS NULL AND status <> 'DELETED' OR status = %(status)s)
                   AND (%(tier)s::text IS NULL OR sla_tier = %(tier)s)
+                  AND (%(mode)s::text IS NULL OR storage_mode = %(mode)s)
+                  AND (%(prefix)s::text IS NULL OR starts_with(id, %(prefix)s))
                   AND (%(after_xid)s::xid8 IS NULL
                        OR (insert_xid, created_at, id)
                           > (%(after_xid)s::xid8, %(after_created)s, %(after_id)s::text))
@@ -284,6 +289,8 @@ class TenantRepository:
                 {
                     "status": status.value if status else None,
                     "tier": sla_tier.value if sla_tier else None,
+                    "mode": storage_mode.value if storage_mode else None,
+                    "prefix": id_prefix or None,
                     "after_xid": str(after.insert_xid) if after else None,
                     "after_created": after.created_at if after else None,
                     "after_id": after.tenant_id if after else None,
