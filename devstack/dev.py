@@ -185,6 +185,8 @@ def make_plan(dev: DevSettings, platform: Settings) -> Plan:
     embed_temporal = platform.temporal_address is None
     if embed_temporal:
         env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{dev.temporal_port}"
+        # The console links each tenant's and rollout's run in the embedded server's Web UI.
+        env.setdefault("PLATFORM_TEMPORAL_UI_URL", f"http://127.0.0.1:{dev.temporal_ui_port}")
     if embed_services:
         env["PLATFORM_DOWNSTREAM_SERVICES"] = json.dumps(
             [
@@ -394,6 +396,7 @@ def banner(plan: Plan, tokens: DevTokens | None) -> str:
         "",
         f"{READY_MARKER} at {api}",
         "",
+        f"  Console           {api}/console   (sign in with $TOKEN below)",
         f"  API               {api}",
         f"  API docs          {api}/docs",
         f"  Temporal Web UI   {ui or '(external Temporal)'}",

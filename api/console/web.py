@@ -143,7 +143,8 @@ def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         return origin is None
-    return origin.rstrip("/") == f"{request.url.scheme}://{request.url.netloc}"
+    # Host only: behind a TLS-terminating proxy the app may see http while the browser says https.
+    return origin.rstrip("/").partition("://")[2] == request.url.netloc
 
 
 async def checked_form(request: Request, session: Session) -> dict[str, str]:

@@ -238,6 +238,7 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
         read_token = _exported(first, "READ_TOKEN")
         banner = "\n".join(first.lines)
         assert f"{api}/docs" in banner
+        assert f"{api}/console " in banner
         assert f"http://127.0.0.1:{ports['temporal_ui']}" in banner
         assert str(data_dir) in banner
         assert "$(make -s token SUB=" in banner
@@ -278,6 +279,12 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
             assert tenant["createdBy"] == "operator"
             events = http.get(f"/api/tenants/{tenant_id}/events", headers=_bearer(read_token))
             assert events.status_code == 200, events.text
+            # The console the banner names, and its link to the embedded Web UI.
+            page = http.get(f"/console/tenants/{tenant_id}", headers=_bearer(token))
+            assert page.status_code == 200, page.text
+            assert f"http://127.0.0.1:{ports['temporal_ui']}/namespaces/default/workflows/" in (
+                page.text
+            )
             assert events.json()["items"][0]["actor"] == "operator"
 
         tenants_db = f"postgresql://postgres@127.0.0.1:{ports['postgres']}/tenants"
