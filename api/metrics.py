@@ -4,7 +4,8 @@
 tests, never share counters), a middleware that records every HTTP request, and
 `GET /metrics` in the Prometheus text format. Routes are labelled by their template
 (`/api/tenants/{tenant_id}`), never by the raw path, so tenant ids cannot explode the
-number of series; a request no route matches is labelled `unmatched`.
+number of series; static files by their mount (`/console/static/{path}`); a request no route
+matches is labelled `unmatched`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prometheus_client import (
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _log = structlog.get_logger("platform.api.access")
@@ -54,7 +56,12 @@ def _route_template(scope: Scope) -> str:
     # The router stores the route it matched (or that matched all but the method) in scope.
     route = scope.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
-    return template if isinstance(template, str) and template else UNMATCHED
+    if isinstance(template, str) and template:
+        return template
+    # Static files (the console's, the API docs') are mounted apps: labelled by their mount.
+    if isinstance(scope.get("endpoint"), StaticFiles):
+        return f"{scope.get('root_path', '')}/{{path}}"
+    return UNMATCHED
 
 
 class MetricsMiddleware:

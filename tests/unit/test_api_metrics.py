@@ -3,17 +3,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 import structlog.testing
 from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi.staticfiles import StaticFiles
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import install_metrics
 
 
-def tiny_app() -> FastAPI:
+def tiny_app(static_dir: Path | None = None) -> FastAPI:
     app = FastAPI()
+    if static_dir is not None:
+        app.mount("/console/static", StaticFiles(directory=static_dir))
     router = APIRouter(prefix="/api/tenants")
 
     @router.get("/{tenant_id}")
@@ -78,6 +83,19 @@ async def test_requests_are_counted_by_route_template_and_status() -> None:
         dict(labels).get("route") for name, labels in samples if name.startswith("platform_api")
     }
     assert not any(r and ("acme" in r or "globex" in r or "nowhere" in r) for r in routes)
+
+
+async def test_static_files_are_counted_by_their_mount(tmp_path: Path) -> None:
+    (tmp_path / "console.css").write_text("body {}")
+    (tmp_path / "console.js").write_text("")
+    async with client(tiny_app(tmp_path)) as http:
+        assert (await http.get("/console/static/console.css")).status_code == 200
+        assert (await http.get("/console/static/console.js")).status_code == 200
+        assert (await http.get("/console/static/missing.js")).status_code == 404
+        samples = await scrape(http)
+
+    assert samples[requests("GET", "/console/static/{path}", "200")] == 2
+    assert samples[requests("GET", "/console/static/{path}", "404")] == 1
 
 
 async def test_latency_is_observed_per_route() -> None:
