@@ -155,6 +155,9 @@ async def test_a_rollout_started_from_the_form_is_followed_live_paused_and_resum
             await expect(row).to_contain_text("SUCCEEDED")
             await expect(row).to_contain_text("4 / 4")
             await console.screenshot("rollouts")
+            await page.set_viewport_size({"width": 390, "height": 844})
+            await console.screenshot("rollouts-narrow")
+            await page.set_viewport_size({"width": 1280, "height": 900})
 
             await console.open(f"/console/services#{svc}")
             section = page.locator(f"section#{svc}")
@@ -199,6 +202,10 @@ async def test_a_read_only_token_sees_no_rollout_actions_and_a_forged_pause_is_r
                     await expect(page.get_by_role("button", name=label)).to_have_count(0)
                 await console.open("/console/rollouts")
                 await expect(page.get_by_role("row").filter(has_text=rollout_id)).to_be_visible()
+                # The list follows a rollout in flight too.
+                await expect(page.locator("#rollout-list")).to_have_attribute(
+                    "data-poll", "/console/rollouts?fragment=list"
+                )
                 await expect(page.get_by_role("heading", name="Start a rollout")).to_have_count(0)
                 await expect(
                     page.locator("form[method=post][action='/console/rollouts']")
