@@ -12,17 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
 from infra.db.repository import TenantRepository
-from infra.db.storage import StorageAdmin
-from tenancy.models import SlaTier, StorageMode, TenantSpec
 from tenancy.settings import Settings
-from tenancy.status import TenantStatus
 from tests.conftest import unique_id
 from tests.integration.test_api import api_stack, token_for
 from tests.integration.test_rollouts import SCOPES, wait_rollout
+from tests.support.fleet import seed_fleet
 from tests.support.polling import eventually
 from workflows.rollout.contracts import rollout_workflow_id
 
@@ -31,39 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 TENANTS = 500
 # Each run ends near the server's suggestion (60 events) plus one batch's few events.
 MAX_RUN_EVENTS = 200
-
-
-async def seed_fleet(
-    settings: Settings, tenants: TenantRepository, prefix: str, count: int
-) -> list[str]:
-    """`count` ACTIVE SCHEMA tenants whose schemas exist (created and granted by the platform's
-    own StorageAdmin) but hold nothing yet: the fleet a service must now migrate. Written
-    directly rather than provisioned one by one: the rollout is what this test measures, and
-    it then applies every migration of both reference services to each tenant."""
-    services = [service.name for service in settings.downstream_services]
-    ids = [f"{prefix}_{i:03d}" for i in range(count)]
-    async with AsyncConnectionPool(
-        settings.require_storage_database_url(),
-        min_size=1,
-        max_size=2,
-        kwargs={"autocommit": True},
-    ) as pool:
-        admin = StorageAdmin(
-            pool, settings.require_storage_database_url(), settings.service_db_roles()
-        )
-        for tenant_id in ids:
-            spec = TenantSpec(
-                id=tenant_id,
-                name=tenant_id,
-                storage_mode=StorageMode.SCHEMA,
-                sla_tier=SlaTier.STANDARD,
-            )
-            await tenants.insert(spec, f"wf-{tenant_id}", "seeded", services, "seed")
-            location = await admin.ensure(tenant_id, StorageMode.SCHEMA)
-            await tenants.set_jdbc_url(tenant_id, location.jdbc_url)
-            for target in (TenantStatus.MIGRATING, TenantStatus.ACTIVE):
-                await tenants.transition(tenant_id, target, None, "seed")
-    return ids
 
 
 @pytest.mark.timeout(240)
