@@ -1,0 +1,339 @@
+"""What platformctl prints: one JSON document for automation (`--output json`) or Rich tables
+for people (`--output table`, the default), on stdout; progress of `--wait`/`--watch` and
+errors on stderr, so stdout holds the result alone.
+
+Rich falls back to plain text when the stream is not a terminal (no colour, no cursor
+movement); the live displays do more: off a terminal they print one line per change instead
+of redrawing, so a CI log reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from types import TracebackType
+from typing import Any
+
+import typer
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.status import Status
+from rich.table import Table
+from rich.text import Text
+
+from cli.client import one_line
+
+
+class Output(StrEnum):
+    """`--output`: json for automation, table for people."""
+
+    json = "json"
+    table = "table"
+
+
+Renderer = Callable[[Any], Iterable[RenderableType]]
+
+
+class Printer:
+    """Prints a command's result in the chosen output."""
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+        self.console = Console(highlight=False)
+
+    def show(self, document: Any, render: Renderer) -> None:
+        """`document` (what the API answered, or the command's own result) as one JSON
+        document, or as the renderables `render` makes of it."""
+        if self.output is Output.json:
+            typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+            return
+        for renderable in render(document):
+            self.console.print(renderable)
+
+
+def progress_console() -> Console:
+    """The console of live progress: stderr, whatever the output."""
+    return Console(stderr=True, highlight=False)
+
+
+class StatusLine:
+    """One line of status that changes: a spinner on a terminal, otherwise a printed line per
+    change. As a context manager, the last line stays printed on a terminal too."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._status: Status | None = None
+        self._last: str | None = None
+
+    def __enter__(self) -> StatusLine:
+        if self._console.is_terminal:
+            self._status = self._console.status("")
+            self._status.start()
+        return self
+
+    def update(self, text: str) -> None:
+        """Show `text` (nothing happens when it did not change)."""
+        text = one_line(text)
+        if text == self._last:
+            return
+        self._last = text
+        if self._status is not None:
+            self._status.update(Text(text))
+        else:
+            typer.echo(text, err=True)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._status is not None:
+            self._status.stop()
+            if self._last is not None:
+                self._console.print(Text(self._last))
+
+
+class WaveBars:
+    """A progress bar per wave of a rollout on a terminal; otherwise a line per change of the
+    rollout's status or of a wave's counts."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._lines: dict[str, str] = {}
+
+    def __enter__(self) -> WaveBars:
+        if self._console.is_terminal:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[detail]}"),
+                console=self._console,
+            )
+            self._progress.start()
+        return self
+
+    def update(self, rollout: dict[str, Any]) -> None:
+        """Show where `rollout` (the API's document) stands."""
+        self._line("rollout", f"rollout {rollout['id']}: {_rollout_state(rollout)}")
+        for wave in rollout.get("waves", []):
+            counts = wave["counts"]
+            detail = (
+                f"{counts['succeeded']} succeeded, {counts['failed']} failed, "
+                f"{counts['skipped']} skipped"
+            )
+            finished = counts["succeeded"] + counts["failed"] + counts["skipped"]
+            if self._progress is not None:
+                description = f"{wave['name']} {wave['status']}"
+                if wave["name"] not in self._tasks:
+                    self._tasks[wave["name"]] = self._progress.add_task(
+                        description, total=counts["total"], detail=detail
+                    )
+                self._progress.update(
+                    self._tasks[wave["name"]],
+                    description=description,
+                    completed=finished,
+                    total=counts["total"],
+                    detail=detail,
+                )
+            else:
+                self._line(
+                    f"wave:{wave['name']}",
+                    f"wave {wave['name']}: {wave['status']} {finished}/{counts['total']} "
+                    f"({detail})",
+                )
+
+    def _line(self, key: str, text: str) -> None:
+        text = one_line(text)
+        if self._lines.get(key) == text:
+            return
+        self._lines[key] = text
+        if self._progress is not None:
+            self._progress.console.print(Text(text))
+        else:
+            typer.echo(text, err=True)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def _rollout_state(rollout: dict[str, Any]) -> str:
+    reason = rollout.get("statusReason")
+    return f"{rollout['status']} ({reason})" if reason else str(rollout["status"])
+
+
+def _cell(value: Any) -> Text:
+    # Text, not markup: a reason like "[x]" from the server is shown, not interpreted.
+    if value is None:
+        return Text("-")
+    return Text(one_line(str(value)))
+
+
+def _when(value: Any) -> Text:
+    """An ISO timestamp to the second, for people."""
+    if not isinstance(value, str):
+        return _cell(value)
+    return Text(value.replace("T", " ")[:19])
+
+
+def _fields(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for name, value in rows:
+        table.add_row(name, value if isinstance(value, Text) else _cell(value))
+    return table
+
+
+def tenant_view(tenant: dict[str, Any]) -> list[RenderableType]:
+    """A tenant: its fields, then one row per service's migration record."""
+    rows: list[tuple[str, Any]] = [
+        ("status", tenant["status"]),
+        ("statusReason", tenant.get("statusReason")),
+        ("name", tenant.get("name")),
+        ("storageMode", tenant.get("storageMode")),
+        ("slaTier", tenant.get("slaTier")),
+        ("jdbcUrl", tenant.get("jdbcUrl")),
+        ("createdBy", tenant.get("createdBy")),
+        ("createdAt", _when(tenant.get("createdAt"))),
+        ("updatedAt", _when(tenant.get("updatedAt"))),
+        ("workflowId", tenant.get("workflowId")),
+    ]
+    deletion = tenant.get("deletion")
+    if deletion:
+        rows += [
+            ("deletion.requestedBy", deletion.get("requestedBy")),
+            ("deletion.reason", deletion.get("reason")),
+            ("deletion.purgeAt", _when(deletion.get("purgeAt"))),
+        ]
+    views: list[RenderableType] = [_fields(f"Tenant {tenant['id']}", rows)]
+    migrations = tenant.get("migrations") or []
+    if migrations:
+        table = Table(title="Migrations", title_justify="left")
+        for column in ("service", "status", "version", "attempts", "lastError"):
+            table.add_column(column, overflow="fold")
+        for m in migrations:
+            table.add_row(
+                *(_cell(m.get(k)) for k in ("service", "status", "version", "attempts")),
+                _cell(m.get("lastError")),
+            )
+        views.append(table)
+    return views
+
+
+def tenant_list_view(page: dict[str, Any]) -> list[RenderableType]:
+    """Tenants, one row each, and the cursor to go on from when there are more."""
+    table = Table(title=f"Tenants ({len(page['items'])})", title_justify="left")
+    for column in ("id", "status", "slaTier", "storageMode", "name", "createdAt"):
+        table.add_column(column, overflow="fold")
+    for t in page["items"]:
+        table.add_row(
+            *(_cell(t.get(k)) for k in ("id", "status", "slaTier", "storageMode", "name")),
+            _when(t.get("createdAt")),
+        )
+    views: list[RenderableType] = [table]
+    if page.get("nextCursor"):
+        views.append(Text(f"more: --cursor {page['nextCursor']}"))
+    return views
+
+
+def events_view(events: dict[str, Any]) -> list[RenderableType]:
+    """A tenant's audit trail, oldest first."""
+    table = Table(title="Events", title_justify="left")
+    for column in ("occurredAt", "actor", "action", "status", "reason"):
+        table.add_column(column, overflow="fold")
+    for e in events["items"]:
+        change = (
+            f"{e.get('oldStatus') or '-'} -> {e.get('newStatus')}" if e.get("newStatus") else None
+        )
+        table.add_row(
+            _when(e.get("occurredAt")),
+            _cell(e.get("actor")),
+            _cell(e.get("action")),
+            _cell(change),
+            _cell(e.get("reason")),
+        )
+    return [table]
+
+
+def _counts(counts: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{counts[k]} {k}"
+        for k in ("succeeded", "failed", "skipped", "running", "pending")
+        if counts.get(k)
+    )
+
+
+def rollout_view(rollout: dict[str, Any]) -> list[RenderableType]:
+    """A rollout: status and counts, one row per wave, its first failures."""
+    counts = rollout["counts"]
+    request = rollout.get("request") or {}
+    rows: list[tuple[str, Any]] = [
+        ("status", _rollout_state(rollout)),
+        ("services", ", ".join(rollout.get("services") or [])),
+        ("tenants", f"{counts['total']} ({_counts(counts) or 'none'})"),
+        ("concurrency", request.get("concurrency")),
+        ("maxFailureRatio", request.get("maxFailureRatio")),
+        ("passNumber", rollout.get("passNumber")),
+        ("createdBy", rollout.get("createdBy")),
+        ("createdAt", _when(rollout.get("createdAt"))),
+    ]
+    views: list[RenderableType] = [_fields(f"Rollout {rollout['id']}", rows)]
+    waves = Table(title="Waves", title_justify="left")
+    for column in ("wave", "status", "total", "succeeded", "failed", "skipped", "pending"):
+        waves.add_column(column)
+    for wave in rollout.get("waves") or []:
+        c = wave["counts"]
+        waves.add_row(
+            _cell(wave["name"]),
+            _cell(wave["status"]),
+            *(_cell(c.get(k)) for k in ("total", "succeeded", "failed", "skipped", "pending")),
+        )
+    views.append(waves)
+    failures = rollout.get("failures") or []
+    if failures:
+        table = Table(title="Failures", title_justify="left")
+        for column in ("tenant", "service", "error"):
+            table.add_column(column, overflow="fold")
+        for f in failures:
+            table.add_row(_cell(f.get("tenantId")), _cell(f.get("service")), _cell(f.get("error")))
+        views.append(table)
+    return views
+
+
+def rollout_list_view(rollouts: dict[str, Any]) -> list[RenderableType]:
+    """Rollouts, newest first."""
+    table = Table(title=f"Rollouts ({len(rollouts['items'])})", title_justify="left")
+    for column in ("id", "status", "services", "tenants", "createdBy", "createdAt"):
+        table.add_column(column, overflow="fold")
+    for r in rollouts["items"]:
+        table.add_row(
+            _cell(r["id"]),
+            _cell(r["status"]),
+            _cell(", ".join(r.get("services") or [])),
+            _cell(f"{r['counts']['total']} ({_counts(r['counts']) or 'none'})"),
+            _cell(r.get("createdBy")),
+            _when(r.get("createdAt")),
+        )
+    return [table]
+
+
+def versions_view(spread: dict[str, Any]) -> list[RenderableType]:
+    """A service's version spread, and the `--require` verdict when one was asked."""
+    table = Table(title=f"{spread['service']}: versions", title_justify="left")
+    table.add_column("version")
+    table.add_column("tenants", justify="right")
+    for version, count in (spread.get("versions") or {}).items():
+        table.add_row(_cell(version), _cell(count))
+    views: list[RenderableType] = [
+        table,
+        Text(
+            f"tenants with a record: {spread.get('tenants')}, failed: {spread.get('failed')}, "
+            f"minVersion: {spread.get('minVersion') or '-'}"
+        ),
+    ]
+    return views
