@@ -10,6 +10,7 @@ of redrawing, so a CI log reads top to bottom.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from types import TracebackType
@@ -23,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.client import one_line
+from tenancy.rollouts import FINAL_ROLLOUT_STATUSES
 
 
 class Output(StrEnum):
@@ -33,6 +35,9 @@ class Output(StrEnum):
 
 
 Renderer = Callable[[Any], Iterable[RenderableType]]
+# Off a terminal (a CI log, a file) Rich would assume 80 columns and fold the tables; these
+# go to readers that scroll sideways, so give them room unless COLUMNS says otherwise.
+PLAIN_WIDTH = 200
 
 
 class Printer:
@@ -41,6 +46,8 @@ class Printer:
     def __init__(self, output: Output) -> None:
         self.output = output
         self.console = Console(highlight=False)
+        if not self.console.is_terminal and "COLUMNS" not in os.environ:
+            self.console.width = PLAIN_WIDTH
 
     def show(self, document: Any, render: Renderer) -> None:
         """`document` (what the API answered, or the command's own result) as one JSON
@@ -115,8 +122,10 @@ class WaveBars:
         return self
 
     def update(self, rollout: dict[str, Any]) -> None:
-        """Show where `rollout` (the API's document) stands."""
-        self._line("rollout", f"rollout {rollout['id']}: {_rollout_state(rollout)}")
+        """Show where `rollout` (the API's document) stands; the line of its end comes last."""
+        ended = rollout["status"] in FINAL_ROLLOUT_STATUSES
+        if not ended:
+            self._line("rollout", f"rollout {rollout['id']}: {_rollout_state(rollout)}")
         for wave in rollout.get("waves", []):
             counts = wave["counts"]
             detail = (
@@ -143,6 +152,8 @@ class WaveBars:
                     f"wave {wave['name']}: {wave['status']} {finished}/{counts['total']} "
                     f"({detail})",
                 )
+        if ended:
+            self._line("rollout", f"rollout {rollout['id']}: {_rollout_state(rollout)}")
 
     def _line(self, key: str, text: str) -> None:
         text = one_line(text)
@@ -159,6 +170,10 @@ class WaveBars:
     ) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+# Columns people search for and copy: never folded over two lines.
+_KEYS = frozenset({"id", "status", "action", "occurredAt", "createdAt"})
 
 
 def _rollout_state(rollout: dict[str, Any]) -> str:
@@ -229,7 +244,7 @@ def tenant_list_view(page: dict[str, Any]) -> list[RenderableType]:
     """Tenants, one row each, and the cursor to go on from when there are more."""
     table = Table(title=f"Tenants ({len(page['items'])})", title_justify="left")
     for column in ("id", "status", "slaTier", "storageMode", "name", "createdAt"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in _KEYS)
     for t in page["items"]:
         table.add_row(
             *(_cell(t.get(k)) for k in ("id", "status", "slaTier", "storageMode", "name")),
@@ -245,7 +260,7 @@ def events_view(events: dict[str, Any]) -> list[RenderableType]:
     """A tenant's audit trail, oldest first."""
     table = Table(title="Events", title_justify="left")
     for column in ("occurredAt", "actor", "action", "status", "reason"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in _KEYS)
     for e in events["items"]:
         change = (
             f"{e.get('oldStatus') or '-'} -> {e.get('newStatus')}" if e.get("newStatus") else None
@@ -309,7 +324,7 @@ def rollout_list_view(rollouts: dict[str, Any]) -> list[RenderableType]:
     """Rollouts, newest first."""
     table = Table(title=f"Rollouts ({len(rollouts['items'])})", title_justify="left")
     for column in ("id", "status", "services", "tenants", "createdBy", "createdAt"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column in _KEYS)
     for r in rollouts["items"]:
         table.add_row(
             _cell(r["id"]),
@@ -324,16 +339,13 @@ def rollout_list_view(rollouts: dict[str, Any]) -> list[RenderableType]:
 
 def versions_view(spread: dict[str, Any]) -> list[RenderableType]:
     """A service's version spread, and the `--require` verdict when one was asked."""
-    table = Table(title=f"{spread['service']}: versions", title_justify="left")
-    table.add_column("version")
+    table = Table()
+    table.add_column("version", no_wrap=True)
     table.add_column("tenants", justify="right")
     for version, count in (spread.get("versions") or {}).items():
         table.add_row(_cell(version), _cell(count))
-    views: list[RenderableType] = [
-        table,
-        Text(
-            f"tenants with a record: {spread.get('tenants')}, failed: {spread.get('failed')}, "
-            f"minVersion: {spread.get('minVersion') or '-'}"
-        ),
-    ]
-    return views
+    header = Text(
+        f"{spread['service']}: {spread.get('tenants')} tenants with a record, "
+        f"{spread.get('failed')} failed, minVersion {spread.get('minVersion') or '-'}"
+    )
+    return [header, table]

@@ -34,7 +34,8 @@ def versions(
     output: OutputOption = None,
 ) -> None:
     """Show how many tenants are at each version of a service
-    (GET /api/services/NAME/versions); with --require, the deploy gate."""
+    (GET /api/services/NAME/versions); with --require, the deploy gate: exit 1 when some
+    tenant is below VERSION."""
     session = session_of(ctx)
     spread = session.api.get(f"/api/services/{name}/versions")
     requirement = Requirement.of(spread, require) if require is not None else None
