@@ -345,7 +345,7 @@ def versions_view(spread: dict[str, Any]) -> list[RenderableType]:
     for version, count in (spread.get("versions") or {}).items():
         table.add_row(_cell(version), _cell(count))
     header = Text(
-        f"{spread['service']}: {spread.get('tenants')} tenants with a record, "
-        f"{spread.get('failed')} failed, minVersion {spread.get('minVersion') or '-'}"
+        f"{spread['service']}: tenants with a record {spread.get('tenants')}, "
+        f"failed {spread.get('failed')}, minVersion {spread.get('minVersion') or '-'}"
     )
     return [header, table]

@@ -43,7 +43,14 @@ def describe(tenant: dict[str, Any]) -> str:
     if tenant.get("statusReason"):
         line += f" ({tenant['statusReason']})"
     services = [
-        f"{m['service']} {m['status']}" + (f" {m['version']}" if m.get("version") else "")
+        f"{m['service']} {m['status']}"
+        + (f" {m['version']}" if m.get("version") else "")
+        # Retries of a service that does not answer: the line moves with each attempt.
+        + (
+            f" [attempts {m['attempts']}]"
+            if m["status"] != "SUCCEEDED" and m.get("attempts")
+            else ""
+        )
         for m in tenant.get("migrations") or []
     ]
     if services:
