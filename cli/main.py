@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from cli.client import one_line
 from cli.errors import EXIT_CODES_HELP, CliError
 from cli.output import Output
 from cli.rollouts import rollouts_app
@@ -27,7 +28,8 @@ class _Reporting(TyperGroup):
         try:
             return super().invoke(ctx)
         except CliError as error:
-            typer.echo(f"platformctl: error: {error.message}", err=True)
+            # Messages can carry the server's text (a statusReason): one line, no escapes.
+            typer.echo(f"platformctl: error: {one_line(error.message)}", err=True)
             raise typer.Exit(int(error.exit_code)) from None
 
 

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from cli.errors import CliError, ExitCode
-from cli.output import WaveBars, progress_console, rollout_list_view, rollout_view
+from cli.live import WaveBars, progress_console
 from cli.session import OutputOption, Session, session_of
+from cli.views import rollout_list_view, rollout_view
 from cli.waves import WAVE_SYNTAX, WaveSyntaxError, parse_wave
 from tenancy.models import SlaTier
 from tenancy.rollouts import FINAL_ROLLOUT_STATUSES, RolloutStatus

@@ -9,9 +9,9 @@ import typer
 from rich.text import Text
 
 from cli.errors import CliError, ExitCode
-from cli.output import versions_view
 from cli.session import OutputOption, session_of
 from cli.versions import Requirement
+from cli.views import versions_view
 
 services_app = typer.Typer(
     help="Downstream services and their migration versions.", no_args_is_help=True

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 import typer
 
 from cli.errors import CliError, ExitCode
-from cli.output import StatusLine, events_view, progress_console, tenant_list_view, tenant_view
+from cli.live import StatusLine, progress_console
 from cli.session import OutputOption, Session, session_of
+from cli.views import events_view, tenant_list_view, tenant_view
 from tenancy.models import SlaTier, StorageMode
 from tenancy.status import TenantStatus
 

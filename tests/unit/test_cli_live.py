@@ -1,4 +1,4 @@
-"""What `--wait` and `--watch` print off a terminal: one plain line per change."""
+"""What `--wait` and `--watch` print off a terminal (cli.live): one plain line per change."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from cli.output import StatusLine, WaveBars
+from cli.live import StatusLine, WaveBars
 from cli.tenants import describe
 
 
