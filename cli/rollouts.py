@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.errors import CliError, ExitCode
+from cli.errors import EXIT_CODES_HELP, CliError, ExitCode
 from cli.live import WaveBars, progress_console
 from cli.session import OutputOption, Session, session_of
 from cli.views import rollout_list_view, rollout_view
@@ -80,7 +80,7 @@ def _show(
     epilog=f"--wave {WAVE_SYNTAX}, repeated, in order. Examples: "
     "--wave canary:size=1 --wave basic:tier=BASIC --wave rest; "
     "--wave pilots:tenants=acme+globex. Keys: size (the first N matching tenants), tier and "
-    "tenants (values joined with +). Without --wave: one wave named 'all'.",
+    "tenants (values joined with +). Without --wave: one wave named 'all'.\n\n" + EXIT_CODES_HELP,
 )
 def start(
     ctx: typer.Context,
@@ -144,7 +144,7 @@ def start(
     _show(session, rollout, output, watch_it, timeout)
 
 
-@rollouts_app.command("status")
+@rollouts_app.command("status", epilog=EXIT_CODES_HELP)
 def status(
     ctx: typer.Context,
     rollout_id: RolloutIdArgument,
@@ -157,7 +157,7 @@ def status(
     _show(session, session.api.get(_path(rollout_id)), output, watch_it, timeout)
 
 
-@rollouts_app.command("list")
+@rollouts_app.command("list", epilog=EXIT_CODES_HELP)
 def list_rollouts(
     ctx: typer.Context,
     status: Annotated[
@@ -182,7 +182,7 @@ def _action(verb: str, doc: str) -> None:
         session.printer(output).show(session.api.post(_path(rollout_id, verb)), rollout_view)
 
     command.__doc__ = doc
-    rollouts_app.command(verb)(command)
+    rollouts_app.command(verb, epilog=EXIT_CODES_HELP)(command)
 
 
 _action("pause", "Let the calls in flight finish, start no new ones (409 unless RUNNING).")

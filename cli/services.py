@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from cli.errors import CliError, ExitCode
+from cli.errors import EXIT_CODES_HELP, CliError, ExitCode
 from cli.session import OutputOption, session_of
 from cli.versions import Requirement
 from cli.views import versions_view
@@ -18,7 +18,7 @@ services_app = typer.Typer(
 )
 
 
-@services_app.command("versions")
+@services_app.command("versions", epilog=EXIT_CODES_HELP)
 def versions(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(metavar="NAME", help="The service's name.")],
@@ -48,7 +48,7 @@ def versions(
         raise CliError(ExitCode.CHECK_FAILED, f"{name}: {requirement.summary()}")
 
 
-@services_app.command("list")
+@services_app.command("list", epilog=EXIT_CODES_HELP)
 def list_services(ctx: typer.Context, output: OutputOption = None) -> None:
     """Every configured service with its version spread (GET /api/services)."""
     session = session_of(ctx)

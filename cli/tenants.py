@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.errors import CliError, ExitCode
+from cli.errors import EXIT_CODES_HELP, CliError, ExitCode
 from cli.live import StatusLine, progress_console
 from cli.session import OutputOption, Session, session_of
 from cli.views import events_view, tenant_list_view, tenant_view
@@ -72,7 +72,7 @@ def wait_until_settled(session: Session, tenant: dict[str, Any], timeout: float)
             tenant = session.api.get(_path(tenant["id"]))
 
 
-@tenants_app.command("create")
+@tenants_app.command("create", epilog=EXIT_CODES_HELP)
 def create(
     ctx: typer.Context,
     tenant_id: TenantIdArgument,
@@ -112,7 +112,7 @@ def create(
         )
 
 
-@tenants_app.command("list")
+@tenants_app.command("list", epilog=EXIT_CODES_HELP)
 def list_tenants(
     ctx: typer.Context,
     status: Annotated[
@@ -146,21 +146,21 @@ def list_tenants(
     session.printer(output).show(page, tenant_list_view)
 
 
-@tenants_app.command("get")
+@tenants_app.command("get", epilog=EXIT_CODES_HELP)
 def get(ctx: typer.Context, tenant_id: TenantIdArgument, output: OutputOption = None) -> None:
     """Show a tenant with its per-service migrations (GET /api/tenants/ID)."""
     session = session_of(ctx)
     session.printer(output).show(session.api.get(_path(tenant_id)), tenant_view)
 
 
-@tenants_app.command("events")
+@tenants_app.command("events", epilog=EXIT_CODES_HELP)
 def events(ctx: typer.Context, tenant_id: TenantIdArgument, output: OutputOption = None) -> None:
     """Show a tenant's audit trail, oldest first (GET /api/tenants/ID/events)."""
     session = session_of(ctx)
     session.printer(output).show(session.api.get(_path(tenant_id, "events")), events_view)
 
 
-@tenants_app.command("retry")
+@tenants_app.command("retry", epilog=EXIT_CODES_HELP)
 def retry(ctx: typer.Context, tenant_id: TenantIdArgument, output: OutputOption = None) -> None:
     """Retry what failed, by the tenant's status: MIGRATION_ERROR retries the migrations,
     PROVISION_ERROR the provisioning, DELETION_ERROR the deletion. Any other status: exit 4."""
@@ -177,7 +177,7 @@ def retry(ctx: typer.Context, tenant_id: TenantIdArgument, output: OutputOption 
     session.printer(output).show(session.api.post(_path(tenant_id, action)), tenant_view)
 
 
-@tenants_app.command("delete")
+@tenants_app.command("delete", epilog=EXIT_CODES_HELP)
 def delete(
     ctx: typer.Context,
     tenant_id: TenantIdArgument,
@@ -214,7 +214,7 @@ def delete(
     session.printer(output).show(tenant, tenant_view)
 
 
-@tenants_app.command("restore")
+@tenants_app.command("restore", epilog=EXIT_CODES_HELP)
 def restore(
     ctx: typer.Context,
     tenant_id: TenantIdArgument,
