@@ -379,9 +379,11 @@ def banner(plan: Plan, tokens: DevTokens | None) -> str:
     if tokens is not None:
         auth = [
             f"Tokens (development identity provider, valid {hours} h): paste into your shell.",
-            f"Operator ({WRITE_SCOPE} {READ_SCOPE}) and read-only viewer ({READ_SCOPE}):",
+            f"Operator ({WRITE_SCOPE} {READ_SCOPE} {DELETE_SCOPE} {ROLLOUTS_WRITE_SCOPE} "
+            f"{ROLLOUTS_READ_SCOPE}) and read-only viewer ({READ_SCOPE}):",
             f"  export TOKEN={tokens.operator}",
             f"  export READ_TOKEN={tokens.viewer}",
+            "  export PLATFORM_TOKEN=$TOKEN   # platformctl's token",
             "More tokens (any subject and scopes):",
             f'  export ALICE_TOKEN=$(make -s token SUB=alice SCOPES="{READ_SCOPE}")',
         ]
