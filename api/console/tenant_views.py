@@ -15,35 +15,30 @@ reload.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from api.auth import DELETE_SCOPE, WRITE_SCOPE
-from api.console.internal import ApiAnswer, api_for
+from api.auth import WRITE_SCOPE
+from api.console.internal import api_for
 from api.console.session import Session
-from api.console.web import CONSOLE, Signed, checked_form, query_with, redirect, render, settings_of
-from tenancy.models import EventAction, SlaTier, StorageMode
-from tenancy.naming import deletion_workflow_id
-from tenancy.status import DELETABLE, TenantStatus
+from api.console.tenant_state import (
+    allowed_actions,
+    parse_status,
+    poll_interval,
+    retry_pending,
+    rows_context,
+    temporal_links,
+)
+from api.console.web import CONSOLE, Signed, checked_form, redirect, render, settings_of
+from tenancy.models import SlaTier, StorageMode
+from tenancy.status import TenantStatus
 
 router = APIRouter(prefix=f"{CONSOLE}/tenants", include_in_schema=False)
 
-# Statuses a workflow is moving the tenant out of by itself: their pages follow it live.
-IN_FLIGHT = frozenset({TenantStatus.PROVISIONING, TenantStatus.MIGRATING, TenantStatus.DELETING})
-# Statuses whose retry, once requested, the run takes up a moment later (the API answers first).
-RETRYABLE = frozenset(
-    {TenantStatus.MIGRATION_ERROR, TenantStatus.PROVISION_ERROR, TenantStatus.DELETION_ERROR}
-)
-FAST_POLL_MS = 1500
-# A scheduled deletion waits out its grace period (days, usually): looked at now and then,
-# and at the fast pace once its purge is due.
-SLOW_POLL_MS = 5000
-PURGE_DUE = timedelta(seconds=10)
 # The list's filters, named as the API's query parameters so a console URL reads like the call.
 LIST_FILTERS = ("status", "slaTier", "storageMode", "idPrefix")
 SPEC_FIELDS = ("id", "name", "storageMode", "slaTier")
@@ -67,21 +62,9 @@ def _api_path(tenant_id: str, action: str = "") -> str:
     return f"/api/tenants/{quote(tenant_id, safe='')}{action}"
 
 
-def _status(value: Any) -> TenantStatus | None:
-    try:
-        return TenantStatus(value)
-    except ValueError:
-        return None
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+def _ui_url(request: Request) -> str | None:
+    ui = settings_of(request).temporal_ui_url
+    return None if ui is None else str(ui)
 
 
 # ---- the list ---------------------------------------------------------------------------------
@@ -95,24 +78,6 @@ def _list_query(request: Request) -> dict[str, str]:
     for name in ("cursor", "limit"):
         wanted[name] = request.query_params.get(name, "").strip()
     return {name: value for name, value in wanted.items() if value}
-
-
-def rows_context(query: Mapping[str, str], page: ApiAnswer) -> dict[str, Any]:
-    """What `_tenant_rows.html` shows: the page's tenants, the next page's link (filters kept)
-    and, while one of them is in flight, the URL that refreshes the table."""
-    filters = {name: value for name, value in query.items() if name != "cursor"}
-    items: list[dict[str, Any]] = page.body.get("items", []) if page.ok else []
-    next_cursor = page.body.get("nextCursor") if page.ok else None
-    in_flight = any(_status(item.get("status")) in IN_FLIGHT for item in items)
-    return {
-        "items": items,
-        "problem": None if page.ok else page.problem,
-        "next_query": query_with(filters, cursor=next_cursor) if next_cursor else None,
-        "first_query": query_with(filters) if "cursor" in query else None,
-        "poll_url": (
-            f"{CONSOLE}/tenants?{query_with(query, fragment='rows')}" if in_flight else None
-        ),
-    }
 
 
 async def _list_page(
@@ -139,6 +104,8 @@ async def _list_page(
         query=query,
         form=form or {},
         form_error=form_error,
+        # Without the write scope there is no form to show the refusal in.
+        error=None if session.can(WRITE_SCOPE) else form_error,
         **rows_context(query, page),
     )
 
@@ -174,74 +141,6 @@ async def provision(request: Request, session: Signed) -> Response:
 # ---- one tenant -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Actions:
-    """Which action forms the tenant page shows: allowed by the status and the token's scopes
-    (the API checks both again)."""
-
-    retry_migration: bool = False
-    retry_provisioning: bool = False
-    retry_deletion: bool = False
-    delete: bool = False
-    restore: bool = False
-
-    @property
-    def any(self) -> bool:
-        """Whether any action is shown."""
-        return any(vars(self).values())
-
-
-def allowed_actions(status: TenantStatus | None, session: Session, pending: bool) -> Actions:
-    """The actions of a tenant in `status` for this operator; a retry the run has not taken up
-    yet is not offered twice."""
-    write = session.can(WRITE_SCOPE) and not pending
-    delete = session.can(DELETE_SCOPE)
-    return Actions(
-        retry_migration=write and status is TenantStatus.MIGRATION_ERROR,
-        retry_provisioning=write and status is TenantStatus.PROVISION_ERROR,
-        retry_deletion=delete and not pending and status is TenantStatus.DELETION_ERROR,
-        delete=delete and status in DELETABLE,
-        restore=delete and status is TenantStatus.DELETION_SCHEDULED,
-    )
-
-
-def retry_pending(status: TenantStatus | None, events: list[dict[str, Any]]) -> bool:
-    """A retry was asked and the run has not moved the tenant yet: the newest event of a tenant
-    in an error status is the request (the API answers before the run acts on it)."""
-    if status not in RETRYABLE or not events:
-        return False
-    newest = events[-1].get("action")
-    return newest in (EventAction.RETRY_REQUESTED.value, EventAction.RUN_ADOPTED.value)
-
-
-def poll_interval(
-    status: TenantStatus | None, tenant: Mapping[str, Any], pending: bool, now: datetime
-) -> int | None:
-    """How often (ms) the live fragment refreshes itself, or None when nothing is in flight."""
-    if status in IN_FLIGHT or pending:
-        return FAST_POLL_MS
-    if status is TenantStatus.DELETION_SCHEDULED:
-        purge_at = _parse_time((tenant.get("deletion") or {}).get("purgeAt"))
-        due = purge_at is not None and purge_at - now <= PURGE_DUE
-        return FAST_POLL_MS if due else SLOW_POLL_MS
-    return None
-
-
-def temporal_links(request: Request, tenant: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Links to the tenant's runs in the Temporal Web UI (none without PLATFORM_TEMPORAL_UI_URL):
-    its provisioning run and, once a deletion is asked, its deletion run."""
-    ui = settings_of(request).temporal_ui_url
-    if ui is None:
-        return []
-    namespace = quote(request.state.temporal.namespace, safe="")
-    base = f"{str(ui).rstrip('/')}/namespaces/{namespace}/workflows"
-    links = [("Provisioning run", f"{base}/{quote(str(tenant['workflowId']), safe='')}")]
-    if tenant.get("deletion"):
-        deletion = deletion_workflow_id(str(tenant["id"]))
-        links.append(("Deletion run", f"{base}/{quote(deletion, safe='')}"))
-    return links
-
-
 async def _tenant_response(
     request: Request,
     session: Session,
@@ -269,7 +168,7 @@ async def _tenant_response(
             back=f"{CONSOLE}/tenants",
         )
     tenant: dict[str, Any] = answer.body
-    status = _status(tenant.get("status"))
+    status = parse_status(tenant.get("status"))
     trail: list[dict[str, Any]] = events.body.get("items", []) if events and events.ok else []
     pending = retry_pending(status, trail)
     interval = poll_interval(status, tenant, pending, datetime.now(UTC))
@@ -286,7 +185,7 @@ async def _tenant_response(
         actions=allowed_actions(status, session, pending),
         poll_url=f"{tenant_path(tenant_id)}?fragment=live" if interval else None,
         poll_interval=interval,
-        temporal_links=temporal_links(request, tenant),
+        temporal_links=temporal_links(_ui_url(request), request.state.temporal.namespace, tenant),
         delete_form=delete_form or {},
     )
 

@@ -272,8 +272,21 @@ async def test_a_read_only_token_sees_no_actions_and_forged_forms_are_refused(
                 f"/console/tenants/{tenant_id}/retry-migration",
                 data={"csrf_token": csrf_token_for(reader)},
             )
+            provisioned = await http.post(
+                "/console/tenants",
+                data={
+                    "csrf_token": csrf_token_for(reader),
+                    "id": unique_id("ro"),
+                    "name": "Not allowed",
+                    "storageMode": "SCHEMA",
+                    "slaTier": "BASIC",
+                },
+            )
         assert answer.status_code == 403
         assert "tenants:write" in answer.text
+        assert provisioned.status_code == 403
+        assert 'role="alert">' in provisioned.text
+        assert "tenants:write" in provisioned.text
 
         tenant = await api_get(console, f"/api/tenants/{tenant_id}")
         assert tenant["status"] == "MIGRATION_ERROR"

@@ -11,7 +11,7 @@ import pytest
 from api.auth import DELETE_SCOPE, READ_SCOPE, WRITE_SCOPE, Principal
 from api.console.internal import ApiAnswer
 from api.console.session import Session
-from api.console.tenant_views import (
+from api.console.tenant_state import (
     FAST_POLL_MS,
     SLOW_POLL_MS,
     Actions,
@@ -19,6 +19,7 @@ from api.console.tenant_views import (
     poll_interval,
     retry_pending,
     rows_context,
+    temporal_links,
 )
 from tenancy.status import TenantStatus as S
 
@@ -115,3 +116,20 @@ def test_the_table_refreshes_while_a_listed_tenant_is_in_flight() -> None:
     refused = rows_context({}, ApiAnswer(422, {"detail": "invalid cursor"}))
     assert refused["problem"] == "invalid cursor"
     assert refused["items"] == []
+
+
+def test_temporal_links_name_the_provisioning_run_and_the_deletion_run_once_asked() -> None:
+    tenant: dict[str, Any] = {"id": "acme", "workflowId": "tenant-provision-acme"}
+    assert temporal_links(None, "default", tenant) == []
+    ui = "https://temporal.internal/ui/"
+    assert temporal_links(ui, "prod ns", tenant) == [
+        (
+            "Provisioning run",
+            "https://temporal.internal/ui/namespaces/prod%20ns/workflows/tenant-provision-acme",
+        )
+    ]
+    deleted = tenant | {"deletion": {"purgeAt": "2026-12-07T12:00:00Z"}}
+    assert temporal_links(ui, "default", deleted)[1] == (
+        "Deletion run",
+        "https://temporal.internal/ui/namespaces/default/workflows/tenant-delete-acme",
+    )
