@@ -145,6 +145,7 @@ async def test_a_migration_error_tenant_is_retried_from_its_page(
         await expect(page.locator("#tenant-status")).to_have_text("MIGRATION_ERROR")
         await expect(page.locator("#ledger")).to_contain_text("scripted failure 400")
         await expect(page.get_by_role("button", name="Retry provisioning")).to_have_count(0)
+        await console.screenshot("tenant-migration-error")
 
         scripted.script(tenant_id, 200)  # the service is fixed
         accept_confirmations(page)

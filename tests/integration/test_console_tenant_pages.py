@@ -158,6 +158,11 @@ async def test_live_fragments_missing_tenants_and_temporal_links(
         assert rows.text.lstrip().startswith('<div id="tenant-rows"')
         assert re.search(rf'href="/console/tenants/{tenant_id}"', rows.text)
 
+        refused = await http.get("/console/tenants?idPrefix=no-dashes")
+        assert refused.status_code == 422
+        assert 'class="error" role="alert">' in refused.text
+        assert "idPrefix" in refused.text
+
         for missing in ("no_such_tenant", "Not-An-Id"):
             answer = await http.get(f"/console/tenants/{missing}")
             assert answer.status_code == 404
