@@ -44,8 +44,9 @@ from tenancy.settings import DownstreamService, Settings
 from tests.support.servers import free_port
 from worker import build_worker, worker_activities
 
-# Fixtures of a module of their own, used by the continue-as-new tests of each workflow.
-pytest_plugins = ["tests.support.short_history"]
+# Fixtures of modules of their own: the continue-as-new tests' short-history server, and the
+# downstream services of the integration and browser tests.
+pytest_plugins = ["tests.support.short_history", "tests.support.downstream_services"]
 
 # The reference services' names; each has a role of the same name in snake case.
 REFERENCE_SERVICES = ("backend-service", "auth-service")

@@ -39,11 +39,24 @@
     // Keep keyboard focus where it was when the focused control is re-rendered.
     const focusedId = document.activeElement && document.activeElement.id;
     element.replaceWith(fresh);
+    keepTyped(element, fresh);
     if (focusedId) {
       const again = document.getElementById(focusedId);
       if (again) again.focus();
     }
     start(fresh);
+  }
+
+  // What the operator is typing survives a refresh: editable controls of the fresh element
+  // take the values their namesakes (same id) had.
+  function keepTyped(old, fresh) {
+    old.querySelectorAll("input:not([type=hidden]), textarea, select").forEach(function (control) {
+      if (!control.id) return;
+      const twin = document.getElementById(control.id);
+      if (!twin || !fresh.contains(twin) || twin.tagName !== control.tagName) return;
+      if (control.type === "checkbox" || control.type === "radio") twin.checked = control.checked;
+      else twin.value = control.value;
+    });
   }
 
   function start(root) {

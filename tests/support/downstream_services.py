@@ -1,5 +1,6 @@
-"""Downstream services (real HTTP servers) shared by the integration modules: scripted ones, and
-the reference service as backend-service and auth-service."""
+"""Downstream services (real HTTP servers) for the integration and browser tests: scripted
+ones, and the reference service as backend-service and auth-service. A pytest plugin, listed in
+tests/conftest.py's `pytest_plugins`, so every test folder can ask for them."""
 
 from __future__ import annotations
 
