@@ -274,7 +274,11 @@ class TenantRepository:
         async with self._pool.connection() as conn, conn.cursor() as cur:
             await cur.execute(
                 """
-                SELECT insert_xid::text, created_at, id FROM tenants
+                -- The position's xid goes out as text under another name: ORDER BY
+                -- insert_xid would otherwise sort that text (99 after 100, and every row
+                -- after the counter passes a power of ten), not the numbers the cursor
+                -- compares, and pages would skip rows.
+                SELECT insert_xid::text AS position_xid, created_at, id FROM tenants
                 WHERE insert_xid < pg_snapshot_xmin(pg_current_snapshot())
                   AND (%(status)s::text IS NULL AND status <> 'DELETED' OR status = %(status)s)
                   AND (%(tier)s::text IS NULL OR sla_tier = %(tier)s)

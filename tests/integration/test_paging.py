@@ -87,3 +87,32 @@ async def test_a_row_committed_after_a_client_paged_past_it_is_not_skipped(
     mine = [tenant_id for tenant_id in seen if tenant_id in {late, middle, last}]
     assert mine == [late, middle, last]
     assert len(seen) == len(set(seen))
+
+
+async def test_positions_are_ordered_as_numbers_across_a_power_of_ten(
+    api: httpx.AsyncClient, platform_db_url: str
+) -> None:
+    """Transaction ids grow past 99, 999, 9999, ...: the list must order them as numbers, as the
+    cursor compares them, or a page skips the rows whose ids sort differently as text (here
+    99 and 100, below any server's oldest running transaction, so both are listed)."""
+    prefix = unique_id("digits")
+    before, after = f"{prefix}_a", f"{prefix}_b"
+    with psycopg.connect(platform_db_url, autocommit=True) as conn:
+        for tenant_id, xid in ((before, "99"), (after, "100")):
+            conn.execute(INSERT, (tenant_id, provision_workflow_id(tenant_id)))
+            conn.execute(
+                "UPDATE tenants SET insert_xid = %s::xid8 WHERE id = %s", (xid, tenant_id)
+            )
+
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(3):
+        params = {"idPrefix": prefix, "limit": "1"} | ({"cursor": cursor} if cursor else {})
+        answer = await api.get("/api/tenants", params=params)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        seen += [tenant["id"] for tenant in body["items"]]
+        cursor = body["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == [before, after]
