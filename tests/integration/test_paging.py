@@ -100,9 +100,7 @@ async def test_positions_are_ordered_as_numbers_across_a_power_of_ten(
     with psycopg.connect(platform_db_url, autocommit=True) as conn:
         for tenant_id, xid in ((before, "99"), (after, "100")):
             conn.execute(INSERT, (tenant_id, provision_workflow_id(tenant_id)))
-            conn.execute(
-                "UPDATE tenants SET insert_xid = %s::xid8 WHERE id = %s", (xid, tenant_id)
-            )
+            conn.execute("UPDATE tenants SET insert_xid = %s::xid8 WHERE id = %s", (xid, tenant_id))
 
     seen: list[str] = []
     cursor: str | None = None
