@@ -1,4 +1,5 @@
-"""The Temporal worker: runs `ProvisionTenantWorkflow`, `DeleteTenantWorkflow` and their activities.
+"""The Temporal worker: runs `ProvisionTenantWorkflow`, `DeleteTenantWorkflow` and their activities,
+and the outbox relay that publishes lifecycle events (`PLATFORM_EVENTS_BACKEND`).
 
 Run with `python worker.py`. It applies the platform's metadata migrations, registers the
 search attributes it needs, and on SIGTERM/SIGINT stops polling and lets in-flight
@@ -39,6 +40,7 @@ from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
 from infra.db.storage import StorageAdmin
+from infra.events.backends import outbox_relay
 from infra.limits import ServerLimits
 from infra.security.signing import CallSigner
 from infra.telemetry.logging import configure_logging, redact
@@ -82,6 +84,8 @@ async def worker_activities(
 
     With a `tracer_provider` the HTTP client's calls are traced (and carry `traceparent`);
     with a `metric_meter` the tenants-by-status gauge is refreshed every `gauge_interval`.
+    Unless `settings.events_backend` is `none`, the outbox relay publishes lifecycle events
+    meanwhile (its metrics through `metric_meter`).
     """
     metadata_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         settings.require_database_url(), open=False, min_size=1, max_size=10
@@ -138,7 +142,8 @@ async def worker_activities(
             if metric_meter is not None
             else nullcontext()
         )
-        async with gauge:
+        # The outbox relay lives with the worker's resources (infra.events.relay says why).
+        async with gauge, outbox_relay(settings, meter=metric_meter):
             yield [
                 metadata.load_plan,
                 metadata.record_tenant,

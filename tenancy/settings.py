@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     # from its history at its next task, which costs CPU.
     worker_max_cached_workflows: int = Field(default=1000, ge=0, le=100_000)
 
+    # Lifecycle events (infra.events): the bus the worker's outbox relay publishes to, where
+    # it is, and the CloudEvents `source` it stamps. `none`: no relay; the outbox still records.
+    events_backend: Literal["nats", "kafka", "none"] = "nats"
+    events_url: str = "nats://127.0.0.1:4222"
+    events_source: str = Field(default="/platform-service", min_length=1)
+
     # API authentication: bearer JWTs from an identity provider's JWKS, or (development) a
     # local public key. With neither configured the API refuses to start.
     auth_jwks_url: AnyHttpUrl | None = None

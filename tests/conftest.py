@@ -1,7 +1,9 @@
-"""Session-wide real infrastructure: one PostgreSQL server and one Temporal dev server.
+"""Session-wide real infrastructure: one PostgreSQL server, one Temporal dev server and, for
+the lifecycle-event tests, one NATS server with JetStream.
 
-Both are embedded (started from the wheels) unless the environment names existing ones:
-`PLATFORM_DATABASE_URL` for PostgreSQL (a superuser URL) and `TEMPORAL_ADDRESS` for Temporal.
+They are embedded (started from the wheels) unless the environment names existing ones:
+`PLATFORM_DATABASE_URL` for PostgreSQL (a superuser URL), `TEMPORAL_ADDRESS` for Temporal and
+`PLATFORM_EVENTS_URL` for NATS.
 Each test then gets its own task queue and tenant ids, so tests never see each other's work.
 
 The session server gets the deployment's roles (devstack.roles): the `platform` role owning the
@@ -33,6 +35,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from devstack.nats import EmbeddedNats
 from devstack.postgres import EmbeddedPostgres
 from devstack.roles import Layout, Login, apply_layout, login_url, service_role
 from devstack.temporal import cli_path
@@ -73,6 +76,17 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     data_dir = Path(tmp_path_factory.mktemp("pg")) / "data"
     with EmbeddedPostgres(data_dir, free_port(), durable=False) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a real NATS server with JetStream (started only by the tests that ask)."""
+    external = os.environ.get("PLATFORM_EVENTS_URL")
+    if external:
+        yield external
+        return
+    with EmbeddedNats(Path(tmp_path_factory.mktemp("nats")), free_port()) as server:
         yield server.url
 
 
@@ -202,6 +216,8 @@ def make_settings(
             "migration_initial_interval": timedelta(milliseconds=50),
             "migration_max_interval": timedelta(milliseconds=200),
             "migration_timeout": timedelta(seconds=5),
+            # No relay unless a test asks for one (the events tests): the outbox still records.
+            "events_backend": "none",
         }
         values.update(overrides)
         return Settings(**values)

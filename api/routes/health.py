@@ -19,11 +19,19 @@ health_router = APIRouter(tags=["health"])
 _HEALTH_TIMEOUT = timedelta(seconds=2)
 
 
+class EventsLag(CamelModel):
+    """Lifecycle events written but not yet published: how many, and the oldest's age."""
+
+    backlog: int
+    oldest_seconds: float
+
+
 class Health(CamelModel):
     """Health answer."""
 
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+    events: EventsLag | None = None
 
 
 @health_router.get("/healthz", response_model=Health)
@@ -34,11 +42,18 @@ async def healthz() -> Health:
 
 @health_router.get("/readyz", response_model=Health, responses={503: {"description": "Not ready"}})
 async def readyz(tenants: Tenants, temporal: TemporalClient) -> Health:
-    """Readiness: PostgreSQL and Temporal both answer."""
+    """Readiness: PostgreSQL and Temporal both answer.
+
+    `events` shows the outbox's lag for information only: a bus that is away delays events
+    but loses none, and the API works without it, so a backlog never makes the API unready.
+    """
     checks: dict[str, str] = {}
+    events: EventsLag | None = None
     try:
         await tenants.ping()
         checks["postgresql"] = "ok"
+        backlog = await tenants.event_backlog()
+        events = EventsLag(backlog=backlog.count, oldest_seconds=backlog.oldest.total_seconds())
     except (psycopg.Error, PoolTimeout) as exc:
         checks["postgresql"] = f"unavailable: {type(exc).__name__}"
     try:
@@ -48,4 +63,4 @@ async def readyz(tenants: Tenants, temporal: TemporalClient) -> Health:
         checks["temporal"] = f"unavailable: {type(exc).__name__}"
     if any(value != "ok" for value in checks.values()):
         raise ServiceUnavailable("not ready", checks=checks)
-    return Health(status="ok", checks=checks)
+    return Health(status="ok", checks=checks, events=events)

@@ -11,7 +11,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from infra.db.outbox import Backlog, outbox_backlog, outbox_params
 from infra.db.paging import Page, PagePosition
+from infra.events.cloudevents import tenant_event
 from tenancy.models import (
     BackupRecord,
     Deletion,
@@ -90,23 +92,37 @@ async def append_event(
     reason: str | None = None,
     key: str | None = None,
 ) -> None:
-    """Append one audit event; with a `key`, only the first event of that key is written."""
+    """Append one audit event and its lifecycle event (the outbox row) in one statement; with
+    a `key`, only the first event of that key is written, and only it goes to the outbox."""
+    pending = tenant_event(tenant_id, action, actor, old, new, reason)
     await conn.execute(
         """
-        INSERT INTO tenant_events
-            (tenant_id, actor, action, old_status, new_status, reason, event_key)
-        VALUES (%s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (event_key) WHERE event_key IS NOT NULL DO NOTHING
+        WITH audit AS (
+            INSERT INTO tenant_events
+                (tenant_id, actor, action, old_status, new_status, reason, event_key)
+            VALUES (%(tenant)s, %(actor)s, %(action)s, %(old)s, %(new)s, %(reason)s, %(key)s)
+            ON CONFLICT (event_key) WHERE event_key IS NOT NULL DO NOTHING
+            RETURNING occurred_at
+        )
+        INSERT INTO event_outbox (id, family, subject_key, name, event)
+        SELECT %(id)s, %(family)s, %(tenant)s, %(name)s,
+               %(event)s::jsonb || jsonb_build_object(
+                   'time', to_char(audit.occurred_at AT TIME ZONE 'UTC',
+                                   'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                   'data', (%(event)s::jsonb -> 'data') || jsonb_build_object(
+                       'storageMode', t.storage_mode, 'slaTier', t.sla_tier))
+        FROM audit LEFT JOIN tenants t ON t.id = %(tenant)s
         """,
-        (
-            tenant_id,
-            actor,
-            action.value,
-            old.value if old else None,
-            new.value if new else None,
-            reason,
-            key,
-        ),
+        {
+            "tenant": tenant_id,
+            "actor": actor,
+            "action": action.value,
+            "old": old.value if old else None,
+            "new": new.value if new else None,
+            "reason": reason,
+            "key": key,
+            **outbox_params(pending),
+        },
     )
 
 
@@ -153,6 +169,10 @@ class TenantRepository:
         """Raise unless the metadata database answers."""
         async with self._pool.connection(timeout=2) as conn:
             await conn.execute("SELECT 1")
+
+    async def event_backlog(self) -> Backlog:
+        """The lifecycle events not yet published (see `infra.db.outbox`)."""
+        return await outbox_backlog(self._pool)
 
     async def insert(
         self,

@@ -17,6 +17,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from infra.db.outbox import outbox_params
+from infra.events.cloudevents import rollout_event
 from tenancy.rollouts import (
     FINAL_ROLLOUT_STATUSES,
     Rollout,
@@ -93,9 +95,31 @@ async def _event(
     action: RolloutAction,
     reason: str | None = None,
 ) -> None:
+    """The rollout's audit event and its lifecycle event (the outbox row), in one statement."""
+    pending = rollout_event(rollout_id, action, actor, reason)
     await conn.execute(
-        "INSERT INTO rollout_events (rollout_id, actor, action, reason) VALUES (%s, %s, %s, %s)",
-        (rollout_id, actor, action.value, reason),
+        """
+        WITH audit AS (
+            INSERT INTO rollout_events (rollout_id, actor, action, reason)
+            VALUES (%(rollout)s, %(actor)s, %(action)s, %(reason)s)
+            RETURNING occurred_at
+        )
+        INSERT INTO event_outbox (id, family, subject_key, name, event)
+        SELECT %(id)s, %(family)s, %(rollout)s, %(name)s,
+               %(event)s::jsonb || jsonb_build_object(
+                   'time', to_char(audit.occurred_at AT TIME ZONE 'UTC',
+                                   'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                   'data', (%(event)s::jsonb -> 'data') || jsonb_build_object(
+                       'services', to_jsonb(r.services), 'status', r.status))
+        FROM audit LEFT JOIN rollouts r ON r.id = %(rollout)s
+        """,
+        {
+            "rollout": rollout_id,
+            "actor": actor,
+            "action": action.value,
+            "reason": reason,
+            **outbox_params(pending),
+        },
     )
 
 

@@ -18,6 +18,9 @@ counted once per real event and adds nothing to the history.
     platform_rollout_tenants        counter    result (SUCCEEDED|FAILED|SKIPPED)
     platform_rollout_duration       histogram  result (ms, rollout start -> its end)
     platform_tenants                gauge      status
+    platform_outbox_backlog         gauge      (lifecycle events not yet published)
+    platform_outbox_oldest_seconds  gauge      (age of the oldest of them, 0 when none)
+    platform_events_published_total counter    family (tenants|rollouts)
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ DELETIONS_FINISHED = "platform_deletions_finished"
 DELETION_DURATION = "platform_deletion_duration"
 ROLLOUT_TENANTS = "platform_rollout_tenants"
 ROLLOUT_DURATION = "platform_rollout_duration"
+OUTBOX_BACKLOG = "platform_outbox_backlog"
+OUTBOX_OLDEST = "platform_outbox_oldest_seconds"
+EVENTS_PUBLISHED = "platform_events_published_total"
 
 TENANT_GAUGE_INTERVAL = timedelta(seconds=15)
 # A provisioning takes seconds, or hours when it waits in MIGRATION_ERROR for an operator.
@@ -170,6 +176,19 @@ def storage_error(meter: MetricMeter, kind: str, sqlstate: str) -> None:
     meter.create_counter(STORAGE_ERRORS, "Failed storage creation attempts by kind").add(
         1, {"kind": kind, "sqlstate": sqlstate}
     )
+
+
+def outbox_backlog(meter: MetricMeter, count: int, oldest: timedelta) -> None:
+    """Set the outbox gauges: unpublished events and the age of the oldest."""
+    meter.create_gauge(OUTBOX_BACKLOG, "Lifecycle events not yet published").set(count)
+    meter.create_gauge_float(
+        OUTBOX_OLDEST, "Age of the oldest unpublished lifecycle event", "s"
+    ).set(oldest.total_seconds())
+
+
+def outbox_published(meter: MetricMeter, family: str) -> None:
+    """Count one lifecycle event the bus acknowledged."""
+    meter.create_counter(EVENTS_PUBLISHED, "Lifecycle events published").add(1, {"family": family})
 
 
 class TenantCounter(Protocol):
