@@ -106,6 +106,7 @@ class OutboxRelay:
                     bus_started = True
                 async with OutboxLease(self._url) as lease:
                     await self._hold_and_publish(lease)
+                self.holds_lock = False
                 backoff = self._timing.initial_backoff
             except (BusUnavailable, psycopg.Error, OSError) as exc:
                 _log.warning("event relay waits %.2fs: %s", backoff.total_seconds(), exc)

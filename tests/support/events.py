@@ -16,7 +16,7 @@ import nats
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from infra.events.nats import STREAM
+from infra.events.nats import STREAM, declare_stream
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "events" / "schemas"
 
@@ -67,6 +67,8 @@ async def tap(url: str, subject: str) -> AsyncIterator[EventTap]:
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
+        # The relay declares it too; whoever comes first.
+        await declare_stream(js)
         sub = await js.subscribe(
             subject,
             stream=STREAM,
