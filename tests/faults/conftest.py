@@ -50,6 +50,9 @@ def settings_env(settings: Settings, keys_dir: Path) -> dict[str, str]:
         ),
         PLATFORM_MIGRATION_MAX_INTERVAL=str(settings.migration_max_interval.total_seconds()),
         PLATFORM_LOG_LEVEL="INFO",
+        PLATFORM_EVENTS_BACKEND=settings.events_backend,
+        PLATFORM_EVENTS_URL=settings.events_url,
+        PLATFORM_EVENTS_SOURCE=settings.events_source,
         TEMPORAL_ADDRESS=settings.temporal_address,
     )
 
