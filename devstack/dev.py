@@ -45,6 +45,7 @@ from api.auth import (
     ROLLOUTS_WRITE_SCOPE,
     WRITE_SCOPE,
 )
+from devstack.nats import EmbeddedNats
 from devstack.postgres import EmbeddedPostgres
 from devstack.roles import Layout, Login, apply_layout, login_url, service_role
 from devstack.supervisor import DevStackError, Interrupted, Stack
@@ -73,6 +74,7 @@ class DevSettings(DevKeys):
     backend_port: Port = 8101
     auth_port: Port = 8102
     worker_metrics_port: Port = 9464
+    nats_port: Port = 4222
 
     @property
     def passwords_file(self) -> Path:
@@ -110,6 +112,8 @@ class Plan:
     layout: Layout | None = field(default=None, repr=False)
     # Each reference service's own database URL, as its own role (embedded PostgreSQL only).
     service_database_urls: dict[str, str] = field(default_factory=dict, repr=False)
+    # The lifecycle events' NATS server (unless PLATFORM_EVENTS_URL or another backend is set).
+    embed_nats: bool = False
 
     def service_env(self, name: str | None = None) -> dict[str, str]:
         """The environment of reference service `name` (without a name, what all share).
@@ -136,6 +140,8 @@ class Plan:
         ports = [(self.api_port, "PLATFORM_API_PORT")]
         if self.embed_postgres:
             ports.append((self.dev.postgres_port, "PLATFORM_DEV_POSTGRES_PORT"))
+        if self.embed_nats:
+            ports.append((self.dev.nats_port, "PLATFORM_DEV_NATS_PORT"))
         if self.embed_temporal:
             ports.append((self.dev.temporal_port, "PLATFORM_DEV_TEMPORAL_PORT"))
             ports.append((self.dev.temporal_ui_port, "PLATFORM_DEV_TEMPORAL_UI_PORT"))
@@ -187,6 +193,9 @@ def make_plan(dev: DevSettings, platform: Settings) -> Plan:
         env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{dev.temporal_port}"
         # The console links each tenant's and rollout's run in the embedded server's Web UI.
         env.setdefault("PLATFORM_TEMPORAL_UI_URL", f"http://127.0.0.1:{dev.temporal_ui_port}")
+    embed_nats = platform.events_backend == "nats" and "events_url" not in platform.model_fields_set
+    if embed_nats:
+        env["PLATFORM_EVENTS_URL"] = f"nats://127.0.0.1:{dev.nats_port}"
     if embed_services:
         env["PLATFORM_DOWNSTREAM_SERVICES"] = json.dumps(
             [
@@ -226,6 +235,7 @@ def make_plan(dev: DevSettings, platform: Settings) -> Plan:
         env,
         layout,
         service_urls,
+        embed_nats,
     )
 
 
@@ -294,6 +304,18 @@ def start_temporal(stack: Stack, plan: Plan) -> None:
     stack.wait_until("Temporal", lambda: temporal_answers(address), timeout=60)
 
 
+def start_nats(stack: Stack, plan: Plan) -> None:
+    """The NATS server with JetStream, its streams kept in the data folder."""
+    server = EmbeddedNats(plan.dev.data_dir / "nats", plan.dev.nats_port)
+    _log.info("starting NATS (JetStream) on 127.0.0.1:%d", server.port)
+    try:
+        server.start(timeout=30)
+    except (RuntimeError, TimeoutError) as exc:
+        server.stop()
+        raise DevStackError(f"NATS did not start: {exc}") from exc
+    stack.adopt("nats", server.process, essential=True, stop=server.stop)
+
+
 def service_command(name: str, port: int) -> list[str]:
     """The reference downstream service `name` on loopback `port`."""
     options = ["--name", name, "--host", "127.0.0.1", "--port", str(port)]
@@ -318,6 +340,8 @@ def start_stack(stack: Stack, plan: Plan) -> None:
         start_postgres(stack, plan)
     if plan.embed_temporal:
         start_temporal(stack, plan)
+    if plan.embed_nats:
+        start_nats(stack, plan)
     probes = [f"http://127.0.0.1:{plan.api_port}/readyz"]
     if plan.embed_services:
         for name, (port, _) in plan.dev.service_ports().items():

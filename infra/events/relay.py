@@ -113,6 +113,12 @@ class OutboxRelay:
                 self.holds_lock = False
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self._timing.max_backoff)
+            except Exception:
+                # Whatever else went wrong, the relay must not end while the worker runs.
+                _log.exception("event relay failed; retrying in %.2fs", backoff.total_seconds())
+                self.holds_lock = False
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self._timing.max_backoff)
 
     async def _hold_and_publish(self, lease: OutboxLease) -> None:
         backoff = self._timing.initial_backoff

@@ -295,9 +295,16 @@ async def test_failed_migration_is_retried_through_the_api(
 
 async def test_health_and_readiness(api: httpx.AsyncClient) -> None:
     assert (await api.get("/healthz")).json()["status"] == "ok"
+    # No relay runs here (events backend `none`): this tenant's events stay in the outbox.
+    tenant_id = unique_id("ready")
+    assert (await api.post("/api/tenants", json=body(tenant_id))).status_code == 202
+    await wait_status(api, tenant_id, "ACTIVE")
     ready = await api.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"postgresql": "ok", "temporal": "ok"}
+    # The events' lag is shown, and a backlog does not make the API unready.
+    assert ready.json()["events"]["backlog"] >= 1
+    assert ready.json()["events"]["oldestSeconds"] > 0
     docs = await api.get("/docs")
     assert docs.status_code == 200
 

@@ -111,7 +111,15 @@ def _env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
     }
     env["PLATFORM_DEV_DATA_DIR"] = str(data_dir)
     env["PLATFORM_API_PORT"] = str(ports["api"])
-    for name in ("postgres", "temporal", "temporal_ui", "backend", "auth", "worker_metrics"):
+    for name in (
+        "postgres",
+        "temporal",
+        "temporal_ui",
+        "backend",
+        "auth",
+        "worker_metrics",
+        "nats",
+    ):
         env[f"PLATFORM_DEV_{name.upper()}_PORT"] = str(ports[name])
     return env
 
@@ -219,6 +227,7 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
             "backend",
             "auth",
             "worker_metrics",
+            "nats",
         )
     }
     data_dir = tmp_path / "devdata"
