@@ -4,25 +4,32 @@ provisioning's events, nothing lost while the bus is away, one relay at a time."
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
 from api.gateway import WorkflowGateway
 from devstack.nats import EmbeddedNats
+from infra.db.deletions import DeletionRepository
+from infra.db.outbox import OutboxRow
 from infra.db.repository import TenantRepository
+from infra.db.rollouts import RolloutRepository
 from infra.events.cloudevents import Family, event_type, tenant_event_name
 from infra.events.nats import NatsBus
-from infra.events.relay import OutboxRelay, RelayTiming, running_relay
+from infra.events.relay import OutboxRelay, RelayTiming, message_of, running_relay
 from infra.temporal import worker_runtime
 from tenancy.models import EventAction, SlaTier, StorageMode, TenantSpec
 from tenancy.naming import provision_workflow_id
+from tenancy.rollouts import RolloutAction, RolloutRequest, RolloutStatus, Selector, WaveSpec
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from tests.conftest import running_worker, unique_id
@@ -233,3 +240,60 @@ def _value(read: Callable[[], bool]) -> Callable[[], Any]:
 async def first_stops(relay: OutboxRelay) -> None:
     relay.stop()
     await eventually(_value(lambda: not relay.holds_lock), bool, timeout=10)
+
+
+async def test_every_kind_of_event_written_matches_its_schema(
+    tenants: TenantRepository, platform_db_url: str
+) -> None:
+    tenant = spec()
+    rollout_id = unique_id("ro")
+    now = datetime.now(UTC)
+    async with AsyncConnectionPool(platform_db_url, min_size=1, max_size=2) as pool:
+        await tenants.insert(tenant, "wf-schemas", "run-1", [])
+        await tenants.transition(tenant.id, TenantStatus.MIGRATING, None, "test")
+        await tenants.record_event(tenant.id, "op", EventAction.RETRY_REQUESTED, "again")
+        deletions = DeletionRepository(pool)
+        await deletions.schedule(
+            tenant.id,
+            requested_by="op",
+            reason="bye",
+            requested_at=now,
+            purge_at=now + timedelta(days=1),
+        )
+        await deletions.restore(tenant.id, "op", "changed my mind")
+        rollouts = RolloutRepository(pool)
+        await rollouts.create(
+            rollout_id,
+            RolloutRequest(selector=Selector(tenant_ids=[tenant.id])),
+            ["backend-service"],
+            [WaveSpec(name="all")],
+            "op",
+        )
+        await rollouts.change_status(
+            rollout_id, RolloutStatus.PAUSED, "op", RolloutAction.PAUSED, "lunch"
+        )
+    with psycopg.connect(platform_db_url) as conn:
+        cur = conn.cursor(row_factory=class_row(OutboxRow))
+        rows = cur.execute(
+            """SELECT id::text AS id, seq, family, subject_key, name, event FROM event_outbox
+               WHERE subject_key = ANY(%s) ORDER BY seq""",
+            ([tenant.id, rollout_id],),
+        ).fetchall()
+    events = [json.loads(message_of(row, "/test").body) for row in rows]
+    for event in events:
+        validate(event)
+    assert [e["type"].split(".")[-2] for e in events] == [
+        "created",
+        "status-changed",
+        "retry-requested",
+        "deletion-requested",
+        "status-changed",
+        "deletion-cancelled",
+        "status-changed",
+        "started",
+        "paused",
+    ]
+    assert {e["data"].get("slaTier") for e in events[:7]} == {"PREMIUM"}
+    assert [e["data"]["status"] for e in events[7:]] == ["RUNNING", "PAUSED"]
+    assert events[7]["data"]["services"] == ["backend-service"]
+    assert events[3]["data"]["reason"] == "bye"
