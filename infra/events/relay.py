@@ -98,30 +98,26 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until `stop()`; a lost database connection or bus is waited out, never fatal."""
         backoff = self._timing.initial_backoff
-        bus_started = False
         while not self._stop.is_set():
             try:
-                if not bus_started:
-                    await self._bus.start()
-                    bus_started = True
                 async with OutboxLease(self._url) as lease:
                     await self._hold_and_publish(lease)
                 self.holds_lock = False
                 backoff = self._timing.initial_backoff
-            except (BusUnavailable, psycopg.Error, OSError) as exc:
-                _log.warning("event relay waits %.2fs: %s", backoff.total_seconds(), exc)
-                self.holds_lock = False
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self._timing.max_backoff)
-            except Exception:
-                # Whatever else went wrong, the relay must not end while the worker runs.
-                _log.exception("event relay failed; retrying in %.2fs", backoff.total_seconds())
+            except Exception as exc:
+                # The relay never ends while the worker runs: a database that went away is
+                # waited out, and so is anything unforeseen (logged with its traceback).
+                if isinstance(exc, psycopg.Error | OSError):
+                    _log.warning("event relay waits %.2fs: %s", backoff.total_seconds(), exc)
+                else:
+                    _log.exception("event relay failed; retry in %.2fs", backoff.total_seconds())
                 self.holds_lock = False
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self._timing.max_backoff)
 
     async def _hold_and_publish(self, lease: OutboxLease) -> None:
         backoff = self._timing.initial_backoff
+        bus_started = False
         while not self._stop.is_set():
             if not await lease.try_acquire():
                 self._record(await lease.backlog())
@@ -131,6 +127,10 @@ class OutboxRelay:
                 _log.info("event relay holds the outbox lock")
                 self.holds_lock = True
             try:
+                # Connected once the lock is held: a standby needs no bus connection.
+                if not bus_started:
+                    await self._bus.start()
+                    bus_started = True
                 sent = await self._publish_batch(lease)
             except BusUnavailable as exc:
                 _log.warning(

@@ -23,6 +23,7 @@ from infra.db.deletions import DeletionRepository
 from infra.db.outbox import OutboxRow
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
+from infra.events.bus import BusMessage, BusUnavailable
 from infra.events.cloudevents import Family, event_type, tenant_event_name
 from infra.events.nats import NatsBus
 from infra.events.relay import OutboxRelay, RelayTiming, message_of, running_relay
@@ -297,3 +298,50 @@ async def test_every_kind_of_event_written_matches_its_schema(
     assert [e["data"]["status"] for e in events[7:]] == ["RUNNING", "PAUSED"]
     assert events[7]["data"]["services"] == ["backend-service"]
     assert events[3]["data"]["reason"] == "bye"
+
+
+class RefusingOnceBus:
+    """A bus that refuses one chosen event once (as a bus going away would), else acks."""
+
+    def __init__(self, refuse: Callable[[BusMessage], bool]) -> None:
+        self.acked: list[BusMessage] = []
+        self._refuse = refuse
+        self._refused = False
+
+    async def start(self) -> None:
+        pass
+
+    async def publish(self, message: BusMessage) -> None:
+        if not self._refused and self._refuse(message):
+            self._refused = True
+            raise BusUnavailable("bus went away")
+        self.acked.append(message)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_refused_event_stays_and_what_was_acked_before_it_is_stamped(
+    tenants: TenantRepository, platform_role_urls: tuple[str, str], platform_db_url: str
+) -> None:
+    tenant = spec()
+    await tenants.insert(tenant, "wf-refused", "run-1", [])
+    for n in range(4):
+        await tenants.record_event(tenant.id, "op", EventAction.RETRY_REQUESTED, str(n))
+    ids = outbox_ids(platform_db_url, tenant.id)
+    bus = RefusingOnceBus(lambda message: message.event_id == ids[2])
+    relay = OutboxRelay(platform_role_urls[0], bus, "/test", timing=FAST)
+    async with running_relay(relay):
+        await eventually(
+            lambda: asyncio.to_thread(unpublished, platform_db_url, [tenant.id]),
+            lambda left: left == 0,
+        )
+    assert [m.event_id for m in bus.acked if m.key == tenant.id] == ids
+    with psycopg.connect(platform_db_url) as conn:
+        rows = conn.execute(
+            "SELECT id::text, attempts, last_error FROM event_outbox WHERE id = ANY(%s::uuid[])",
+            (ids,),
+        ).fetchall()
+    tries = {event_id: (attempts, error) for event_id, attempts, error in rows}
+    assert tries[ids[2]] == (2, "bus went away")
+    assert {tries[i] for i in ids if i != ids[2]} == {(1, None)}
