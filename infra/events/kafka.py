@@ -135,7 +135,6 @@ class KafkaBus:
         return self._producer
 
 
-
 def _resolve(future: asyncio.Future[KafkaError | None], error: KafkaError | None) -> None:
     # The publish may have given up (cancelled) before librdkafka reported.
     if not future.done():

@@ -52,7 +52,9 @@ async def test_events_land_on_their_family_topic_keyed_by_tenant_in_order(server
     order: dict[str, list[int]] = defaultdict(list)
     for record in received:
         headers = dict(record.headers() or [])
-        original = by_id[headers["ce_id"].decode()]
+        ce_id = headers["ce_id"]
+        assert isinstance(ce_id, bytes)
+        original = by_id[ce_id.decode()]
         assert headers["content-type"] == b"application/cloudevents+json"
         assert record.topic() == f"{prefix}.{original.family}"
         assert record.key() == original.key.encode()

@@ -33,7 +33,9 @@ def kafka_cluster(brokers: int = 3) -> Iterator[str]:
         host.flush(0)
 
 
-def read_topics(servers: str, topics: list[str], count: int, timeout: float = 15.0) -> list[Message]:
+def read_topics(
+    servers: str, topics: list[str], count: int, timeout: float = 15.0
+) -> list[Message]:
     """The first `count` messages of `topics` from the beginning, in each partition's order."""
     consumer = Consumer(
         {"bootstrap.servers": servers, "group.id": "tests", "enable.auto.commit": False}
