@@ -449,6 +449,18 @@ def test_service_roles_are_distinct(services: dict[str, dict[str, Any]]) -> None
     assert len(set(declared)) == len(DOWNSTREAM_SERVICES)
 
 
+@pytest.mark.parametrize("service", PLATFORM_PROCESSES)
+def test_events_go_to_jetstream_in_the_compose_network(
+    services: dict[str, dict[str, Any]], service: str
+) -> None:
+    env = environment(services[service])
+    url = urlsplit(env["PLATFORM_EVENTS_URL"])
+    assert env["PLATFORM_EVENTS_BACKEND"] == "nats"
+    assert (url.scheme, url.hostname) == ("nats", "nats")
+    assert url.port in published_ports(services["nats"]).values()
+    assert "-js" in argv(services["nats"]), "the relay publishes to JetStream"
+
+
 def test_the_relay_waits_for_nats(services: dict[str, dict[str, Any]]) -> None:
     assert services["worker"]["depends_on"]["nats"]["condition"] == "service_healthy"
 
