@@ -30,7 +30,15 @@ PLATFORM_PROCESSES = ("worker", "api")
 DOWNSTREAM_SERVICES = ("backend-service", "auth-service")
 PYTHON_SERVICES = (*PLATFORM_PROCESSES, *DOWNSTREAM_SERVICES, "keys", "db-roles")
 JWKS_PATH = "/.well-known/jwks.json"
-EXPECTED_SERVICES = {"postgresql", "temporal", "temporal-ui", "platform-db", *PYTHON_SERVICES}
+EXPECTED_SERVICES = {
+    "postgresql",
+    "temporal",
+    "temporal-ui",
+    "platform-db",
+    "nats",
+    "redpanda",
+    *PYTHON_SERVICES,
+}
 
 REQUIRED_PLATFORM_ENV = {
     "worker": {
@@ -439,3 +447,49 @@ def test_service_roles_are_distinct(services: dict[str, dict[str, Any]]) -> None
     created = sorted(login.role for login in roles_command(services).service)
     assert declared == created
     assert len(set(declared)) == len(DOWNSTREAM_SERVICES)
+
+
+@pytest.mark.parametrize("service", PLATFORM_PROCESSES)
+def test_events_go_to_jetstream_in_the_compose_network(
+    services: dict[str, dict[str, Any]], service: str
+) -> None:
+    env = environment(services[service])
+    url = urlsplit(env["PLATFORM_EVENTS_URL"])
+    assert env["PLATFORM_EVENTS_BACKEND"] == "nats"
+    assert (url.scheme, url.hostname) == ("nats", "nats")
+    assert url.port in published_ports(services["nats"]).values()
+    assert "-js" in argv(services["nats"]), "the relay publishes to JetStream"
+
+
+def test_the_relay_waits_for_nats(services: dict[str, dict[str, Any]]) -> None:
+    assert services["worker"]["depends_on"]["nats"]["condition"] == "service_healthy"
+
+
+def listeners(args: list[str], name: str) -> dict[str, tuple[str | None, int | None]]:
+    """Redpanda's `--kafka-addr`-style option: listener name -> (host, port)."""
+    result: dict[str, tuple[str | None, int | None]] = {}
+    for entry in option(args, name).split(","):
+        parts = urlsplit(entry)
+        result[parts.scheme.upper()] = (parts.hostname, parts.port)
+    return result
+
+
+def test_redpanda_is_reachable_inside_and_outside_the_network(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    redpanda = services["redpanda"]
+    args = argv(redpanda)
+    bound = listeners(args, "--kafka-addr")
+    advertised = listeners(args, "--advertise-kafka-addr")
+    assert bound.keys() == advertised.keys()
+    ports = published_ports(redpanda)
+    inside = [name for name, (host, _) in advertised.items() if host == "redpanda"]
+    outside = [name for name, (host, _) in advertised.items() if host == "localhost"]
+    assert len(inside) == len(outside) == 1
+    assert advertised[inside[0]][1] == bound[inside[0]][1]
+    assert ports.get(advertised[outside[0]][1] or 0) == bound[outside[0]][1]
+    # Opt-in: the default stack publishes to NATS.
+    assert redpanda["profiles"] == ["kafka"]
+    # The compose file's own instructions name the in-network listener.
+    kafka_url = f"kafka://redpanda:{advertised[inside[0]][1]}"
+    assert kafka_url in COMPOSE_FILE.read_text(encoding="utf-8")
