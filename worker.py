@@ -40,7 +40,7 @@ from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
 from infra.db.storage import StorageAdmin
-from infra.events.backends import outbox_relay
+from infra.events.buses import outbox_relay
 from infra.limits import ServerLimits
 from infra.security.signing import CallSigner
 from infra.telemetry.logging import configure_logging, redact

@@ -49,7 +49,11 @@ from worker import build_worker, worker_activities
 
 # Fixtures of modules of their own: the continue-as-new tests' short-history server, and the
 # downstream services of the integration and browser tests.
-pytest_plugins = ["tests.support.short_history", "tests.support.downstream_services"]
+pytest_plugins = [
+    "tests.support.short_history",
+    "tests.support.downstream_services",
+    "tests.support.containers",
+]
 
 # The reference services' names; each has a role of the same name in snake case.
 REFERENCE_SERVICES = ("backend-service", "auth-service")

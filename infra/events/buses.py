@@ -1,15 +1,21 @@
-"""Which bus the relay publishes to: `PLATFORM_EVENTS_BACKEND` and `PLATFORM_EVENTS_URL`.
+"""Which bus the relay publishes to (`PLATFORM_EVENTS_BACKEND`, `PLATFORM_EVENTS_URL`), and the
+worker's relay to it.
 
-Adapters are imported only when chosen, so a NATS deployment never loads librdkafka and the
-other way round.
+The Kafka adapter is imported only when chosen, so a NATS deployment (the default) never loads
+librdkafka.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import cast
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from temporalio.common import MetricMeter
 
 from infra.events.bus import EventBus
+from infra.events.nats import NatsBus
+from infra.events.relay import DEFAULT_TIMING, OutboxRelay, RelayTiming, running_relay
+from tenancy.settings import Settings
 
 BACKENDS = ("nats", "kafka", "none")
 
@@ -21,10 +27,13 @@ def make_bus(
     kafka_topic_prefix: str | None = None,
     timeout: float = 10.0,
 ) -> EventBus | None:
-    """The bus for `backend` at `url`; None for `none` (the outbox still records, nothing
-    is published). Kafka's `url` is `kafka://host:port[,host:port]` or the bare list."""
+    """The bus for `backend` at `url`, not yet connected; None for `none` (the outbox still
+    records, nothing is published). Kafka's `url` is `kafka://host:port[,host:port]` or the
+    bare list."""
     if backend == "none":
         return None
+    if backend == "nats":
+        return NatsBus(url)
     if backend == "kafka":
         from infra.events.kafka import DEFAULT_TOPIC_PREFIX, KafkaBus, bootstrap_servers
 
@@ -33,8 +42,28 @@ def make_bus(
             topic_prefix=kafka_topic_prefix or DEFAULT_TOPIC_PREFIX,
             timeout=timeout,
         )
-    if backend == "nats":
-        # Looked up by name: the NATS adapter is built beside this module, in another change.
-        nats = importlib.import_module("infra.events.nats")
-        return cast(EventBus, nats.NatsBus(url))
     raise ValueError(f"unknown events backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+
+
+def bus_for(settings: Settings) -> EventBus | None:
+    """The configured bus, not yet connected; None when publishing is off (`none`)."""
+    return make_bus(settings.events_backend, settings.events_url)
+
+
+@asynccontextmanager
+async def outbox_relay(
+    settings: Settings,
+    *,
+    meter: MetricMeter | None = None,
+    timing: RelayTiming = DEFAULT_TIMING,
+) -> AsyncIterator[OutboxRelay | None]:
+    """The relay to the configured bus, running while the context is open (None when off)."""
+    bus = bus_for(settings)
+    if bus is None:
+        yield None
+        return
+    relay = OutboxRelay(
+        settings.require_database_url(), bus, settings.events_source, meter=meter, timing=timing
+    )
+    async with running_relay(relay):
+        yield relay

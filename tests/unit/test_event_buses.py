@@ -13,12 +13,17 @@ from infra.events.kafka import (
     producer_config,
     topic_for,
 )
+from infra.events.nats import NatsBus
 
 MESSAGE = BusMessage("ev-1", "tenants", "t_acme", "status-changed", b"{}")
 
 
 def test_none_publishes_nothing() -> None:
     assert make_bus("none", "") is None
+
+
+def test_nats_backend_builds_a_nats_bus() -> None:
+    assert isinstance(make_bus("nats", "nats://127.0.0.1:4222"), NatsBus)
 
 
 def test_kafka_backend_builds_a_kafka_bus() -> None:
