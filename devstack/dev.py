@@ -393,6 +393,15 @@ def dev_tokens(plan: Plan) -> DevTokens | None:
     )
 
 
+def _events_line(plan: Plan) -> str:
+    """Where the outbox relay publishes, as the banner shows it."""
+    backend = plan.env.get("PLATFORM_EVENTS_BACKEND", "nats")
+    if backend == "none":
+        return "off (PLATFORM_EVENTS_BACKEND=none; the outbox still records)"
+    url = plan.env.get("PLATFORM_EVENTS_URL", "nats://127.0.0.1:4222")
+    return f"{url} ({'NATS JetStream' if backend == 'nats' else backend})"
+
+
 def banner(plan: Plan, tokens: DevTokens | None) -> str:
     """How to reach and use the running stack."""
     api = f"http://127.0.0.1:{plan.api_port}"
@@ -432,6 +441,7 @@ def banner(plan: Plan, tokens: DevTokens | None) -> str:
             if plan.worker_metrics
             else []
         ),
+        f"  Lifecycle events  {_events_line(plan)}",
         f"  Data folder       {dev.data_dir}",
         "",
         *auth,

@@ -31,7 +31,7 @@ from tests.support.servers import free_port
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHILDREN = {"postgres", "temporal", "backend-service", "auth-service", "worker", "api"}
+CHILDREN = {"postgres", "temporal", "nats", "backend-service", "auth-service", "worker", "api"}
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 45.0
 
@@ -248,6 +248,7 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
         banner = "\n".join(first.lines)
         assert f"{api}/docs" in banner
         assert f"{api}/console " in banner
+        assert f"nats://127.0.0.1:{ports['nats']} (NATS JetStream)" in banner
         assert f"http://127.0.0.1:{ports['temporal_ui']}" in banner
         assert str(data_dir) in banner
         assert "$(make -s token SUB=" in banner
