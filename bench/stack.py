@@ -88,6 +88,8 @@ def bench_plan(work_dir: Path, extra_env: dict[str, str]) -> Plan:
         backend_port=8111,
         auth_port=8112,
         worker_metrics_port=9474,
+        # Beside make dev's 4222, like every other port here.
+        nats_port=4232,
     )
     plan = make_plan(dev, Settings())
     env = {**plan.env, "PLATFORM_LOG_FORMAT": "json", "PLATFORM_API_PORT": str(BENCH_API_PORT)}
