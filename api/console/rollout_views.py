@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, Response
 
 from api.console.internal import ApiAnswer, ConsoleApi, api_for
+from api.console.links import run_url
 from api.console.rollout_form import (
     MAX_WAVE_ROWS,
     TIERS,
@@ -110,10 +111,7 @@ def actions_for(status: str, session: Session) -> tuple[Action, ...]:
 def temporal_run_url(request: Request, workflow_id: str) -> str | None:
     """The run in the Temporal Web UI, when `PLATFORM_TEMPORAL_UI_URL` is set."""
     ui = settings_of(request).temporal_ui_url
-    if ui is None:
-        return None
-    namespace = request.state.temporal.namespace
-    return f"{str(ui).rstrip('/')}/namespaces/{namespace}/workflows/{workflow_id}"
+    return run_url(None if ui is None else str(ui), request.state.temporal.namespace, workflow_id)
 
 
 async def _configured_services(request: Request, api: ConsoleApi) -> list[str]:

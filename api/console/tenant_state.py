@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 from api.auth import DELETE_SCOPE, WRITE_SCOPE
 from api.console.internal import ApiAnswer
+from api.console.links import run_url
 from api.console.session import Session
 from api.console.web import CONSOLE, query_with
 from tenancy.models import EventAction
@@ -125,11 +125,8 @@ def temporal_links(
 ) -> list[tuple[str, str]]:
     """Links to the tenant's runs in the Temporal Web UI (none without PLATFORM_TEMPORAL_UI_URL):
     its provisioning run and, once a deletion is asked, its deletion run."""
-    if not ui_url:
-        return []
-    base = f"{ui_url.rstrip('/')}/namespaces/{quote(namespace, safe='')}/workflows"
-    links = [("Provisioning run", f"{base}/{quote(str(tenant['workflowId']), safe='')}")]
+    ids = [("Provisioning run", str(tenant["workflowId"]))]
     if tenant.get("deletion"):
-        deletion = deletion_workflow_id(str(tenant["id"]))
-        links.append(("Deletion run", f"{base}/{quote(deletion, safe='')}"))
-    return links
+        ids.append(("Deletion run", deletion_workflow_id(str(tenant["id"]))))
+    links = [(label, run_url(ui_url, namespace, workflow_id)) for label, workflow_id in ids]
+    return [(label, url) for label, url in links if url is not None]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import os
 import re
 import signal
@@ -21,9 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import pytest
-import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -32,12 +29,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowHandle
 
 from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
-from infra.telemetry.logging import configure_logging
 from infra.telemetry.tracing import client_interceptors
 from infra.temporal import connect_client, worker_runtime
 from tenancy.models import StorageMode, TenantSpec
@@ -45,6 +40,9 @@ from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from tests.conftest import unique_id
+from tests.support.logs import platform_logs_to
+from tests.support.metrics import Samples, scrape
+from tests.support.metrics import value as metric_value
 from tests.support.polling import eventually
 from tests.support.servers import free_port, serve
 from worker import build_worker, worker_activities
@@ -54,10 +52,6 @@ from workflows.provision.workflow import ProvisionTenantWorkflow
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 REPO = Path(__file__).resolve().parents[2]
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-# Exposition lines read as written: names exactly as served (no `_total` added).
-_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 @dataclass
@@ -116,22 +110,9 @@ async def provision(
     return handle
 
 
-async def scrape(address: str) -> Samples:
-    async with httpx.AsyncClient() as http:
-        response = await http.get(f"http://{address}/metrics")
-    response.raise_for_status()
-    samples: Samples = {}
-    for line in response.text.splitlines():
-        if match := _SAMPLE.match(line):
-            labels = frozenset(_LABEL.findall(match["labels"] or ""))
-            samples[(match["name"], labels)] = float(match["value"])
-    return samples
-
-
 def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of `name`'s samples whose labels include `labels` (SDK labels vary)."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+    """The sum of `name`'s samples whose labels include `labels` (SDK labels vary); 0 if none."""
+    return metric_value(samples, name, **labels) or 0.0
 
 
 async def test_worker_metrics_endpoint_serves_sdk_and_domain_metrics(
@@ -225,27 +206,9 @@ async def test_one_trace_covers_the_whole_provisioning_and_reaches_the_service(
 @pytest.fixture
 def captured_json_logs() -> Iterator[io.StringIO]:
     """Every log line of the test as JSON, in a buffer; logging is put back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    libraries = {
-        name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate)
-        for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
-    }
-    structlog_config = structlog.get_config()
-    on_message = (
-        workflow.logger.workflow_info_on_message,
-        activity.logger.activity_info_on_message,
-    )
     stream = io.StringIO()
-    configure_logging(Settings(log_format="json", log_level="DEBUG"), stream=stream)
-    yield stream
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    for name, (library_handlers, propagate) in libraries.items():
-        logging.getLogger(name).handlers[:] = library_handlers
-        logging.getLogger(name).propagate = propagate
-    structlog.configure(**structlog_config)
-    workflow.logger.workflow_info_on_message, activity.logger.activity_info_on_message = on_message
+    with platform_logs_to(stream, Settings(log_format="json", log_level="DEBUG")):
+        yield stream
 
 
 def with_password(url: str, password: str) -> tuple[str, str]:
