@@ -29,19 +29,24 @@ from temporalio.client import Client
 from temporalio.common import MetricMeter
 from temporalio.worker import Worker
 
+from activities.commands import CommandChannel
 from activities.deletion import DeletionActivities
 from activities.interceptor import ActivityContextInterceptor
 from activities.metadata import MetadataActivities
-from activities.migrations import MigrationActivities
+from activities.migrations import MigrationActivities, MigrationLedger
+from activities.replies import ReplyListener, consuming_replies
 from activities.rollouts import RolloutActivities
 from activities.storage import StorageActivities
+from infra.db.commands import CommandRepository
 from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
 from infra.db.storage import StorageAdmin
 from infra.events.buses import outbox_relay
+from infra.events.command_bus import CommandBus, consumer_name
 from infra.limits import ServerLimits
+from infra.security.keys import load_public_key
 from infra.security.signing import CallSigner
 from infra.telemetry.logging import configure_logging, redact
 from infra.telemetry.metrics import TENANT_GAUGE_INTERVAL, tenant_gauge
@@ -79,14 +84,23 @@ async def worker_activities(
     tracer_provider: TracerProvider | None = None,
     metric_meter: MetricMeter | None = None,
     gauge_interval: timedelta = TENANT_GAUGE_INTERVAL,
+    client: Client | None = None,
 ) -> AsyncIterator[list[Callable[..., Any]]]:
     """The activity methods, bound to pools and one HTTP client that live as long as this.
 
     With a `tracer_provider` the HTTP client's calls are traced (and carry `traceparent`);
     with a `metric_meter` the tenants-by-status gauge is refreshed every `gauge_interval`.
     Unless `settings.events_backend` is `none`, the outbox relay publishes lifecycle events
-    meanwhile (its metrics through `metric_meter`).
+    meanwhile (its metrics through `metric_meter`). When a service has transport events, the
+    command channel sends its calls and the reply listener completes them through `client`.
     """
+    if settings.events_services() and client is None:
+        raise RuntimeError("services with transport events need the Temporal client")
+    reply_keys = {
+        service.name: load_public_key(service.reply_key_file)
+        for service in settings.events_services()
+        if service.reply_key_file is not None
+    }
     metadata_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         settings.require_database_url(), open=False, min_size=1, max_size=10
     )
@@ -107,7 +121,7 @@ async def worker_activities(
         "activity resources",
         database=redact(settings.require_database_url()),
         storage_database=redact(settings.require_storage_database_url()),
-        services={s.name: str(s.base_url) for s in settings.downstream_services},
+        services={s.name: s.describe() for s in settings.downstream_services},
     )
     async with httpx.AsyncClient() as http, metadata_pool, storage_pool:
         instrument_http_client(http, tracer_provider)
@@ -120,7 +134,15 @@ async def worker_activities(
             admin, tenants, ServerLimits(settings.max_concurrent_storage_creations)
         )
         signer = CallSigner(settings.require_signing_key_file(), settings.downstream_token_ttl)
-        migrations = MigrationActivities(http, tenants, settings.downstream_services, signer)
+        command_bus = CommandBus(
+            settings.events_url,
+            consumer=consumer_name(settings.task_queue),
+            services=list(reply_keys),
+        )
+        commands = CommandChannel(command_bus, CommandRepository(metadata_pool), signer)
+        migrations = MigrationActivities(
+            http, tenants, settings.downstream_services, signer, commands
+        )
         rollouts = RolloutActivities(
             RolloutRepository(metadata_pool),
             tenants,
@@ -128,6 +150,7 @@ async def worker_activities(
             http,
             signer,
             settings.downstream_services,
+            commands,
         )
         deletion = DeletionActivities(
             DeletionRepository(metadata_pool),
@@ -136,14 +159,27 @@ async def worker_activities(
             signer,
             settings.downstream_services,
             settings,
+            commands,
         )
+        replies: AbstractAsyncContextManager[None] = nullcontext()
+        if reply_keys:
+            assert client is not None
+            listener = ReplyListener(
+                client,
+                CommandRepository(metadata_pool),
+                reply_keys,
+                MigrationLedger(tenants),
+                deletion.teardowns,
+                metric_meter or MetricMeter.noop,
+            )
+            replies = consuming_replies(command_bus, listener)
         gauge: AbstractAsyncContextManager[None] = (
             tenant_gauge(tenants, metric_meter, gauge_interval)
             if metric_meter is not None
             else nullcontext()
         )
         # The outbox relay lives with the worker's resources (infra.events.relay says why).
-        async with gauge, outbox_relay(settings, meter=metric_meter):
+        async with gauge, replies, outbox_relay(settings, meter=metric_meter):
             yield [
                 metadata.load_plan,
                 metadata.record_tenant,
@@ -266,6 +302,7 @@ async def main() -> None:
             settings,
             tracer_provider=tracer_provider,
             metric_meter=runtime.metric_meter if settings.worker_metrics_address else None,
+            client=client,
         ) as activities:
             workers = build_worker(client, settings, activities)
             async with workers:

@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.bookkeeping import metadata_failures
+from activities.commands import CommandChannel
 from activities.downstream import Outcome, Unreachable, answer_reason, classify_status, signed_call
 from activities.storage import heartbeating
 from infra.db.backup import BackupFailed, StorageNotFound, take_backup
@@ -25,6 +26,7 @@ from infra.db.deletions import DeletionConflict, DeletionRepository, TenantMissi
 from infra.db.errors import ErrorKind, classify
 from infra.db.repository import TransitionRefused
 from infra.db.storage import StorageAdmin, StorageStillPresent
+from infra.events.commands import CommandType, ReplyOutcome
 from infra.security.signing import CallSigner
 from tenancy.contracts import (
     BackupInput,
@@ -39,7 +41,7 @@ from tenancy.contracts import (
     TransitionResult,
 )
 from tenancy.failures import FailureType, summarize
-from tenancy.models import BackupRecord
+from tenancy.models import BackupRecord, StorageLocation
 from tenancy.naming import provision_workflow_id, workflow_actor
 from tenancy.settings import DownstreamService, Settings
 
@@ -52,9 +54,33 @@ def _actor() -> str:
     return workflow_actor(activity.info().workflow_id or "unknown")
 
 
+class TeardownLedger:
+    """What each answer of a teardown call means, for the HTTP call, the event-driven call and
+    its reply listener alike."""
+
+    def __init__(self, deletions: DeletionRepository) -> None:
+        self._deletions = deletions
+
+    async def succeeded(self, tenant_id: str, service: str) -> None:
+        """The service's part is gone: remember it, so a retried purge skips the service."""
+        with metadata_failures("teardown record"):
+            await self._deletions.record_torn_down(tenant_id, service)
+
+    @staticmethod
+    def rejected(reason: str) -> ApplicationError:
+        """The service refused: final."""
+        return ApplicationError(reason, type=FailureType.TEARDOWN_REJECTED, non_retryable=True)
+
+    @staticmethod
+    def failed(reason: str) -> ApplicationError:
+        """Worth another attempt (Temporal counts them: `teardown_options`)."""
+        return ApplicationError(reason, type=FailureType.TEARDOWN_UNAVAILABLE)
+
+
 class DeletionActivities:
     """Bound to the deletion repository, the storage admin, the HTTP client and signer of
-    downstream calls, and the worker's settings (backup folder and timeout)."""
+    downstream calls, the command channel (services with transport events), and the worker's
+    settings (backup folder and timeout)."""
 
     def __init__(
         self,
@@ -64,8 +90,11 @@ class DeletionActivities:
         signer: CallSigner,
         services: Iterable[DownstreamService],
         settings: Settings,
+        commands: CommandChannel | None = None,
     ) -> None:
         self._deletions = deletions
+        self._commands = commands
+        self.teardowns = TeardownLedger(deletions)
         self._admin = admin
         self._http = http
         self._signer = signer
@@ -191,8 +220,9 @@ class DeletionActivities:
 
     @activity.defn(name="teardown_service")
     async def teardown_service(self, request: TeardownInput) -> None:
-        """DELETE the service's part of the tenant's storage; 2xx and 404 mean it is gone.
-        408, 429, 5xx and no answer are retried; any other answer is final."""
+        """DELETE the service's part of the tenant's storage (or send it a TeardownTenant
+        command); 2xx and 404 mean it is gone. 408, 429, 5xx and no answer are retried; any
+        other answer is final."""
         service = self._services.get(request.service)
         if service is None:
             raise ApplicationError(
@@ -200,6 +230,10 @@ class DeletionActivities:
                 type=FailureType.UNKNOWN_SERVICE,
                 non_retryable=True,
             )
+        location = self._admin.locate(request.tenant_id, request.mode)
+        if service.over_events:
+            await self._teardown_command(request, location)
+            return
         try:
             response = await signed_call(
                 self._http,
@@ -208,22 +242,40 @@ class DeletionActivities:
                 "DELETE",
                 f"/internal/tenants/{request.tenant_id}",
                 tenant_id=request.tenant_id,
-                location=self._admin.locate(request.tenant_id, request.mode),
+                location=location,
                 idempotency_key=request.idempotency_key,
                 timeout=request.timeout.total_seconds(),
             )
         except Unreachable as exc:
-            raise ApplicationError(str(exc), type=FailureType.TEARDOWN_UNAVAILABLE) from None
+            raise self.teardowns.failed(str(exc)) from None
         outcome = classify_status(response.status_code)
         if outcome is Outcome.SUCCESS or response.status_code == 404:
-            with metadata_failures("teardown record"):
-                await self._deletions.record_torn_down(request.tenant_id, request.service)
+            await self.teardowns.succeeded(request.tenant_id, request.service)
             return
         if outcome is Outcome.REJECTED:
-            raise ApplicationError(
-                answer_reason(response), type=FailureType.TEARDOWN_REJECTED, non_retryable=True
-            )
-        raise ApplicationError(answer_reason(response), type=FailureType.TEARDOWN_UNAVAILABLE)
+            raise self.teardowns.rejected(answer_reason(response))
+        raise self.teardowns.failed(answer_reason(response))
+
+    async def _teardown_command(self, request: TeardownInput, location: StorageLocation) -> None:
+        """Send the TeardownTenant command and leave the attempt open for its reply (Temporal
+        counts the attempts, a wait that runs out included); a final reply already taken
+        settles now."""
+        assert self._commands is not None, "a worker with events services has a command channel"
+        settled = await self._commands.send(
+            CommandType.TEARDOWN,
+            service=request.service,
+            tenant_id=request.tenant_id,
+            location=location,
+            idempotency_key=request.idempotency_key,
+            max_attempts=None,
+            task_token=activity.info().task_token,
+        )
+        if settled is None:
+            activity.raise_complete_async()
+        if settled.outcome == ReplyOutcome.SUCCEEDED:
+            await self.teardowns.succeeded(request.tenant_id, request.service)
+            return
+        raise self.teardowns.rejected(settled.reason or "rejected")
 
     @activity.defn(name="drop_storage")
     async def drop_storage(self, request: DropStorageInput) -> None:

@@ -1,15 +1,22 @@
-"""Activity that asks one downstream service to migrate one tenant, and the answer's meaning."""
+"""Activity that asks one downstream service to migrate one tenant, and the answer's meaning.
+
+An HTTP service answers within the attempt. A service with transport events gets a command on
+the bus and the attempt completes asynchronously: `activities.commands.ReplyListener` settles it
+with the same `MigrationLedger` when the service's signed reply comes back.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable
-from typing import NoReturn, TypeVar
+from typing import Protocol, TypeVar
 
 import httpx
 from temporalio import activity
+from temporalio.common import MetricMeter
 from temporalio.exceptions import ApplicationError
 
 from activities.bookkeeping import metadata_failures
+from activities.commands import CommandChannel
 from activities.downstream import (
     IDEMPOTENCY_HEADER as IDEMPOTENCY_HEADER,
 )
@@ -21,6 +28,7 @@ from activities.downstream import (
     signed_call,
 )
 from infra.db.repository import TenantRepository
+from infra.events.commands import CommandType, ReplyOutcome
 from infra.security.signing import CallSigner
 from infra.telemetry.logging import redact
 from infra.telemetry.metrics import migration_attempt
@@ -31,9 +39,70 @@ from tenancy.settings import DownstreamService
 T = TypeVar("T")
 
 
+class MigrationCall(Protocol):
+    """What settling one migration call needs to know of it (a `MigrateInput`, or the stored
+    command of an event-driven call)."""
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def service(self) -> str: ...
+
+    @property
+    def idempotency_key(self) -> str: ...
+
+    @property
+    def max_attempts(self) -> int | None: ...
+
+
+class MigrationLedger:
+    """What each answer of a migration call means: the tenant's migration record, the call
+    metric, and the result or the typed failure the retry policy reads. One place for the HTTP
+    call, the event-driven call and its reply listener."""
+
+    def __init__(self, tenants: TenantRepository) -> None:
+        self._tenants = tenants
+
+    async def succeeded(
+        self, meter: MetricMeter, call: MigrationCall, version: str
+    ) -> MigrateResult:
+        """The service applied (or found applied) `version`."""
+        migration_attempt(meter, call.service, Outcome.SUCCESS.value)
+        await _bookkeeping(self._tenants.migration_succeeded(call.tenant_id, call.service, version))
+        return MigrateResult(service=call.service, version=version)
+
+    async def rejected(
+        self, meter: MetricMeter, call: MigrationCall, reason: str
+    ) -> ApplicationError:
+        """The service refused the call: final, whatever the attempts left."""
+        migration_attempt(meter, call.service, Outcome.REJECTED.value)
+        await _bookkeeping(
+            self._tenants.migration_attempt_failed(call.tenant_id, call.service, reason)
+        )
+        return ApplicationError(reason, type=FailureType.MIGRATION_REJECTED, non_retryable=True)
+
+    async def failed(
+        self, meter: MetricMeter, call: MigrationCall, reason: str
+    ) -> ApplicationError:
+        """A call that reached the service, or timed out talking to it, failed in a way worth
+        retrying: count it against the logical call, and fail for good at the limit."""
+        migration_attempt(meter, call.service, Outcome.RETRYABLE.value)
+        failures = await _bookkeeping(
+            self._tenants.migration_call_failed(
+                call.tenant_id, call.service, call.idempotency_key, reason
+            )
+        )
+        if call.max_attempts is not None and failures >= call.max_attempts:
+            return ApplicationError(
+                reason, type=FailureType.MIGRATION_EXHAUSTED, non_retryable=True
+            )
+        return ApplicationError(reason, type=FailureType.MIGRATION_UNAVAILABLE)
+
+
 class MigrationActivities:
-    """Bound to one shared HTTP client, the repository, the configured services and the key
-    that signs each call.
+    """Bound to one shared HTTP client, the repository, the configured services, the key
+    that signs each call and (for services with transport events) the command channel.
 
     How many calls run at once is the worker's business, not the activity's: each service's
     calls have their own task queue and worker slots (see `worker.build_worker`), so a call
@@ -46,15 +115,19 @@ class MigrationActivities:
         tenants: TenantRepository,
         services: Iterable[DownstreamService],
         signer: CallSigner,
+        commands: CommandChannel | None = None,
     ) -> None:
         self._http = http
         self._signer = signer
         self._tenants = tenants
+        self._ledger = MigrationLedger(tenants)
+        self._commands = commands
         self._services = {service.name: service for service in services}
 
     @activity.defn(name="migrate_service")
     async def migrate_service(self, request: MigrateInput) -> MigrateResult:
-        """POST the service's migrate endpoint; raise a typed failure the retry policy reads.
+        """Ask the service to migrate (its endpoint, or a command on the bus); raise a typed
+        failure the retry policy reads.
 
         Only calls that reached the service (or timed out talking to it) count against
         `request.max_attempts`; a failure of the platform's own bookkeeping is retried by
@@ -70,9 +143,42 @@ class MigrationActivities:
         await _bookkeeping(
             self._tenants.migration_attempt_started(request.tenant_id, request.service)
         )
+        if service.over_events:
+            return await self._command(request)
         return await self._call(service, request)
 
+    async def _command(self, request: MigrateInput) -> MigrateResult:
+        """Send the MigrateTenant command and leave the attempt open for its reply; a final
+        reply already taken (it came after an earlier attempt's wait ran out) settles now."""
+        assert self._commands is not None, "a worker with events services has a command channel"
+        meter = activity.metric_meter()
+        prior = await self._commands.prior(CommandType.MIGRATE, request.idempotency_key)
+        if prior is not None and prior.unanswered_send:
+            # The last send's wait ran out: a call that timed out, as for HTTP.
+            failure = await self._ledger.failed(
+                meter,
+                request,
+                f"no reply from {request.service} within {request.timeout.total_seconds():g}s",
+            )
+            if failure.non_retryable:
+                raise failure
+        settled = await self._commands.send(
+            CommandType.MIGRATE,
+            service=request.service,
+            tenant_id=request.tenant_id,
+            location=request.location,
+            idempotency_key=request.idempotency_key,
+            max_attempts=request.max_attempts,
+            task_token=activity.info().task_token,
+        )
+        if settled is None:
+            activity.raise_complete_async()
+        if settled.outcome == ReplyOutcome.SUCCEEDED:
+            return await self._ledger.succeeded(meter, request, settled.version or "")
+        raise await self._ledger.rejected(meter, request, settled.reason or "rejected")
+
     async def _call(self, service: DownstreamService, request: MigrateInput) -> MigrateResult:
+        meter = activity.metric_meter()
         try:
             response = await signed_call(
                 self._http,
@@ -86,52 +192,23 @@ class MigrationActivities:
                 timeout=request.timeout.total_seconds(),
             )
         except Unreachable as exc:
-            await self._service_failed(request, str(exc))
+            raise await self._ledger.failed(meter, request, str(exc)) from None
         outcome = classify_status(response.status_code)
         if outcome is Outcome.SUCCESS:
-            return await self._succeed(request, response)
+            try:
+                version = str(response.json()["version"])
+            except (ValueError, KeyError, TypeError):
+                raise await self._ledger.failed(
+                    meter,
+                    request,
+                    summarize(
+                        redact(f"HTTP {response.status_code} without a version: {response.text}")
+                    ),
+                ) from None
+            return await self._ledger.succeeded(meter, request, version)
         if outcome is Outcome.REJECTED:
-            await self._rejected(request, answer_reason(response))
-        await self._service_failed(request, answer_reason(response))
-
-    async def _succeed(self, request: MigrateInput, response: httpx.Response) -> MigrateResult:
-        try:
-            version = str(response.json()["version"])
-        except (ValueError, KeyError, TypeError):
-            await self._service_failed(
-                request,
-                summarize(
-                    redact(f"HTTP {response.status_code} without a version: {response.text}")
-                ),
-            )
-        migration_attempt(activity.metric_meter(), request.service, Outcome.SUCCESS.value)
-        await _bookkeeping(
-            self._tenants.migration_succeeded(request.tenant_id, request.service, version)
-        )
-        return MigrateResult(service=request.service, version=version)
-
-    async def _rejected(self, request: MigrateInput, reason: str) -> NoReturn:
-        """The service refused the call: final, whatever the attempts left."""
-        migration_attempt(activity.metric_meter(), request.service, Outcome.REJECTED.value)
-        await _bookkeeping(
-            self._tenants.migration_attempt_failed(request.tenant_id, request.service, reason)
-        )
-        raise ApplicationError(reason, type=FailureType.MIGRATION_REJECTED, non_retryable=True)
-
-    async def _service_failed(self, request: MigrateInput, reason: str) -> NoReturn:
-        """A call that reached the service, or timed out talking to it, failed in a way worth
-        retrying: count it against the logical call, and fail for good at the limit."""
-        migration_attempt(activity.metric_meter(), request.service, Outcome.RETRYABLE.value)
-        failures = await _bookkeeping(
-            self._tenants.migration_call_failed(
-                request.tenant_id, request.service, request.idempotency_key, reason
-            )
-        )
-        if request.max_attempts is not None and failures >= request.max_attempts:
-            raise ApplicationError(
-                reason, type=FailureType.MIGRATION_EXHAUSTED, non_retryable=True
-            ) from None
-        raise ApplicationError(reason, type=FailureType.MIGRATION_UNAVAILABLE) from None
+            raise await self._ledger.rejected(meter, request, answer_reason(response))
+        raise await self._ledger.failed(meter, request, answer_reason(response))
 
 
 async def _bookkeeping(write: Awaitable[T]) -> T:

@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import httpx
 from temporalio import activity
 
 from activities.bookkeeping import metadata_failures
+from activities.commands import CommandChannel, NoReply
 from activities.downstream import Outcome, Unreachable, answer_reason, classify_status, signed_call
 from activities.storage import heartbeating
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import Claimed, RolloutRepository, RolloutStateRefused
 from infra.db.storage import StorageAdmin
+from infra.events.bus import BusUnavailable
+from infra.events.commands import CommandType, ReplyOutcome
 from infra.security.signing import CallSigner
 from infra.telemetry.metrics import migration_attempt, rollout_tenant_finished
 from tenancy.failures import summarize
-from tenancy.models import StorageMode
+from tenancy.models import StorageLocation, StorageMode
 from tenancy.naming import workflow_actor
 from tenancy.rollouts import RolloutAction, RolloutStatus, RolloutTenantStatus
 from tenancy.settings import DownstreamService
@@ -51,6 +54,15 @@ class CallFailed(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What one call of a service with transport events came to."""
+
+    outcome: Outcome
+    version: str = ""
+    reason: str = ""
+
+
 class RolloutActivities:
     """Bound to the rollout and tenant repositories, the storage admin (to locate storage), the
     HTTP client and the signer of downstream calls."""
@@ -63,7 +75,9 @@ class RolloutActivities:
         http: httpx.AsyncClient,
         signer: CallSigner,
         services: Iterable[DownstreamService],
+        commands: CommandChannel | None = None,
     ) -> None:
+        self._commands = commands
         self._rollouts = rollouts
         self._tenants = tenants
         self._admin = admin
@@ -155,6 +169,16 @@ class RolloutActivities:
             if attempt:
                 delay = policy.initial_interval.total_seconds() * 2 ** (attempt - 1)
                 await asyncio.sleep(min(delay, 5.0))
+            if service.over_events:
+                answer = await self._command(tenant, name, location, key, policy.timeout)
+                migration_attempt(activity.metric_meter(), name, answer.outcome.value)
+                if answer.outcome is Outcome.SUCCESS:
+                    await self._succeeded(tenant, name, answer.version)
+                    return
+                reason = answer.reason
+                if answer.outcome is Outcome.REJECTED:
+                    break
+                continue
             try:
                 response = await signed_call(
                     self._http,
@@ -180,18 +204,50 @@ class RolloutActivities:
                     raise CallFailed(
                         name, f"HTTP {response.status_code} without a version"
                     ) from None
-                with metadata_failures("migration record"):
-                    await self._tenants.fleet_migration_succeeded(
-                        tenant.tenant_id,
-                        name,
-                        version,
-                        workflow_actor(activity.info().workflow_id or "unknown"),
-                    )
+                await self._succeeded(tenant, name, version)
                 return
             reason = answer_reason(response)
             if outcome is Outcome.REJECTED:
                 break
         raise CallFailed(name, summarize(reason))
+
+    async def _succeeded(self, tenant: Claimed, name: str, version: str) -> None:
+        with metadata_failures("migration record"):
+            await self._tenants.fleet_migration_succeeded(
+                tenant.tenant_id,
+                name,
+                version,
+                workflow_actor(activity.info().workflow_id or "unknown"),
+            )
+
+    async def _command(
+        self,
+        tenant: Claimed,
+        name: str,
+        location: StorageLocation,
+        key: str,
+        timeout: timedelta,
+    ) -> Answer:
+        """One send of a MigrateTenant command, waited for in place: the batch heartbeats
+        meanwhile, and its retry after a lost worker sends again under the same key."""
+        assert self._commands is not None, "a worker with events services has a command channel"
+        try:
+            with metadata_failures("command record"):
+                row = await self._commands.call(
+                    CommandType.MIGRATE,
+                    service=name,
+                    tenant_id=tenant.tenant_id,
+                    location=location,
+                    idempotency_key=key,
+                    timeout=timeout,
+                )
+        except (NoReply, BusUnavailable) as exc:
+            return Answer(Outcome.RETRYABLE, reason=str(exc))
+        if row.outcome == ReplyOutcome.SUCCEEDED:
+            return Answer(Outcome.SUCCESS, version=row.version or "")
+        if row.outcome == ReplyOutcome.REJECTED:
+            return Answer(Outcome.REJECTED, reason=row.reason or "rejected")
+        return Answer(Outcome.RETRYABLE, reason=row.reason or "failed")
 
     @activity.defn(name="set_rollout_status")
     async def set_rollout_status(self, request: RolloutStatusInput) -> RolloutStatusResult:

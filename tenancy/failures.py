@@ -17,6 +17,8 @@ Callers match on these names, never on messages:
     UNKNOWN_SERVICE        the workflow named a service this worker is not configured with
     PROVISION_FAILED       the workflow ended in PROVISION_ERROR
     PROVISION_CANCELLED    the run was cancelled before it recorded the tenant
+    BUS_UNAVAILABLE        the bus did not take a command for a service with transport events
+                           (retried; the platform's own failure, never counted against it)
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class FailureType(StrEnum):
     TEARDOWN_UNAVAILABLE = "TeardownUnavailable"
     DROP_FAILED = "StorageDropFailed"
     DROP_REFUSED = "StorageDropRefused"
+    # Event-driven calls.
+    BUS_UNAVAILABLE = "CommandBusUnavailable"
 
 
 def summarize(text: str, limit: int = 300) -> str:

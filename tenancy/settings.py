@@ -86,15 +86,42 @@ class DownstreamService(BaseModel):
     `db_role` is the PostgreSQL role the service connects to tenant storage with; the platform
     grants it what it needs on each new schema or database. Without one nothing is granted,
     so the service only works with credentials that own the storage already.
+
+    `transport` says how its migrate and teardown calls reach it: `http` (the default) calls
+    its internal endpoints at `base_url`; `events` publishes commands on the bus
+    (`platform.commands.<name>`) and waits for its replies, signed with the key whose public
+    half is `reply_key_file` (see `infra.events.commands`).
     """
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")
-    base_url: AnyHttpUrl
+    base_url: AnyHttpUrl | None = None
     db_role: Annotated[
         str | None, Field(pattern=DB_ROLE_PATTERN), AfterValidator(_grantable_role)
     ] = None
+    transport: Literal["http", "events"] = "http"
+    reply_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> DownstreamService:
+        if self.transport == "http" and self.base_url is None:
+            raise ValueError(f"service {self.name!r} needs a baseUrl (transport http)")
+        if self.transport == "events" and self.reply_key_file is None:
+            raise ValueError(
+                f"service {self.name!r} has transport events and needs a replyKeyFile: the "
+                "public key that verifies its signed replies"
+            )
+        return self
+
+    @property
+    def over_events(self) -> bool:
+        """Whether its calls go over the bus as commands."""
+        return self.transport == "events"
+
+    def describe(self) -> str:
+        """Where its calls go, for logs."""
+        return f"events: platform.commands.{self.name}" if self.over_events else str(self.base_url)
 
 
 DEFAULT_DOWNSTREAM_SERVICES = (
@@ -202,6 +229,11 @@ class Settings(BaseSettings):
         if len(roles) != len(set(roles)):
             # A shared role could read and rewrite the other service's tables.
             raise ValueError("PLATFORM_DOWNSTREAM_SERVICES has services sharing a dbRole")
+        if self.events_services() and not self.events_url.startswith(("nats://", "tls://")):
+            raise ValueError(
+                "services with transport events take their commands over NATS JetStream: "
+                "PLATFORM_EVENTS_URL must be a nats:// URL"
+            )
         if self.migration_initial_interval > self.migration_max_interval:
             # Temporal rejects such a retry policy only when the activity is scheduled.
             raise ValueError(
@@ -224,6 +256,10 @@ class Settings(BaseSettings):
     def service_db_roles(self) -> tuple[str, ...]:
         """The services' storage roles, in configuration order (services without one omitted)."""
         return tuple(s.db_role for s in self.downstream_services if s.db_role is not None)
+
+    def events_services(self) -> tuple[DownstreamService, ...]:
+        """The services whose calls go over the bus (transport events)."""
+        return tuple(s for s in self.downstream_services if s.over_events)
 
     def require_database_url(self) -> str:
         """The metadata database URL; the embedded server sets it before anything connects."""

@@ -233,7 +233,7 @@ def make_settings(
 async def running_worker(client: Client, settings: Settings) -> AsyncIterator[None]:
     """A real worker, built exactly as `python worker.py` builds it, for the test's queue."""
     async with (
-        worker_activities(settings) as activities,
+        worker_activities(settings, client=client) as activities,
         build_worker(client, settings, activities),
     ):
         yield

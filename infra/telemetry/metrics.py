@@ -21,6 +21,8 @@ counted once per real event and adds nothing to the history.
     platform_outbox_backlog         gauge      (lifecycle events not yet published)
     platform_outbox_oldest_seconds  gauge      (age of the oldest of them, 0 when none)
     platform_events_published_total counter    family (tenants|rollouts)
+    platform_command_replies_total  counter    service, result (taken|ignored|refused): replies
+                                               of services with transport events
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ ROLLOUT_DURATION = "platform_rollout_duration"
 OUTBOX_BACKLOG = "platform_outbox_backlog"
 OUTBOX_OLDEST = "platform_outbox_oldest_seconds"
 EVENTS_PUBLISHED = "platform_events_published_total"
+COMMAND_REPLIES = "platform_command_replies_total"
 
 TENANT_GAUGE_INTERVAL = timedelta(seconds=15)
 # A provisioning takes seconds, or hours when it waits in MIGRATION_ERROR for an operator.
@@ -228,3 +231,11 @@ async def tenant_gauge(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def command_reply(meter: MetricMeter, service: str, result: str) -> None:
+    """Count one reply read from the bus: taken, ignored (nothing waits for it) or refused
+    (not signed by the service)."""
+    meter.create_counter(COMMAND_REPLIES, "Replies of event-driven calls by result").add(
+        1, {"service": service, "result": result}
+    )

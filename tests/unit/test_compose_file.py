@@ -214,6 +214,7 @@ def test_env_loads_into_settings(
     by_name = {downstream.name: downstream for downstream in settings.downstream_services}
     assert sorted(by_name) == sorted(DOWNSTREAM_SERVICES)
     for name, downstream in by_name.items():
+        assert downstream.base_url is not None
         assert downstream.base_url.host == name, "the base URL must name the compose service"
         args = argv(services[name])
         assert option(args, "--name") == name

@@ -1,0 +1,144 @@
+"""Sending a command to a service with transport events, for an activity attempt that completes
+when the reply comes (migrate, teardown) or a rollout batch that waits for it in place.
+
+Each send is numbered and recorded before it goes on the bus, with the task token of the
+attempt that waits, so the reply listener (`activities.replies`) finds what to complete, in any
+worker of the deployment. A send the bus does not take fails the attempt as the platform's own
+failure (retried, never counted against the service).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from temporalio.exceptions import ApplicationError
+
+from activities.bookkeeping import metadata_failures
+from infra.db.commands import CommandRepository, CommandRow
+from infra.events.bus import BusUnavailable
+from infra.events.command_bus import CommandBus
+from infra.events.commands import Command, CommandType, command_id
+from infra.security.signing import CallSigner
+from tenancy.failures import FailureType, summarize
+from tenancy.models import StorageLocation
+
+# How often a rollout batch reads whether its command has its reply.
+REPLY_POLL = timedelta(milliseconds=100)
+
+
+class NoReply(Exception):
+    """A rollout's command got no reply within its timeout."""
+
+
+class CommandChannel:
+    """The bus and the command records, with the signer of each command's token."""
+
+    def __init__(self, bus: CommandBus, commands: CommandRepository, signer: CallSigner) -> None:
+        self._bus = bus
+        self._commands = commands
+        self._signer = signer
+
+    async def prior(self, kind: CommandType, idempotency_key: str) -> CommandRow | None:
+        """The logical call's command as sent so far (None: never sent)."""
+        with metadata_failures("command record"):
+            return await self._commands.get(command_id(kind, idempotency_key))
+
+    async def send(
+        self,
+        kind: CommandType,
+        *,
+        service: str,
+        tenant_id: str,
+        location: StorageLocation,
+        idempotency_key: str,
+        max_attempts: int | None,
+        task_token: bytes | None,
+    ) -> CommandRow | None:
+        """Send the call's command once more; None once the bus has it, or the command's row
+        when a final reply is already there (nothing is sent then)."""
+        identifier = command_id(kind, idempotency_key)
+        with metadata_failures("command record"):
+            attempt = await self._commands.next_send(
+                command_id=identifier,
+                kind=kind,
+                tenant_id=tenant_id,
+                service=service,
+                idempotency_key=idempotency_key,
+                max_attempts=max_attempts,
+                task_token=task_token,
+            )
+            if attempt is None:
+                return await self._commands.get(identifier)
+        try:
+            await self._publish(
+                kind, identifier, attempt, service, tenant_id, location, idempotency_key
+            )
+        except BusUnavailable as exc:
+            raise ApplicationError(
+                summarize(f"cannot send {kind.value} to {service}: {exc}"),
+                type=FailureType.BUS_UNAVAILABLE,
+            ) from None
+        return None
+
+    async def call(
+        self,
+        kind: CommandType,
+        *,
+        service: str,
+        tenant_id: str,
+        location: StorageLocation,
+        idempotency_key: str,
+        timeout: timedelta,
+    ) -> CommandRow:
+        """Send once and wait here (a rollout batch) for the reply to this send or a final one;
+        NoReply when `timeout` passes first. BusUnavailable when the bus does not take it."""
+        identifier = command_id(kind, idempotency_key)
+        attempt = await self._commands.next_send(
+            command_id=identifier,
+            kind=kind,
+            tenant_id=tenant_id,
+            service=service,
+            idempotency_key=idempotency_key,
+            max_attempts=None,
+            task_token=None,
+        )
+        if attempt is not None:
+            await self._publish(
+                kind, identifier, attempt, service, tenant_id, location, idempotency_key
+            )
+        deadline = time.monotonic() + timeout.total_seconds()
+        while True:
+            row = await self._commands.get(identifier)
+            if row is not None and (attempt is None or row.answered(attempt)):
+                return row
+            if time.monotonic() >= deadline:
+                raise NoReply(f"no reply from {service} within {timeout.total_seconds():g}s")
+            await asyncio.sleep(REPLY_POLL.total_seconds())
+
+    async def _publish(
+        self,
+        kind: CommandType,
+        identifier: str,
+        attempt: int,
+        service: str,
+        tenant_id: str,
+        location: StorageLocation,
+        idempotency_key: str,
+    ) -> None:
+        """Put send `attempt` on the bus and record that its wait has started."""
+        command = Command(
+            type=kind,
+            command_id=identifier,
+            attempt=attempt,
+            service=service,
+            tenant_id=tenant_id,
+            location=location,
+            idempotency_key=idempotency_key,
+            # A new token per send: its `jti` is single-use at the service, as for HTTP.
+            token=self._signer.token(audience=service, tenant_id=tenant_id),
+        )
+        await self._bus.send(command)
+        with metadata_failures("command record"):
+            await self._commands.mark_sent(identifier, attempt)

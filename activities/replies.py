@@ -1,0 +1,156 @@
+"""The reply listener of event-driven calls: it takes each service's signed reply off the bus and
+settles the activity attempt that waits for it (Temporal async activity completion), through the
+same ledgers as an HTTP answer.
+
+A reply is trusted only if the service's key signed it; it counts only if a command still waits
+for it (`CommandRepository.take_reply`). Everything else is logged, counted and dropped, and
+changes nothing. A reply taken for an attempt whose wait already ran out completes nothing; the
+command's row keeps a final reply, and the next attempt settles from it instead of sending again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import structlog
+from temporalio.client import Client
+from temporalio.common import MetricMeter
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.deletion import TeardownLedger
+from activities.migrations import MigrationLedger
+from infra.db.commands import CommandRepository, CommandRow
+from infra.events.bus import BusUnavailable
+from infra.events.command_bus import CommandBus, Handled
+from infra.events.commands import CommandType, Reply, ReplyOutcome, ReplyRefused, verify_reply
+from infra.security.keys import PublicKey
+from infra.telemetry.metrics import command_reply
+
+_log = structlog.stdlib.get_logger("platform.commands")
+
+
+class ReplyListener:
+    """Handles one reply at a time (`handle`); the bus's consumer calls it."""
+
+    def __init__(
+        self,
+        client: Client,
+        commands: CommandRepository,
+        keys: Mapping[str, PublicKey],
+        migrations: MigrationLedger,
+        teardowns: TeardownLedger,
+        meter: MetricMeter,
+    ) -> None:
+        self._client = client
+        self._commands = commands
+        self._keys = dict(keys)
+        self._migrations = migrations
+        self._teardowns = teardowns
+        self._meter = meter
+
+    async def handle(self, service: str, data: bytes) -> Handled:
+        """Verify, take and settle one reply of `service`."""
+        key = self._keys.get(service)
+        if key is None:
+            return self._dropped(
+                service, "refused", "reply from a service without transport events"
+            )
+        try:
+            reply = verify_reply(data, service, key)
+        except ReplyRefused as refused:
+            return self._dropped(service, "refused", f"reply refused: {refused}")
+        try:
+            row = await self._commands.take_reply(reply)
+        except Exception as exc:  # the metadata database: the reply waits in the stream
+            _log.warning("reply not taken yet", service=service, error=type(exc).__name__)
+            return Handled.AGAIN
+        if row is None:
+            return self._dropped(
+                service,
+                "ignored",
+                "reply ignored: no command waits for it",
+                command_id=reply.command_id,
+                attempt=reply.attempt,
+                type=reply.type.value,
+            )
+        command_reply(self._meter, service, "taken")
+        _log.info(
+            "reply taken",
+            service=service,
+            tenant_id=reply.tenant_id,
+            command_id=reply.command_id,
+            attempt=reply.attempt,
+            type=reply.type.value,
+        )
+        if row.task_token is not None:
+            await self._settle(row, reply, row.task_token)
+        # Else a rollout batch waits in place and reads the row.
+        return Handled.DONE
+
+    def _dropped(self, service: str, result: str, message: str, **fields: object) -> Handled:
+        command_reply(self._meter, service, result)
+        (_log.warning if result == "refused" else _log.info)(message, service=service, **fields)
+        return Handled.DONE
+
+    async def _settle(self, row: CommandRow, reply: Reply, task_token: bytes) -> None:
+        """Complete or fail the waiting attempt as its HTTP twin would have ended."""
+        handle = self._client.get_async_activity_handle(task_token=task_token)
+        try:
+            if CommandType(row.kind) is CommandType.MIGRATE:
+                if reply.outcome is ReplyOutcome.SUCCEEDED:
+                    result = await self._migrations.succeeded(self._meter, row, reply.version or "")
+                    await handle.complete(result)
+                    return
+                ledger = (
+                    self._migrations.rejected
+                    if reply.outcome is ReplyOutcome.REJECTED
+                    else self._migrations.failed
+                )
+                await handle.fail(await ledger(self._meter, row, reply.reason or ""))
+                return
+            if reply.outcome is ReplyOutcome.SUCCEEDED:
+                await self._teardowns.succeeded(row.tenant_id, row.service)
+                await handle.complete(None)
+                return
+            failure = (
+                self._teardowns.rejected
+                if reply.outcome is ReplyOutcome.REJECTED
+                else self._teardowns.failed
+            )
+            await handle.fail(failure(reply.reason or ""))
+        except RPCError as exc:
+            # That attempt's wait ran out (NOT_FOUND), or Temporal is away: the attempt's
+            # retry reads the row, where a final reply settles it and a failure is counted.
+            _log.info(
+                "reply outlived its attempt"
+                if exc.status is RPCStatusCode.NOT_FOUND
+                else "could not settle the attempt now",
+                command_id=row.command_id,
+                attempt=reply.attempt,
+                error=str(exc),
+            )
+        except ApplicationError as exc:
+            # A bookkeeping write failed (`metadata_failures`): likewise left to the retry.
+            _log.warning("reply taken, attempt left to its timeout", error=str(exc))
+
+
+@asynccontextmanager
+async def consuming_replies(bus: CommandBus, listener: ReplyListener) -> AsyncIterator[None]:
+    """Hand the bus's replies to `listener` while the context is open, then disconnect."""
+    try:
+        await bus.start()
+    except BusUnavailable as exc:
+        # Commands wait for it (their attempts fail and retry); the consumer keeps trying.
+        _log.warning("command bus unavailable at start", error=str(exc))
+    task = asyncio.create_task(bus.consume_replies(listener.handle), name="reply-consumer")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await bus.close()
