@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import httpx
 import psycopg
@@ -75,6 +75,13 @@ class DevSettings(DevKeys):
     auth_port: Port = 8102
     worker_metrics_port: Port = 9464
     nats_port: Port = 4222
+    # How the platform calls the reference services: `events` sends them commands on the bus
+    # (each answers with replies signed by a key of its own, made in the keys folder).
+    service_transport: Literal["http", "events"] = "http"
+
+    def service_reply_key_file(self, name: str) -> Path:
+        """The key reference service `name` signs its replies with (transport events)."""
+        return self.data_dir / "keys" / f"{name}-reply.pem"
 
     @property
     def passwords_file(self) -> Path:
@@ -133,6 +140,16 @@ class Plan:
             **({"DOWNSTREAM_EXTRA_MIGRATIONS_DIRS": json.dumps(extra)} if extra else {}),
             **self.env,
             "DOWNSTREAM_DATABASE_URL": own,
+            **(self._consumer_env(name) if name else {}),
+        }
+
+    def _consumer_env(self, name: str) -> dict[str, str]:
+        """With transport events, the service also takes its commands from the bus."""
+        if self.dev.service_transport != "events":
+            return {}
+        return {
+            "DOWNSTREAM_EVENTS_URL": self.env["PLATFORM_EVENTS_URL"],
+            "DOWNSTREAM_REPLY_KEY_FILE": str(self.dev.service_reply_key_file(name)),
         }
 
     def required_ports(self) -> list[tuple[int, str]]:
@@ -193,7 +210,11 @@ def make_plan(dev: DevSettings, platform: Settings) -> Plan:
         env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{dev.temporal_port}"
         # The console links each tenant's and rollout's run in the embedded server's Web UI.
         env.setdefault("PLATFORM_TEMPORAL_UI_URL", f"http://127.0.0.1:{dev.temporal_ui_port}")
-    embed_nats = platform.events_backend == "nats" and "events_url" not in platform.model_fields_set
+    # The bus carries lifecycle events (backend nats) and the services' commands (transport
+    # events), unless the environment names a server.
+    embed_nats = "events_url" not in platform.model_fields_set and (
+        platform.events_backend == "nats" or dev.service_transport == "events"
+    )
     if embed_nats:
         env["PLATFORM_EVENTS_URL"] = f"nats://127.0.0.1:{dev.nats_port}"
     if embed_services:
@@ -204,6 +225,14 @@ def make_plan(dev: DevSettings, platform: Settings) -> Plan:
                     "baseUrl": f"http://127.0.0.1:{port}",
                     # Only where make dev created the role; an external server's are unknown.
                     **({"dbRole": service_role(name)} if name in service_urls else {}),
+                    **(
+                        {
+                            "transport": "events",
+                            "replyKeyFile": str(dev.service_reply_key_file(name)),
+                        }
+                        if dev.service_transport == "events"
+                        else {}
+                    ),
                 }
                 for name, (port, _) in dev.service_ports().items()
             ]
@@ -336,6 +365,9 @@ def start_stack(stack: Stack, plan: Plan) -> None:
     generate_private_key(Path(plan.env["PLATFORM_SIGNING_KEY_FILE"]))
     if plan.dev_idp:
         generate_private_key(plan.dev.idp_key_file)
+    if plan.embed_services and plan.dev.service_transport == "events":
+        for name in plan.dev.service_ports():
+            generate_private_key(plan.dev.service_reply_key_file(name))
     if plan.embed_postgres:
         start_postgres(stack, plan)
     if plan.embed_temporal:
@@ -442,6 +474,11 @@ def banner(plan: Plan, tokens: DevTokens | None) -> str:
             else []
         ),
         f"  Lifecycle events  {_events_line(plan)}",
+        *(
+            ["  Service calls     commands on the bus (PLATFORM_DEV_SERVICE_TRANSPORT=events)"]
+            if plan.embed_services and dev.service_transport == "events"
+            else []
+        ),
         f"  Data folder       {dev.data_dir}",
         "",
         *auth,

@@ -202,6 +202,44 @@ async def test_no_reply_within_the_timeout_resends_under_the_same_key(
     assert record.status is MigrationStatus.SUCCEEDED
 
 
+async def test_a_reply_that_comes_while_no_worker_runs_completes_the_waiting_attempt(
+    temporal_client: Client,
+    events_settings: Callable[..., Settings],
+    service: ScriptedEventsService,
+    tenants: TenantRepository,
+) -> None:
+    """The wait is durable: the attempt waits in Temporal and the reply in the stream, so a
+    worker that comes back completes the attempt, and nothing is sent again."""
+    settings = events_settings(migration_timeout=timedelta(seconds=30))
+    request = spec()
+    service.script(request.id, ("silent", ""))
+    async with running_worker(temporal_client, settings):
+        await WorkflowGateway(temporal_client, settings).provision(request)
+        (command,) = await eventually(
+            lambda: _commands(service, request.id), lambda found: len(found) == 1
+        )
+    # No worker runs now; the service finishes and replies.
+    await service.publish_reply(
+        {
+            "type": "TenantMigrated",
+            "commandId": command["commandId"],
+            "attempt": command["attempt"],
+            "tenantId": request.id,
+            "version": "events_0003",
+        }
+    )
+    tenant = await tenants.get(request.id)
+    assert tenant is not None
+    assert tenant.status is TenantStatus.MIGRATING
+    async with running_worker(temporal_client, settings):
+        await wait_status(tenants, request.id, TenantStatus.ACTIVE)
+
+    assert len(service.of(request.id)) == 1, "the reply completed the first send's attempt"
+    tenant = await tenants.get(request.id)
+    assert tenant is not None
+    assert tenant.migrations[0].version == "events_0003"
+
+
 async def test_unknown_finished_and_forged_replies_change_nothing(
     temporal_client: Client,
     events_settings: Callable[..., Settings],

@@ -420,3 +420,31 @@ def test_make_dev_gives_each_service_a_folder_of_extra_migrations(
         folders = DownstreamSettings().extra_migrations_dirs
         assert folders == [tmp_path.resolve() / "migrations" / name]
     assert "DOWNSTREAM_EXTRA_MIGRATIONS_DIRS" not in plan.service_env()
+
+
+def test_make_dev_can_call_the_reference_services_by_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("PLATFORM_", "TEMPORAL_", "DOWNSTREAM_")):
+            monkeypatch.delenv(name)
+    # Even with lifecycle events off, the commands need the bus: make dev embeds it.
+    monkeypatch.setenv("PLATFORM_EVENTS_BACKEND", "none")
+    dev = DevSettings(data_dir=tmp_path, postgres_port=54444, service_transport="events")
+
+    plan = make_plan(dev, Settings())
+
+    assert plan.embed_nats
+    assert plan.env["PLATFORM_EVENTS_URL"] == f"nats://127.0.0.1:{dev.nats_port}"
+    for name, value in plan.env.items():
+        monkeypatch.setenv(name, value)
+    services = {s.name: s for s in Settings().downstream_services}
+    for name in ("backend-service", "auth-service"):
+        assert services[name].transport == "events"
+        assert services[name].reply_key_file == dev.service_reply_key_file(name)
+        env = plan.service_env(name)
+        assert env["DOWNSTREAM_EVENTS_URL"] == plan.env["PLATFORM_EVENTS_URL"]
+        assert env["DOWNSTREAM_REPLY_KEY_FILE"] == str(dev.service_reply_key_file(name))
+    assert "DOWNSTREAM_EVENTS_URL" not in make_plan(
+        DevSettings(data_dir=tmp_path, postgres_port=54444), Settings()
+    ).service_env("backend-service")
