@@ -19,6 +19,9 @@ from bench.load import LevelResult
 
 TEMPORAL = "temporal"
 DIRECT = "direct"
+# The Temporal path with the reference services on transport events (commands on the bus).
+EVENTS = "events"
+PATHS = (TEMPORAL, DIRECT, EVENTS)
 # The issue's targets, on this 2-core machine, SCHEMA mode, two services.
 P50_TARGET_MS = 100.0
 THROUGHPUT_TARGET = 40.0
@@ -109,13 +112,36 @@ def _level_rows(report: Report) -> list[str]:
     return rows
 
 
+def _transport_rows(report: Report) -> list[str]:
+    rows = [
+        "| C | tenants HTTP / events | HTTP tenants/s | events tenants/s "
+        "| HTTP p50 / p95 ms | events p50 / p95 ms | throughput events/HTTP | failed |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in report.concurrencies():
+        h = report.level(TEMPORAL, c)
+        e = report.level(EVENTS, c)
+        if e is None:
+            continue
+        hp = [h.percentile(q) for q in (50, 95)] if h else [float("nan")] * 2
+        ep = [e.percentile(q) for q in (50, 95)]
+        failed = len(e.samples) - len(e.ok) + (len(h.samples) - len(h.ok) if h else 0)
+        rows.append(
+            f"| {c} | {len(h.samples) if h else 0} / {len(e.samples)} | "
+            f"{h.throughput if h else float('nan'):.1f} | {e.throughput:.1f} | "
+            f"{' / '.join(_ms(v) for v in hp)} | {' / '.join(_ms(v) for v in ep)} | "
+            f"{_ratio(e.throughput, h.throughput) if h else 'n/a'} | {failed} |"
+        )
+    return rows
+
+
 def _step_rows(report: Report) -> list[str]:
     rows = [
         "| C | path | POST answered | start to row recorded | storage | migrations |",
         "|---:|---|---:|---:|---:|---:|",
     ]
     for c in report.concurrencies():
-        for path in (TEMPORAL, DIRECT):
+        for path in PATHS:
             result = report.level(path, c)
             if result is None:
                 continue
@@ -137,7 +163,7 @@ def _cpu_rows(report: Report) -> list[str]:
         "|---:|---|" + "---:|" * (len(CPU_COLUMNS) + 2),
     ]
     for c in report.concurrencies():
-        for path in (TEMPORAL, DIRECT):
+        for path in PATHS:
             result = report.level(path, c)
             if result is None or not result.cpu_seconds:
                 continue
@@ -224,6 +250,18 @@ def markdown(report: Report) -> str:
         "",
         *_level_rows(report),
         "",
+        *(
+            [
+                "Service calls over HTTP (`temporal`) and as commands on the bus with signed "
+                "replies (`events`, transport events), the Temporal path, one stack each, "
+                "one after the other:",
+                "",
+                *_transport_rows(report),
+                "",
+            ]
+            if any(r.path == EVENTS for r in report.levels)
+            else []
+        ),
         "Median time in each step (ms), from the audit trail's timestamps:",
         "",
         *_step_rows(report),
@@ -248,7 +286,11 @@ def chart(report: Report, path: Path) -> None:
     """Latency percentiles and throughput against concurrency, both paths."""
     levels = report.concurrencies()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {TEMPORAL: ("tab:blue", "Temporal"), DIRECT: ("tab:gray", "direct")}
+    styles = {
+        TEMPORAL: ("tab:blue", "Temporal"),
+        DIRECT: ("tab:gray", "direct"),
+        EVENTS: ("tab:green", "Temporal, events transport"),
+    }
     for path_name, (color, label) in styles.items():
         results = [report.level(path_name, c) for c in levels]
         if any(r is None for r in results):

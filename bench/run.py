@@ -3,10 +3,14 @@
     python -m bench                                  # C = 1, 8, 32, 128; 100 tenants each
     python -m bench --tenants 200 --concurrency 1,32 --storage-mode DATABASE
     python -m bench --scale 1000 --scale-total 5000  # adds the scale figures
+    python -m bench --transport http,events          # services by HTTP, then by command
 
 For each concurrency C it provisions max(N, 2*C) tenants through the REST API (the Temporal
 path) and as many by calling the activities in-process (the direct path), after a few
-unmeasured warm-up tenants each. Results go to `--out` (results.json, results.md, chart.png).
+unmeasured warm-up tenants each. With `--transport events` it then starts the stack again with
+the reference services taking their calls as commands on the bus (`PLATFORM_DEV_SERVICE_TRANSPORT
+=events`) and measures the Temporal path there too (path `events`). Results go to `--out`
+(results.json, results.md, chart.png).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,7 +48,16 @@ from bench.load import (
     read_timeline,
     run_level,
 )
-from bench.report import DIRECT, TEMPORAL, Report, ScalePoint, ScaleResult, summary_lines, write
+from bench.report import (
+    DIRECT,
+    EVENTS,
+    TEMPORAL,
+    Report,
+    ScalePoint,
+    ScaleResult,
+    summary_lines,
+    write,
+)
 from bench.stack import RunningStack, running_stack
 from devstack.dev import REPO_ROOT
 from devstack.temporal import cli_path
@@ -70,6 +84,8 @@ class Options:
     direct: bool
     scale: int
     scale_total: int
+    # "http" (the main run, with the direct baseline and scale) and/or "events".
+    transports: tuple[str, ...] = ("http",)
 
 
 class Ids:
@@ -188,8 +204,12 @@ async def measure_scale(
     return result
 
 
-async def measure(stack: RunningStack, options: Options) -> tuple[list[LevelResult], Any]:
-    """Every level on both paths, then the scale figures if asked for."""
+async def measure(
+    stack: RunningStack, options: Options, path: str = TEMPORAL
+) -> tuple[list[LevelResult], Any]:
+    """Every level on the API path (labelled `path`) and, for the HTTP stack, the direct
+    path, then the scale figures if asked for."""
+    baseline = path == TEMPORAL
     token = mint(
         stack.plan.dev.idp_key_file,
         subject="bench",
@@ -215,15 +235,19 @@ async def measure(stack: RunningStack, options: Options) -> tuple[list[LevelResu
             base_url=stack.api_url, timeout=120, trust_env=False, limits=limits
         ) as http,
         CompletionWatcher(conn) as watcher,
-        direct_provisioner(stack.settings()) as direct,
+        AsyncExitStack() as resources,
     ):
         api = ApiProvisioner(http, watcher, options.storage_mode.value, token)
-        local = InProcessProvisioner(_direct_run(direct, options.storage_mode))
+        local = None
+        if options.direct and baseline:
+            # The direct path calls the services over HTTP in this process.
+            direct = await resources.enter_async_context(direct_provisioner(stack.settings()))
+            local = InProcessProvisioner(_direct_run(direct, options.storage_mode))
         for concurrency in options.concurrency:
             results.append(
-                await measure_level(TEMPORAL, api, conn, ids, concurrency, options, pids, cpu_pids)
+                await measure_level(path, api, conn, ids, concurrency, options, pids, cpu_pids)
             )
-            if options.direct:
+            if local is not None:
                 results.append(
                     await measure_level(
                         DIRECT, local, conn, ids, concurrency, options, pids, cpu_pids
@@ -231,7 +255,7 @@ async def measure(stack: RunningStack, options: Options) -> tuple[list[LevelResu
                 )
         scale = (
             await measure_scale(api, conn, ids, options, stack.pids["worker"])
-            if options.scale
+            if options.scale and baseline
             else None
         )
     return results, scale
@@ -262,7 +286,7 @@ def context(options: Options) -> dict[str, str]:
         f"{platform.python_version()}",
         "Temporal": version or "unknown",
         "storage mode": options.storage_mode.value,
-        "services": "backend-service, auth-service",
+        "services": "backend-service, auth-service, over " + " then ".join(options.transports),
         "tenants per level": f"max({options.tenants}, 2*C) after {options.warmup} warm-up",
     }
 
@@ -281,6 +305,11 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, Path, Path, dict[str, st
     parser.add_argument("--no-direct", action="store_true", help="skip the direct baseline")
     parser.add_argument("--scale", type=int, default=0, help="tenants submitted at once")
     parser.add_argument("--scale-total", type=int, default=0, help="then grow to this many")
+    parser.add_argument(
+        "--transport",
+        default="http",
+        help="how the worker calls the services: http, events, or both (http,events)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help="the stack's data")
     parser.add_argument(
@@ -294,6 +323,9 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, Path, Path, dict[str, st
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not levels or min(levels) < 1 or args.tenants < 1 or args.warmup < 0:
         parser.error("concurrency levels and --tenants must be positive, --warmup >= 0")
+    transports = tuple(t.strip() for t in args.transport.split(",") if t.strip())
+    if not transports or not set(transports) <= {"http", "events"}:
+        parser.error("--transport takes http, events or http,events")
     extra = dict(item.split("=", 1) for item in args.env)
     options = Options(
         tenants=args.tenants,
@@ -303,6 +335,7 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, Path, Path, dict[str, st
         direct=not args.no_direct,
         scale=args.scale,
         scale_total=max(args.scale_total, args.scale),
+        transports=transports,
     )
     return options, args.out, args.work_dir, extra
 
@@ -314,8 +347,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     command = "make bench" + (f" BENCH_ARGS={shlex.quote(' '.join(argv))}" if argv else "")
-    with running_stack(work_dir, extra_env=extra) as stack:
-        levels, scale = asyncio.run(measure(stack, options))
+    levels: list[LevelResult] = []
+    scale = None
+    if "http" in options.transports:
+        with running_stack(work_dir, extra_env=extra) as stack:
+            levels, scale = asyncio.run(measure(stack, options))
+    if "events" in options.transports:
+        with running_stack(work_dir, extra_env=extra, service_transport="events") as stack:
+            levels += asyncio.run(measure(stack, options, path=EVENTS))[0]
     report = Report(command, context(options), levels, scale)
     for path in write(report, out):
         _log.info("wrote %s", path)

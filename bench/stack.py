@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from devstack.dev import (
     REPO_ROOT,
@@ -31,6 +32,7 @@ from tenancy.settings import Settings
 
 _log = logging.getLogger("bench")
 
+Transport = Literal["http", "events"]
 # Ten above `make dev`'s ports, so both can run at once.
 BENCH_API_PORT = 8010
 
@@ -78,8 +80,11 @@ class RunningStack:
         self.pids[name] = next(c.proc.pid for c in supervisor.children if c.name == name)
 
 
-def bench_plan(work_dir: Path, extra_env: dict[str, str]) -> Plan:
-    """`make dev`'s plan with the benchmark's data folder and ports, production log format."""
+def bench_plan(
+    work_dir: Path, extra_env: dict[str, str], service_transport: Transport = "http"
+) -> Plan:
+    """`make dev`'s plan with the benchmark's data folder and ports, production log format;
+    the reference services are called over `service_transport`."""
     dev = DevSettings(
         data_dir=work_dir,
         postgres_port=54339,
@@ -90,6 +95,7 @@ def bench_plan(work_dir: Path, extra_env: dict[str, str]) -> Plan:
         worker_metrics_port=9474,
         # Beside make dev's 4222, like every other port here.
         nats_port=4232,
+        service_transport=service_transport,
     )
     plan = make_plan(dev, Settings())
     env = {**plan.env, "PLATFORM_LOG_FORMAT": "json", "PLATFORM_API_PORT": str(BENCH_API_PORT)}
@@ -99,12 +105,16 @@ def bench_plan(work_dir: Path, extra_env: dict[str, str]) -> Plan:
 
 @contextmanager
 def running_stack(
-    work_dir: Path, *, fresh: bool = True, extra_env: dict[str, str] | None = None
+    work_dir: Path,
+    *,
+    fresh: bool = True,
+    extra_env: dict[str, str] | None = None,
+    service_transport: Transport = "http",
 ) -> Iterator[RunningStack]:
     """Start the stack in `work_dir` (emptied first when `fresh`), stop it on exit."""
     if fresh and work_dir.exists():
         shutil.rmtree(work_dir)
-    plan = bench_plan(work_dir, extra_env or {})
+    plan = bench_plan(work_dir, extra_env or {}, service_transport)
     stack = Stack(work_dir / "run", REPO_ROOT, log_dir=work_dir / "logs")
     try:
         _log.info("starting the stack in %s (logs in %s)", work_dir, stack.log_dir)

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from bench.load import LevelResult, Sample
-from bench.report import DIRECT, TEMPORAL, Report, markdown, write
+from bench.report import DIRECT, EVENTS, TEMPORAL, Report, markdown, write
 from bench.run import peak_in_flight
 
 
@@ -70,3 +70,15 @@ def test_report_shows_ratios_and_targets(tmp_path: Path) -> None:
     paths = write(report, tmp_path)
     assert {p.name for p in paths} == {"results.json", "results.md", "chart.png"}
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_puts_the_events_transport_beside_http() -> None:
+    http = LevelResult(TEMPORAL, 8, [_sample(i, 0.2) for i in range(20)], 2.0)
+    events = LevelResult(EVENTS, 8, [_sample(i, 0.4) for i in range(20)], 4.0)
+
+    text = markdown(Report("make bench", {"machine": "test"}, [http, events]))
+    alone = markdown(Report("make bench", {"machine": "test"}, [http]))
+
+    assert "| 8 | 20 / 20 | 10.0 | 5.0 | 200 / 200 | 400 / 400 | 0.5x | 0 |" in text
+    assert "| 8 | events |" in text, "the events path has its step medians too"
+    assert "commands on the bus" not in alone
