@@ -174,9 +174,15 @@ class CommandConsumer:
             except TimeoutError:  # nats.errors.TimeoutError too: nothing to fetch right now
                 continue
             except _NATS_FAILURES as exc:
-                # The client reconnects by itself; wait a moment rather than spin.
+                # The client reconnects by itself; bind again (the consumer or the streams may
+                # be gone with a server that lost its storage), after a moment so as not to spin.
                 _log.warning("fetching commands failed: %s: %s", type(exc).__name__, exc)
+                with contextlib.suppress(*_NATS_FAILURES):
+                    await subscription.unsubscribe()
                 await self._pause(_CONNECT_BACKOFF)
+                subscription = await self._subscribe()
+                if subscription is None:
+                    return
                 continue
             for msg in messages:
                 task = asyncio.get_running_loop().create_task(self._handle(msg))
