@@ -12,6 +12,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from fastapi import FastAPI
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
+from examples.downstream_service import consumer as consumer_module
 from examples.downstream_service.app import create_app
 from examples.downstream_service.consumer import (
     COMMANDS_STREAM,
@@ -495,3 +497,37 @@ async def test_consumer_mode_needs_a_reply_key(
     with pytest.raises(ConsumerNotConfigured, match="DOWNSTREAM_REPLY_KEY_FILE"):
         async with app.router.lifespan_context(app):
             pass
+
+
+async def test_a_long_migration_is_kept_in_progress_not_redelivered(
+    platform: PlatformKey,
+    storage: Storage,
+    service: str,
+    nats_url: str,
+    reply_key: Path,
+    platform_bus: Platform,
+    schema_tenant: Payload,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The protocol's ack_wait is 60 s; a consumer of 1 s shows the same in a test's time.
+    monkeypatch.setattr(consumer_module, "ACK_WAIT", timedelta(seconds=1))
+    monkeypatch.setattr(consumer_module, "PROGRESS_INTERVAL", timedelta(seconds=0.25))
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "slow_0001_wait.sql").write_text(
+        "CREATE TABLE slow_wait (id INT PRIMARY KEY);\nDO $$ BEGIN PERFORM pg_sleep(2.5); END $$;\n"
+    )
+    settings = consumer_settings(platform, storage, service, nats_url, reply_key)
+    app = create_app(settings.model_copy(update={"migrations_dir": slow}))
+    async with app_client(app):
+        command = platform_bus.command("MigrateTenant", schema_tenant)
+        seq = await platform_bus.send(command)
+        claims = verified(await platform_bus.reply_to(command), reply_key, service)
+        info = await platform_bus.settled(seq)
+
+    assert claims["type"] == "TenantMigrated"
+    assert claims["version"] == "slow_0001_wait"
+    assert info.config.ack_wait == 1
+    assert info.delivered is not None
+    assert info.delivered.consumer_seq == 1
