@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -39,6 +41,7 @@ from examples.downstream_service.settings import (
     DownstreamSettings,
 )
 from infra.security.keys import generate_private_key, load_private_key
+from infra.security.signing import CallSigner
 from tests.downstream.helpers import (
     Payload,
     Storage,
@@ -50,6 +53,7 @@ from tests.downstream.helpers import (
     tables_in,
 )
 from tests.downstream.tokens import PlatformKey
+from tests.support.downstream_services import ReferenceConsumer
 from tests.support.polling import eventually
 
 BACKEND_VERSIONS = ["backend_0001_accounts_projects", "backend_0002_project_archiving"]
@@ -75,7 +79,7 @@ class Platform:
 
     js: JetStreamContext
     service: str
-    key: PlatformKey
+    key: PlatformKey | None = None
 
     def command(
         self,
@@ -94,10 +98,14 @@ class Platform:
             "attempt": attempt,
             "idempotencyKey": idempotency_key or secrets.token_hex(8),
             **payload,
-            "token": token or self.key.token(payload["tenantId"], self.service),
+            "token": token or self._token(payload["tenantId"]),
             "replyTo": f"platform.replies.{self.service}",
             "sentAt": "2026-11-30T18:00:00Z",
         }
+
+    def _token(self, tenant_id: str) -> str:
+        assert self.key is not None, "give a token or a platform key"
+        return self.key.token(tenant_id, self.service)
 
     async def send(self, command: dict[str, Any] | bytes, msg_id: str | None = None) -> int:
         """Publish a command (or any bytes) on the service's subject; its stream sequence."""
@@ -287,6 +295,7 @@ async def test_a_bad_token_is_a_final_failure(
     platform_bus: Platform,
     schema_tenant: Payload,
     stranger: PlatformKey,
+    platform: PlatformKey,
     reply_key: Path,
     service: str,
     storage: Storage,
@@ -295,7 +304,7 @@ async def test_a_bad_token_is_a_final_failure(
         "MigrateTenant", schema_tenant, token=stranger.token(schema_tenant["tenantId"], service)
     )
     other_tenant = platform_bus.command(
-        "MigrateTenant", schema_tenant, token=platform_bus.key.token("ds_someone_else", service)
+        "MigrateTenant", schema_tenant, token=platform.token("ds_someone_else", service)
     )
     await platform_bus.send(forged)
     await platform_bus.send(other_tenant)
@@ -325,6 +334,7 @@ async def test_storage_problems_are_classified_as_over_http(
     service: str,
     storage_case: str,
     retryable: bool,
+    platform: PlatformKey,
     unused_tcp_port: int,
 ) -> None:
     payload = (
@@ -333,7 +343,7 @@ async def test_storage_problems_are_classified_as_over_http(
         else schema_payload(tenant_id, storage, authority=f"127.0.0.1:{unused_tcp_port}")
     )
     over_http = await running.http.post(
-        migrate_path(tenant_id), json=payload, headers=platform_bus.key.headers(tenant_id, service)
+        migrate_path(tenant_id), json=payload, headers=platform.headers(tenant_id, service)
     )
     command = platform_bus.command("MigrateTenant", payload)
     await platform_bus.send(command)
@@ -531,3 +541,57 @@ async def test_a_long_migration_is_kept_in_progress_not_redelivered(
     assert info.config.ack_wait == 1
     assert info.delivered is not None
     assert info.delivered.consumer_seq == 1
+
+
+async def test_the_support_helper_runs_a_reference_consumer_for_platform_tests(
+    start_reference_consumer: Callable[..., AbstractContextManager[ReferenceConsumer]],
+    nats_url: str,
+    keys_dir: Path,
+    storage_db_url: str,
+    tmp_path: Path,
+) -> None:
+    # As a platform test uses it: the session's service role and platform key, a reply key of
+    # its own; the platform verifies with the public half the helper writes.
+    reply_key = tmp_path / "backend-reply.pem"
+    generate_private_key(reply_key)
+    tenant_id = f"ds_{secrets.token_hex(6)}"
+    server = urlsplit(storage_db_url)
+    database = server.path.lstrip("/")
+    signer = CallSigner(keys_dir / "platform-signing.pem", timedelta(minutes=5))
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream(timeout=5)
+        await ensure_streams(js)
+        with start_reference_consumer("backend-service", nats_url, reply_key) as service:
+            bus = Platform(js=js, service="backend-service")
+            command = bus.command(
+                "TeardownTenant",
+                {
+                    "tenantId": tenant_id,
+                    "storageMode": "SCHEMA",
+                    "jdbcUrl": f"jdbc:postgresql://{server.hostname}:{server.port}/{database}",
+                    "schema": f"tenant_{tenant_id}",
+                    "database": database,
+                },
+                token=signer.token(audience="backend-service", tenant_id=tenant_id),
+            )
+            await bus.send(command)
+            reply = await bus.reply_to(command)
+            healthy = httpx.get(f"{service.url}/healthz").status_code
+    finally:
+        await nc.close()
+
+    claims = jwt.decode(
+        reply,
+        service.reply_public_key_file.read_bytes(),
+        algorithms=["ES256"],
+        audience="platform-service",
+        issuer="backend-service",
+    )
+    # Its schema never existed: HTTP's 404, which counts as torn down.
+    assert (claims["type"], claims["tenantId"], claims.get("reason")) == (
+        "TenantTornDown",
+        tenant_id,
+        None,
+    )
+    assert healthy == 200
