@@ -194,6 +194,7 @@ def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.consumer = None
         database_url = str(settings.database_url) if settings.database_url else None
         migrations = await run_in_threadpool(
             load_migrations, settings.migrations_path, settings.extra_migrations_dirs
@@ -243,7 +244,7 @@ def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
             )
             yield
         finally:
-            consumer: CommandConsumer | None = getattr(app.state, "consumer", None)
+            consumer: CommandConsumer | None = app.state.consumer
             if consumer is not None:
                 await consumer.stop()
             await run_in_threadpool(pools.close)

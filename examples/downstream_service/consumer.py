@@ -173,7 +173,7 @@ class CommandConsumer:
                 messages = await subscription.fetch(free, timeout=FETCH_WAIT.total_seconds())
             except TimeoutError:  # nats.errors.TimeoutError too: nothing to fetch right now
                 continue
-            except _NATS_FAILURES as exc:
+            except Exception as exc:
                 # The client reconnects by itself; bind again (the consumer or the streams may
                 # be gone with a server that lost its storage), after a moment so as not to spin.
                 _log.warning("fetching commands failed: %s: %s", type(exc).__name__, exc)
@@ -216,7 +216,7 @@ class CommandConsumer:
                 _log.debug("bound to %s on %s", subject, COMMANDS_STREAM)
                 self.ready.set()
                 return subscription
-            except _NATS_FAILURES as exc:
+            except Exception as exc:
                 _log.warning(
                     "%s cannot consume commands yet (%s: %s); trying again",
                     self._service,
