@@ -15,6 +15,10 @@ service's, so a repeated call is a 404 that changes nothing; the platform counts
 done. 409 (`teardown_blocked`) when another role's object depends on one of ours; 503 while a
 migration holds the lock. In DATABASE mode the service then closes its pool of that database, so
 the platform's DROP DATABASE finds no connection of it.
+
+The routes only check and hand over: the work is `calls.migrate_tenant` / `calls.teardown_tenant`,
+which consumer mode (`consumer`, started by the lifespan when `DOWNSTREAM_EVENTS_URL` is set)
+runs too.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ DUPLICATE_WINDOW = timedelta(seconds=120)
 ACK_WAIT = timedelta(seconds=60)
 # Well inside ack_wait, so a slow heartbeat still lands before the redelivery would.
 PROGRESS_INTERVAL = timedelta(seconds=15)
-FETCH_WAIT = timedelta(seconds=1)
+# Short, so a stop (which lets the pending fetch finish rather than lose what it brings) is quick.
+FETCH_WAIT = timedelta(milliseconds=500)
 REQUEST_TIMEOUT = timedelta(seconds=5)
 # Before a command whose reply was not published, or that could not be decided, comes again.
 RETRY_DELAY = timedelta(seconds=2)
