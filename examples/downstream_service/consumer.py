@@ -101,6 +101,19 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.update_stream(config)
 
 
+async def _nats_error(exc: Exception) -> None:
+    # One line instead of nats-py's traceback per failed connection attempt.
+    _log.warning("NATS: %s: %s", type(exc).__name__, exc)
+
+
+async def _disconnected() -> None:
+    _log.warning("disconnected from NATS; reconnecting")
+
+
+async def _reconnected() -> None:
+    _log.info("reconnected to NATS")
+
+
 def consumer_config(service_name: str) -> ConsumerConfig:
     """The service's durable pull consumer on its command subject."""
     return ConsumerConfig(
@@ -150,7 +163,14 @@ class CommandConsumer:
         """
         self._stopping.set()
         if self._task is not None:
-            await self._task
+            # Unbound, nothing is in flight: the first connection to a server that never came
+            # up retries inside nats-py, and is simply abandoned.
+            if self.ready.is_set():
+                await asyncio.wait({self._task}, timeout=grace.total_seconds())
+            if not self._task.done():
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=grace.total_seconds())
         for task in self._in_flight:
@@ -203,6 +223,9 @@ class CommandConsumer:
                         allow_reconnect=True,
                         max_reconnect_attempts=-1,
                         reconnect_time_wait=0.5,
+                        error_cb=_nats_error,
+                        disconnected_cb=_disconnected,
+                        reconnected_cb=_reconnected,
                     )
                 js = self._js()
                 await ensure_streams(js)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -595,3 +596,23 @@ async def test_the_support_helper_runs_a_reference_consumer_for_platform_tests(
         None,
     )
     assert healthy == 200
+
+
+async def test_with_nats_away_http_serves_and_the_service_stops_promptly(
+    platform: PlatformKey,
+    storage: Storage,
+    service: str,
+    reply_key: Path,
+    unused_tcp_port: int,
+) -> None:
+    nowhere = f"nats://127.0.0.1:{unused_tcp_port}"
+    app = create_app(consumer_settings(platform, storage, service, nowhere, reply_key))
+    async with app_client(app) as client:
+        health = await client.get("/healthz")
+        consumer: CommandConsumer = app.state.consumer
+        stopping = time.monotonic()
+    stopped_in = time.monotonic() - stopping
+
+    assert health.status_code == 200
+    assert not consumer.ready.is_set()
+    assert stopped_in < 2
