@@ -169,6 +169,12 @@ async def _start_consumer(
         timeout=settings.connect_timeout,
         purge_interval=settings.seen_tokens_purge_interval,
     )
+    if state_pool is not None:
+        try:
+            await run_in_threadpool(answers.prepare)
+        except DownstreamError as exc:
+            # Its first use tries again.
+            _log.warning("command answers table not created at start-up: %s", exc.detail)
     consumer = CommandConsumer(
         url=settings.events_url,
         service_name=settings.service_name,

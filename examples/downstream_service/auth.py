@@ -51,7 +51,7 @@ class PlatformCall:
     jti: str
     kid: str | None
     # Epoch seconds until which the jti is remembered (exp plus the leeway).
-    remembered_until: float = 0.0
+    remembered_until: float
 
 
 class TokenVerifier:
