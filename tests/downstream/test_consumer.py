@@ -23,6 +23,7 @@ import httpx
 import jwt
 import nats
 import nats.js.errors
+import psycopg
 import pytest
 from fastapi import FastAPI
 from nats.js import JetStreamContext
@@ -510,6 +511,17 @@ async def test_consumer_mode_needs_a_reply_key(
             pass
 
 
+def slow_migration(folder: Path, seconds: float = 2.5) -> Path:
+    """A migration set of one migration that takes `seconds`."""
+    slow = folder / "slow"
+    slow.mkdir()
+    (slow / "slow_0001_wait.sql").write_text(
+        "CREATE TABLE slow_wait (id INT PRIMARY KEY);\n"
+        f"DO $$ BEGIN PERFORM pg_sleep({seconds}); END $$;\n"
+    )
+    return slow
+
+
 async def test_a_long_migration_is_kept_in_progress_not_redelivered(
     platform: PlatformKey,
     storage: Storage,
@@ -524,13 +536,8 @@ async def test_a_long_migration_is_kept_in_progress_not_redelivered(
     # The protocol's ack_wait is 60 s; a consumer of 1 s shows the same in a test's time.
     monkeypatch.setattr(consumer_module, "ACK_WAIT", timedelta(seconds=1))
     monkeypatch.setattr(consumer_module, "PROGRESS_INTERVAL", timedelta(seconds=0.25))
-    slow = tmp_path / "slow"
-    slow.mkdir()
-    (slow / "slow_0001_wait.sql").write_text(
-        "CREATE TABLE slow_wait (id INT PRIMARY KEY);\nDO $$ BEGIN PERFORM pg_sleep(2.5); END $$;\n"
-    )
     settings = consumer_settings(platform, storage, service, nats_url, reply_key)
-    app = create_app(settings.model_copy(update={"migrations_dir": slow}))
+    app = create_app(settings.model_copy(update={"migrations_dir": slow_migration(tmp_path)}))
     async with app_client(app):
         command = platform_bus.command("MigrateTenant", schema_tenant)
         seq = await platform_bus.send(command)
@@ -616,3 +623,46 @@ async def test_with_nats_away_http_serves_and_the_service_stops_promptly(
     assert health.status_code == 200
     assert not consumer.ready.is_set()
     assert stopped_in < 2
+
+
+async def test_commands_run_at_once_up_to_the_concurrency(
+    platform: PlatformKey,
+    storage: Storage,
+    service: str,
+    nats_url: str,
+    reply_key: Path,
+    platform_bus: Platform,
+    schema_tenant: Payload,
+    neighbour_tenant: Payload,
+    admin: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    settings = consumer_settings(platform, storage, service, nats_url, reply_key)
+    app = create_app(
+        settings.model_copy(
+            update={"migrations_dir": slow_migration(tmp_path), "consumer_concurrency": 2}
+        )
+    )
+
+    async def sleeping() -> int:
+        # The service's sessions inside the slow migration right now.
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND query LIKE %s",
+            (storage.role(), "%pg_sleep%"),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    async with app_client(app):
+        commands = [
+            platform_bus.command("MigrateTenant", payload)
+            for payload in (schema_tenant, neighbour_tenant)
+        ]
+        for command in commands:
+            await platform_bus.send(command)
+        await eventually(sleeping, lambda count: count == 2, timeout=10)
+        replies = [
+            verified(await platform_bus.reply_to(command), reply_key, service)
+            for command in commands
+        ]
+
+    assert [claims["type"] for claims in replies] == ["TenantMigrated", "TenantMigrated"]
