@@ -14,4 +14,7 @@ storage too, at the host, port and database each call's `jdbcUrl` names. The pla
 the role CONNECT on the database and USAGE and CREATE on the tenant's schema, so the service
 owns what it creates, and another service's role cannot touch it. In each tenant schema the
 service keeps its own history table, `<service>_schema_history` (see `migrator`).
+
+With `DOWNSTREAM_EVENTS_URL` and `DOWNSTREAM_REPLY_KEY_FILE` it also runs in consumer mode:
+the same calls as commands from NATS JetStream, answered with signed replies (see `consumer`).
 """

@@ -11,7 +11,12 @@ import uvicorn
 
 from examples.downstream_service.app import create_app
 from examples.downstream_service.migrator import MigrationSetInvalid, load_migrations
-from examples.downstream_service.settings import AuthNotConfigured, DownstreamSettings
+from examples.downstream_service.replies import ReplyKeyInvalid, ReplySigner
+from examples.downstream_service.settings import (
+    AuthNotConfigured,
+    ConsumerNotConfigured,
+    DownstreamSettings,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -35,7 +40,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Read again by the app's start-up; checked here too so that a broken set (a clash
         # with a built-in migration, say) ends the process with one line.
         load_migrations(settings.migrations_path, settings.extra_migrations_dirs)
-    except (AuthNotConfigured, FileNotFoundError, MigrationSetInvalid) as exc:
+        reply_key = settings.require_reply_key()
+        if reply_key is not None:
+            ReplySigner(reply_key, service_name=settings.service_name)
+    except (
+        AuthNotConfigured,
+        ConsumerNotConfigured,
+        FileNotFoundError,
+        MigrationSetInvalid,
+        ReplyKeyInvalid,
+    ) as exc:
         # Said plainly before uvicorn starts, rather than as a traceback from the lifespan.
         parser.exit(2, f"{parser.prog}: {exc}\n")
     logging.basicConfig(

@@ -15,6 +15,10 @@ service's, so a repeated call is a 404 that changes nothing; the platform counts
 done. 409 (`teardown_blocked`) when another role's object depends on one of ours; 503 while a
 migration holds the lock. In DATABASE mode the service then closes its pool of that database, so
 the platform's DROP DATABASE finds no connection of it.
+
+The routes only check and hand over: the work is `calls.migrate_tenant` / `calls.teardown_tenant`,
+which consumer mode (`consumer`, started by the lifespan when `DOWNSTREAM_EVENTS_URL` is set)
+runs too.
 """
 
 from __future__ import annotations
@@ -22,18 +26,31 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Depends, FastAPI, Header, Request, Security
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
+from psycopg_pool import ConnectionPool
 
-from examples.downstream_service.auth import PlatformCall, PlatformCallRoute, build_verifier
+from examples.downstream_service.answers import CommandAnswers
+from examples.downstream_service.auth import (
+    PlatformCall,
+    PlatformCallRoute,
+    TokenVerifier,
+    build_verifier,
+)
+from examples.downstream_service.calls import (
+    PlatformCalls,
+    migrate_tenant,
+    require_idempotency_key,
+    teardown_tenant,
+)
+from examples.downstream_service.consumer import CommandConsumer
 from examples.downstream_service.errors import (
     DownstreamError,
-    InvalidRequest,
-    MissingIdempotencyKey,
     install_error_handlers,
 )
 from examples.downstream_service.migrator import Migrator, load_migrations
@@ -41,11 +58,11 @@ from examples.downstream_service.models import (
     TENANT_ID_PATTERN,
     MigrateRequest,
     MigrateResponse,
-    StorageMode,
     TeardownResponse,
 )
 from examples.downstream_service.pools import StoragePools
 from examples.downstream_service.replay import SeenTokenIds, open_state_pool
+from examples.downstream_service.replies import ReplySigner
 from examples.downstream_service.settings import DownstreamSettings, get_settings
 
 _log = logging.getLogger(__name__)
@@ -71,9 +88,7 @@ def _idempotency_key(
 ) -> str:
     # A dependency rather than a required header parameter: a missing key is a 400 here, not
     # FastAPI's 422, and it is checked before the body is.
-    if key is None or not key.strip():
-        raise MissingIdempotencyKey("the Idempotency-Key header is required")
-    return key.strip()
+    return require_idempotency_key(key)
 
 
 MigratorDep = Annotated[Migrator, Depends(_migrator)]
@@ -111,18 +126,7 @@ def migrate(
 
     A plain `def`, so FastAPI runs the blocking database work in its thread pool.
     """
-    if body.tenant_id != tenant_id:
-        raise InvalidRequest.field("tenantId", "must equal the tenant id in the path")
-    _log.info(
-        "migrate tenant=%s mode=%s jdbcUrl=%s idempotency_key=%s jti=%s",
-        tenant_id,
-        body.storage_mode,
-        body.jdbc_url,
-        idempotency_key,
-        call.jti,
-    )
-    outcome = migrator.migrate(body.storage_address, body.schema_name)
-    return MigrateResponse(version=outcome.version, applied=outcome.applied)
+    return migrate_tenant(migrator, tenant_id, body, idempotency_key, call)
 
 
 @internal.delete(
@@ -140,22 +144,53 @@ def teardown(
     migrator: MigratorDep,
 ) -> TeardownResponse:
     """Drop this service's objects and migration history from the tenant's storage."""
-    if body.tenant_id != tenant_id:
-        raise InvalidRequest.field("tenantId", "must equal the tenant id in the path")
+    return teardown_tenant(migrator, tenant_id, body, idempotency_key, call)
+
+
+async def _start_consumer(
+    settings: DownstreamSettings,
+    verifier: TokenVerifier,
+    migrator: Migrator,
+    state_pool: ConnectionPool[psycopg.Connection[Any]] | None,
+) -> CommandConsumer | None:
+    """Consumer mode beside HTTP when `DOWNSTREAM_EVENTS_URL` is set (None otherwise).
+
+    A missing or unusable reply key stops the start-up; the bus being away does not: the
+    consumer connects in the background until it can, while HTTP serves.
+    """
+    key_file = settings.require_reply_key()
+    if key_file is None or settings.events_url is None:
+        return None
+    signer = await run_in_threadpool(
+        lambda: ReplySigner(key_file, service_name=settings.service_name)
+    )
+    answers = CommandAnswers(
+        state_pool,
+        timeout=settings.connect_timeout,
+        purge_interval=settings.seen_tokens_purge_interval,
+    )
+    if state_pool is not None:
+        try:
+            await run_in_threadpool(answers.prepare)
+        except DownstreamError as exc:
+            # Its first use tries again.
+            _log.warning("command answers table not created at start-up: %s", exc.detail)
+    consumer = CommandConsumer(
+        url=settings.events_url,
+        service_name=settings.service_name,
+        calls=PlatformCalls(verifier, migrator),
+        answers=answers,
+        signer=signer,
+        concurrency=settings.consumer_concurrency,
+    )
+    consumer.start()
     _log.info(
-        "teardown tenant=%s mode=%s jdbcUrl=%s idempotency_key=%s jti=%s",
-        tenant_id,
-        body.storage_mode,
-        body.jdbc_url,
-        idempotency_key,
-        call.jti,
+        "%s consumes commands; replies signed with %s (%s)",
+        settings.service_name,
+        key_file,
+        signer.algorithm,
     )
-    dropped = migrator.teardown(
-        body.storage_address,
-        body.schema_name,
-        own_database=body.storage_mode is StorageMode.DATABASE,
-    )
-    return TeardownResponse(tenant_id=tenant_id, dropped=dropped)
+    return consumer
 
 
 def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
@@ -169,6 +204,7 @@ def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.consumer = None
         database_url = str(settings.database_url) if settings.database_url else None
         migrations = await run_in_threadpool(
             load_migrations, settings.migrations_path, settings.extra_migrations_dirs
@@ -207,6 +243,9 @@ def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
                 pools=pools,
                 lock_timeout=settings.lock_timeout,
             )
+            app.state.consumer = await _start_consumer(
+                settings, app.state.verifier, app.state.migrator, state_pool
+            )
             _log.info(
                 "%s ready with migrations %s; platform tokens verified with %s",
                 settings.service_name,
@@ -215,6 +254,9 @@ def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
             )
             yield
         finally:
+            consumer: CommandConsumer | None = app.state.consumer
+            if consumer is not None:
+                await consumer.stop()
             await run_in_threadpool(pools.close)
             if state_pool is not None:
                 await run_in_threadpool(state_pool.close)

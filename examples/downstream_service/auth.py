@@ -22,7 +22,7 @@ from fastapi import Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 
-from examples.downstream_service.errors import Unauthenticated
+from examples.downstream_service.errors import TokenExpired, TokenReplayed, Unauthenticated
 from examples.downstream_service.keys import (
     ALLOWED_ALGORITHMS,
     JwksKeys,
@@ -50,6 +50,8 @@ class PlatformCall:
     tenant_id: str
     jti: str
     kid: str | None
+    # Epoch seconds until which the jti is remembered (exp plus the leeway).
+    remembered_until: float
 
 
 class TokenVerifier:
@@ -107,6 +109,8 @@ class TokenVerifier:
                 leeway=self._leeway,
                 options={"require": list(REQUIRED_CLAIMS), "strict_aud": True},
             )
+        except jwt.ExpiredSignatureError:
+            raise TokenExpired("token expired", realm=self._audience) from None
         except jwt.PyJWTError as exc:
             raise self._reject(self._explain(exc)) from None
         if claims["tenantId"] != tenant_id:
@@ -115,9 +119,12 @@ class TokenVerifier:
         if not jti:
             raise self._reject("token jti is empty")
         # Remembered as long as the token would pass the exp check, leeway included.
-        if not self._seen.first_use(jti, float(claims["exp"]) + self._leeway):
-            raise self._reject("token already used (jti replay)")
-        return PlatformCall(tenant_id=tenant_id, jti=jti, kid=kid)
+        remembered_until = float(claims["exp"]) + self._leeway
+        if not self._seen.first_use(jti, remembered_until):
+            raise TokenReplayed("token already used (jti replay)", realm=self._audience, jti=jti)
+        return PlatformCall(
+            tenant_id=tenant_id, jti=jti, kid=kid, remembered_until=remembered_until
+        )
 
     def _bearer_token(self, authorization: str | None) -> str:
         scheme, _, token = (authorization or "").strip().partition(" ")
@@ -130,8 +137,6 @@ class TokenVerifier:
         match exc:
             case jwt.InvalidSignatureError():
                 return "token signature does not verify with the platform key"
-            case jwt.ExpiredSignatureError():
-                return "token expired"
             case jwt.ImmatureSignatureError():
                 return "token not valid yet (iat or nbf in the future)"
             case jwt.InvalidAudienceError():

@@ -4,6 +4,8 @@
     ├── TeardownFailed (500)        unexpected failure while tearing down, or objects left
     ├── MissingIdempotencyKey (400)
     ├── Unauthenticated (401)       bearer token missing or invalid; WWW-Authenticate says why
+    │   ├── TokenExpired (401)      its exp has passed
+    │   └── TokenReplayed (401)     its jti was used before
     ├── InvalidRequest (422)        names the offending field(s)
     ├── TargetMissing (409)         tenant database or schema not provisioned: not retryable
     ├── NothingToTearDown (404)     teardown: the storage is gone or holds nothing of ours: done
@@ -22,12 +24,14 @@ is a stable extension member for people and tools reading logs.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -91,6 +95,22 @@ class Unauthenticated(DownstreamError):
             description = _NOT_IN_DESCRIPTION.sub("?", self.detail)
             challenge += f', error="invalid_token", error_description="{description}"'
         return {"WWW-Authenticate": challenge}
+
+
+class TokenExpired(Unauthenticated):
+    """The token's `exp` has passed (a command that waited on the bus too long, say)."""
+
+
+class TokenReplayed(Unauthenticated):
+    """Every check passed but the token's `jti` was used before.
+
+    Over HTTP a plain 401; the command consumer answers a redelivered command from what the
+    first delivery answered instead (see `consumer`).
+    """
+
+    def __init__(self, detail: str, *, realm: str, jti: str) -> None:
+        super().__init__(detail, realm=realm)
+        self.jti = jti
 
 
 class InvalidRequest(DownstreamError):
@@ -181,8 +201,17 @@ class MigrationBusy(StorageUnavailable):
 
 def validation_error(exc: RequestValidationError) -> InvalidRequest:
     """FastAPI's validation errors as one InvalidRequest naming each field and its location."""
+    return _invalid(exc.errors())
+
+
+def body_validation_error(exc: ValidationError) -> InvalidRequest:
+    """A body model's validation errors as the same InvalidRequest HTTP answers with."""
+    return _invalid([{**error, "loc": ("body", *error.get("loc", ()))} for error in exc.errors()])
+
+
+def _invalid(raw: Sequence[Any]) -> InvalidRequest:
     errors = []
-    for error in exc.errors():
+    for error in raw:
         location, *path = error.get("loc", ()) or ("body",)
         errors.append(
             {

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -90,16 +90,24 @@ class SeenTokenIds:
             self._purged_at = now
             return True
 
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        if self._pool is None:
-            raise NotConfigured("DOWNSTREAM_DATABASE_URL is not set")
-        try:
-            with self._pool.connection(timeout=self._timeout) as conn:
-                yield conn
-        except (PoolTimeout, psycopg.OperationalError) as exc:
-            _log.warning("the service's own database is unavailable: %s", exc)
-            raise StorageUnavailable("the service's own database is unavailable") from None
+    def _connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        return state_connection(self._pool, self._timeout)
+
+
+@contextmanager
+def state_connection(
+    pool: ConnectionPool[psycopg.Connection[Any]] | None, timeout: float
+) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to the service's own database (autocommit); NotConfigured without one,
+    StorageUnavailable when it cannot be reached."""
+    if pool is None:
+        raise NotConfigured("DOWNSTREAM_DATABASE_URL is not set")
+    try:
+        with pool.connection(timeout=timeout) as conn:
+            yield conn
+    except (PoolTimeout, psycopg.OperationalError) as exc:
+        _log.warning("the service's own database is unavailable: %s", exc)
+        raise StorageUnavailable("the service's own database is unavailable") from None
 
 
 def open_state_pool(

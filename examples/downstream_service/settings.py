@@ -9,6 +9,10 @@ newest is `backend_0002_project_archiving`. The folders are read at start-up, so
 picks a new file up; a name clash, an extra migration sorting before a built-in one or a
 missing folder stops the start-up with the reason (an empty folder is fine). `make dev` gives
 each reference service `.devdata/migrations/<service-name>/`.
+
+Consumer mode: with `DOWNSTREAM_EVENTS_URL` (`nats://host:4222`) the service also takes
+`MigrateTenant` and `TeardownTenant` commands from NATS JetStream (see `consumer`) and signs its
+replies with the private key in `DOWNSTREAM_REPLY_KEY_FILE`, which is then required.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ class AuthNotConfigured(ValueError):
     """Neither (or both) of the ways to get the platform's public keys is configured."""
 
 
+class ConsumerNotConfigured(ValueError):
+    """Consumer mode is asked for (`DOWNSTREAM_EVENTS_URL`) without a key to sign replies."""
+
+
 class DownstreamSettings(BaseSettings):
     """Who this service is, where its migrations are, which PostgreSQL it migrates, and how it
     checks that a call comes from the platform."""
@@ -100,6 +108,13 @@ class DownstreamSettings(BaseSettings):
     jwks_refresh_cooldown: Seconds = Field(default=timedelta(seconds=10), ge=timedelta(0))
     jwks_timeout: Seconds = Field(default=timedelta(seconds=5), gt=timedelta(0))
 
+    # Consumer mode (beside HTTP): commands from NATS JetStream, replies signed with the reply
+    # key (PEM, RSA or EC P-256), whose public half the platform is configured with.
+    events_url: Annotated[str, Field(pattern=r"^(nats|tls)://\S+$")] | None = None
+    reply_key_file: Path | None = None
+    # Commands handled at once; each holds one thread while it migrates.
+    consumer_concurrency: int = Field(default=8, ge=1, le=64)
+
     @property
     def migrations_path(self) -> Path:
         """The configured migrations folder, else `migrations/<service_name>` in this package."""
@@ -125,6 +140,22 @@ class DownstreamSettings(BaseSettings):
                 "DOWNSTREAM_PLATFORM_PUBLIC_KEY_FILE (a PEM file with its public key)"
             )
         return source
+
+    def require_reply_key(self) -> Path | None:
+        """The reply key file when consumer mode is on (None when it is off).
+
+        ConsumerNotConfigured when `DOWNSTREAM_EVENTS_URL` is set without
+        `DOWNSTREAM_REPLY_KEY_FILE`: replies the platform cannot verify would all be refused.
+        """
+        if self.events_url is None:
+            return None
+        if self.reply_key_file is None:
+            raise ConsumerNotConfigured(
+                f"{self.service_name} consumes commands (DOWNSTREAM_EVENTS_URL) and signs every "
+                "reply: set DOWNSTREAM_REPLY_KEY_FILE (a PEM private key, RSA or EC P-256, "
+                "whose public half the platform has)"
+            )
+        return self.reply_key_file
 
 
 @lru_cache(maxsize=1)
