@@ -1,4 +1,5 @@
-"""`make bench` end to end, small: the real stack, both paths, the report files."""
+"""`make bench` end to end, small: the real stack, both paths, both transports, the report
+files."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ def test_bench_provisions_on_both_paths_and_writes_the_report(tmp_path: Path) ->
             "1",
             "--scale",
             "6",
+            "--transport",
+            "http,events",
             "--out",
             str(out),
             "--work-dir",
@@ -44,7 +47,15 @@ def test_bench_provisions_on_both_paths_and_writes_the_report(tmp_path: Path) ->
 
     data = json.loads((out / "results.json").read_text())
     levels = {(level["path"], level["concurrency"]): level for level in data["levels"]}
-    assert set(levels) == {("temporal", 1), ("direct", 1), ("temporal", 2), ("direct", 2)}
+    assert set(levels) == {
+        ("temporal", 1),
+        ("direct", 1),
+        ("temporal", 2),
+        ("direct", 2),
+        # The reference services called by command on the bus, in a second stack.
+        ("events", 1),
+        ("events", 2),
+    }
     for level in levels.values():
         # max(N, 2C) tenants, all ACTIVE, with a latency and CPU figures for every process.
         assert level["active"] == level["tenants"] == max(3, 2 * level["concurrency"])
@@ -58,6 +69,7 @@ def test_bench_provisions_on_both_paths_and_writes_the_report(tmp_path: Path) ->
     assert [point["existing"] for point in scale["points"]] == [6]
     text = (out / "results.md").read_text()
     assert "latency ratio Temporal/direct, C=1" in text
+    assert "commands on the bus with signed replies" in text
     assert (out / "chart.png").stat().st_size > 10_000
     # The stack is gone: nothing listens on the benchmark's API port any more.
     assert not list((tmp_path / "stack" / "run").glob("*.pid"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,10 @@ from tenancy.status import MigrationStatus, TenantStatus
 from tests.conftest import running_worker, unique_id
 from tests.integration.test_api import api_stack, body, token_for
 from tests.integration.test_api import wait_status as api_wait_status
+from tests.support.downstream_services import ReferenceConsumer
 from tests.support.events_service import OK, ScriptedEventsService, scripted_events_service
 from tests.support.polling import eventually
+from tests.support.storage import storage_exists
 from workflows.provision.workflow import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -372,3 +375,59 @@ async def test_a_rollout_migrates_tenants_of_an_events_service(
         c for c in service.of(failing) if c["idempotencyKey"].startswith(f"rollout-{rollout_id}")
     ]
     assert [c["attempt"] for c in rollout_commands] == [1, 2]
+
+
+async def test_the_reference_service_migrates_and_tears_down_by_command(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    start_reference_consumer: Callable[..., AbstractContextManager[ReferenceConsumer]],
+    reference_services: list[tuple[str, str]],
+    nats_url: str,
+    storage_db_url: str,
+    keys_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The real reference service in consumer mode beside the other one over HTTP: the same
+    migrations land, and the purge tears its tables down, by command."""
+    reply_key = tmp_path / "backend-reply.pem"
+    generate_private_key(reply_key)
+    tenant_id = unique_id("cmdref")
+    with start_reference_consumer("backend-service", nats_url, reply_key) as backend:
+        settings = make_settings(
+            downstream_services=(
+                DownstreamService(
+                    name="backend-service",
+                    transport="events",
+                    reply_key_file=backend.reply_public_key_file,
+                    db_role="backend_service",
+                ),
+                DownstreamService(
+                    name="auth-service",
+                    base_url=dict(reference_services)["auth-service"],
+                    db_role="auth_service",
+                ),
+            ),
+            events_url=nats_url,
+        )
+        token = token_for(keys_dir, "tom", *ALL_SCOPES)
+        async with api_stack(temporal_client, settings, token) as api:
+            assert (await api.post("/api/tenants", json=body(tenant_id))).status_code == 202
+            active = await api_wait_status(api, tenant_id, "ACTIVE")
+            tables = _tables(storage_db_url, f"tenant_{tenant_id}")
+            answer = await api.delete(f"/api/tenants/{tenant_id}", params={"graceSeconds": 0})
+            assert answer.status_code == 202, answer.text
+            await api_wait_status(api, tenant_id, "DELETED")
+
+    versions = {m["service"]: m["version"] for m in active["migrations"]}
+    assert versions["backend-service"] == "backend_0002_project_archiving"
+    assert versions["auth-service"].startswith("auth_")
+    assert {"accounts", "projects"} <= tables, "backend-service's migrations ran by command"
+    assert not storage_exists(storage_db_url, tenant_id, "SCHEMA")
+
+
+def _tables(storage_db_url: str, schema: str) -> set[str]:
+    with psycopg.connect(storage_db_url) as conn:
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+    return {row[0] for row in rows}
