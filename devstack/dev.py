@@ -495,7 +495,13 @@ def banner(plan: Plan, tokens: DevTokens | None) -> str:
         lines += [
             "Simulate an auth-service outage, then bring it back in another terminal:",
             f"  kill $(cat {pid_file})",
-            "  make service NAME=auth-service",
+            "  "
+            + (
+                "PLATFORM_DEV_SERVICE_TRANSPORT=events "
+                if dev.service_transport == "events"
+                else ""
+            )
+            + "make service NAME=auth-service",
         ]
     lines += ["", "Ctrl-C stops everything; the data stays for the next run.", ""]
     return "\n".join(lines)
