@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio.exceptions import ApplicationError
@@ -58,23 +59,12 @@ class CommandChannel:
     ) -> CommandRow | None:
         """Send the call's command once more; None once the bus has it, or the command's row
         when a final reply is already there (nothing is sent then)."""
-        identifier = command_id(kind, idempotency_key)
-        with metadata_failures("command record"):
-            attempt = await self._commands.next_send(
-                command_id=identifier,
-                kind=kind,
-                tenant_id=tenant_id,
-                service=service,
-                idempotency_key=idempotency_key,
-                max_attempts=max_attempts,
-                task_token=task_token,
-            )
-            if attempt is None:
-                return await self._commands.get(identifier)
+        call = _Call(kind, service, tenant_id, location, idempotency_key)
         try:
-            await self._publish(
-                kind, identifier, attempt, service, tenant_id, location, idempotency_key
-            )
+            with metadata_failures("command record"):
+                attempt = await self._dispatch(call, max_attempts, task_token)
+                if attempt is None:
+                    return await self._commands.get(call.identifier)
         except BusUnavailable as exc:
             raise ApplicationError(
                 summarize(f"cannot send {kind.value} to {service}: {exc}"),
@@ -94,51 +84,60 @@ class CommandChannel:
     ) -> CommandRow:
         """Send once and wait here (a rollout batch) for the reply to this send or a final one;
         NoReply when `timeout` passes first. BusUnavailable when the bus does not take it."""
-        identifier = command_id(kind, idempotency_key)
-        attempt = await self._commands.next_send(
-            command_id=identifier,
-            kind=kind,
-            tenant_id=tenant_id,
-            service=service,
-            idempotency_key=idempotency_key,
-            max_attempts=None,
-            task_token=None,
-        )
-        if attempt is not None:
-            await self._publish(
-                kind, identifier, attempt, service, tenant_id, location, idempotency_key
-            )
+        call = _Call(kind, service, tenant_id, location, idempotency_key)
+        attempt = await self._dispatch(call, None, None)
         deadline = time.monotonic() + timeout.total_seconds()
         while True:
-            row = await self._commands.get(identifier)
+            row = await self._commands.get(call.identifier)
             if row is not None and (attempt is None or row.answered(attempt)):
                 return row
             if time.monotonic() >= deadline:
                 raise NoReply(f"no reply from {service} within {timeout.total_seconds():g}s")
             await asyncio.sleep(REPLY_POLL.total_seconds())
 
-    async def _publish(
-        self,
-        kind: CommandType,
-        identifier: str,
-        attempt: int,
-        service: str,
-        tenant_id: str,
-        location: StorageLocation,
-        idempotency_key: str,
-    ) -> None:
-        """Put send `attempt` on the bus and record that its wait has started."""
+    async def _dispatch(
+        self, call: _Call, max_attempts: int | None, task_token: bytes | None
+    ) -> int | None:
+        """Number the next send, put it on the bus and record that its wait has started; its
+        number, or None when a final reply is already there (nothing sent)."""
+        attempt = await self._commands.next_send(
+            command_id=call.identifier,
+            kind=call.kind,
+            tenant_id=call.tenant_id,
+            service=call.service,
+            idempotency_key=call.idempotency_key,
+            max_attempts=max_attempts,
+            task_token=task_token,
+        )
+        if attempt is None:
+            return None
         command = Command(
-            type=kind,
-            command_id=identifier,
+            type=call.kind,
+            command_id=call.identifier,
             attempt=attempt,
-            service=service,
-            tenant_id=tenant_id,
-            location=location,
-            idempotency_key=idempotency_key,
+            service=call.service,
+            tenant_id=call.tenant_id,
+            location=call.location,
+            idempotency_key=call.idempotency_key,
             # A new token per send: its `jti` is single-use at the service, as for HTTP.
-            token=self._signer.token(audience=service, tenant_id=tenant_id),
+            token=self._signer.token(audience=call.service, tenant_id=call.tenant_id),
         )
         await self._bus.send(command)
-        with metadata_failures("command record"):
-            await self._commands.mark_sent(identifier, attempt)
+        await self._commands.mark_sent(call.identifier, attempt)
+        return attempt
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One logical call to a service with transport events."""
+
+    kind: CommandType
+    service: str
+    tenant_id: str
+    location: StorageLocation
+    idempotency_key: str
+
+    @property
+    def identifier(self) -> str:
+        """Its command id: the same for every send."""
+        return command_id(self.kind, self.idempotency_key)

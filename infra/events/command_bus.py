@@ -33,7 +33,7 @@ from infra.events.commands import (
     reply_subject,
     streams,
 )
-from infra.events.nats import CONNECT_TIMEOUT, PUBLISH_TIMEOUT
+from infra.events.nats import PUBLISH_TIMEOUT, connect, declare_stream
 
 # A reply is handed out again if its handling has not finished in this time.
 REPLY_ACK_WAIT = timedelta(seconds=30)
@@ -41,7 +41,8 @@ REPLY_ACK_WAIT = timedelta(seconds=30)
 REPLY_RETRY_DELAY = timedelta(seconds=2)
 _FETCH_BATCH = 32
 _FETCH_WAIT = timedelta(seconds=1)
-_RECONNECT_WAIT = timedelta(milliseconds=250)
+# How long the reply consumer waits before binding again after the bus went away.
+_REBIND_WAIT = timedelta(seconds=1)
 _NATS_FAILURES = (nats.errors.Error, OSError, asyncio.TimeoutError)
 _log = structlog.stdlib.get_logger("platform.commands")
 
@@ -85,19 +86,10 @@ class CommandBus:
         server is away."""
         try:
             if self._nc is None or self._nc.is_closed:
-                self._nc = await nats.connect(
-                    self._url,
-                    connect_timeout=CONNECT_TIMEOUT.total_seconds(),
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=_RECONNECT_WAIT.total_seconds(),
-                )
+                self._nc = await connect(self._url)
             js = self._nc.jetstream(timeout=self._timeout.total_seconds())
             for config in streams():
-                try:
-                    await js.add_stream(config)
-                except nats.js.errors.BadRequestError:
-                    await js.update_stream(config)
+                await declare_stream(js, config)
             await self._declare_consumer(js)
             self._js = js
         except _NATS_FAILURES as exc:
@@ -153,7 +145,7 @@ class CommandBus:
             except (*_NATS_FAILURES, BusUnavailable) as exc:
                 _log.warning("reply consumer interrupted", error=f"{type(exc).__name__}: {exc}")
                 self._js = None
-                await asyncio.sleep(_RECONNECT_WAIT.total_seconds() * 4)
+                await asyncio.sleep(_REBIND_WAIT.total_seconds())
 
     async def _fetch_loop(
         self, subscription: JetStreamContext.PullSubscription, handle: ReplyHandler

@@ -59,15 +59,9 @@ class NatsBus:
         """Connect and create or update the stream; BusUnavailable if the server is away."""
         try:
             if self._nc is None or self._nc.is_closed:
-                self._nc = await nats.connect(
-                    self._url,
-                    connect_timeout=CONNECT_TIMEOUT.total_seconds(),
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=_RECONNECT_WAIT.total_seconds(),
-                )
+                self._nc = await connect(self._url)
             js = self._nc.jetstream(timeout=self._timeout.total_seconds())
-            await declare_stream(js)
+            await declare_stream(js, stream_config())
             self._js = js
         except _NATS_FAILURES as exc:
             await self.close()
@@ -102,9 +96,20 @@ class NatsBus:
                 await nc.close()
 
 
-async def declare_stream(js: JetStreamContext) -> None:
+async def connect(url: str) -> NatsClient:
+    """A connection that reconnects for ever: its users keep their work while the server is
+    away (the relay its backlog, the command bus its waiting calls)."""
+    return await nats.connect(
+        url,
+        connect_timeout=CONNECT_TIMEOUT.total_seconds(),
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=_RECONNECT_WAIT.total_seconds(),
+    )
+
+
+async def declare_stream(js: JetStreamContext, config: StreamConfig) -> None:
     """Create the stream, or bring an existing one to this configuration."""
-    config = stream_config()
     try:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:

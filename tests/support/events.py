@@ -16,7 +16,7 @@ import nats
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from infra.events.nats import STREAM, declare_stream
+from infra.events.nats import STREAM, declare_stream, stream_config
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "events" / "schemas"
 
@@ -68,7 +68,7 @@ async def tap(url: str, subject: str) -> AsyncIterator[EventTap]:
     try:
         js = nc.jetstream()
         # The relay declares it too; whoever comes first.
-        await declare_stream(js)
+        await declare_stream(js, stream_config())
         sub = await js.subscribe(
             subject,
             stream=STREAM,
