@@ -32,8 +32,12 @@ TTL    ?= 3600
 token: $(STAMP)  ## Print a dev token (needs make dev's keys): make token SUB=alice SCOPES="tenants:read"
 	@$(BIN)/python -m devstack.tokens mint --sub '$(SUB)' --scope '$(SCOPES)' --ttl '$(TTL)'
 
-test: $(STAMP)  ## Run the test suite against real PostgreSQL and Temporal
-	$(BIN)/python -m pytest
+# The suite on TEST_WORKERS pytest-xdist workers, shared out by tests/support/parallel.py;
+# `make test TEST_WORKERS=1` uses one worker, `.venv/bin/pytest tests/x.py` runs serially.
+TEST_WORKERS ?= 3
+
+test: $(STAMP)  ## Run the test suite against real PostgreSQL and Temporal (TEST_WORKERS in parallel)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)  ## ruff (lint + format) and mypy --strict
 	$(BIN)/ruff check .

@@ -28,12 +28,19 @@ def _ensure_service_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", SERVICE_USER],
-            check=True,
-            capture_output=True,
-        )
+        pass
+    added = subprocess.run(
+        ["useradd", "--system", "--no-create-home", SERVICE_USER],
+        check=False,
+        capture_output=True,
+    )
+    try:
+        # Another process (a parallel test worker) may have added it first: then useradd
+        # fails, and the user is there all the same.
         return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        added.check_returncode()
+        raise
 
 
 def _open_path_for(path: Path) -> None:

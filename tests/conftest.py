@@ -48,11 +48,14 @@ from tests.support.servers import free_port
 from worker import build_worker, worker_activities
 
 # Fixtures of modules of their own: the continue-as-new tests' short-history server, and the
-# downstream services of the integration and browser tests.
+# downstream services of the integration and browser tests; the browser tests' summary line;
+# how `make test` shares the suite among xdist workers.
 pytest_plugins = [
     "tests.support.short_history",
     "tests.support.downstream_services",
     "tests.support.containers",
+    "tests.support.browser_summary",
+    "tests.support.parallel",
 ]
 
 # The reference services' names; each has a role of the same name in snake case.

@@ -169,26 +169,3 @@ async def open_console(
                 await context.close()
 
     yield opened
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Say plainly whether the console's browser tests ran."""
-    browser_reports = [
-        report
-        for outcome in ("passed", "failed", "skipped", "error")
-        for report in terminalreporter.stats.get(outcome, [])
-        if getattr(report, "nodeid", "").startswith("tests/browser/")
-        and getattr(report, "when", "call") in ("call", "setup")
-    ]
-    if not browser_reports:
-        return
-    skipped = [r for r in browser_reports if r.skipped]
-    ran = {r.nodeid for r in browser_reports if not r.skipped and r.when == "call"}
-    if skipped and not ran:
-        terminalreporter.write_line(
-            f"console browser tests: SKIPPED ({len(skipped)}): no Chromium found; install "
-            "Debian's chromium (apt-get install -y chromium) or set PLATFORM_CHROMIUM",
-            yellow=True,
-        )
-    else:
-        terminalreporter.write_line(f"console browser tests: {len(ran)} ran in Chromium")

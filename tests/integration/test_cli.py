@@ -55,6 +55,9 @@ TERMINAL_CONTROL = re.compile(r"[\x1b\r]")
 RICH_OVERRIDES = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")
 CONSOLE_SCRIPT = Path(sys.executable).parent / "platformctl"
 GATE_VERSION = "gate_0002"
+# What `tenants create` shows first: the API answers with the tenant's row once the workflow has
+# recorded it, and a worker quicker than the API's read (under load) has it MIGRATING already.
+ACCEPTED = re.compile(r"(PROVISIONING|MIGRATING)\b")
 
 runner = CliRunner()
 
@@ -172,7 +175,7 @@ async def test_create_wait_follows_the_tenant_to_active_line_by_line(stack: Stac
     }
     # Without a terminal: one line per change, no redraw, the last one ACTIVE.
     progress = plain_lines(result.stderr)
-    assert progress[0].startswith(f"{tenant_id}: PROVISIONING"), progress
+    assert ACCEPTED.match(progress[0].removeprefix(f"{tenant_id}: ")), progress
     assert progress[-1].startswith(f"{tenant_id}: ACTIVE - "), progress
     assert len(progress) == len(set(progress))
 
@@ -234,7 +237,7 @@ async def test_list_filters_and_follows_cursors(stack: Stack) -> None:
             "tenants", "create", tenant_id, "--name", "Listed", "--mode", "SCHEMA",
             "--tier", "STANDARD",
         )  # fmt: skip
-        assert created["status"] == "PROVISIONING"
+        assert ACCEPTED.fullmatch(created["status"]), created
 
     async def active_standard() -> list[dict[str, Any]]:
         page = await stack.json("tenants", "list", "--status", "ACTIVE", "--tier", "STANDARD",
@@ -519,7 +522,7 @@ async def test_the_console_script_prints_plainly_without_a_terminal(stack: Stack
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, stderr.decode()
     progress = plain_lines(stderr.decode())
-    assert progress[0].startswith(f"{tenant_id}: PROVISIONING")
+    assert ACCEPTED.match(progress[0].removeprefix(f"{tenant_id}: ")), progress
     assert progress[-1].startswith(f"{tenant_id}: ACTIVE")
     table = plain_lines(stdout.decode())
     assert any(f"Tenant {tenant_id}" in line for line in table)

@@ -122,8 +122,11 @@ def test_restore_applies_only_from_deletion_scheduled() -> None:
     assert restored_from == {S.DELETION_SCHEDULED}
 
 
+# Sorted: sets iterate in a per-process order, and every xdist worker must collect the same list.
 @pytest.mark.parametrize(
-    ("source", "target"), list(product(DELETION_STATUSES, LIFE)), ids=lambda s: str(s)
+    ("source", "target"),
+    list(product(sorted(DELETION_STATUSES), sorted(LIFE))),
+    ids=lambda s: str(s),
 )
 def test_no_transition_but_restore_leaves_a_deletion_for_the_tenants_life(
     source: TenantStatus, target: TenantStatus
