@@ -133,6 +133,7 @@ async def stack(
             migration_max_attempts=2,
             migration_initial_interval=timedelta(milliseconds=50),
             migration_timeout=timedelta(seconds=5),
+            events_backend="none",
         )
         # The worker's and the API's lines go to the real stderr, not into CliRunner's stdout.
         assert sys.__stderr__ is not None

@@ -65,6 +65,7 @@ def stack(
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PLATFORM_", "TEMPORAL_"))}
         env |= {
+            "PLATFORM_EVENTS_BACKEND": "none",
             "PLATFORM_DATABASE_URL": config.require_database_url(),
             "PLATFORM_STORAGE_DATABASE_URL": config.require_storage_database_url(),
             "PLATFORM_TASK_QUEUE": config.task_queue,

@@ -335,6 +335,7 @@ async def test_worker_process_serves_metrics_traces_calls_and_logs_json(
     address = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PLATFORM_", "TEMPORAL_"))}
     env |= {
+        "PLATFORM_EVENTS_BACKEND": "none",
         "PLATFORM_DATABASE_URL": settings.require_database_url(),
         "PLATFORM_STORAGE_DATABASE_URL": settings.require_storage_database_url(),
         "PLATFORM_TASK_QUEUE": settings.task_queue,

@@ -64,6 +64,7 @@ async def test_worker_process_provisions_and_stops_cleanly_on_sigterm(
         settings = make_settings(("backend-service", url))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PLATFORM_", "TEMPORAL_"))}
         env |= {
+            "PLATFORM_EVENTS_BACKEND": "none",
             "PLATFORM_DATABASE_URL": settings.require_database_url(),
             "PLATFORM_STORAGE_DATABASE_URL": settings.require_storage_database_url(),
             "PLATFORM_TASK_QUEUE": settings.task_queue,

@@ -138,13 +138,15 @@ class ManagedProcess:
 
 def child_env(**variables: str) -> dict[str, str]:
     """This process's environment without any platform, Temporal or downstream settings,
-    plus `variables`: nothing from the caller's shell can point a child elsewhere."""
+    plus `variables`: nothing from the caller's shell can point a child elsewhere. Lifecycle
+    events are off unless `variables` turn them on (a developer's `make dev` may be listening
+    on the default bus)."""
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("PLATFORM_", "TEMPORAL_", "DOWNSTREAM_", "OTEL_"))
     }
-    return env | variables
+    return env | {"PLATFORM_EVENTS_BACKEND": "none"} | variables
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
