@@ -39,12 +39,15 @@ RETURNING true
 _PURGE = "DELETE FROM seen_token_ids WHERE expires_at <= to_timestamp(%s)"
 
 
-class SeenTokenIds:
-    """The `jti` of every accepted token that could still verify, in the service's database.
+class ExpiringTable:
+    """A table of the service's own database whose rows expire (`expires_at`): created on first
+    use, its expired rows deleted by the write that comes after each `purge_interval` (one
+    indexed DELETE), so it holds about the last interval's and lifetime's rows. Subclasses name
+    the table, its DDL and its purge. Thread-safe; blocking."""
 
-    Expired rows are deleted by the call that comes after each `purge_interval`, one indexed
-    DELETE, so the table holds about the tokens of the last interval and lifetime.
-    """
+    table: str
+    create: tuple[str, ...]
+    purge: str
 
     def __init__(
         self,
@@ -66,32 +69,42 @@ class SeenTokenIds:
         """Create the table if it is missing (idempotent; concurrent replicas wait in turn)."""
         with self._connection() as conn, conn.transaction():
             # Concurrent CREATE ... IF NOT EXISTS can still collide in the catalog.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (TABLE,))
-            for statement in _CREATE:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (self.table,))
+            for statement in self.create:
                 conn.execute(statement)
         self._table_ready = True
 
-    def first_use(self, jti: str, forget_after: float) -> bool:
-        """Record `jti` until `forget_after` (epoch seconds); False if it is already recorded."""
+    def _ready_connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         if not self._table_ready:
             self.prepare()
-        now = self._clock()
-        with self._connection() as conn:
-            first = conn.execute(_FIRST_USE, (jti, forget_after, now)).fetchone() is not None
-            if self._purge_due(now):
-                deleted = conn.execute(_PURGE, (now,)).rowcount
-                _log.debug("forgot %d expired token ids", deleted)
-        return first
+        return self._connection()
 
-    def _purge_due(self, now: float) -> bool:
+    def _purge_if_due(self, conn: psycopg.Connection[Any], now: float) -> None:
         with self._lock:
             if self._purged_at is not None and now - self._purged_at < self._purge_interval:
-                return False
+                return
             self._purged_at = now
-            return True
+        deleted = conn.execute(self.purge, (now,)).rowcount
+        _log.debug("forgot %d expired rows of %s", deleted, self.table)
 
     def _connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
         return state_connection(self._pool, self._timeout)
+
+
+class SeenTokenIds(ExpiringTable):
+    """The `jti` of every accepted token that could still verify, in the service's database."""
+
+    table = TABLE
+    create = _CREATE
+    purge = _PURGE
+
+    def first_use(self, jti: str, forget_after: float) -> bool:
+        """Record `jti` until `forget_after` (epoch seconds); False if it is already recorded."""
+        now = self._clock()
+        with self._ready_connection() as conn:
+            first = conn.execute(_FIRST_USE, (jti, forget_after, now)).fetchone() is not None
+            self._purge_if_due(conn, now)
+        return first
 
 
 @contextmanager
