@@ -33,7 +33,7 @@ from activities.commands import CommandChannel
 from activities.deletion import DeletionActivities
 from activities.interceptor import ActivityContextInterceptor
 from activities.metadata import MetadataActivities
-from activities.migrations import MigrationActivities, MigrationLedger
+from activities.migrations import MigrationActivities
 from activities.replies import ReplyListener, consuming_replies
 from activities.rollouts import RolloutActivities
 from activities.storage import StorageActivities
@@ -139,7 +139,8 @@ async def worker_activities(
             consumer=consumer_name(settings.task_queue),
             services=list(reply_keys),
         )
-        commands = CommandChannel(command_bus, CommandRepository(metadata_pool), signer)
+        command_rows = CommandRepository(metadata_pool)
+        commands = CommandChannel(command_bus, command_rows, signer)
         migrations = MigrationActivities(
             http, tenants, settings.downstream_services, signer, commands
         )
@@ -166,11 +167,12 @@ async def worker_activities(
             assert client is not None
             listener = ReplyListener(
                 client,
-                CommandRepository(metadata_pool),
+                command_rows,
                 reply_keys,
-                MigrationLedger(tenants),
+                migrations.ledger,
                 deletion.teardowns,
                 metric_meter or MetricMeter.noop,
+                on_taken=commands.replied,
             )
             replies = consuming_replies(command_bus, listener)
         gauge: AbstractAsyncContextManager[None] = (

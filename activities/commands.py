@@ -10,6 +10,7 @@ failure (retried, never counted against the service).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,8 +26,9 @@ from infra.security.signing import CallSigner
 from tenancy.failures import FailureType, summarize
 from tenancy.models import StorageLocation
 
-# How often a rollout batch reads whether its command has its reply.
-REPLY_POLL = timedelta(milliseconds=100)
+# How often a rollout batch reads whether its command has its reply, when no reply taken by
+# this process's listener wakes it first (another worker's listener took it).
+REPLY_POLL = timedelta(seconds=1)
 
 
 class NoReply(Exception):
@@ -40,6 +42,15 @@ class CommandChannel:
         self._bus = bus
         self._commands = commands
         self._signer = signer
+        # The in-place waits of this process, by command id (see `replied`).
+        self._waiting: dict[str, asyncio.Event] = {}
+
+    def replied(self, command_id: str) -> None:
+        """This process's listener took a reply to `command_id`: wake the batch waiting for it
+        rather than let it find the reply at its next read."""
+        event = self._waiting.get(command_id)
+        if event is not None:
+            event.set()
 
     async def prior(self, kind: CommandType, idempotency_key: str) -> CommandRow | None:
         """The logical call's command as sent so far (None: never sent)."""
@@ -85,15 +96,24 @@ class CommandChannel:
         """Send once and wait here (a rollout batch) for the reply to this send or a final one;
         NoReply when `timeout` passes first. BusUnavailable when the bus does not take it."""
         call = _Call(kind, service, tenant_id, location, idempotency_key)
-        attempt = await self._dispatch(call, None, None)
-        deadline = time.monotonic() + timeout.total_seconds()
-        while True:
-            row = await self._commands.get(call.identifier)
-            if row is not None and (attempt is None or row.answered(attempt)):
-                return row
-            if time.monotonic() >= deadline:
-                raise NoReply(f"no reply from {service} within {timeout.total_seconds():g}s")
-            await asyncio.sleep(REPLY_POLL.total_seconds())
+        # Registered before the send, so a reply taken at once still wakes this wait.
+        woken = self._waiting[call.identifier] = asyncio.Event()
+        try:
+            attempt = await self._dispatch(call, None, None)
+            deadline = time.monotonic() + timeout.total_seconds()
+            while True:
+                woken.clear()
+                row = await self._commands.get(call.identifier)
+                if row is not None and (attempt is None or row.answered(attempt)):
+                    return row
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise NoReply(f"no reply from {service} within {timeout.total_seconds():g}s")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), min(left, REPLY_POLL.total_seconds()))
+        finally:
+            if self._waiting.get(call.identifier) is woken:
+                del self._waiting[call.identifier]
 
     async def _dispatch(
         self, call: _Call, max_attempts: int | None, task_token: bytes | None

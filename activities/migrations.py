@@ -120,7 +120,7 @@ class MigrationActivities:
         self._http = http
         self._signer = signer
         self._tenants = tenants
-        self._ledger = MigrationLedger(tenants)
+        self.ledger = MigrationLedger(tenants)
         self._commands = commands
         self._services = {service.name: service for service in services}
 
@@ -155,7 +155,7 @@ class MigrationActivities:
         prior = await self._commands.prior(CommandType.MIGRATE, request.idempotency_key)
         if prior is not None and prior.unanswered_send:
             # The last send's wait ran out: a call that timed out, as for HTTP.
-            failure = await self._ledger.failed(
+            failure = await self.ledger.failed(
                 meter,
                 request,
                 f"no reply from {request.service} within {request.timeout.total_seconds():g}s",
@@ -174,8 +174,8 @@ class MigrationActivities:
         if settled is None:
             activity.raise_complete_async()
         if settled.outcome == ReplyOutcome.SUCCEEDED:
-            return await self._ledger.succeeded(meter, request, settled.version or "")
-        raise await self._ledger.rejected(meter, request, settled.reason or "rejected")
+            return await self.ledger.succeeded(meter, request, settled.version or "")
+        raise await self.ledger.rejected(meter, request, settled.reason or "rejected")
 
     async def _call(self, service: DownstreamService, request: MigrateInput) -> MigrateResult:
         meter = activity.metric_meter()
@@ -192,23 +192,23 @@ class MigrationActivities:
                 timeout=request.timeout.total_seconds(),
             )
         except Unreachable as exc:
-            raise await self._ledger.failed(meter, request, str(exc)) from None
+            raise await self.ledger.failed(meter, request, str(exc)) from None
         outcome = classify_status(response.status_code)
         if outcome is Outcome.SUCCESS:
             try:
                 version = str(response.json()["version"])
             except (ValueError, KeyError, TypeError):
-                raise await self._ledger.failed(
+                raise await self.ledger.failed(
                     meter,
                     request,
                     summarize(
                         redact(f"HTTP {response.status_code} without a version: {response.text}")
                     ),
                 ) from None
-            return await self._ledger.succeeded(meter, request, version)
+            return await self.ledger.succeeded(meter, request, version)
         if outcome is Outcome.REJECTED:
-            raise await self._ledger.rejected(meter, request, answer_reason(response))
-        raise await self._ledger.failed(meter, request, answer_reason(response))
+            raise await self.ledger.rejected(meter, request, answer_reason(response))
+        raise await self.ledger.failed(meter, request, answer_reason(response))
 
 
 async def _bookkeeping(write: Awaitable[T]) -> T:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import structlog
@@ -34,7 +34,8 @@ _log = structlog.stdlib.get_logger("platform.commands")
 
 
 class ReplyListener:
-    """Handles one reply at a time (`handle`); the bus's consumer calls it."""
+    """Handles one reply at a time (`handle`); the bus's consumer calls it. `on_taken` hears of
+    each reply taken for a command that waits in place (a rollout batch's)."""
 
     def __init__(
         self,
@@ -44,7 +45,9 @@ class ReplyListener:
         migrations: MigrationLedger,
         teardowns: TeardownLedger,
         meter: MetricMeter,
+        on_taken: Callable[[str], None] = lambda command_id: None,
     ) -> None:
+        self._on_taken = on_taken
         self._client = client
         self._commands = commands
         self._keys = dict(keys)
@@ -88,7 +91,9 @@ class ReplyListener:
         )
         if row.task_token is not None:
             await self._settle(row, reply, row.task_token)
-        # Else a rollout batch waits in place and reads the row.
+        else:
+            # A rollout batch waits in place and reads the row: wake it if it is ours.
+            self._on_taken(row.command_id)
         return Handled.DONE
 
     def _dropped(self, service: str, result: str, message: str, **fields: object) -> Handled:

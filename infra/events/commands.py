@@ -85,9 +85,9 @@ def command_id(kind: CommandType, idempotency_key: str) -> str:
     return f"cmd-{uuid.uuid5(_COMMAND_IDS, f'{kind.value}:{idempotency_key}').hex}"
 
 
-def streams() -> tuple[StreamConfig, StreamConfig]:
+def streams() -> list[StreamConfig]:
     """The commands' and the replies' streams, exactly as the services declare them too."""
-    return tuple(  # type: ignore[return-value]
+    return [
         StreamConfig(
             name=name,
             subjects=[subjects],
@@ -100,7 +100,7 @@ def streams() -> tuple[StreamConfig, StreamConfig]:
             (COMMANDS_STREAM, "platform.commands.>"),
             (REPLIES_STREAM, "platform.replies.>"),
         )
-    )
+    ]
 
 
 @dataclass(frozen=True)
