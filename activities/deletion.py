@@ -6,6 +6,8 @@ service's part gone, the storage gone) and does nothing more."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -185,7 +187,11 @@ class DeletionActivities:
     async def backup_storage(self, request: BackupInput) -> BackupResult:
         """Dump the tenant's schema or database into the backup folder and record it (path,
         size, sha256) with a BACKUP_TAKEN event; the backup of this deletion, once recorded,
-        is kept (a retry never replaces it with a later dump)."""
+        is kept (a retry never replaces it with a later dump).
+
+        Each attempt dumps into a file of its own, so attempts that overlap (a zombie cut off
+        from Temporal and its retry) never write over each other: the first to record wins,
+        and the others remove their own file. The recorded file is the one hashed."""
         with metadata_failures("backup record"):
             recorded = (await self._deletions.progress(request.tenant_id)).backup
         if recorded is not None:
@@ -213,9 +219,13 @@ class DeletionActivities:
             ) from None
         backup = BackupRecord(path=taken.path, size_bytes=taken.size_bytes, sha256=taken.sha256)
         with metadata_failures("backup record"):
-            await self._deletions.record_backup(request.tenant_id, backup, _actor())
-            # Another attempt may have recorded first: the recorded one is the backup.
+            if await self._deletions.record_backup(request.tenant_id, backup, _actor()):
+                return BackupResult(backup=backup)
+            # Another attempt recorded first: its backup is the one, this dump is spare.
             recorded = (await self._deletions.progress(request.tenant_id)).backup
+        if recorded is not None and recorded.path != backup.path:
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(os.remove, backup.path)
         return BackupResult(backup=recorded or backup)
 
     @activity.defn(name="teardown_service")

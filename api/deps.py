@@ -20,6 +20,7 @@ from api.auth import (
 )
 from api.errors import Forbidden, Unauthorized
 from api.gateway import WorkflowGateway
+from infra.db.console_sessions import ConsoleSignOuts
 from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
@@ -40,6 +41,7 @@ class AppState(TypedDict):
     jwks: dict[str, Any]
     verifier: TokenVerifier
     max_body_bytes: int
+    console_sign_outs: ConsoleSignOuts
 
 
 # Declares the scheme in OpenAPI (the Authorize button of /docs); missing or non-Bearer

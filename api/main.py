@@ -28,6 +28,7 @@ from api.routes.rollouts import rollouts_router
 from api.routes.services import services_router
 from api.routes.stats import stats_router
 from api.routes.tenants import tenants_router
+from infra.db.console_sessions import ConsoleSignOuts
 from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
@@ -90,6 +91,7 @@ def create_app(
                 jwks=jwks,
                 verifier=verifier,
                 max_body_bytes=config.api_max_body_bytes,
+                console_sign_outs=ConsoleSignOuts(pool),
             )
         finally:
             await pool.close()

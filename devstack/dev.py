@@ -53,7 +53,7 @@ from devstack.temporal import dev_server_command
 from devstack.tokens import DEV_ISSUER, DevKeys, mint
 from infra.security.keys import generate_private_key
 from infra.temporal import exit_process
-from tenancy.settings import Settings, get_settings
+from tenancy.settings import Settings, get_settings, without_password
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_MARKER = "Platform Service is up"
@@ -431,7 +431,8 @@ def _events_line(plan: Plan) -> str:
     if backend == "none":
         return "off (PLATFORM_EVENTS_BACKEND=none; the outbox still records)"
     url = plan.env.get("PLATFORM_EVENTS_URL", "nats://127.0.0.1:4222")
-    return f"{url} ({'NATS JetStream' if backend == 'nats' else backend})"
+    shown = without_password(url)
+    return f"{shown} ({'NATS JetStream' if backend == 'nats' else backend})"
 
 
 def banner(plan: Plan, tokens: DevTokens | None) -> str:

@@ -6,7 +6,7 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -52,6 +52,21 @@ def _grantable_role(value: str | None) -> str | None:
     return value
 
 
+def without_password(url: str) -> str:
+    """`url` as logs and banners may show it: its password (or a lone token in the user part,
+    as NATS takes one) and its query (libpq takes `password=` there) replaced by `***`."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        userinfo = f"{user}:***" if colon else "***"
+        if not colon and parts.scheme.startswith("http"):
+            # An HTTP user without a password is only a name.
+            userinfo = user
+    query = "***" if parts.query else ""
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{hostport}", query=query))
+
+
 def check_tcp_dsn(url: str, name: str) -> str:
     """`url` unchanged if it names exactly one PostgreSQL server by TCP host; else ValueError.
 
@@ -93,7 +108,10 @@ class DownstreamService(BaseModel):
     half is `reply_key_file` (see `infra.events.commands`).
     """
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    # A refused baseUrl may carry a password: the error names the field, not the value.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, hide_input_in_errors=True
+    )
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")
     base_url: AnyHttpUrl | None = None
@@ -121,7 +139,9 @@ class DownstreamService(BaseModel):
 
     def describe(self) -> str:
         """Where its calls go, for logs."""
-        return f"events: platform.commands.{self.name}" if self.over_events else str(self.base_url)
+        if self.over_events:
+            return f"events: platform.commands.{self.name}"
+        return without_password(str(self.base_url))
 
 
 DEFAULT_DOWNSTREAM_SERVICES = (
@@ -133,7 +153,11 @@ DEFAULT_DOWNSTREAM_SERVICES = (
 class Settings(BaseSettings):
     """Every knob of the service. Unset database/Temporal URLs mean the embedded servers."""
 
-    model_config = SettingsConfigDict(env_prefix="PLATFORM_", extra="ignore")
+    # Errors name the setting and the rule, never the value: a refused URL (and a model-level
+    # error, which carries every value) may hold a password, and the error ends up in a log.
+    model_config = SettingsConfigDict(
+        env_prefix="PLATFORM_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: PostgresDsn | None = None
     storage_database_url: PostgresDsn | None = None

@@ -14,10 +14,12 @@ from api.console.session import (
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
     clear_cookie,
+    end_session,
     new_sign_in_nonce,
     set_cookie,
     sign_in_nonce_matches,
     token_lifetime,
+    was_signed_out,
 )
 from api.console.web import (
     CONSOLE,
@@ -87,6 +89,14 @@ async def sign_in(request: Request) -> Response:
         return _sign_in_page(
             request, next_path, error=f"That token was refused: {exc.detail}.", status_code=401
         )
+    if await was_signed_out(request, token):
+        # Else a copy of a signed-out cookie would sign itself back in.
+        return _sign_in_page(
+            request,
+            next_path,
+            error="That token was signed out of the console; sign in with a new one.",
+            status_code=401,
+        )
     response = redirect(request, next_path)
     set_cookie(response, request, SESSION_COOKIE, token, max_age=token_lifetime(token))
     clear_cookie(response, request, SIGN_IN_COOKIE)
@@ -95,8 +105,11 @@ async def sign_in(request: Request) -> Response:
 
 @router.post("/sign-out")
 async def sign_out(request: Request, session: Signed) -> Response:
-    """Forget the session cookie."""
+    """End the session on every API process (until its token expires) and forget the cookie.
+    A proxy's session is the proxy's to end: its token is not remembered."""
     await checked_form(request, session)
+    if not session.from_proxy:
+        await end_session(request, session.token)
     response = redirect(request, f"{CONSOLE}/sign-in", "Signed out.")
     clear_cookie(response, request, SESSION_COOKIE)
     return response

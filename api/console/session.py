@@ -4,12 +4,18 @@ The token an operator pastes is verified exactly as the API verifies it (`TokenV
 kept in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` over HTTPS), so page scripts never see
 it and other sites' pages never send it. The cookie lives no longer than the token.
 
+Signing out ends the session at once on every API process: the token's sha256 is remembered in
+PostgreSQL until the token expires (`ConsoleSignOuts`), and the console refuses that token from
+then on, however it is presented and even if it is pasted again. The token stays valid for the
+API: it is the operator's own credential from the identity provider (platformctl may hold it
+too), which only the provider or its expiry revokes.
+
 CSRF: every form that changes something carries `csrf_token`, an HMAC of a fixed label keyed
 with the session's bearer token. Only the server (which reads the HttpOnly cookie) and pages it
 rendered know it, so a forged form from elsewhere cannot carry it, and no server-side secret or
-session store is needed: any API replica checks it. The sign-in form itself has no session yet;
-it is protected by a random double-submit cookie, so no other site can sign an operator in as
-someone else. Both checks compare in constant time.
+session store is needed for it: any API replica checks it. The sign-in form itself has no
+session yet; it is protected by a random double-submit cookie, so no other site can sign an
+operator in as someone else. Both checks compare in constant time.
 
 Behind an identity-aware proxy the request may carry `Authorization: Bearer ...` instead of the
 cookie (the proxy signs the operator in and injects their token); the console uses it the same
@@ -30,6 +36,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from api.auth import Principal
+from infra.db.console_sessions import ConsoleSignOuts
 
 SESSION_COOKIE = "platform_console_session"
 SIGN_IN_COOKIE = "platform_console_sign_in"
@@ -93,6 +100,29 @@ def token_lifetime(token: str, now: datetime | None = None) -> int:
     expires = int(claims.get("exp", 0))
     current = (now or datetime.now(UTC)).timestamp()
     return max(0, int(expires - current))
+
+
+def token_digest(token: str) -> bytes:
+    """The sha256 a signed-out session is remembered by: the token itself is never stored."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def token_expiry(token: str) -> datetime:
+    """When the (already verified) token expires: a sign-out is remembered until then."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return datetime.fromtimestamp(int(claims.get("exp", 0)), UTC)
+
+
+async def end_session(request: Request, token: str) -> None:
+    """Sign the session of `token` out on every API process, until the token expires."""
+    sign_outs: ConsoleSignOuts = request.state.console_sign_outs
+    await sign_outs.remember(token_digest(token), token_expiry(token))
+
+
+async def was_signed_out(request: Request, token: str) -> bool:
+    """Whether a console session of `token` was signed out (it cannot sign in again)."""
+    sign_outs: ConsoleSignOuts = request.state.console_sign_outs
+    return await sign_outs.signed_out(token_digest(token))
 
 
 def set_cookie(

@@ -30,6 +30,7 @@ from api.console.session import (
     csrf_token_for,
     presented_token,
     set_cookie,
+    was_signed_out,
 )
 from api.errors import Unauthorized
 from tenancy.settings import Settings
@@ -107,6 +108,8 @@ async def current_session(request: Request) -> Session:
         principal = await verifier.verify(token)
     except Unauthorized as exc:
         raise SignInRequired(exc.detail) from None
+    if await was_signed_out(request, token):
+        raise SignInRequired("the session was signed out")
     return Session(token, principal, csrf_token_for(token), from_proxy)
 
 

@@ -15,11 +15,13 @@ role `pg_read_all_data` (devstack.roles); a table with row-level security enable
 refuse rather than write a partial dump.
 
 On disk: pg_dump writes into a temporary file (mode 0600) in `directory`, which is fsynced,
-hashed, renamed over `{label}.dump` and the directory fsynced. A repeated backup with the same
-label (a retried activity) replaces the file: the last complete dump wins, and the sha256
-returned is that of the file put in place. A failure leaves nothing behind.
+hashed, linked as `{label}.{random}.dump` and the directory fsynced. Each call writes a file of
+its own and never replaces one: two attempts of one backup (a zombie attempt and its retry) can
+run at once, and the sha256 each returns is that of the file it names, for as long as the file
+exists. A failure leaves nothing behind.
 
     backup = await take_backup(url, location, Path("/backups"), label="tenant-acme-1", timeout=600)
+    # backup.path == "/backups/tenant-acme-1.3f9c2a7e.dump"
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -185,12 +188,14 @@ async def _run(argv: list[str], env: dict[str, str], out_fd: int) -> tuple[int, 
 
 
 def _seal(temp: Path, final: Path) -> Backup:
-    """Flush the dump to disk, hash it, and put it in place atomically."""
+    """Flush the dump to disk, hash it, and give it its final name atomically; a link, not a
+    rename, so an existing file of that name is never replaced (FileExistsError)."""
     with temp.open("rb") as dump:
         os.fsync(dump.fileno())
         digest = hashlib.file_digest(dump, "sha256").hexdigest()
         size = os.fstat(dump.fileno()).st_size
-    os.replace(temp, final)
+    os.link(temp, final)
+    temp.unlink()
     directory = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(directory)
@@ -224,7 +229,8 @@ async def take_backup(
     timeout: float,
     pg_dump: Path | None = None,
 ) -> Backup:
-    """Dump the tenant's schema or database at `location` into `directory/{label}.dump`.
+    """Dump the tenant's schema or database at `location` into a new file
+    `directory/{label}.{random}.dump`.
 
     `server_url` is the storage server's libpq URL with the platform's credentials (any
     database; the dump connects to `location.database`). `timeout` (seconds) bounds the check
@@ -236,7 +242,8 @@ async def take_backup(
         raise ValueError(f"timeout must be positive, not {timeout!r}")
     started = time.monotonic()
     directory = directory.absolute()
-    final = directory / f"{label}{SUFFIX}"
+    # Its own name: another attempt of the same backup may be writing beside it.
+    final = directory / f"{label}.{secrets.token_hex(4)}{SUFFIX}"
     try:
         argv, env, password = _dump_command(
             pg_dump if pg_dump is not None else pg_program("pg_dump"), server_url, location

@@ -3,6 +3,7 @@ token a request presents, and which browser the browser tests drive."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from api.console.session import (
     csrf_matches,
     csrf_token_for,
     presented_token,
+    token_digest,
+    token_expiry,
     token_lifetime,
 )
 from api.console.web import _same_origin, safe_next
@@ -108,3 +111,13 @@ def test_the_browser_is_the_named_one_or_the_first_on_path(tmp_path: Path) -> No
     named.touch()
     assert find_chromium({"PLATFORM_CHROMIUM": str(named)}) == str(named)
     assert find_chromium({"PLATFORM_CHROMIUM": str(tmp_path / "missing")}) is None
+
+
+def test_a_sign_out_is_remembered_by_the_tokens_digest_until_it_expires(tmp_path: Path) -> None:
+    key = tmp_path / "idp.pem"
+    generate_private_key(key)
+    token = mint(key, subject="a", scopes=[], audience="x", ttl=timedelta(minutes=10))
+    expected = datetime.now(UTC) + timedelta(minutes=10)
+    assert abs(token_expiry(token) - expected) < timedelta(seconds=5)
+    assert token_digest(token) == hashlib.sha256(token.encode()).digest()
+    assert token_digest(token) != token_digest(token + "x")
