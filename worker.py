@@ -45,8 +45,8 @@ from infra.db.schema import apply_platform_migrations
 from infra.db.storage import StorageAdmin
 from infra.events.buses import outbox_relay
 from infra.events.command_bus import CommandBus, consumer_name
+from infra.events.commands import load_reply_keys
 from infra.limits import ServerLimits
-from infra.security.keys import load_public_key
 from infra.security.signing import CallSigner
 from infra.telemetry.logging import configure_logging, redact
 from infra.telemetry.metrics import TENANT_GAUGE_INTERVAL, tenant_gauge
@@ -97,9 +97,8 @@ async def worker_activities(
     if settings.events_services() and client is None:
         raise RuntimeError("services with transport events need the Temporal client")
     reply_keys = {
-        service.name: load_public_key(service.reply_key_file)
+        service.name: load_reply_keys(service.reply_key_paths)
         for service in settings.events_services()
-        if service.reply_key_file is not None
     }
     metadata_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         settings.require_database_url(), open=False, min_size=1, max_size=10
@@ -174,7 +173,7 @@ async def worker_activities(
                 metric_meter or MetricMeter.noop,
                 on_taken=commands.replied,
             )
-            replies = consuming_replies(command_bus, listener)
+            replies = consuming_replies(command_bus, listener.handle)
         gauge: AbstractAsyncContextManager[None] = (
             tenant_gauge(tenants, metric_meter, gauge_interval)
             if metric_meter is not None

@@ -2,10 +2,17 @@
 settles the activity attempt that waits for it (Temporal async activity completion), through the
 same ledgers as an HTTP answer.
 
-A reply is trusted only if the service's key signed it; it counts only if a command still waits
-for it (`CommandRepository.take_reply`). Everything else is logged, counted and dropped, and
-changes nothing. A reply taken for an attempt whose wait already ran out completes nothing; the
-command's row keeps a final reply, and the next attempt settles from it instead of sending again.
+A reply is trusted only if one of the service's keys signed it; it counts only if a command
+still waits for it (`CommandRepository.take_reply`). Everything else is logged, counted and
+dropped, and changes nothing. A reply taken for an attempt whose wait already ran out completes
+nothing; the command's row keeps a final reply, and the next attempt settles from it instead of
+sending again.
+
+A reply that no key of this worker verifies may be signed with a key another worker already
+holds (a service rolling its key while the workers' settings roll out): it is handed back to
+the bus for any worker to take, and dead-lettered only once it has been handed out
+`unverified_deliveries` times. A reply naming a key this worker holds whose signature fails is
+a forgery no worker can verify: dead-lettered at once.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import structlog
 from temporalio.client import Client
@@ -25,29 +33,50 @@ from activities.deletion import TeardownLedger
 from activities.migrations import MigrationLedger
 from infra.db.commands import CommandRepository, CommandRow
 from infra.events.bus import BusUnavailable
-from infra.events.command_bus import CommandBus, Handled
-from infra.events.commands import CommandType, Reply, ReplyOutcome, ReplyRefused, verify_reply
-from infra.security.keys import PublicKey
+from infra.events.command_bus import (
+    UNVERIFIED_RETRY_DELAY,
+    CommandBus,
+    Handled,
+    ReplyDelivery,
+    ReplyHandler,
+)
+from infra.events.commands import (
+    CommandType,
+    Reply,
+    ReplyKeys,
+    ReplyOutcome,
+    ReplyRefused,
+    ReplyUnverified,
+    verify_reply,
+)
 from infra.telemetry.metrics import command_reply
 
+# How long a reply no key verifies goes round the workers before it is dead-lettered: time
+# for a rolling deploy to bring the new key to some worker, and about as long as a reply stays
+# valid (a few minutes) anyway.
+UNVERIFIED_FOR = timedelta(minutes=5)
+UNVERIFIED_DELIVERIES = int(UNVERIFIED_FOR / UNVERIFIED_RETRY_DELAY)
 _log = structlog.stdlib.get_logger("platform.commands")
 
 
 class ReplyListener:
-    """Handles one reply at a time (`handle`); the bus's consumer calls it. `on_taken` hears of
-    each reply taken for a command that waits in place (a rollout batch's)."""
+    """Handles one reply at a time (`handle`); the bus's consumer calls it. `keys` are each
+    service's reply keys by `kid`. `on_taken` hears of each reply taken for a command that
+    waits in place (a rollout batch's)."""
 
     def __init__(
         self,
         client: Client,
         commands: CommandRepository,
-        keys: Mapping[str, PublicKey],
+        keys: Mapping[str, ReplyKeys],
         migrations: MigrationLedger,
         teardowns: TeardownLedger,
         meter: MetricMeter,
         on_taken: Callable[[str], None] = lambda command_id: None,
+        unverified_deliveries: int = UNVERIFIED_DELIVERIES,
     ) -> None:
         self._on_taken = on_taken
+        self._unverified_deliveries = unverified_deliveries
         self._client = client
         self._commands = commands
         self._keys = dict(keys)
@@ -55,15 +84,18 @@ class ReplyListener:
         self._teardowns = teardowns
         self._meter = meter
 
-    async def handle(self, service: str, data: bytes) -> Handled:
-        """Verify, take and settle one reply of `service`."""
-        key = self._keys.get(service)
-        if key is None:
+    async def handle(self, delivery: ReplyDelivery) -> Handled:
+        """Verify, take and settle one reply."""
+        service = delivery.service
+        keys = self._keys.get(service)
+        if not keys:
             return self._dropped(
                 service, "refused", "reply from a service without transport events"
             )
         try:
-            reply = verify_reply(data, service, key)
+            reply = verify_reply(delivery.data, service, keys)
+        except ReplyUnverified as unverified:
+            return self._unverified(delivery, unverified)
         except ReplyRefused as refused:
             return self._dropped(service, "refused", f"reply refused: {refused}")
         try:
@@ -95,6 +127,28 @@ class ReplyListener:
             # A rollout batch waits in place and reads the row: wake it if it is ours.
             self._on_taken(row.command_id)
         return Handled.DONE
+
+    def _unverified(self, delivery: ReplyDelivery, unverified: ReplyUnverified) -> Handled:
+        """Hand it back for a worker holding its key, or dead-letter it (never logging the
+        token itself)."""
+        fields = {"service": delivery.service, "kid": unverified.kid}
+        if unverified.elsewhere and delivery.deliveries < self._unverified_deliveries:
+            command_reply(self._meter, delivery.service, "unverified")
+            _log.info(
+                "reply not verified by this worker's keys; handed back",
+                deliveries=delivery.deliveries,
+                **fields,
+            )
+            return Handled.UNVERIFIED
+        command_reply(self._meter, delivery.service, "dead_lettered")
+        _log.warning(
+            "reply dead-lettered: no key verifies its signature"
+            if unverified.elsewhere
+            else "reply dead-lettered: it names a key it was not signed with (forged)",
+            deliveries=delivery.deliveries,
+            **fields,
+        )
+        return Handled.DEAD
 
     def _dropped(self, service: str, result: str, message: str, **fields: object) -> Handled:
         command_reply(self._meter, service, result)
@@ -144,14 +198,15 @@ class ReplyListener:
 
 
 @asynccontextmanager
-async def consuming_replies(bus: CommandBus, listener: ReplyListener) -> AsyncIterator[None]:
-    """Hand the bus's replies to `listener` while the context is open, then disconnect."""
+async def consuming_replies(bus: CommandBus, handle: ReplyHandler) -> AsyncIterator[None]:
+    """Hand the bus's replies to `handle` (a `ReplyListener`'s) while the context is open,
+    then disconnect."""
     try:
         await bus.start()
     except BusUnavailable as exc:
         # Commands wait for it (their attempts fail and retry); the consumer keeps trying.
         _log.warning("command bus unavailable at start", error=str(exc))
-    task = asyncio.create_task(bus.consume_replies(listener.handle), name="reply-consumer")
+    task = asyncio.create_task(bus.consume_replies(handle), name="reply-consumer")
     try:
         yield
     finally:

@@ -104,8 +104,9 @@ class DownstreamService(BaseModel):
 
     `transport` says how its migrate and teardown calls reach it: `http` (the default) calls
     its internal endpoints at `base_url`; `events` publishes commands on the bus
-    (`platform.commands.<name>`) and waits for its replies, signed with the key whose public
-    half is `reply_key_file` (see `infra.events.commands`).
+    (`platform.commands.<name>`) and waits for its replies, signed with a key whose public
+    half is `reply_key_file` or one of `reply_key_files` (several while the service rolls its
+    key; see `infra.events.commands`).
     """
 
     # A refused baseUrl may carry a password: the error names the field, not the value.
@@ -120,17 +121,24 @@ class DownstreamService(BaseModel):
     ] = None
     transport: Literal["http", "events"] = "http"
     reply_key_file: Path | None = None
+    reply_key_files: tuple[Path, ...] = ()
 
     @model_validator(mode="after")
     def _reachable(self) -> DownstreamService:
         if self.transport == "http" and self.base_url is None:
             raise ValueError(f"service {self.name!r} needs a baseUrl (transport http)")
-        if self.transport == "events" and self.reply_key_file is None:
+        if self.transport == "events" and not self.reply_key_paths:
             raise ValueError(
-                f"service {self.name!r} has transport events and needs a replyKeyFile: the "
-                "public key that verifies its signed replies"
+                f"service {self.name!r} has transport events and needs a replyKeyFile (or "
+                "replyKeyFiles): the public keys that verify its signed replies"
             )
         return self
+
+    @property
+    def reply_key_paths(self) -> tuple[Path, ...]:
+        """Every file of a key its replies may be signed with."""
+        first = () if self.reply_key_file is None else (self.reply_key_file,)
+        return first + self.reply_key_files
 
     @property
     def over_events(self) -> bool:

@@ -5,11 +5,16 @@ for RSA, ES256 for EC P-256); the platform verifies with the public half it is c
 so a reply nobody else could have sent is the only one that changes a tenant. Claims, as the
 protocol writes them: `iss` = this service, `aud` = `platform-service`, `iat`, `exp` = iat +
 300, a random `jti`, `type`, `commandId`, `attempt`, `tenantId`, and `version` (TenantMigrated)
-or `retryable` and `reason` (the *Failed types).
+or `retryable` and `reason` (the *Failed types). The JWS header names the key: `kid` = its RFC
+7638 JWK thumbprint, which the platform computes from the public key it holds, so a key can be
+rolled (the platform holding the old and the new one) without agreeing on names.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import re
 import secrets
 import time
@@ -21,12 +26,15 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 PLATFORM_AUDIENCE = "platform-service"
 REPLY_TTL_SECONDS = 300
 # One short line: the platform shows it as the tenant's last error.
 _REASON_MAX = 300
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+# The members of each key type that RFC 7638 hashes.
+_THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}
 
 
 class ReplyType(StrEnum):
@@ -53,6 +61,18 @@ def _signing_key(key: object, path: Path) -> tuple[SigningKey, str]:
     raise ReplyKeyInvalid(f"{path}: the reply key must be RSA or EC P-256")
 
 
+def key_id(public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> str:
+    """The key's RFC 7638 JWK thumbprint (SHA-256, base64url without padding)."""
+    jwk: dict[str, Any] = (
+        ECAlgorithm.to_jwk(public, as_dict=True)
+        if isinstance(public, ec.EllipticCurvePublicKey)
+        else RSAAlgorithm.to_jwk(public, as_dict=True)
+    )
+    members = {name: jwk[name] for name in _THUMBPRINT_MEMBERS[jwk["kty"]]}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).decode().rstrip("=")
+
+
 def one_line(text: str) -> str:
     """`text` as one printable line of bounded length."""
     line = _NOT_PRINTABLE.sub(" ", text).strip()
@@ -72,6 +92,7 @@ class ReplySigner:
                 f"{key_file}: not a readable unencrypted PEM private key ({type(exc).__name__})"
             ) from None
         self._key, self._algorithm = _signing_key(key, key_file)
+        self._kid = key_id(self._key.public_key())
         self._issuer = service_name
         self._clock = clock
 
@@ -79,6 +100,11 @@ class ReplySigner:
     def algorithm(self) -> str:
         """`RS256` or `ES256`."""
         return self._algorithm
+
+    @property
+    def kid(self) -> str:
+        """The `kid` its replies carry."""
+        return self._kid
 
     def sign(
         self,
@@ -109,4 +135,6 @@ class ReplySigner:
         elif reply_type in (ReplyType.MIGRATION_FAILED, ReplyType.TEARDOWN_FAILED):
             claims["retryable"] = bool(retryable)
             claims["reason"] = one_line(reason or "")
-        return jwt.encode(claims, self._key, algorithm=self._algorithm).encode("ascii")
+        return jwt.encode(
+            claims, self._key, algorithm=self._algorithm, headers={"kid": self._kid}
+        ).encode("ascii")

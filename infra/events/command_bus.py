@@ -1,10 +1,27 @@
 """Commands and replies on NATS JetStream: the transport of services with `"transport": "events"`.
 
 The worker publishes each command to the commands stream and waits for the PubAck (the bus has
-stored it); it reads replies through a durable pull consumer of its own task queue, so replies
-that come while every worker is down wait in the stream, and the workers of one deployment
-share them (each reply is handed to one of them). A reply is acknowledged once it was handled;
-one whose handling failed for want of the platform's own database is handed out again later.
+stored it). It reads each service's replies through a durable pull consumer of that service and
+its task queue (`platform-<task queue>_<service>`, filter `platform.replies.<service>`), so
+replies that come while every worker is down wait in the stream, the workers of one deployment
+share them (each reply is handed to one of them), and workers whose sets of services differ
+(a rolling deploy adding one) share the consumers of the services they have in common without
+touching anyone's configuration. A worker creates a consumer that does not exist and never
+updates or deletes one.
+
+A new consumer starts at the replies published after it: the worker that sends a service's
+command has created that service's consumer first, so every reply to a command it sent arrives
+after its consumer exists, and one that comes while no worker runs waits in it. Older replies
+answer commands nobody waits for now (replaying a week of them only costs). The one exception
+is the consumer of the earlier layout, one per task queue (`platform-<task queue>`): when it
+exists, a new per-service consumer starts after the last reply it acknowledged, so an upgrade
+that stops every worker first loses nothing; it is left alone (delete it once no worker of an
+earlier version runs).
+
+A reply is acknowledged once it was handled. One whose handling failed for want of the
+platform's own database is handed out again later; one that no key of this worker verifies is
+handed back after a longer delay, for a worker that holds its key; one to drop is terminated
+(dead-lettered: JetStream's MSG_TERMINATED advisory names its stream sequence).
 """
 
 from __future__ import annotations
@@ -12,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 
@@ -39,6 +57,9 @@ from infra.events.nats import PUBLISH_TIMEOUT, connect, declare_stream
 REPLY_ACK_WAIT = timedelta(seconds=30)
 # How long a reply whose handling failed (the metadata database away) waits to be handed out again.
 REPLY_RETRY_DELAY = timedelta(seconds=2)
+# How long a reply no key of a worker verifies waits before it is handed out again (to any
+# worker of the task queue: one holding its key takes it).
+UNVERIFIED_RETRY_DELAY = timedelta(seconds=5)
 _FETCH_BATCH = 32
 _FETCH_WAIT = timedelta(seconds=1)
 # How long the reply consumer waits before binding again after the bus went away.
@@ -48,23 +69,43 @@ _log = structlog.stdlib.get_logger("platform.commands")
 
 
 class Handled(Enum):
-    """What became of a reply: done with it (taken or ignored), or to be handed out again."""
+    """What became of a reply: done with it (taken or ignored: acknowledged), to be handed out
+    again (AGAIN soon, UNVERIFIED later, maybe to another worker), or dead-lettered (DEAD:
+    terminated, never handed out again)."""
 
     DONE = "done"
     AGAIN = "again"
+    UNVERIFIED = "unverified"
+    DEAD = "dead"
 
 
-ReplyHandler = Callable[[str, bytes], Awaitable[Handled]]
+@dataclass(frozen=True)
+class ReplyDelivery:
+    """One reply handed to a worker: its service, its data, and how many times it has been
+    handed out so far (this time included)."""
+
+    service: str
+    data: bytes
+    deliveries: int
+
+
+ReplyHandler = Callable[[ReplyDelivery], Awaitable[Handled]]
 
 
 def consumer_name(task_queue: str) -> str:
-    """The durable consumer of the workers of `task_queue` (NATS names allow no dots or
-    wildcards)."""
+    """The prefix of the reply consumers of the workers of `task_queue` (NATS names allow no
+    dots or wildcards), and the name of their one consumer in the earlier layout."""
     return "platform-" + re.sub(r"[^A-Za-z0-9_-]", "_", task_queue)
 
 
+def service_consumer_name(consumer: str, service: str) -> str:
+    """The durable consumer of `service`'s replies under the prefix `consumer` (service names
+    hold no `_`, so the name splits back at its last one)."""
+    return f"{consumer}_{service}"
+
+
 class CommandBus:
-    """Publishes commands and runs the reply consumer, on one NATS connection."""
+    """Publishes commands and runs the reply consumers, on one NATS connection."""
 
     def __init__(
         self,
@@ -73,54 +114,72 @@ class CommandBus:
         consumer: str,
         services: Sequence[str],
         publish_timeout: timedelta = PUBLISH_TIMEOUT,
+        unverified_delay: timedelta = UNVERIFIED_RETRY_DELAY,
     ) -> None:
         self._url = url
         self._consumer = consumer
         self._services = tuple(services)
         self._timeout = publish_timeout
+        self._unverified_delay = unverified_delay
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
+        self._starting = asyncio.Lock()
 
     async def start(self) -> None:
-        """Connect, declare the two streams and the reply consumer; BusUnavailable if the
-        server is away."""
+        """Connect, declare the two streams and the reply consumers that do not exist yet;
+        BusUnavailable if the server is away."""
+        async with self._starting:
+            await self._start()
+
+    async def _start(self) -> None:
         try:
             if self._nc is None or self._nc.is_closed:
                 self._nc = await connect(self._url)
             js = self._nc.jetstream(timeout=self._timeout.total_seconds())
             for config in streams():
                 await declare_stream(js, config)
-            await self._declare_consumer(js)
+            for service in self._services:
+                await self._declare_consumer(js, service)
             self._js = js
         except _NATS_FAILURES as exc:
             await self.close()
             raise BusUnavailable(f"NATS at {self._url}: {type(exc).__name__}: {exc}") from exc
 
-    async def _declare_consumer(self, js: JetStreamContext) -> None:
+    async def _ready(self) -> JetStreamContext:
+        async with self._starting:
+            if self._js is None:
+                await self._start()
+            assert self._js is not None
+            return self._js
+
+    async def _declare_consumer(self, js: JetStreamContext, service: str) -> None:
+        name = service_consumer_name(self._consumer, service)
+        if await _consumer_exists(js, name):
+            return
+        legacy = await _acknowledged_up_to(js, self._consumer)
         config = ConsumerConfig(
-            durable_name=self._consumer,
-            filter_subjects=[reply_subject(name) for name in self._services],
+            durable_name=name,
+            filter_subject=reply_subject(service),
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=REPLY_ACK_WAIT.total_seconds(),
-            # From the stream's start the first time: replies that came before any worker of
-            # this queue did are read too (a reply for nothing waiting is ignored).
-            deliver_policy=DeliverPolicy.ALL,
+            # The module's docstring says why a new consumer starts at new replies.
+            deliver_policy=DeliverPolicy.NEW if legacy is None else DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=None if legacy is None else legacy + 1,
             max_deliver=-1,
         )
         try:
             await js.add_consumer(REPLIES_STREAM, config)
+            _log.info("reply consumer created", consumer=name, after_sequence=legacy)
         except nats.js.errors.BadRequestError:
-            # It exists for another set of services: follow the configuration.
-            await js.delete_consumer(REPLIES_STREAM, self._consumer)
-            await js.add_consumer(REPLIES_STREAM, config)
+            # Another worker created it meanwhile (its start sequence may differ): use that one.
+            if not await _consumer_exists(js, name):
+                raise
 
     async def send(self, command: Command) -> None:
         """Publish one send of a command and wait for the stream's PubAck."""
-        if self._js is None:
-            await self.start()
-        assert self._js is not None
+        js = self._js if self._js is not None else await self._ready()
         try:
-            await self._js.publish(
+            await js.publish(
                 command_subject(command.service),
                 command.body(),
                 timeout=self._timeout.total_seconds(),
@@ -131,24 +190,31 @@ class CommandBus:
             raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def consume_replies(self, handle: ReplyHandler) -> None:
-        """Hand every reply to `handle` (service name, message data) until cancelled; keeps
-        going through the bus's absences."""
+        """Hand every reply of the bus's services to `handle` until cancelled; keeps going
+        through the bus's absences."""
+        async with asyncio.TaskGroup() as group:
+            for service in self._services:
+                group.create_task(self._consume(service, handle), name=f"replies-{service}")
+
+    async def _consume(self, service: str, handle: ReplyHandler) -> None:
         while True:
             try:
-                if self._js is None:
-                    await self.start()
-                assert self._js is not None
-                subscription = await self._js.pull_subscribe_bind(
-                    durable=self._consumer, stream=REPLIES_STREAM
+                js = await self._ready()
+                subscription = await js.pull_subscribe_bind(
+                    durable=service_consumer_name(self._consumer, service), stream=REPLIES_STREAM
                 )
-                await self._fetch_loop(subscription, handle)
+                await self._fetch_loop(service, subscription, handle)
             except (*_NATS_FAILURES, BusUnavailable) as exc:
-                _log.warning("reply consumer interrupted", error=f"{type(exc).__name__}: {exc}")
+                _log.warning(
+                    "reply consumer interrupted",
+                    service=service,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
                 self._js = None
                 await asyncio.sleep(_REBIND_WAIT.total_seconds())
 
     async def _fetch_loop(
-        self, subscription: JetStreamContext.PullSubscription, handle: ReplyHandler
+        self, service: str, subscription: JetStreamContext.PullSubscription, handle: ReplyHandler
     ) -> None:
         while True:
             try:
@@ -157,13 +223,17 @@ class CommandBus:
                 )
             except TimeoutError:  # nats' own and asyncio's: no reply came in this wait
                 continue
-            await asyncio.gather(*(self._one(message, handle) for message in messages))
+            await asyncio.gather(*(self._one(service, message, handle) for message in messages))
 
-    @staticmethod
-    async def _one(message: Msg, handle: ReplyHandler) -> None:
-        service = message.subject.removeprefix("platform.replies.")
-        if await handle(service, message.data) is Handled.AGAIN:
+    async def _one(self, service: str, message: Msg, handle: ReplyHandler) -> None:
+        delivery = ReplyDelivery(service, message.data, message.metadata.num_delivered)
+        handled = await handle(delivery)
+        if handled is Handled.AGAIN:
             await message.nak(delay=REPLY_RETRY_DELAY.total_seconds())
+        elif handled is Handled.UNVERIFIED:
+            await message.nak(delay=self._unverified_delay.total_seconds())
+        elif handled is Handled.DEAD:
+            await message.term()
         else:
             await message.ack()
 
@@ -172,3 +242,21 @@ class CommandBus:
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
             await nc.close()
+
+
+async def _consumer_exists(js: JetStreamContext, name: str) -> bool:
+    try:
+        await js.consumer_info(REPLIES_STREAM, name)
+    except nats.js.errors.NotFoundError:
+        return False
+    return True
+
+
+async def _acknowledged_up_to(js: JetStreamContext, name: str) -> int | None:
+    """The last stream sequence the consumer `name` acknowledged; None if there is no such
+    consumer."""
+    try:
+        info = await js.consumer_info(REPLIES_STREAM, name)
+    except nats.js.errors.NotFoundError:
+        return None
+    return info.ack_floor.stream_seq if info.ack_floor is not None else 0

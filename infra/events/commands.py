@@ -7,22 +7,29 @@ storage body, the idempotency key and the platform-signed token (what HTTP sends
 re-send). The service answers on `platform.replies.<service>` with a compact JWS signed by its
 own key, so a reply on the bus cannot be forged by whoever else can publish there. README,
 "Event-driven migrations", is the contract for service authors.
+
+A service may hold several keys while it rolls one: the platform holds each by its `kid`, the
+key's RFC 7638 thumbprint, which the service computes alike without being told. A reply whose
+header names a held `kid` is verified with that key only; one naming another `kid`, or none, is
+tried against every key of the service.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import jwt
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
 from infra.events.nats import DUPLICATE_WINDOW
-from infra.security.keys import PublicKey, algorithm_for
+from infra.security.keys import PublicKey, algorithm_for, load_public_key, public_jwk
 from tenancy.failures import summarize
 from tenancy.models import StorageLocation
 
@@ -35,6 +42,8 @@ RETENTION = timedelta(days=7)
 REPLY_AUDIENCE = "platform-service"
 # A reply older than this is refused (its `iat` is checked with this leeway too).
 CLOCK_LEEWAY = timedelta(seconds=60)
+# A `kid` as a log line shows it (a thumbprint is 43 characters; the header is the sender's).
+_KID_SHOWN = 64
 _COMMAND_IDS = uuid.UUID("6f1d7c52-8c1e-4b8e-9a51-0f3c2f8e1d42")
 
 
@@ -161,27 +170,66 @@ class Reply:
         return next(kind for kind, types in _REPLIES.items() if self.type in types)
 
 
+# A service's reply keys by `kid`.
+ReplyKeys = Mapping[str, PublicKey]
+
+
+def load_reply_keys(paths: Iterable[Path]) -> dict[str, PublicKey]:
+    """The public keys in the PEM files `paths` (private ones give their public half), by
+    their RFC 7638 thumbprint."""
+    keys: dict[str, PublicKey] = {}
+    for path in paths:
+        key = load_public_key(path)
+        keys[str(public_jwk(key)["kid"])] = key
+    return keys
+
+
 class ReplyRefused(Exception):
     """A message on a replies subject that is not a reply the platform can trust."""
 
 
-def verify_reply(data: bytes, service: str, key: PublicKey) -> Reply:
-    """The reply in `data`, a compact JWS that `service` signed with `key`; ReplyRefused with
-    the reason otherwise (bad signature, another issuer or audience, expired, malformed)."""
+class ReplyUnverified(ReplyRefused):
+    """No key held for the service verifies the reply's signature.
+
+    `kid` is what its header names (None without one). `elsewhere`: whether a worker holding
+    other keys of the service may verify it (the `kid` is not one held here, or there is none);
+    a reply naming a held key that fails it is a forgery no worker can verify.
+    """
+
+    def __init__(self, kid: str | None, *, elsewhere: bool) -> None:
+        self.kid = None if kid is None else kid[:_KID_SHOWN]
+        self.elsewhere = elsewhere
+        super().__init__(f"InvalidSignatureError: no key held verifies it (kid {self.kid})")
+
+
+def verify_reply(data: bytes, service: str, keys: ReplyKeys) -> Reply:
+    """The reply in `data`, a compact JWS that `service` signed with one of `keys`;
+    ReplyUnverified if none of them verifies its signature, ReplyRefused with the reason
+    otherwise (another issuer or audience, expired, malformed)."""
     try:
         token = data.decode("ascii").strip()
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            key,
-            algorithms=[algorithm_for(key)],
-            audience=REPLY_AUDIENCE,
-            issuer=service,
-            leeway=CLOCK_LEEWAY,
-            options={"require": ["iss", "aud", "iat", "exp"]},
-        )
+        kid = jwt.get_unverified_header(token).get("kid")
     except (UnicodeDecodeError, jwt.PyJWTError) as exc:
         raise ReplyRefused(f"{type(exc).__name__}: {exc}") from None
-    return _reply(service, claims)
+    kid = kid if isinstance(kid, str) else None
+    held = kid is not None and kid in keys
+    for key in [keys[kid]] if held and kid is not None else keys.values():
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm_for(key)],
+                audience=REPLY_AUDIENCE,
+                issuer=service,
+                leeway=CLOCK_LEEWAY,
+                options={"require": ["iss", "aud", "iat", "exp"]},
+            )
+        except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError):
+            continue
+        except jwt.PyJWTError as exc:
+            raise ReplyRefused(f"{type(exc).__name__}: {exc}") from None
+        return _reply(service, claims)
+    raise ReplyUnverified(kid, elsewhere=not held)
 
 
 def _reply(service: str, claims: dict[str, Any]) -> Reply:

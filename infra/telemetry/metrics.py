@@ -21,8 +21,9 @@ counted once per real event and adds nothing to the history.
     platform_outbox_backlog         gauge      (lifecycle events not yet published)
     platform_outbox_oldest_seconds  gauge      (age of the oldest of them, 0 when none)
     platform_events_published_total counter    family (tenants|rollouts)
-    platform_command_replies_total  counter    service, result (taken|ignored|refused): replies
-                                               of services with transport events
+    platform_command_replies_total  counter    service, result (taken|ignored|refused|
+                                               unverified|dead_lettered): replies of services
+                                               with transport events
 """
 
 from __future__ import annotations
@@ -234,8 +235,9 @@ async def tenant_gauge(
 
 
 def command_reply(meter: MetricMeter, service: str, result: str) -> None:
-    """Count one reply read from the bus: taken, ignored (nothing waits for it) or refused
-    (not signed by the service)."""
+    """Count one reply read from the bus: taken, ignored (nothing waits for it), refused
+    (signed, but not a reply to trust), unverified (no key of this worker verifies it: handed
+    back) or dead_lettered (no worker's key verified it in time, or forged)."""
     meter.create_counter(COMMAND_REPLIES, "Replies of event-driven calls by result").add(
         1, {"service": service, "result": result}
     )

@@ -3,6 +3,7 @@ envelopes, and its settings (no server needed)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from examples.downstream_service.__main__ import main
 from examples.downstream_service.calls import Answer, Operation
 from examples.downstream_service.commands import NotACommand, parse_command, reply_for
-from examples.downstream_service.replies import ReplyKeyInvalid, ReplySigner, ReplyType
+from examples.downstream_service.replies import ReplyKeyInvalid, ReplySigner, ReplyType, key_id
 from examples.downstream_service.settings import ConsumerNotConfigured, DownstreamSettings
+from infra.security.keys import public_jwk
 from tests.downstream.tokens import PlatformKey
 
 SERVICE = "backend-service"
@@ -71,6 +73,31 @@ def test_replies_are_jws_signed_with_the_reply_key(
     assert claims["retryable"] is True
     assert claims["reason"] == "HTTP 503: database unavailable"  # one line
     assert "version" not in claims
+
+
+# RFC 7638, section 3.1: an RSA key and its JWK thumbprint.
+RFC7638_N = (
+    "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECP"
+    "ebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2Qvzq"
+    "Y368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0f"
+    "M4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
+)
+RFC7638_THUMBPRINT = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+
+def test_the_key_id_is_the_rfc_7638_thumbprint_the_platform_computes_too(tmp_path: Path) -> None:
+    modulus = int.from_bytes(base64.urlsafe_b64decode(RFC7638_N + "=" * (-len(RFC7638_N) % 4)))
+    rfc_key = rsa.RSAPublicNumbers(65537, modulus).public_key()
+    assert key_id(rfc_key) == RFC7638_THUMBPRINT
+    assert public_jwk(rfc_key)["kid"] == RFC7638_THUMBPRINT, "the platform agrees"
+    for key in (
+        ec.generate_private_key(ec.SECP256R1()),
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    ):
+        signer = ReplySigner(_write(tmp_path / "reply.pem", key), service_name=SERVICE)
+        token = signer.sign(ReplyType.TORN_DOWN, command_id="c-1", attempt=1, tenant_id="acme")
+        assert jwt.get_unverified_header(token.decode())["kid"] == public_jwk(key)["kid"]
+        assert signer.kid == public_jwk(key)["kid"]
 
 
 def test_a_reply_key_it_cannot_use_is_refused(tmp_path: Path) -> None:

@@ -26,8 +26,7 @@ from api.auth import (
 )
 from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
-from infra.events.command_bus import consumer_name
-from infra.events.commands import REPLIES_STREAM, command_subject
+from infra.events.commands import command_subject
 from infra.security.keys import generate_private_key, load_public_key
 from tenancy.models import StorageMode, TenantSpec
 from tenancy.naming import provision_workflow_id
@@ -37,7 +36,12 @@ from tests.conftest import running_worker, unique_id
 from tests.integration.test_api import api_stack, body, token_for
 from tests.integration.test_api import wait_status as api_wait_status
 from tests.support.downstream_services import ReferenceConsumer
-from tests.support.events_service import OK, ScriptedEventsService, scripted_events_service
+from tests.support.events_service import (
+    OK,
+    ScriptedEventsService,
+    reply_consumers,
+    scripted_events_service,
+)
 from tests.support.polling import eventually
 from tests.support.storage import storage_exists
 from workflows.provision.workflow import ProvisionTenantWorkflow
@@ -268,8 +272,11 @@ async def test_unknown_finished_and_forged_replies_change_nothing(
             "attempt": 1,
             "tenantId": request.id,
         }
-        # A reply signed by another key, and one for a command that does not exist.
-        await service.publish_reply({**claims, "version": "forged"}, key_file=forger)
+        # A reply signed by another key that names the service's own (dead-lettered at once),
+        # and one for a command that does not exist.
+        await service.publish_reply(
+            {**claims, "version": "forged"}, key_file=forger, headers={"kid": service.kid}
+        )
         await service.publish_reply({**claims, "commandId": "cmd-unknown", "version": "x"})
         # Then the genuine reply: it is taken, and the forged one never was.
         await service.publish_reply({**claims, "version": "genuine_0001"})
@@ -279,10 +286,8 @@ async def test_unknown_finished_and_forged_replies_change_nothing(
             {**claims, "type": "TenantMigrationFailed", "retryable": False, "reason": "late"}
         )
         await service.publish_reply({**claims, "version": "late_0002"})
-        # Every reply was handed to the listener and acknowledged by it.
-        await eventually(
-            lambda: _unhandled_replies(service, settings.task_queue), lambda left: left == 0
-        )
+        # Every reply was handed to the listener and acknowledged (or terminated) by it.
+        await eventually(lambda: _unhandled_replies(service), lambda left: left == 0)
 
     tenant = await tenants.get(request.id)
     assert tenant is not None
@@ -305,9 +310,9 @@ async def _commands(service: ScriptedEventsService, tenant_id: str) -> list[dict
     return service.of(tenant_id)
 
 
-async def _unhandled_replies(service: ScriptedEventsService, task_queue: str) -> int:
-    info = await service.js.consumer_info(REPLIES_STREAM, consumer_name(task_queue))
-    return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+async def _unhandled_replies(service: ScriptedEventsService) -> int:
+    infos = (await reply_consumers(service.js, service.name)).values()
+    return sum(int(info.num_pending or 0) + int(info.num_ack_pending or 0) for info in infos)
 
 
 ALL_SCOPES = (WRITE_SCOPE, READ_SCOPE, DELETE_SCOPE, ROLLOUTS_WRITE_SCOPE, ROLLOUTS_READ_SCOPE)

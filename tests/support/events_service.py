@@ -1,6 +1,9 @@
 """A downstream service with transport events whose replies a test scripts per tenant: a real
 consumer of the commands stream on a real NATS server, answering with replies signed by its
-own key (or, on request, by another: a forgery), and recording every command it took."""
+own key (or, on request, by another: a forgery), and recording every command it took.
+
+Its replies name their key in the JWS header (`kid`, the key's RFC 7638 thumbprint) unless
+`send_kid` is off; `key_file` may be swapped to roll its key."""
 
 from __future__ import annotations
 
@@ -19,10 +22,17 @@ import jwt
 import nats
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo
 
-from infra.events.commands import COMMANDS_STREAM, REPLY_AUDIENCE, command_subject, streams
-from infra.security.keys import algorithm_for, generate_private_key, load_private_key
+from infra.events.commands import (
+    COMMANDS_STREAM,
+    REPLIES_STREAM,
+    REPLY_AUDIENCE,
+    command_subject,
+    reply_subject,
+    streams,
+)
+from infra.security.keys import algorithm_for, generate_private_key, load_private_key, public_jwk
 
 # A script step: ("ok", version) | ("fail", reason) | ("reject", reason) | ("silent", "").
 Step = tuple[str, str]
@@ -38,6 +48,7 @@ class ScriptedEventsService:
     key_file: Path
     js: JetStreamContext
     version: str = OK[1]
+    send_kid: bool = True
     scripts: dict[str, list[Step]] = field(default_factory=dict)
     commands: list[dict[str, Any]] = field(default_factory=list)
 
@@ -49,10 +60,23 @@ class ScriptedEventsService:
         """The commands taken for `tenant_id`, of `kind`, in order."""
         return [c for c in self.commands if c["tenantId"] == tenant_id and c["type"] == kind]
 
-    def reply_token(self, claims: dict[str, Any], key_file: Path | None = None) -> bytes:
+    @property
+    def kid(self) -> str:
+        """The `kid` of its current key."""
+        return str(public_jwk(load_private_key(self.key_file))["kid"])
+
+    def reply_token(
+        self,
+        claims: dict[str, Any],
+        key_file: Path | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> bytes:
         """A compact JWS of `claims` (iss, aud, iat, exp and jti added), signed with this
-        service's key or `key_file`."""
+        service's key or `key_file`, with `headers` (by default the signing key's `kid`, when
+        `send_kid`)."""
         key = load_private_key(key_file or self.key_file)
+        if headers is None:
+            headers = {"kid": public_jwk(key)["kid"]} if self.send_kid else {}
         now = int(time.time())
         body = {
             "iss": self.name,
@@ -62,13 +86,22 @@ class ScriptedEventsService:
             "jti": secrets.token_hex(8),
             **claims,
         }
-        return jwt.encode(body, key, algorithm=algorithm_for(key)).encode()
+        return jwt.encode(body, key, algorithm=algorithm_for(key), headers=headers).encode()
 
-    async def publish_reply(self, claims: dict[str, Any], key_file: Path | None = None) -> None:
-        """Publish a reply of this service's (for the tests' unknown and forged replies)."""
-        await self.js.publish(
-            f"platform.replies.{self.name}", self.reply_token(claims, key_file), stream=None
+    async def publish_reply(
+        self,
+        claims: dict[str, Any],
+        key_file: Path | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> int:
+        """Publish a reply of this service's (for the tests' unknown and forged replies); its
+        stream sequence."""
+        ack = await self.js.publish(
+            f"platform.replies.{self.name}",
+            self.reply_token(claims, key_file, headers),
+            stream=None,
         )
+        return int(ack.seq)
 
     async def _answer(self, message: Msg) -> None:
         command = json.loads(message.data)
@@ -137,3 +170,16 @@ async def scripted_events_service(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await nc.close()
+
+
+async def reply_consumers(js: JetStreamContext, *services: str) -> dict[str, ConsumerInfo]:
+    """The consumers of the replies stream that read any of `services`' replies, by name."""
+    wanted = {reply_subject(name) for name in services}
+    found: dict[str, ConsumerInfo] = {}
+    for info in await js.consumers_info(REPLIES_STREAM):
+        subjects = set(info.config.filter_subjects or ())
+        if info.config.filter_subject:
+            subjects.add(info.config.filter_subject)
+        if subjects & wanted:
+            found[info.name] = info
+    return found

@@ -21,10 +21,12 @@ from infra.events.commands import (
     ReplyOutcome,
     ReplyRefused,
     ReplyType,
+    ReplyUnverified,
     command_id,
+    load_reply_keys,
     verify_reply,
 )
-from infra.security.keys import generate_private_key, load_private_key, load_public_key
+from infra.security.keys import generate_private_key, load_private_key, public_jwk
 from tenancy.models import StorageLocation, StorageMode
 from tenancy.settings import DownstreamService, Settings
 
@@ -38,7 +40,7 @@ def key_file(tmp_path: Path) -> Path:
     return path
 
 
-def signed(key_file: Path, **claims: Any) -> bytes:
+def signed(key_file: Path, headers: dict[str, Any] | None = None, **claims: Any) -> bytes:
     now = int(time.time())
     body = {
         "iss": SERVICE,
@@ -53,7 +55,7 @@ def signed(key_file: Path, **claims: Any) -> bytes:
     }
     body.update(claims)
     body = {k: v for k, v in body.items() if v is not None}
-    return jwt.encode(body, load_private_key(key_file), algorithm="ES256").encode()
+    return jwt.encode(body, load_private_key(key_file), algorithm="ES256", headers=headers).encode()
 
 
 def test_a_command_carries_the_http_call_s_content(tmp_path: Path) -> None:
@@ -100,7 +102,7 @@ def test_command_ids_are_stable_per_key_and_kind() -> None:
 
 
 def test_a_signed_reply_is_read(key_file: Path) -> None:
-    reply = verify_reply(signed(key_file), SERVICE, load_public_key(key_file))
+    reply = verify_reply(signed(key_file), SERVICE, load_reply_keys([key_file]))
     assert (reply.type, reply.outcome, reply.version, reply.reason) == (
         ReplyType.MIGRATED,
         ReplyOutcome.SUCCEEDED,
@@ -129,14 +131,14 @@ def test_a_failure_is_retryable_unless_the_service_says_not(
         reason="HTTP 503:\n database\x00 away",
         **claims,
     )
-    reply = verify_reply(data, SERVICE, load_public_key(key_file))
+    reply = verify_reply(data, SERVICE, load_reply_keys([key_file]))
     assert reply.outcome is outcome
     assert reply.reason == "HTTP 503: database away"
 
 
 def test_a_teardown_reply_answers_teardowns_only(key_file: Path) -> None:
     reply = verify_reply(
-        signed(key_file, type="TenantTornDown", version=None), SERVICE, load_public_key(key_file)
+        signed(key_file, type="TenantTornDown", version=None), SERVICE, load_reply_keys([key_file])
     )
     assert (reply.kind, reply.outcome) == (CommandType.TEARDOWN, ReplyOutcome.SUCCEEDED)
 
@@ -158,16 +160,55 @@ def test_replies_that_cannot_be_trusted_are_refused(
     key_file: Path, claims: dict[str, Any], why: str
 ) -> None:
     with pytest.raises(ReplyRefused, match=why):
-        verify_reply(signed(key_file, **claims), SERVICE, load_public_key(key_file))
+        verify_reply(signed(key_file, **claims), SERVICE, load_reply_keys([key_file]))
 
 
 def test_a_reply_signed_with_another_key_is_refused(key_file: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.pem"
     generate_private_key(other)
-    with pytest.raises(ReplyRefused, match="Signature"):
-        verify_reply(signed(other), SERVICE, load_public_key(key_file))
+    with pytest.raises(ReplyUnverified, match="Signature") as unverified:
+        verify_reply(signed(other), SERVICE, load_reply_keys([key_file]))
+    assert (unverified.value.kid, unverified.value.elsewhere) == (None, True)
     with pytest.raises(ReplyRefused):
-        verify_reply(b"\xff not a token", SERVICE, load_public_key(key_file))
+        verify_reply(b"\xff not a token", SERVICE, load_reply_keys([key_file]))
+
+
+def kid_of(key_file: Path) -> str:
+    return str(public_jwk(load_private_key(key_file))["kid"])
+
+
+def test_a_reply_is_verified_with_the_key_its_kid_names_or_with_each_key(
+    key_file: Path, tmp_path: Path
+) -> None:
+    new = tmp_path / "new.pem"
+    generate_private_key(new)
+    keys = load_reply_keys([key_file, new])
+    assert set(keys) == {kid_of(key_file), kid_of(new)}
+    for signer in (key_file, new):
+        for headers in ({"kid": kid_of(signer)}, {}, {"kid": "the-service-s-own-name"}):
+            assert verify_reply(signed(signer, headers), SERVICE, keys).version == "ledger_0003"
+
+
+def test_a_reply_no_held_key_verifies_says_whether_another_worker_may(
+    key_file: Path, tmp_path: Path
+) -> None:
+    new = tmp_path / "new.pem"
+    generate_private_key(new)
+    old_only = load_reply_keys([key_file])
+    # Signed with a key this worker does not hold yet: another worker may hold it.
+    with pytest.raises(ReplyUnverified) as lacking:
+        verify_reply(signed(new, {"kid": kid_of(new)}), SERVICE, old_only)
+    assert (lacking.value.kid, lacking.value.elsewhere) == (kid_of(new), True)
+    # Naming the held key and signed with another: forged, whoever holds that key.
+    with pytest.raises(ReplyUnverified) as forged:
+        verify_reply(signed(new, {"kid": kid_of(key_file)}), SERVICE, old_only)
+    assert (forged.value.kid, forged.value.elsewhere) == (kid_of(key_file), False)
+    # A signature that verifies but claims that do not hold are refused, not handed back.
+    with pytest.raises(ReplyRefused) as refused:
+        verify_reply(
+            signed(new, {"kid": kid_of(new)}, iss="other"), SERVICE, load_reply_keys([new])
+        )
+    assert not isinstance(refused.value, ReplyUnverified)
 
 
 def row(**fields: Any) -> CommandRow:
@@ -213,6 +254,20 @@ def test_an_events_service_needs_a_reply_key_and_an_http_one_a_base_url(tmp_path
     )
     assert service.over_events
     assert service.describe() == "events: platform.commands.ledger-service"
+    assert service.reply_key_paths == (tmp_path / "k",)
+    rolling = DownstreamService.model_validate(
+        {
+            "name": "ledger-service",
+            "transport": "events",
+            "replyKeyFile": str(tmp_path / "old"),
+            "replyKeyFiles": [str(tmp_path / "new")],
+        }
+    )
+    assert rolling.reply_key_paths == (tmp_path / "old", tmp_path / "new")
+    listed = DownstreamService.model_validate(
+        {"name": "ledger-service", "transport": "events", "replyKeyFiles": [str(tmp_path / "a")]}
+    )
+    assert listed.reply_key_paths == (tmp_path / "a",)
 
 
 def test_commands_need_a_nats_bus(tmp_path: Path) -> None:
