@@ -20,9 +20,13 @@ _HEALTH_TIMEOUT = timedelta(seconds=2)
 
 
 class EventsLag(CamelModel):
-    """Lifecycle events written but not yet published: how many, and the oldest's age."""
+    """Lifecycle events written but not yet published: how many, and the oldest's age.
+
+    `backlog` is exact while `backlog_exact`; a large backlog is estimated (never low) rather
+    than counted, so reading it costs the same whatever its size (see `infra.db.outbox`)."""
 
     backlog: int
+    backlog_exact: bool
     oldest_seconds: float
 
 
@@ -53,7 +57,11 @@ async def readyz(tenants: Tenants, temporal: TemporalClient) -> Health:
         await tenants.ping()
         checks["postgresql"] = "ok"
         backlog = await tenants.event_backlog()
-        events = EventsLag(backlog=backlog.count, oldest_seconds=backlog.oldest.total_seconds())
+        events = EventsLag(
+            backlog=backlog.count,
+            backlog_exact=backlog.exact,
+            oldest_seconds=backlog.oldest.total_seconds(),
+        )
     except (psycopg.Error, PoolTimeout) as exc:
         checks["postgresql"] = f"unavailable: {type(exc).__name__}"
     try:
