@@ -24,6 +24,7 @@ from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.services import ServiceVersions
+from infra.events.nats import BusProbe
 from tenancy.settings import Settings
 
 
@@ -40,6 +41,8 @@ class AppState(TypedDict):
     jwks: dict[str, Any]
     verifier: TokenVerifier
     max_body_bytes: int
+    # The command bus's readiness check; None when no service has transport events.
+    command_bus: BusProbe | None
 
 
 # Declares the scheme in OpenAPI (the Authorize button of /docs); missing or non-Bearer
@@ -84,6 +87,11 @@ def _settings(request: Request) -> Settings:
 def _workflows(request: Request) -> WorkflowGateway:
     gateway: WorkflowGateway = request.state.workflows
     return gateway
+
+
+def _command_bus(request: Request) -> BusProbe | None:
+    probe: BusProbe | None = request.state.command_bus
+    return probe
 
 
 def _temporal(request: Request) -> Client:
@@ -140,6 +148,7 @@ def require_scope(scope: str) -> ScopeCheck:
 Tenants = Annotated[TenantRepository, Depends(_tenants)]
 Workflows = Annotated[WorkflowGateway, Depends(_workflows)]
 TemporalClient = Annotated[Client, Depends(_temporal)]
+CommandBusProbe = Annotated[BusProbe | None, Depends(_command_bus)]
 Reader = Annotated[Principal, Depends(require_scope(READ_SCOPE))]
 Writer = Annotated[Principal, Depends(require_scope(WRITE_SCOPE))]
 Deleter = Annotated[Principal, Depends(require_scope(DELETE_SCOPE))]
