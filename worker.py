@@ -46,6 +46,7 @@ from infra.db.storage import StorageAdmin
 from infra.events.buses import outbox_relay
 from infra.events.command_bus import CommandBus, consumer_name
 from infra.events.commands import load_reply_keys
+from infra.events.pruner import running_pruner
 from infra.limits import ServerLimits
 from infra.security.signing import CallSigner
 from infra.telemetry.logging import configure_logging, redact
@@ -91,7 +92,8 @@ async def worker_activities(
     With a `tracer_provider` the HTTP client's calls are traced (and carry `traceparent`);
     with a `metric_meter` the tenants-by-status gauge is refreshed every `gauge_interval`.
     Unless `settings.events_backend` is `none`, the outbox relay publishes lifecycle events
-    meanwhile (its metrics through `metric_meter`). When a service has transport events, the
+    meanwhile (its metrics through `metric_meter`); published events and settled commands are
+    pruned past `settings.events_retention`. When a service has transport events, the
     command channel sends its calls and the reply listener completes them through `client`.
     """
     if settings.events_services() and client is None:
@@ -179,8 +181,14 @@ async def worker_activities(
             if metric_meter is not None
             else nullcontext()
         )
-        # The outbox relay lives with the worker's resources (infra.events.relay says why).
-        async with gauge, replies, outbox_relay(settings, meter=metric_meter):
+        # The outbox relay lives with the worker's resources (infra.events.relay says why), and
+        # so does the pruning of published events and settled commands (infra.events.pruner).
+        async with (
+            gauge,
+            replies,
+            outbox_relay(settings, meter=metric_meter),
+            running_pruner(metadata_pool, settings.events_retention),
+        ):
             yield [
                 metadata.load_plan,
                 metadata.record_tenant,

@@ -25,6 +25,7 @@ from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.services import ServiceVersions
+from infra.events.nats import BusProbe
 from tenancy.settings import Settings
 
 
@@ -42,6 +43,8 @@ class AppState(TypedDict):
     verifier: TokenVerifier
     max_body_bytes: int
     console_sign_outs: ConsoleSignOuts
+    # The command bus's readiness check; None when no service has transport events.
+    command_bus: BusProbe | None
 
 
 # Declares the scheme in OpenAPI (the Authorize button of /docs); missing or non-Bearer
@@ -86,6 +89,11 @@ def _settings(request: Request) -> Settings:
 def _workflows(request: Request) -> WorkflowGateway:
     gateway: WorkflowGateway = request.state.workflows
     return gateway
+
+
+def _command_bus(request: Request) -> BusProbe | None:
+    probe: BusProbe | None = request.state.command_bus
+    return probe
 
 
 def _temporal(request: Request) -> Client:
@@ -142,6 +150,7 @@ def require_scope(scope: str) -> ScopeCheck:
 Tenants = Annotated[TenantRepository, Depends(_tenants)]
 Workflows = Annotated[WorkflowGateway, Depends(_workflows)]
 TemporalClient = Annotated[Client, Depends(_temporal)]
+CommandBusProbe = Annotated[BusProbe | None, Depends(_command_bus)]
 Reader = Annotated[Principal, Depends(require_scope(READ_SCOPE))]
 Writer = Annotated[Principal, Depends(require_scope(WRITE_SCOPE))]
 Deleter = Annotated[Principal, Depends(require_scope(DELETE_SCOPE))]

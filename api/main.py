@@ -34,6 +34,7 @@ from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
 from infra.db.services import ServiceVersions
+from infra.events.nats import BusProbe
 from infra.security.signing import jwks_document
 from infra.telemetry.logging import configure_logging
 from infra.telemetry.tracing import (
@@ -78,6 +79,8 @@ def create_app(
             database_url, open=False, min_size=1, max_size=10, timeout=5
         )
         await pool.open()
+        # Only a deployment whose services take commands over the bus needs it to be ready.
+        command_bus = BusProbe(config.events_url) if config.events_services() else None
         try:
             client = await connect_client(config, interceptors=client_interceptors(tracer_provider))
             yield AppState(
@@ -92,8 +95,11 @@ def create_app(
                 verifier=verifier,
                 max_body_bytes=config.api_max_body_bytes,
                 console_sign_outs=ConsoleSignOuts(pool),
+                command_bus=command_bus,
             )
         finally:
+            if command_bus is not None:
+                await command_bus.close()
             await pool.close()
             shutdown_tracing(tracer_provider)
 

@@ -214,6 +214,12 @@ class Settings(BaseSettings):
     events_backend: Literal["nats", "kafka", "none"] = "nats"
     events_url: str = "nats://127.0.0.1:4222"
     events_source: str = Field(default="/platform-service", min_length=1)
+    # Bounded event stores: published outbox events and settled commands are deleted once this
+    # old (by the worker); the PLATFORM_EVENTS stream is created with these limits (-1: none),
+    # and a stream that exists keeps the limits it has (an operator's).
+    events_retention: Seconds = timedelta(days=7)
+    events_stream_max_age: Seconds = timedelta(days=7)
+    events_stream_max_bytes: int = Field(default=1024**3, ge=-1)
 
     # API authentication: bearer JWTs from an identity provider's JWKS, or (development) a
     # local public key. With neither configured the API refuses to start.

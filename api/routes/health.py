@@ -10,8 +10,9 @@ from psycopg_pool import PoolTimeout
 from pydantic import Field
 from temporalio.service import RPCError
 
-from api.deps import TemporalClient, Tenants
+from api.deps import CommandBusProbe, TemporalClient, Tenants
 from api.errors import ServiceUnavailable
+from infra.events.bus import BusUnavailable
 from tenancy.models import CamelModel
 
 health_router = APIRouter(tags=["health"])
@@ -20,9 +21,13 @@ _HEALTH_TIMEOUT = timedelta(seconds=2)
 
 
 class EventsLag(CamelModel):
-    """Lifecycle events written but not yet published: how many, and the oldest's age."""
+    """Lifecycle events written but not yet published: how many, and the oldest's age.
+
+    `backlog` is exact while `backlog_exact`; a large backlog is estimated (never low) rather
+    than counted, so reading it costs the same whatever its size (see `infra.db.outbox`)."""
 
     backlog: int
+    backlog_exact: bool
     oldest_seconds: float
 
 
@@ -41,8 +46,11 @@ async def healthz() -> Health:
 
 
 @health_router.get("/readyz", response_model=Health, responses={503: {"description": "Not ready"}})
-async def readyz(tenants: Tenants, temporal: TemporalClient) -> Health:
-    """Readiness: PostgreSQL and Temporal both answer.
+async def readyz(
+    tenants: Tenants, temporal: TemporalClient, command_bus: CommandBusProbe
+) -> Health:
+    """Readiness: PostgreSQL and Temporal both answer, and so does the command bus (NATS
+    JetStream, check `commandBus`) when a service takes its calls over it (transport events).
 
     `events` shows the outbox's lag for information only: a bus that is away delays events
     but loses none, and the API works without it, so a backlog never makes the API unready.
@@ -53,7 +61,11 @@ async def readyz(tenants: Tenants, temporal: TemporalClient) -> Health:
         await tenants.ping()
         checks["postgresql"] = "ok"
         backlog = await tenants.event_backlog()
-        events = EventsLag(backlog=backlog.count, oldest_seconds=backlog.oldest.total_seconds())
+        events = EventsLag(
+            backlog=backlog.count,
+            backlog_exact=backlog.exact,
+            oldest_seconds=backlog.oldest.total_seconds(),
+        )
     except (psycopg.Error, PoolTimeout) as exc:
         checks["postgresql"] = f"unavailable: {type(exc).__name__}"
     try:
@@ -61,6 +73,12 @@ async def readyz(tenants: Tenants, temporal: TemporalClient) -> Health:
         checks["temporal"] = "ok"
     except (RPCError, RuntimeError) as exc:
         checks["temporal"] = f"unavailable: {type(exc).__name__}"
+    if command_bus is not None:
+        try:
+            await command_bus.check()
+            checks["commandBus"] = "ok"
+        except BusUnavailable:
+            checks["commandBus"] = "unavailable: NATS JetStream does not answer"
     if any(value != "ok" for value in checks.values()):
         raise ServiceUnavailable("not ready", checks=checks)
     return Health(status="ok", checks=checks, events=events)

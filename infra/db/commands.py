@@ -1,5 +1,5 @@
 """All SQL of event-driven calls (`downstream_commands`): a command's sends and the replies
-taken for it.
+taken for it, and the pruning of settled commands past their retention.
 
 A row is one logical call (one idempotency key). Each send bumps `attempt` and keeps the task
 token of the activity attempt that waits; a reply is taken at most once per meaning: a final one
@@ -10,7 +10,7 @@ send, so a late failure never fails a newer attempt and a duplicate never counts
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
@@ -152,3 +152,20 @@ class CommandRepository:
                 },
             )
             return await cur.fetchone()
+
+    async def prune_settled(self, older_than: timedelta, limit: int) -> int:
+        """Delete at most `limit` commands settled (succeeded or rejected) more than
+        `older_than` ago, in one short transaction; returns how many went. A command still
+        waiting for a reply, or whose last reply was a failure, is never among them: a later
+        send under its idempotency key finds it."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                DELETE FROM downstream_commands WHERE command_id = ANY(ARRAY(
+                    SELECT command_id FROM downstream_commands
+                    WHERE outcome IN ('succeeded', 'rejected') AND replied_at < now() - %(age)s
+                    LIMIT %(limit)s FOR UPDATE SKIP LOCKED))
+                """,
+                {"age": older_than, "limit": limit},
+            )
+            return int(cur.rowcount)

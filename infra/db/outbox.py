@@ -1,6 +1,7 @@
 """All SQL of the lifecycle-event outbox, besides the writes that go with each audit event
 (`repository.append_event`, `rollouts._event`): the relay's lease, its reads in publish order
-and its marks, and the backlog figures for metrics and `/readyz`.
+and its marks, the backlog figures for metrics and `/readyz`, and the pruning of published
+events past their retention.
 
 One relay publishes at a time per database: it holds a session advisory lock on a connection of
 its own (`OutboxLease`). PostgreSQL frees the lock when that session ends, so when the holder's
@@ -50,32 +51,71 @@ class OutboxRow:
     event: dict[str, Any]
 
 
+# Unpublished events counted one by one up to this many; beyond, the count is estimated.
+BACKLOG_COUNT_BOUND = 1_000
+
+
 @dataclass(frozen=True)
 class Backlog:
-    """The unpublished events: how many, and how long the oldest has waited."""
+    """The unpublished events: how many, and how long the oldest has waited.
+
+    `count` is exact up to `BACKLOG_COUNT_BOUND` (`exact`); beyond it, it is the span of the
+    unpublished events' `seq` numbers: the relay publishes in `seq` order, so the backlog is one
+    run of numbers save the holes of rolled-back writes, which the estimate counts too (it may
+    be high by those, never low)."""
 
     count: int
     oldest: timedelta
+    exact: bool = True
 
 
+# Each figure is read through a partial index of the unpublished events, so its cost does not
+# grow with the backlog: a count that stops at the bound, the first and last `seq` (the
+# estimate beyond it) and the oldest `created_at` (event_outbox_unpublished_age_idx).
 _BACKLOG_SQL = """
-    SELECT count(*),
-           coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8
-    FROM event_outbox WHERE published_at IS NULL
+    SELECT (SELECT count(*) FROM (SELECT FROM event_outbox WHERE published_at IS NULL
+                                  LIMIT %(bound)s) AS counted),
+           (SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM event_outbox
+            WHERE published_at IS NULL),
+           coalesce(extract(epoch FROM clock_timestamp() - (
+               SELECT min(created_at) FROM event_outbox WHERE published_at IS NULL)), 0)::float8
 """
 
 
-async def _backlog(conn: AsyncConnection[Any]) -> Backlog:
-    cur = await conn.execute(_BACKLOG_SQL)
+async def read_backlog(conn: AsyncConnection[Any]) -> Backlog:
+    """The backlog as read on `conn`."""
+    cur = await conn.execute(_BACKLOG_SQL, {"bound": BACKLOG_COUNT_BOUND})
     row = await cur.fetchone()
     assert row is not None
-    return Backlog(count=int(row[0]), oldest=timedelta(seconds=float(row[1])))
+    counted, span, oldest = int(row[0]), int(row[1]), float(row[2])
+    exact = counted < BACKLOG_COUNT_BOUND
+    return Backlog(
+        count=counted if exact else max(span, counted),
+        oldest=timedelta(seconds=oldest),
+        exact=exact,
+    )
 
 
 async def outbox_backlog(pool: AsyncConnectionPool[Any]) -> Backlog:
     """The backlog as the metadata database has it now."""
     async with pool.connection(timeout=2) as conn:
-        return await _backlog(conn)
+        return await read_backlog(conn)
+
+
+async def prune_published(pool: AsyncConnectionPool[Any], older_than: timedelta, limit: int) -> int:
+    """Delete at most `limit` events published more than `older_than` ago, in one short
+    transaction; returns how many went. Rows another transaction holds are skipped, not
+    waited for, and an unpublished event is never among them."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            """
+            DELETE FROM event_outbox WHERE id = ANY(ARRAY(
+                SELECT id FROM event_outbox WHERE published_at < now() - %(age)s
+                LIMIT %(limit)s FOR UPDATE SKIP LOCKED))
+            """,
+            {"age": older_than, "limit": limit},
+        )
+        return int(cur.rowcount)
 
 
 class OutboxLease:
@@ -148,4 +188,4 @@ class OutboxLease:
 
     async def backlog(self) -> Backlog:
         """The backlog, read on the lease's connection."""
-        return await _backlog(self._c)
+        return await read_backlog(self._c)

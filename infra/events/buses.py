@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from temporalio.common import MetricMeter
 
 from infra.events.bus import EventBus
-from infra.events.nats import NatsBus
+from infra.events.nats import NatsBus, stream_config
 from infra.events.relay import DEFAULT_TIMING, OutboxRelay, RelayTiming, running_relay
 from tenancy.settings import Settings
 
@@ -26,14 +27,16 @@ def make_bus(
     *,
     kafka_topic_prefix: str | None = None,
     timeout: float = 10.0,
+    stream_max_age: timedelta | None = None,
+    stream_max_bytes: int | None = None,
 ) -> EventBus | None:
     """The bus for `backend` at `url`, not yet connected; None for `none` (the outbox still
     records, nothing is published). Kafka's `url` is `kafka://host:port[,host:port]` or the
-    bare list."""
+    bare list. NATS creates its stream with the `stream_*` limits (None: none)."""
     if backend == "none":
         return None
     if backend == "nats":
-        return NatsBus(url)
+        return NatsBus(url, stream=stream_config(stream_max_age, stream_max_bytes))
     if backend == "kafka":
         from infra.events.kafka import DEFAULT_TOPIC_PREFIX, KafkaBus, bootstrap_servers
 
@@ -47,7 +50,12 @@ def make_bus(
 
 def bus_for(settings: Settings) -> EventBus | None:
     """The configured bus, not yet connected; None when publishing is off (`none`)."""
-    return make_bus(settings.events_backend, settings.events_url)
+    return make_bus(
+        settings.events_backend,
+        settings.events_url,
+        stream_max_age=settings.events_stream_max_age,
+        stream_max_bytes=settings.events_stream_max_bytes,
+    )
 
 
 @asynccontextmanager

@@ -4,16 +4,22 @@ Each event goes to `platform.<family>.<key>.<name>` (e.g. `platform.tenants.acme
 with `Nats-Msg-Id` = the CloudEvent id, so JetStream drops a re-publish of the same event within
 the stream's duplicate window; the relay waits for the PubAck, which JetStream sends once the
 message is stored.
+
+The stream is created with the limits of the settings (`PLATFORM_EVENTS_STREAM_MAX_AGE`,
+`PLATFORM_EVENTS_STREAM_MAX_BYTES`); a stream that exists keeps its limits, so an operator's
+change on the server survives every worker start (`declare_events_stream`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 import nats
 import nats.errors
 import nats.js.errors
+import structlog
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
@@ -26,9 +32,14 @@ SUBJECTS = ["platform.tenants.>", "platform.rollouts.>"]
 DUPLICATE_WINDOW = timedelta(minutes=2)
 PUBLISH_TIMEOUT = timedelta(seconds=5)
 CONNECT_TIMEOUT = timedelta(seconds=2)
+# A readiness check of the bus gives up after this (the probe's own timeout is longer).
+PROBE_TIMEOUT = timedelta(seconds=1)
 # A relay's connection reconnects for ever: the relay keeps the backlog meanwhile.
 _RECONNECT_WAIT = timedelta(milliseconds=250)
 _NATS_FAILURES = (nats.errors.Error, OSError, asyncio.TimeoutError)
+# The limits of the lifecycle stream that are the operator's once it exists.
+_STREAM_LIMITS = ("max_age", "max_bytes")
+_log = structlog.stdlib.get_logger("platform.events")
 
 
 def subject_of(message: BusMessage) -> str:
@@ -36,32 +47,43 @@ def subject_of(message: BusMessage) -> str:
     return f"platform.{message.family}.{message.key}.{message.name}"
 
 
-def stream_config() -> StreamConfig:
-    """The platform's stream: file storage, its subjects, the duplicate window."""
+def stream_config(max_age: timedelta | None = None, max_bytes: int | None = None) -> StreamConfig:
+    """The platform's stream: file storage, its subjects, the duplicate window, and the limits
+    it is created with (None: no limit)."""
     return StreamConfig(
         name=STREAM,
         subjects=SUBJECTS,
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW.total_seconds(),
+        max_age=None if max_age is None else max_age.total_seconds(),
+        max_bytes=max_bytes,
     )
 
 
 class NatsBus:
     """An `EventBus` on NATS JetStream."""
 
-    def __init__(self, url: str, *, publish_timeout: timedelta = PUBLISH_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: StreamConfig | None = None,
+        publish_timeout: timedelta = PUBLISH_TIMEOUT,
+    ) -> None:
         self._url = url
+        self._stream = stream or stream_config()
         self._timeout = publish_timeout
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
 
     async def start(self) -> None:
-        """Connect and create or update the stream; BusUnavailable if the server is away."""
+        """Connect and declare the stream (`declare_events_stream`); BusUnavailable if the
+        server is away."""
         try:
             if self._nc is None or self._nc.is_closed:
                 self._nc = await connect(self._url)
             js = self._nc.jetstream(timeout=self._timeout.total_seconds())
-            await declare_stream(js, stream_config())
+            await declare_events_stream(js, self._stream)
             self._js = js
         except _NATS_FAILURES as exc:
             await self.close()
@@ -96,6 +118,37 @@ class NatsBus:
                 await nc.close()
 
 
+class BusProbe:
+    """Whether the NATS server answers with JetStream, checked on one connection kept for the
+    checks (made on the first, made again after it closed): `/readyz`'s command-bus check."""
+
+    def __init__(self, url: str, *, timeout: timedelta = PROBE_TIMEOUT) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._nc: NatsClient | None = None
+
+    async def check(self) -> None:
+        """Return once JetStream answered; BusUnavailable if it does not within the timeout."""
+        try:
+            await asyncio.wait_for(self._ask(), self._timeout.total_seconds())
+        except _NATS_FAILURES as exc:
+            raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _ask(self) -> None:
+        if self._nc is None or self._nc.is_closed:
+            self._nc = await connect(self._url)
+        if not self._nc.is_connected:
+            # The connection is reconnecting: the server is away.
+            raise BusUnavailable(f"NATS at {self._url} is not connected")
+        await self._nc.jetstream(timeout=self._timeout.total_seconds()).account_info()
+
+    async def close(self) -> None:
+        """Disconnect."""
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            await nc.close()
+
+
 async def connect(url: str) -> NatsClient:
     """A connection that reconnects for ever: its users keep their work while the server is
     away (the relay its backlog, the command bus its waiting calls)."""
@@ -115,3 +168,35 @@ async def declare_stream(js: JetStreamContext, config: StreamConfig) -> None:
     except nats.js.errors.BadRequestError:
         # The stream exists with another configuration (an older duplicate window, say).
         await js.update_stream(config)
+
+
+async def declare_events_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the lifecycle stream with `config` if it is absent. One that exists keeps its
+    limits (what differs from `config` is logged); only the platform's own fields, its
+    subjects and duplicate window (an older platform's, say), are brought to `config`."""
+    name = config.name or STREAM
+    try:
+        existing = (await js.stream_info(name)).config
+    except nats.js.errors.NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except nats.js.errors.BadRequestError:
+            # Another worker created it meanwhile, maybe with other limits: those stay.
+            existing = (await js.stream_info(name)).config
+    kept = {
+        limit: {"on_server": getattr(existing, limit), "configured": getattr(config, limit)}
+        for limit in _STREAM_LIMITS
+        if _limit(getattr(existing, limit)) != _limit(getattr(config, limit))
+    }
+    if kept:
+        _log.info("stream limits kept as set on the server", stream=name, limits=kept)
+    if existing.subjects != config.subjects or existing.duplicate_window != config.duplicate_window:
+        await js.update_stream(
+            replace(existing, subjects=config.subjects, duplicate_window=config.duplicate_window)
+        )
+
+
+def _limit(value: float | None) -> float:
+    # The server reports an absent limit as -1 (max_bytes) or 0 (max_age).
+    return -1 if value is None or value <= 0 else value

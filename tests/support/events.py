@@ -16,7 +16,7 @@ import nats
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from infra.events.nats import STREAM, declare_stream, stream_config
+from infra.events.nats import STREAM, declare_events_stream, stream_config
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "events" / "schemas"
 
@@ -67,8 +67,8 @@ async def tap(url: str, subject: str) -> AsyncIterator[EventTap]:
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
-        # The relay declares it too; whoever comes first.
-        await declare_stream(js, stream_config())
+        # The relay declares it too; whoever comes first (a stream that exists keeps its limits).
+        await declare_events_stream(js, stream_config())
         sub = await js.subscribe(
             subject,
             stream=STREAM,

@@ -1,0 +1,3 @@
+DROP INDEX downstream_commands_settled_idx;
+DROP INDEX event_outbox_published_idx;
+DROP INDEX event_outbox_unpublished_age_idx;
