@@ -30,10 +30,11 @@ from tenancy.status import TenantStatus
 CALLING_STATUSES = frozenset(
     {TenantStatus.PROVISIONING, TenantStatus.MIGRATING, TenantStatus.DELETING}
 )
-# A live worker polls again within about a minute (a long poll), unless every slot it has
-# is busy; Temporal keeps listing a poller for minutes after its last poll, so a poller
-# listed but silent for longer than this is taken for gone.
-POLLER_GONE_AFTER = timedelta(minutes=2)
+# Temporal records a poll when it arrives, and keeps listing the poller for minutes after.
+# A live worker's poll is at most a long poll old (about a minute), or, when every slot is
+# busy, that plus the time until a slot frees (a migrate call's start-to-close, 70 s by
+# default); silent for longer than this, a listed poller is taken for gone.
+POLLER_GONE_AFTER = timedelta(minutes=3)
 
 
 def is_polled(last_poll: datetime | None, now: datetime) -> bool:
