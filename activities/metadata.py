@@ -46,6 +46,7 @@ class MetadataActivities:
                 initial_interval=s.migration_initial_interval,
                 max_interval=s.migration_max_interval,
                 timeout=s.migration_timeout,
+                schedule_to_start=s.migration_schedule_to_start,
             ),
         )
 

@@ -11,13 +11,16 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import NoReturn
 
-from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueKind, TaskQueueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
@@ -115,6 +118,20 @@ async def ensure_search_attributes(client: Client) -> list[str]:
         raise
     _log.info("registered search attributes: %s", ", ".join(missing))
     return missing
+
+
+async def last_activity_poll(client: Client, task_queue: str) -> datetime | None:
+    """When a worker last polled `task_queue` for activities, or None when Temporal lists no
+    poller (it forgets one some minutes after its last poll)."""
+    described = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        )
+    )
+    times = [p.last_access_time.ToDatetime(tzinfo=UTC) for p in described.pollers]
+    return max(times, default=None)
 
 
 def exit_process(code: int) -> NoReturn:

@@ -15,6 +15,8 @@ Kinds of drift:
   (left in place: retry-provisioning reuses it, deletion removes it).
 - `STORAGE_NOT_DROPPED`: a DELETED tenant whose schema or database still exists (left in place:
   an operator decides; a deletion that drops it again would need a new request).
+- `UNPOLLED_QUEUE`: an open run's call waits on a task queue no worker polls
+  (`reconciliation.queues`; report only, the repair is a deploy).
 
 Each workflow type has its rules (`reconciliation.rules`); a tenant's status picks the rules it
 is checked against. The only repair is restarting the workflow of a stuck tenant in a status its
@@ -39,6 +41,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from infra import search_attributes as sa
 from infra.db.repository import TenantRepository
 from reconciliation.inventory import StorageSnapshot, read_storage
+from reconciliation.queues import CALLING_STATUSES, QueueWatch
 from reconciliation.rules import ALL_RULES, WorkflowRules, rules_for
 from tenancy.models import CamelModel, StorageMode, Tenant
 from tenancy.naming import STORAGE_PREFIX, storage_location
@@ -59,6 +62,7 @@ class DriftKind(StrEnum):
     STATUS_MISMATCH = "STATUS_MISMATCH"
     FAILED_TENANT_STORAGE = "FAILED_TENANT_STORAGE"
     STORAGE_NOT_DROPPED = "STORAGE_NOT_DROPPED"
+    UNPOLLED_QUEUE = "UNPOLLED_QUEUE"
 
 
 class Drift(CamelModel):
@@ -130,6 +134,7 @@ class Reconciler:
         confirmed = await asyncio.gather(*(self._confirm(t, limit) for t in suspects))
         views = {t.id: v for t, v in zip(suspects, confirmed, strict=True)}
         drift = self._orphans(rows, storage)
+        calling = []
         for tenant in rows:
             drift.extend(self._storage_drift(tenant, storage))
             seen = views.get(tenant.id) or listed.get(self._workflow_id(tenant)) or _NOT_FOUND
@@ -138,6 +143,9 @@ class Reconciler:
                 found.repaired = await self._restart(tenant, actor)
             if found is not None:
                 drift.append(found)
+            if seen.running and tenant.status in CALLING_STATUSES:
+                calling.append(tenant)
+        drift.extend(await self._unpolled_calls(calling, limit, checked_at))
         for item in drift:
             _log.warning(
                 "drift",
@@ -299,6 +307,22 @@ class Reconciler:
         return WorkflowView(
             status=description.status, search_status=search_status, live_status=live
         )
+
+    async def _unpolled_calls(
+        self, tenants: list[Tenant], limit: asyncio.Semaphore, now: datetime
+    ) -> list[Drift]:
+        """The calls of these tenants' open runs that wait on a queue no worker polls."""
+        watch = QueueWatch(self._client, now)
+
+        async def calls_of(tenant: Tenant) -> list[Drift]:
+            async with limit:
+                found = await watch.calls(tenant.id, self._workflow_id(tenant))
+            return [
+                Drift(kind=DriftKind.UNPOLLED_QUEUE, tenant_id=c.tenant_id, detail=c.describe())
+                for c in found
+            ]
+
+        return [d for found in await asyncio.gather(*map(calls_of, tenants)) for d in found]
 
     async def _restart(self, tenant: Tenant, actor: str | None) -> bool:
         """Start a new run of the tenant's workflow, as its rules say, when its status is one

@@ -37,6 +37,8 @@ class MigrationRetry(CamelModel):
     initial_interval: timedelta
     max_interval: timedelta
     timeout: timedelta
+    # How long a call may wait in its task queue for a worker (absent in plans before it).
+    schedule_to_start: timedelta | None = None
 
 
 class PlanInput(CamelModel):

@@ -179,6 +179,9 @@ class Settings(BaseSettings):
     migration_max_interval: Seconds = timedelta(seconds=30)
     # Bounds one migration call, so a hung service or a dead worker shows within this time.
     migration_timeout: Seconds = timedelta(seconds=60)
+    # How long a migration call waits on its service's task queue for a worker before the
+    # attempt fails (MIGRATION_ERROR naming the queue): a queue a deploy left unpolled.
+    migration_schedule_to_start: Seconds = timedelta(minutes=5)
     # How long POST waits for the workflow to record the tenant row before answering 503.
     create_timeout: Seconds = timedelta(seconds=15)
     task_queue: str = TASK_QUEUE

@@ -10,7 +10,13 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError, FailureError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    TimeoutType,
+)
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.metadata import MetadataActivities
@@ -35,6 +41,9 @@ class ActivityOptions:
     heartbeat: timedelta | None = None
     # None: the workflow's own task queue.
     task_queue: str | None = None
+    # How long the call may wait in its task queue for a worker (regular activities only):
+    # a queue no worker polls fails the attempt instead of holding the run for ever.
+    schedule_to_start: timedelta | None = None
 
 
 # Metadata writes are short; a database outage is waited out rather than failing the tenant.
@@ -87,6 +96,7 @@ async def run_activity(
         task_queue=options.task_queue,
         start_to_close_timeout=options.start_to_close,
         schedule_to_close_timeout=options.schedule_to_close,
+        schedule_to_start_timeout=options.schedule_to_start,
         heartbeat_timeout=options.heartbeat,
         retry_policy=options.retry,
     )
@@ -149,3 +159,13 @@ def failure_reason(error: FailureError) -> str:
     # FailureError.message is the bare message; str() would prefix the failure type.
     text = cause.message if isinstance(cause, FailureError) else str(cause)
     return summarize(text or type(cause).__name__)
+
+
+def never_started(error: FailureError) -> bool:
+    """True when the activity failed because no worker took it within its schedule-to-start
+    timeout: nobody polls its task queue (or every poller stayed busy that long)."""
+    return (
+        isinstance(error, ActivityError)
+        and isinstance(error.cause, TemporalTimeoutError)
+        and error.cause.type is TimeoutType.SCHEDULE_TO_START
+    )

@@ -40,6 +40,7 @@ from tenancy.settings import DownstreamService, Settings
 from tenancy.status import TenantStatus
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import free_port, serve
+from tests.support.workers import worker_not_polling
 from worker import build_worker, worker_activities
 from workflows.delete import contracts as deletion
 from workflows.delete.contracts import DeletionState
@@ -110,6 +111,7 @@ async def record(
         await handle.result()
         _save(await handle.fetch_history(), f"{name}_{suffix}")
     await _record_recovery(client, gateway, service, suffix, tenants)
+    await _record_unpolled(client, settings, suffix)
 
 
 def _failing_tenant(service: ScriptedService, name: str, suffix: str) -> TenantSpec:
@@ -184,6 +186,39 @@ async def _record_recovery(
     await gateway.adopt(tenant, "recorder", "retry-migration")
     await handle.result()
     _save(await handle.fetch_history(), f"adopted_after_terminate_{suffix}")
+
+
+async def _record_unpolled(client: Client, settings: Settings, suffix: str) -> None:
+    """A migration call that no worker takes within the bound, then retry-migration once a
+    worker polls the service's queue. On a task queue of its own, whose first workers leave
+    the service's queue unpolled."""
+    own = settings.model_copy(
+        update={
+            "task_queue": f"unpolled-{suffix}",
+            "migration_schedule_to_start": timedelta(seconds=1),
+        }
+    )
+    gateway = WorkflowGateway(client, own)
+    tenant_id = f"unpolled_{suffix}"
+    handle = client.get_workflow_handle_for(
+        ProvisionTenantWorkflow.run, provision_workflow_id(tenant_id)
+    )
+    async with worker_not_polling(client, own, own.downstream_services[0].name):
+        await gateway.provision(
+            TenantSpec(
+                id=tenant_id,
+                name="unpolled",
+                storage_mode=StorageMode.SCHEMA,
+                sla_tier=SlaTier.BASIC,
+            )
+        )
+        await _wait_until(handle, TenantStatus.MIGRATION_ERROR)
+    async with worker_activities(own) as activities, build_worker(client, own, activities):
+        decision = await gateway.request_retry(tenant_id, "recorder")
+        assert decision is not None
+        assert decision.accepted
+        await handle.result()
+    _save(await handle.fetch_history(), f"unpolled_retried_{suffix}")
 
 
 async def _active(gateway: WorkflowGateway, client: Client, name: str, suffix: str) -> str:

@@ -50,10 +50,13 @@ CREATE_STORAGE = ActivityOptions(
 # Runs that took it schedule each service's migration calls on the service's own task queue
 # (`migration_task_queue`); runs started before keep the workflow's queue.
 PER_SERVICE_QUEUES_PATCH = "per-service-task-queues"
+# Runs that took it give each call on a service's queue `MigrationRetry.schedule_to_start` to
+# find a worker; runs started before wait for one without a bound (the reconciler reports them).
+SCHEDULE_TO_START_PATCH = "migration-schedule-to-start"
 
 
 def migrate_service_options(
-    retry: MigrationRetry, task_queue: str | None = None
+    retry: MigrationRetry, task_queue: str | None = None, *, bounded_wait: bool = False
 ) -> ActivityOptions:
     """Options of one migration call, from the worker's configured retry policy.
 
@@ -61,12 +64,17 @@ def migrate_service_options(
     service and fails for good at `retry.max_attempts` (`MigrateInput.max_attempts`), so a
     retry after a failure of the platform's own (a bookkeeping write, a lost worker) does
     not use up the service's attempts.
+
+    With `bounded_wait`, a call that no worker takes within `retry.schedule_to_start` fails
+    (Temporal does not retry a schedule-to-start timeout): the run records it and waits for
+    retry-migration, which works once a worker polls the queue again.
     """
     return ActivityOptions(
         # The HTTP call itself is bounded by `retry.timeout`; the margin covers the
         # bookkeeping around it, and bounds how long a dead worker can hide an attempt.
         start_to_close=retry.timeout + timedelta(seconds=10),
         task_queue=task_queue,
+        schedule_to_start=retry.schedule_to_start if bounded_wait else None,
         retry=RetryPolicy(
             initial_interval=retry.initial_interval,
             backoff_coefficient=2.0,

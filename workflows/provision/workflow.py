@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from tenancy.status import MigrationStatus, TenantStatus
     from workflows.common import (
         failure_reason,
+        never_started,
         record_retry_request,
         run_activity,
         transition_tenant,
@@ -123,6 +124,8 @@ class ProvisionTenantWorkflow:
         self._retry_claimed = False
         self._local_metadata = False
         self._recoverable = False
+        # Why a service's last call never started: no worker took it from its queue.
+        self._unpolled: dict[str, str] = {}
 
     @workflow.run
     async def run(self, request: ProvisionInput) -> ProvisionState:
@@ -319,10 +322,15 @@ class ProvisionTenantWorkflow:
             # Armed before the status changes, so a signal sent as soon as the row reads
             # MIGRATION_ERROR is never dropped.
             self._retry_requested = False
-            await self._set_status(
-                TenantStatus.MIGRATION_ERROR, f"migration failed for: {', '.join(failed)}"
-            )
+            await self._set_status(TenantStatus.MIGRATION_ERROR, self._failure_summary(failed))
             await self._await_retry()
+
+    def _failure_summary(self, failed: list[str]) -> str:
+        """The MIGRATION_ERROR reason: the failed services, and the queue of each call that no
+        worker took (a deploy to finish before retrying)."""
+        reason = f"migration failed for: {', '.join(failed)}"
+        unpolled = [f"{name}: {self._unpolled[name]}" for name in failed if name in self._unpolled]
+        return f"{reason} ({'; '.join(unpolled)})" if unpolled else reason
 
     async def _await_retry(self) -> None:
         """Wait in MIGRATION_ERROR for a retry; continue as new while the wait grows long."""
@@ -395,21 +403,29 @@ class ProvisionTenantWorkflow:
             max_attempts=self._plan.migration_retry.max_attempts,
         )
         # Runs started before per-service queues keep their calls on the workflow's queue.
-        task_queue = (
-            options.migration_task_queue(info.task_queue, service)
-            if workflow.patched(options.PER_SERVICE_QUEUES_PATCH)
-            else None
-        )
+        per_service = workflow.patched(options.PER_SERVICE_QUEUES_PATCH)
+        task_queue = options.migration_task_queue(info.task_queue, service) if per_service else None
+        # Only a service's own queue can be unpolled while the run's queue is not: a deploy
+        # that dropped the service, or workers older than the per-service queues.
+        bounded = per_service and workflow.patched(options.SCHEDULE_TO_START_PATCH)
+        retry = self._plan.migration_retry
+        self._unpolled.pop(service, None)
         try:
             result = await run_activity(
                 MigrationActivities.migrate_service,
                 request,
-                options.migrate_service_options(self._plan.migration_retry, task_queue),
+                options.migrate_service_options(retry, task_queue, bounded_wait=bounded),
             )
         except FailureError as err:
             if not self._step_failed(err):
                 raise
             reason = failure_reason(err)
+            if never_started(err) and retry.schedule_to_start is not None:
+                reason = (
+                    f"no worker took the call from task queue {task_queue} within "
+                    f"{retry.schedule_to_start.total_seconds():g} s"
+                )
+                self._unpolled[service] = reason
             self._state.services[service] = ServiceState(
                 status=MigrationStatus.FAILED, error=reason
             )
