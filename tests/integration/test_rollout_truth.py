@@ -305,5 +305,7 @@ async def test_the_rollout_duration_spans_every_run_across_continue_as_new(
     whole = (last_close - first_start).total_seconds()
     recorded = (value(samples, "platform_rollout_duration_sum", result="SUCCEEDED") or 0) / 1000
     assert value(samples, "platform_rollout_duration_count", result="SUCCEEDED") == 1
+    # A run's own duration is at most the longest run's; the rollout's spans them all (less the
+    # wait for the first workflow task and the final close).
     assert recorded > longest_run, (recorded, longest_run, whole)
-    assert whole * 0.9 <= recorded <= whole + 1, (recorded, whole)
+    assert whole * 0.75 <= recorded <= whole + 1, (recorded, whole)
