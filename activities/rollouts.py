@@ -1,10 +1,16 @@
 """Activities of fleet rollouts: run one batch of tenants (claim, call each selected service
 with bounded concurrency, record), and the rollout's and its waves' status changes.
 
-A batch heartbeats every two seconds while it runs, so a lost worker shows in seconds; its retry
-claims back the rows it had claimed (same batch number) and calls them again under the same
-idempotency key (`rollout-{id}/pass-{n}/{tenant}/{service}`), which the services answer without
-applying twice.
+A batch heartbeats every two seconds while it runs, so a lost worker shows in seconds. Whatever
+stops a batch (a pause, a halt, a cancel, its worker's shutdown, a failure) it hands back the rows
+it claimed and did not finish; a batch also starts by handing back any row of its wave still
+RUNNING (an attempt that died could not), and the next batch calls those tenants again under the
+same idempotency key (`rollout-{id}/pass-{n}/{tenant}/{service}`), which the services answer
+without applying twice.
+
+A batch applies the halt rule (`tenancy.rollouts.halts_since`) before it starts each tenant, on
+the wave's counts at its start plus its own results so far: once the wave is over the limit, no
+further tenant's calls start, and only the calls already in flight finish.
 """
 
 from __future__ import annotations
@@ -31,7 +37,13 @@ from infra.telemetry.metrics import migration_attempt, rollout_tenant_finished
 from tenancy.failures import summarize
 from tenancy.models import StorageLocation, StorageMode
 from tenancy.naming import workflow_actor
-from tenancy.rollouts import RolloutAction, RolloutStatus, RolloutTenantStatus
+from tenancy.rollouts import (
+    RolloutAction,
+    RolloutCounts,
+    RolloutStatus,
+    RolloutTenantStatus,
+    halts_since,
+)
 from tenancy.settings import DownstreamService
 from tenancy.status import DELETION_STATUSES
 from workflows.rollout.contracts import (
@@ -52,6 +64,32 @@ class CallFailed(Exception):
         super().__init__(reason)
         self.service = service
         self.reason = reason
+
+
+@dataclass
+class HaltTally:
+    """The wave's counts as a batch sees them: those at its start plus its own results."""
+
+    counts: RolloutCounts
+    baseline: RolloutCounts | None
+    max_failure_ratio: float | None
+
+    def add(self, result: RolloutTenantStatus) -> None:
+        """Count one tenant's result."""
+        field = {
+            RolloutTenantStatus.SUCCEEDED: "succeeded",
+            RolloutTenantStatus.FAILED: "failed",
+            RolloutTenantStatus.SKIPPED: "skipped",
+        }[result]
+        self.counts = self.counts.model_copy(update={field: getattr(self.counts, field) + 1})
+
+    @property
+    def halted(self) -> bool:
+        """True once the wave's failures stop the rollout (never without a ratio: a batch
+        scheduled by a run from before the rule was checked here)."""
+        return self.max_failure_ratio is not None and halts_since(
+            self.counts, self.baseline, self.max_failure_ratio
+        )
 
 
 @dataclass(frozen=True)
@@ -89,39 +127,69 @@ class RolloutActivities:
     async def run_rollout_batch(self, request: BatchInput) -> BatchResult:
         """Claim the wave's next tenants and bring each to every selected service's newest
         version; a tenant that left the fleet (its deletion asked) is skipped."""
+        claimed: list[Claimed] = []
         with metadata_failures("rollout batch"):
+            # One batch of a rollout runs at a time: a row of the wave still RUNNING belongs
+            # to an attempt that died (this batch's, before a retry) and goes back first.
+            await self._rollouts.release(request.rollout_id, request.wave)
             status = await self._rollouts.status(request.rollout_id)
-            claimed: list[Claimed] = []
+            at_start = RolloutCounts()
             if status is RolloutStatus.RUNNING:
+                if request.max_failure_ratio is not None:
+                    at_start = await self._rollouts.wave_counts(request.rollout_id, request.wave)
                 claimed = await self._rollouts.claim(
                     request.rollout_id, request.wave, request.batch, request.limit
                 )
             pass_number = await self._rollouts.pass_number(request.rollout_id)
+        tally = HaltTally(at_start, request.halt_baseline, request.max_failure_ratio)
         slots = asyncio.Semaphore(request.concurrency)
 
         async def one(tenant: Claimed) -> None:
             async with slots:
-                # A pause, halt or cancel since the claim starts no new tenant's calls, and a
-                # deletion asked since the claim skips the tenant.
+                # A halt decided by the tenants finished so far, or a pause, halt or cancel
+                # since the claim, starts no new tenant's calls (the row is handed back below);
+                # a deletion asked since the claim skips the tenant.
+                if tally.halted:
+                    return
                 with metadata_failures("rollout status"):
                     rollout, current = await self._rollouts.standing(
                         request.rollout_id, tenant.tenant_id
                     )
-                    if rollout is not RolloutStatus.RUNNING:
-                        await self._rollouts.release(request.rollout_id, tenant.tenant_id)
-                        return
-                await self._tenant(request, replace(tenant, tenant_status=current), pass_number)
+                if rollout is not RolloutStatus.RUNNING or tally.halted:
+                    return
+                result = await self._tenant(
+                    request, replace(tenant, tenant_status=current), pass_number
+                )
+                tally.add(result)
 
-        # A steady heartbeat, not one per tenant: a tenant's calls may take minutes, a lost
-        # worker must show in seconds.
-        async with heartbeating(HEARTBEAT_INTERVAL):
-            await asyncio.gather(*(one(tenant) for tenant in claimed))
+        tasks = [asyncio.create_task(one(tenant)) for tenant in claimed]
+        try:
+            # A steady heartbeat, not one per tenant: a tenant's calls may take minutes, a lost
+            # worker must show in seconds.
+            async with heartbeating(HEARTBEAT_INTERVAL):
+                await asyncio.gather(*tasks)
+        finally:
+            # Also when the batch is cancelled (its worker shuts down) or one tenant's record
+            # failed: the other calls stop, and a row without a result must not stay RUNNING.
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+                with metadata_failures("rollout release"):
+                    await asyncio.shield(
+                        self._rollouts.release(
+                            request.rollout_id, request.wave, [t.tenant_id for t in claimed]
+                        )
+                    )
         with metadata_failures("rollout counts"):
             counts = await self._rollouts.wave_counts(request.rollout_id, request.wave)
             status = await self._rollouts.status(request.rollout_id)
         return BatchResult(claimed=len(claimed), counts=counts, rollout_status=status)
 
-    async def _tenant(self, request: BatchInput, tenant: Claimed, pass_number: int) -> None:
+    async def _tenant(
+        self, request: BatchInput, tenant: Claimed, pass_number: int
+    ) -> RolloutTenantStatus:
+        """The tenant's calls and its recorded result."""
         meter = activity.metric_meter()
         if tenant.tenant_status in DELETION_STATUSES:
             with metadata_failures("rollout result"):
@@ -129,7 +197,7 @@ class RolloutActivities:
                     request.rollout_id, tenant.tenant_id, RolloutTenantStatus.SKIPPED
                 )
             rollout_tenant_finished(meter, RolloutTenantStatus.SKIPPED.value)
-            return
+            return RolloutTenantStatus.SKIPPED
         try:
             for name in request.services:
                 await self._call(request, tenant, name, pass_number)
@@ -146,12 +214,13 @@ class RolloutActivities:
                     failed.reason,
                 )
             rollout_tenant_finished(meter, RolloutTenantStatus.FAILED.value)
-            return
+            return RolloutTenantStatus.FAILED
         with metadata_failures("rollout result"):
             await self._rollouts.finish_tenant(
                 request.rollout_id, tenant.tenant_id, RolloutTenantStatus.SUCCEEDED
             )
         rollout_tenant_finished(meter, RolloutTenantStatus.SUCCEEDED.value)
+        return RolloutTenantStatus.SUCCEEDED
 
     async def _call(
         self, request: BatchInput, tenant: Claimed, name: str, pass_number: int

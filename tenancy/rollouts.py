@@ -181,3 +181,19 @@ def halts(counts: RolloutCounts, wave_size: int, max_failure_ratio: float) -> bo
     if done == 0 or done < min(HALT_MIN_FINISHED, wave_size):
         return False
     return counts.failed / done > max_failure_ratio
+
+
+def halts_since(
+    counts: RolloutCounts, baseline: RolloutCounts | None, max_failure_ratio: float
+) -> bool:
+    """`halts` over what a wave finished since `baseline` (its counts when an operator last
+    resumed it from a halt; none: since it began), the wave's size being the tenants that had
+    no result then. The rule both the run (between batches) and a batch (before each tenant it
+    starts) apply."""
+    base = baseline or RolloutCounts()
+    since = RolloutCounts(
+        total=counts.total - base.finished,
+        succeeded=counts.succeeded - base.succeeded,
+        failed=counts.failed - base.failed,
+    )
+    return halts(since, since.total, max_failure_ratio)

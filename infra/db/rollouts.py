@@ -2,8 +2,9 @@
 claiming batches of tenants, recording results, counting, paging, and guarded status changes.
 
 A rollout's tenants are rows (`rollout_tenants`), never a payload: the workflow asks for the next
-batch, the activity claims it here (`FOR UPDATE SKIP LOCKED`), and a retried batch takes back the
-rows it had claimed (same batch number), so no tenant is lost or run twice by one pass.
+batch, the activity claims it here (`FOR UPDATE SKIP LOCKED`) and hands back what it did not
+finish; a batch first hands back every row of its wave still RUNNING (one batch of a rollout runs
+at a time, so those are rows of an attempt that died), so no tenant is lost or left RUNNING.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ _ROLLOUT_SOURCES: dict[RolloutStatus, frozenset[RolloutStatus]] = {
     RolloutStatus.CANCELLED: frozenset(
         {RolloutStatus.RUNNING, RolloutStatus.PAUSED, RolloutStatus.HALTED}
     ),
-    RolloutStatus.SUCCEEDED: frozenset({RolloutStatus.RUNNING}),
-    RolloutStatus.FAILED: frozenset({RolloutStatus.RUNNING}),
+    # A pause that lands once the last batch found nothing left to start has nothing to hold
+    # back: the run's end then closes the rollout from PAUSED, so the row never stays PAUSED
+    # (and, after a resume, RUNNING) under a closed run.
+    RolloutStatus.SUCCEEDED: frozenset({RolloutStatus.RUNNING, RolloutStatus.PAUSED}),
+    RolloutStatus.FAILED: frozenset({RolloutStatus.RUNNING, RolloutStatus.PAUSED}),
 }
 
 
@@ -392,8 +396,7 @@ class RolloutRepository:
             return _counts(await cur.fetchall())
 
     async def claim(self, rollout_id: str, wave: int, batch: int, limit: int) -> list[Claimed]:
-        """Claim up to `limit` pending tenants of the wave for `batch`, oldest position first; a
-        retried batch gets back the rows it claimed and did not finish."""
+        """Claim up to `limit` pending tenants of the wave for `batch`, oldest position first."""
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 """
@@ -402,7 +405,7 @@ class RolloutRepository:
                 FROM (
                     SELECT tenant_id FROM rollout_tenants
                     WHERE rollout_id = %(rollout)s AND wave = %(wave)s
-                      AND (status = 'PENDING' OR (status = 'RUNNING' AND batch = %(batch)s))
+                      AND status = 'PENDING'
                     ORDER BY position LIMIT %(limit)s
                     FOR UPDATE SKIP LOCKED
                 ) picked, tenants t
@@ -430,18 +433,26 @@ class RolloutRepository:
             raise RolloutMissing(rollout_id)
         return RolloutStatus(row[0]), TenantStatus(row[1])
 
-    async def release(self, rollout_id: str, tenant_id: str) -> None:
-        """Give back a claimed tenant not yet started (the rollout stopped meanwhile): it is
-        pending again, for the batch that runs after a resume."""
+    async def release(
+        self, rollout_id: str, wave: int, tenant_ids: Sequence[str] | None = None
+    ) -> int:
+        """Hand back claimed tenants without a result (`tenant_ids`, or every RUNNING tenant of
+        the wave): pending again, for the next batch. Returns how many."""
         async with self._pool.connection() as conn:
-            await conn.execute(
+            cur = await conn.execute(
                 """
                 UPDATE rollout_tenants SET status = 'PENDING', batch = NULL,
                                            updated_at = clock_timestamp()
-                WHERE rollout_id = %s AND tenant_id = %s AND status = 'RUNNING'
+                WHERE rollout_id = %(rollout)s AND wave = %(wave)s AND status = 'RUNNING'
+                  AND (%(ids)s::text[] IS NULL OR tenant_id = ANY(%(ids)s))
                 """,
-                (rollout_id, tenant_id),
+                {
+                    "rollout": rollout_id,
+                    "wave": wave,
+                    "ids": list(tenant_ids) if tenant_ids is not None else None,
+                },
             )
+            return int(cur.rowcount)
 
     async def finish_tenant(
         self,

@@ -106,8 +106,8 @@ async def test_halts_at_the_failure_ratio_resumes_once_fixed_and_retries_only_th
             broken = ids[:5]
             for tenant_id in broken:
                 service.script(tenant_id, 400)
-            # One tenant at a time, 4 per batch: the halt is decided once 10 finished, after
-            # the third batch, with 8 tenants still pending.
+            # One tenant at a time: the halt is decided once 10 finished, and no further tenant
+            # starts (10 still pending, 2 of them claimed by the third batch and handed back).
             rollout = await start(
                 api,
                 selector={"tenantIds": ids},
@@ -138,7 +138,8 @@ async def test_halts_at_the_failure_ratio_resumes_once_fixed_and_retries_only_th
     assert halted["status"] == "HALTED", halted
     assert "main" in (halted["statusReason"] or ""), halted["statusReason"]
     assert halted["counts"]["failed"] == 5
-    assert halted["counts"]["pending"] == 8
+    assert halted["counts"]["pending"] == 10
+    assert halted["counts"]["running"] == 0
     assert sorted(
         (f["tenantId"], f["service"], "400" in (f["error"] or "")) for f in halted["failures"]
     ) == [(t, svc, True) for t in broken]
@@ -149,7 +150,7 @@ async def test_halts_at_the_failure_ratio_resumes_once_fixed_and_retries_only_th
     assert migration["version"] == "v1"
     assert "400" in (migration["lastError"] or "")
     assert versions_halted["failed"] == 5
-    assert versions_halted["versions"] == {"v1": 13, "v2": 7}
+    assert versions_halted["versions"] == {"v1": 15, "v2": 5}
     assert versions_halted["minVersion"] == "v1"
 
     assert resumed.status_code == 202, resumed.text

@@ -3,7 +3,7 @@ never in a payload: the workflow carries positions and counts, the tables hold t
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import Field
 
@@ -55,6 +55,9 @@ class RolloutInput(CamelModel):
     batch: int = 1
     halt_baseline: RolloutCounts | None = None
     counts: dict[int, RolloutCounts] = Field(default_factory=dict)
+    # When the rollout's first run started (a continued run's duration metric spans them all);
+    # unset in a first run.
+    started_at: datetime | None = None
 
 
 class RolloutSignal(CamelModel):
@@ -84,6 +87,10 @@ class BatchInput(CamelModel):
     services: list[str]
     concurrency: int
     call: CallPolicy
+    # The halt rule the batch applies before starting each tenant (unset: a batch scheduled by
+    # a run from before it did; the run still checks between batches).
+    max_failure_ratio: float | None = None
+    halt_baseline: RolloutCounts | None = None
 
 
 class BatchResult(CamelModel):

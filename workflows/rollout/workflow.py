@@ -8,7 +8,10 @@ carries only positions and counts. Each batch is one activity that claims up to
 as new when Temporal suggests it. Between batches the workflow reads the rollout's status (the
 table is the truth: the API pauses, resumes and cancels there and signals the run to look):
 PAUSED and HALTED wait for `resume` or `cancel`; CANCELLED ends after the batch in flight. A wave
-whose failed/finished ratio exceeds `maxFailureRatio` halts the rollout (`tenancy.rollouts.halts`).
+whose failed/finished ratio exceeds `maxFailureRatio` halts the rollout (`tenancy.rollouts.halts`):
+each batch applies the rule before it starts a tenant and stops starting any once it holds; the
+run then halts. A wave is done once none of its tenants is pending or running, so the rollout
+ends SUCCEEDED only when every tenant succeeded or was skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.rollouts import RolloutActivities
     from infra import search_attributes as sa
     from infra.telemetry import metrics
-    from tenancy.rollouts import RolloutCounts, RolloutStatus, WaveStatus, halts
+    from tenancy.rollouts import RolloutCounts, RolloutStatus, WaveStatus, halts_since
     from workflows.common import METADATA_RETRY, ActivityOptions, run_activity
     from workflows.rollout.contracts import (
         CANCEL_SIGNAL,
@@ -41,6 +44,10 @@ with workflow.unsafe.imports_passed_through():
 # Tenants claimed per batch, as a multiple of the rollout's concurrency: enough to keep every
 # slot busy while a slow tenant finishes, few enough that a batch's retry repeats little.
 BATCH_FACTOR = 4
+# Runs from here on count a wave done only once none of its tenants is pending or running, keep
+# a resume or cancel handled before they wait, and ignore a resume signalled before they stop
+# by themselves (a halt, the wave gate).
+ROWS_TRUTH_PATCH = "rollout-rows-truth"
 _STATUS_WRITE = ActivityOptions(
     start_to_close=timedelta(seconds=10), retry=METADATA_RETRY, local=True
 )
@@ -78,10 +85,14 @@ class FleetRolloutWorkflow:
         self._nudged = False
         self._wanted: RolloutStatus | None = None
         self._signaller = RolloutSignal()
+        self._truth = False
+        # The rollout's duration runs from its first run's start, across continue-as-new.
+        self._started = request.started_at or workflow.info().start_time
 
     @workflow.run
     async def run(self, request: RolloutInput) -> RolloutProgress:
         """Wave after wave until every tenant has a result, or the rollout is cancelled."""
+        self._truth = workflow.patched(ROWS_TRUTH_PATCH)
         self._show(self._progress.status, force=True)
         while self._progress.wave < request.waves:
             wave = self._progress.wave
@@ -94,16 +105,19 @@ class FleetRolloutWorkflow:
             self._progress.wave += 1
             self._halt_baseline = None
             if request.pause_after_each_wave and self._progress.wave < request.waves:
+                self._stopping()
                 await self._status(
-                    RolloutStatus.PAUSED, f"wave {self._wave_name(wave)} done; resume to go on"
+                    RolloutStatus.PAUSED,
+                    f"wave {self._wave_name(wave)} done; resume to go on",
+                    own=True,
                 )
                 if not await self._wait_while_stopped():
                     return await self._end_cancelled(self._progress.wave)
         failed = sum(c.failed for c in self._progress.waves.values())
         final = RolloutStatus.FAILED if failed else RolloutStatus.SUCCEEDED
-        await self._status(final, f"{failed} tenants failed" if failed else None)
+        ended = await self._status(final, f"{failed} tenants failed" if failed else None)
         metrics.rollout_finished(
-            workflow.metric_meter(), final.value, workflow.now() - workflow.info().start_time
+            workflow.metric_meter(), ended.value, workflow.now() - self._started
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._progress
@@ -149,6 +163,8 @@ class FleetRolloutWorkflow:
                     services=request.services,
                     concurrency=request.concurrency,
                     call=request.call,
+                    max_failure_ratio=request.max_failure_ratio,
+                    halt_baseline=self._halt_baseline,
                 ),
                 _batch_options(request),
             )
@@ -161,9 +177,11 @@ class FleetRolloutWorkflow:
                 if not await self._wait_while_stopped():
                     return False
                 continue
-            if result.claimed == 0 and result.counts.pending == 0:
+            unfinished = result.counts.pending + (result.counts.running if self._truth else 0)
+            if result.claimed == 0 and unfinished == 0:
                 return True
             if self._halting(result.counts):
+                self._stopping()
                 failed = result.counts.failed - (self._halt_baseline or RolloutCounts()).failed
                 await self._status(
                     RolloutStatus.HALTED,
@@ -182,13 +200,14 @@ class FleetRolloutWorkflow:
         return names[wave] if wave < len(names) else str(wave)
 
     def _halting(self, counts: RolloutCounts) -> bool:
-        base = self._halt_baseline or RolloutCounts()
-        since = RolloutCounts(
-            total=counts.total - base.finished,
-            succeeded=counts.succeeded - base.succeeded,
-            failed=counts.failed - base.failed,
-        )
-        return halts(since, since.total, self._request.max_failure_ratio)
+        return halts_since(counts, self._halt_baseline, self._request.max_failure_ratio)
+
+    def _stopping(self) -> None:
+        """The run stops the rollout by itself (a halt, the wave gate): a resume signalled
+        before this stop (with the rollout RUNNING, or answering an operator's pause already
+        lifted) does not answer it."""
+        if self._truth and self._wanted is RolloutStatus.RUNNING:
+            self._wanted = None
 
     async def _apply_wanted(self) -> bool:
         """Apply a signalled pause, resume or cancel to the table (a no-op when the API already
@@ -205,8 +224,15 @@ class FleetRolloutWorkflow:
     async def _wait_while_stopped(self) -> bool:
         """Wait for resume or cancel; True to go on, False when cancelled."""
         while True:
-            self._nudged = False
-            await workflow.wait_condition(lambda: self._nudged)
+            if self._truth:
+                # The table may already say CANCELLED (a refused status write read it), and a
+                # resume or cancel handled while the run had not yet come here still counts.
+                if self._progress.status is RolloutStatus.CANCELLED:
+                    return False
+                await workflow.wait_condition(lambda: self._wanted is not None)
+            else:
+                self._nudged = False
+                await workflow.wait_condition(lambda: self._nudged)
             wanted, self._wanted = self._wanted, None
             if wanted is RolloutStatus.CANCELLED:
                 await self._status(RolloutStatus.CANCELLED, self._signaller.reason)
@@ -218,13 +244,17 @@ class FleetRolloutWorkflow:
                 if status is RolloutStatus.CANCELLED:
                     return False
 
-    async def _status(self, target: RolloutStatus, reason: str | None) -> RolloutStatus:
+    async def _status(
+        self, target: RolloutStatus, reason: str | None, *, own: bool = False
+    ) -> RolloutStatus:
+        """Move the rollout to `target` (the run's own decision when `own`, else on behalf of
+        whoever signalled last); the status it has afterwards."""
         result = await run_activity(
             RolloutActivities.set_rollout_status,
             RolloutStatusInput(
                 rollout_id=self._request.rollout_id,
                 target=target,
-                actor=self._actor(target),
+                actor=self._own_actor() if own else self._actor(target),
                 reason=reason,
             ),
             _STATUS_WRITE,
@@ -244,6 +274,9 @@ class FleetRolloutWorkflow:
             target is RolloutStatus.PAUSED and self._signaller.requested_by != "signal"
         ):
             return self._signaller.requested_by
+        return self._own_actor()
+
+    def _own_actor(self) -> str:
         return f"workflow:{workflow.info().workflow_id}"
 
     async def _set_wave(self, wave: int, status: WaveStatus) -> None:
@@ -260,7 +293,7 @@ class FleetRolloutWorkflow:
         metrics.rollout_finished(
             workflow.metric_meter(),
             RolloutStatus.CANCELLED.value,
-            workflow.now() - workflow.info().start_time,
+            workflow.now() - self._started,
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._progress
@@ -272,5 +305,6 @@ class FleetRolloutWorkflow:
                 "batch": self._progress.batch,
                 "halt_baseline": self._halt_baseline,
                 "counts": self._progress.waves,
+                "started_at": self._started,
             }
         )
