@@ -21,13 +21,14 @@ def refuse_unprintable(value: str) -> str:
     return value
 
 
-def escape_unprintable(text: str) -> str:
-    """`text` with each character that is not printable shown as its escape (`\\x1b`,
-    `\\n`, `\\x85`, `\\u202e`); printable text is returned as it is."""
+def escape_unprintable(text: str, keep: str = "") -> str:
+    """`text` with each character that is not printable (but those in `keep`) shown as its
+    escape (`\\x1b`, `\\n`, `\\x85`, `\\u202e`); printable text is returned as it is."""
     if text.isprintable():
         return text
     return "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+        c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii")
+        for c in text
     )
 
 

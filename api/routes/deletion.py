@@ -16,17 +16,17 @@ from api.routes.common import AUTH_RESPONSES, TenantIdPath, load, require, take_
 from infra.db.repository import TransitionRefused
 from tenancy.models import Tenant
 from tenancy.status import DELETION_STATUSES, TenantStatus
+from tenancy.text import PrintableText
 
 deletion_router = APIRouter(prefix="/api/tenants", tags=["tenants"], route_class=GuardedRoute)
 
-# A reason is a line of text for the audit trail.
+# A reason is a line of printable text for the audit trail (tenancy.text).
 ReasonQuery = Annotated[
-    str | None,
+    PrintableText | None,
     Query(
         min_length=1,
         max_length=500,
-        pattern=r"^[^\x00-\x1f\x7f]+$",
-        description="Why, for the audit trail (one line, at most 500 characters).",
+        description="Why, for the audit trail (one line of at most 500 printable characters).",
     ),
 ]
 # A year at most: a longer grace period is more likely a unit mistake than a wish.

@@ -20,6 +20,7 @@ from api.auth import (
     ROLLOUTS_WRITE_SCOPE,
     WRITE_SCOPE,
 )
+from api.console.session import SESSION_COOKIE
 from api.main import create_app
 from devstack.tokens import mint
 from tenancy.settings import Settings
@@ -29,15 +30,14 @@ from tests.support.servers import serve
 EVERY_SCOPE = (READ_SCOPE, WRITE_SCOPE, DELETE_SCOPE, ROLLOUTS_READ_SCOPE, ROLLOUTS_WRITE_SCOPE)
 
 
-def bearer(keys_dir: Path, subject: str = "prober", *scopes: str) -> dict[str, str]:
-    """The Authorization header of a token the API trusts (every scope unless given)."""
-    token = mint(
+def token_of(keys_dir: Path, subject: str = "prober", *scopes: str) -> str:
+    """A token the API trusts (every scope unless given)."""
+    return mint(
         keys_dir / "idp.pem",
         subject=subject,
         scopes=scopes or EVERY_SCOPE,
         audience="platform-service",
     )
-    return {"Authorization": f"Bearer {token}"}
 
 
 @asynccontextmanager
@@ -48,14 +48,21 @@ async def api_client(
     temporal: Client | None = None,
     subject: str = "prober",
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client of the API served from `settings`; with `temporal`, a worker of the
-    settings' task queue runs behind it (without, no run ever starts)."""
+    """An HTTP client of the API served from `settings`, its token both the bearer token and
+    the console's session; with `temporal`, a worker of the settings' task queue runs behind it
+    (without, no run ever starts)."""
+    token = token_of(keys_dir, subject)
     async with AsyncExitStack() as stack:
         if temporal is not None:
             await stack.enter_async_context(running_worker(temporal, settings))
         base_url = stack.enter_context(serve(create_app(settings)))
         http = await stack.enter_async_context(
-            httpx.AsyncClient(base_url=base_url, timeout=60, headers=bearer(keys_dir, subject))
+            httpx.AsyncClient(
+                base_url=base_url,
+                timeout=60,
+                headers={"Authorization": f"Bearer {token}"},
+                cookies={SESSION_COOKIE: token},
+            )
         )
         yield http
 
