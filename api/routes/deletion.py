@@ -98,6 +98,7 @@ async def delete_tenant(
             "description": "Not in DELETION_SCHEDULED (restored already, the purge has "
             "started, or no deletion); of concurrent restores all but one"
         },
+        503: {"description": "PostgreSQL is unavailable"},
     },
 )
 async def restore_tenant(
