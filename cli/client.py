@@ -3,23 +3,23 @@ every way a call can fail into a CliError with one clear line (see cli.errors)."
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import httpx
 
 from cli.errors import ApiProblem, CliError, ExitCode
+from tenancy.text import escape_unprintable
 
-# Whatever the server sends is shown on one terminal line: no escape sequence may reach it.
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 DEFAULT_TIMEOUT = 30.0
 # The largest page the list endpoints hand out (GET /api/tenants: le=100).
 MAX_PAGE = 100
 
 
 def one_line(text: str, limit: int = 1000) -> str:
-    """`text` safe to print as one line: controls escaped, at most `limit` characters."""
-    flat = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    """`text` safe to print as one line, at most `limit` characters: whatever the server sends
+    reaches the terminal with every character that is not printable escaped (controls, line
+    separators, bidi overrides that would reorder a table)."""
+    flat = escape_unprintable(text)
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 

@@ -28,6 +28,24 @@ Renderer = Callable[[Any], Iterable[RenderableType]]
 PLAIN_WIDTH = 200
 
 
+def _json_escape(character: str) -> str:
+    code = ord(character)
+    if code > 0xFFFF:
+        # Beyond the BMP JSON writes a surrogate pair.
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+def printable_json(document: Any) -> str:
+    """`document` as indented JSON with every character that is not printable written as a
+    JSON escape: the same document, safe on a terminal. (Outside its strings the text is
+    printable ASCII, spaces and newlines; inside them json.dumps(ensure_ascii=False) escapes
+    only C0 controls, so a C1 control or a bidi override would still be raw.)"""
+    text = json.dumps(document, indent=2, ensure_ascii=False)
+    return "".join(c if c.isprintable() or c == "\n" else _json_escape(c) for c in text)
+
+
 class Printer:
     """Prints a command's result in the chosen output."""
 
@@ -41,7 +59,7 @@ class Printer:
         """`document` (what the API answered, or the command's own result) as one JSON
         document, or as the renderables `render` makes of it."""
         if self.output is Output.json:
-            typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+            typer.echo(printable_json(document))
             return
         for renderable in render(document):
             self.console.print(renderable)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from cli.client import one_line
 from cli.errors import EXIT_CODES_HELP, CliError, ExitCode
 from cli.session import OutputOption, session_of
 from cli.versions import Requirement
@@ -42,7 +43,10 @@ def versions(
     document = spread if requirement is None else {**spread, "requirement": requirement.document()}
     session.printer(output).show(
         document,
-        lambda s: [*versions_view(s), *([Text(requirement.summary())] if requirement else [])],
+        lambda s: [
+            *versions_view(s),
+            *([Text(one_line(requirement.summary()))] if requirement else []),
+        ],
     )
     if requirement is not None and not requirement.met:
         raise CliError(ExitCode.CHECK_FAILED, f"{name}: {requirement.summary()}")

@@ -1,5 +1,6 @@
 """The tables people read: one function per API document, each returning Rich renderables.
-Every value from the server is shown as text (never as Rich markup), its controls escaped."""
+Every value from the server is shown as text (never as Rich markup), with every character that
+is not printable escaped (cli.client.one_line)."""
 
 from __future__ import annotations
 
@@ -33,11 +34,12 @@ def _when(value: Any) -> Text:
     """An ISO timestamp to the second, for people."""
     if not isinstance(value, str):
         return _cell(value)
-    return Text(value.replace("T", " ")[:19])
+    return Text(one_line(value.replace("T", " ")[:19]))
 
 
 def _fields(title: str, rows: Iterable[tuple[str, Any]]) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left")
+    # A str title would be read as Rich markup: the id in it is the server's.
+    table = Table(title=Text(one_line(title)), show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for name, value in rows:
@@ -93,7 +95,7 @@ def tenant_list_view(page: dict[str, Any]) -> list[RenderableType]:
         )
     views: list[RenderableType] = [table]
     if page.get("nextCursor"):
-        views.append(Text(f"more: --cursor {page['nextCursor']}"))
+        views.append(Text(one_line(f"more: --cursor {page['nextCursor']}")))
     return views
 
 
@@ -186,7 +188,9 @@ def versions_view(spread: dict[str, Any]) -> list[RenderableType]:
     for version, count in (spread.get("versions") or {}).items():
         table.add_row(_cell(version), _cell(count))
     header = Text(
-        f"{spread['service']}: tenants with a record {spread.get('tenants')}, "
-        f"failed {spread.get('failed')}, minVersion {spread.get('minVersion') or '-'}"
+        one_line(
+            f"{spread['service']}: tenants with a record {spread.get('tenants')}, "
+            f"failed {spread.get('failed')}, minVersion {spread.get('minVersion') or '-'}"
+        )
     )
     return [header, table]

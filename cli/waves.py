@@ -50,7 +50,8 @@ def parse_wave(text: str) -> dict[str, Any]:
                 raise WaveSyntaxError(f"{key} given twice in {text!r}")
             values[_FIELDS[key]] = _list(key, value) if key in _LISTS else value.strip()
     try:
-        wave = WaveSpec.model_validate(values)
+        # Lax: the syntax is text, so `size=50` is read as the number it spells.
+        wave = WaveSpec.model_validate(values, strict=False)
     except ValidationError as exc:
         problems = "; ".join(
             f"{_key_of(err['loc'])}: {err['msg']}" for err in exc.errors(include_url=False)

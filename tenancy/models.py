@@ -11,15 +11,24 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     computed_field,
 )
 from pydantic.alias_generators import to_camel
 
 from tenancy.status import MigrationStatus, TenantStatus
+from tenancy.text import refuse_unprintable
 
 # Kept here (not imported from naming) because naming builds on these models.
 TENANT_ID_PATTERN = r"^[a-z][a-z0-9_]{2,39}$"
+# The largest count a request may carry (PostgreSQL's integer): whatever column or query
+# parameter it reaches holds it, so an absurd number is a 422, never an overflow in SQL.
+MAX_REQUEST_INT = 2**31 - 1
+# Request models are strict, but FastAPI validates the parsed JSON body in Python mode, where a
+# strict enum wants an enum instance: an enum of a request takes its value with this (an item of
+# a list; an enum field says Field(strict=False)).
+BY_VALUE = Strict(False)
 
 
 class CamelModel(BaseModel):
@@ -31,6 +40,14 @@ class CamelModel(BaseModel):
         validate_by_alias=True,
         serialize_by_alias=True,
     )
+
+
+class RequestModel(CamelModel):
+    """Base of every request body: unknown fields are refused, and every field takes only the
+    JSON type its OpenAPI schema says ("16" is no integer, true no number, "yes" no boolean,
+    1.0 no integer); enums take their string values (see `BY_VALUE`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class StorageMode(StrEnum):
@@ -48,12 +65,6 @@ class SlaTier(StrEnum):
     PREMIUM = "PREMIUM"
 
 
-def _printable_name(value: str) -> str:
-    if not value.isprintable():
-        raise ValueError("must contain printable characters only")
-    return value
-
-
 TenantId = Annotated[
     str,
     Field(pattern=TENANT_ID_PATTERN, description="Lowercase letter, then 2-39 of [a-z0-9_]."),
@@ -62,19 +73,19 @@ TenantName = Annotated[
     str,
     StringConstraints(strip_whitespace=True),
     Field(min_length=1, max_length=200, description="1-200 printable characters, trimmed."),
-    AfterValidator(_printable_name),
+    AfterValidator(refuse_unprintable),
 ]
 
 
-class TenantSpec(CamelModel):
+class TenantSpec(RequestModel):
     """What an operator asks for. Unknown fields are rejected rather than silently dropped."""
-
-    model_config = ConfigDict(extra="forbid")
 
     id: TenantId
     name: TenantName
-    storage_mode: StorageMode
-    sla_tier: SlaTier
+    # Field(strict=False) rather than BY_VALUE: pydantic's mypy plugin reads this one, so code
+    # may still pass an enum's value.
+    storage_mode: StorageMode = Field(strict=False)
+    sla_tier: SlaTier = Field(strict=False)
 
 
 class StorageLocation(CamelModel):

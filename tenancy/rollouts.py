@@ -7,9 +7,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
-from tenancy.models import TENANT_ID_PATTERN, CamelModel, SlaTier
+from tenancy.models import (
+    BY_VALUE,
+    MAX_REQUEST_INT,
+    TENANT_ID_PATTERN,
+    CamelModel,
+    RequestModel,
+    SlaTier,
+)
+from tenancy.settings import DownstreamService
 from tenancy.status import TenantStatus
 
 WAVE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$"
@@ -66,36 +74,40 @@ class RolloutAction(StrEnum):
 
 
 TenantIdItem = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN)]
+# A service is named as in the settings (PLATFORM_DOWNSTREAM_SERVICES), so an unknown name is
+# still answered by name, and no name carries a character a display would have to escape.
+ServiceNameItem = Annotated[
+    str,
+    StringConstraints(
+        pattern=DownstreamService.model_json_schema()["properties"]["name"]["pattern"]
+    ),
+]
 
 
-class Selector(CamelModel):
+class Selector(RequestModel):
     """Which tenants a rollout takes: every filter given must match (default: ACTIVE ones)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    status: list[TenantStatus] = Field(default_factory=lambda: [TenantStatus.ACTIVE])
-    sla_tier: list[SlaTier] | None = None
+    status: list[Annotated[TenantStatus, BY_VALUE]] = Field(
+        default_factory=lambda: [TenantStatus.ACTIVE]
+    )
+    sla_tier: list[Annotated[SlaTier, BY_VALUE]] | None = None
     tenant_ids: list[TenantIdItem] | None = Field(default=None, max_length=10_000)
 
 
-class WaveSpec(CamelModel):
+class WaveSpec(RequestModel):
     """One wave: the tenants that match its filter and no earlier wave took, the first `size`
     of them in a stable order when a size is given."""
 
-    model_config = ConfigDict(extra="forbid")
-
     name: Annotated[str, StringConstraints(pattern=WAVE_NAME_PATTERN)]
-    size: int | None = Field(default=None, ge=1)
-    sla_tier: list[SlaTier] | None = None
+    size: int | None = Field(default=None, ge=1, le=MAX_REQUEST_INT)
+    sla_tier: list[Annotated[SlaTier, BY_VALUE]] | None = None
     tenant_ids: list[TenantIdItem] | None = Field(default=None, max_length=10_000)
 
 
-class RolloutRequest(CamelModel):
+class RolloutRequest(RequestModel):
     """Body of `POST /api/rollouts`; unset fields take the documented defaults."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    services: list[str] | None = Field(default=None, min_length=1)
+    services: list[ServiceNameItem] | None = Field(default=None, min_length=1)
     selector: Selector = Field(default_factory=Selector)
     waves: list[WaveSpec] | None = Field(default=None, min_length=1, max_length=20)
     concurrency: int | None = Field(default=None, ge=1, le=256)

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, quote, unquote
 
 from fastapi import Depends, Request
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from api.auth import (
@@ -34,6 +35,7 @@ from api.console.session import (
 )
 from api.errors import Unauthorized
 from tenancy.settings import Settings
+from tenancy.text import escape_unprintable
 
 CONSOLE = "/console"
 NOTICE_COOKIE = "platform_console_notice"
@@ -60,11 +62,28 @@ SCOPES = {
     "rollouts_write": ROLLOUTS_WRITE_SCOPE,
 }
 
+# HTML renders these as spaces; a form shown again keeps the line breaks an operator typed.
+_HTML_WHITESPACE = "\t\n\r"
+
+
+def _printable(value: Any) -> Any:
+    """Text with every character that is not printable shown as its escape (`\\u202e`), as
+    platformctl shows it: a bidi override or a C1 control stored before the API refused them
+    must not reorder or hide what a page shows. Every `{{ }}` goes through it (the
+    environment's `finalize`), before HTML autoescape."""
+    if isinstance(value, Markup):
+        return Markup(escape_unprintable(value, keep=_HTML_WHITESPACE))
+    if isinstance(value, str):
+        return escape_unprintable(value, keep=_HTML_WHITESPACE)
+    return value
+
+
 _templates = Environment(
     loader=FileSystemLoader(str(files("api.console") / "templates")),
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
     lstrip_blocks=True,
+    finalize=_printable,
 )
 
 
@@ -81,6 +100,7 @@ def _when(value: Any) -> str:
 
 
 _templates.filters["when"] = _when
+_templates.filters["printable"] = _printable
 _templates.globals["scopes"] = SCOPES
 
 

@@ -5,34 +5,39 @@ tenant route they are `GuardedRoute`s (api.guard)."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, status
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError
 
-from api.deps import Deleter, Deletions, Tenants, Workflows
-from api.errors import ServiceUnavailable, StatusConflict
+from api.deps import Deleter, Deletions, TemporalClient, Tenants, Workflows
+from api.errors import ServiceUnavailable, StatusConflict, TenantNotFound
 from api.guard import GuardedRoute
 from api.routes.common import AUTH_RESPONSES, TenantIdPath, load, require, take_retry
+from infra.db.deletions import RestoreRefused, TenantMissing
 from infra.db.repository import TransitionRefused
 from tenancy.models import Tenant
+from tenancy.naming import deletion_workflow_id
 from tenancy.status import DELETION_STATUSES, TenantStatus
+from tenancy.text import PrintableText
 
 deletion_router = APIRouter(prefix="/api/tenants", tags=["tenants"], route_class=GuardedRoute)
 
-# A reason is a line of text for the audit trail.
+# A reason is a line of printable text for the audit trail (tenancy.text).
 ReasonQuery = Annotated[
-    str | None,
+    PrintableText | None,
     Query(
         min_length=1,
         max_length=500,
-        pattern=r"^[^\x00-\x1f\x7f]+$",
-        description="Why, for the audit trail (one line, at most 500 characters).",
+        description="Why, for the audit trail (one line of at most 500 printable characters).",
     ),
 ]
 # A year at most: a longer grace period is more likely a unit mistake than a wish.
 MAX_GRACE_SECONDS = 366 * 24 * 3600
-# How often restore looks at the row while the deletion run takes the signal.
-_RESTORE_POLL = 0.05
+_log = logging.getLogger("platform.api.deletion")
 
 
 @deletion_router.delete(
@@ -89,8 +94,11 @@ async def delete_tenant(
     responses={
         **AUTH_RESPONSES,
         404: {"description": "No such tenant"},
-        409: {"description": "Not in DELETION_SCHEDULED (the purge has started, or no deletion)"},
-        503: {"description": "Temporal is unavailable"},
+        409: {
+            "description": "Not in DELETION_SCHEDULED (restored already, the purge has "
+            "started, or no deletion); of concurrent restores all but one"
+        },
+        503: {"description": "PostgreSQL is unavailable"},
     },
 )
 async def restore_tenant(
@@ -99,36 +107,39 @@ async def restore_tenant(
     tenants: Tenants,
     deletions: Deletions,
     workflows: Workflows,
+    client: TemporalClient,
     reason: ReasonQuery = None,
 ) -> Tenant:
     """Cancel a scheduled deletion: the tenant returns to the status it had when the deletion
-    was asked (its open deletion run takes the `cancel_deletion` signal; with no run open the
-    row is restored directly)."""
-    tenant = await load(tenants, tenant_id)
-    require(tenant, TenantStatus.DELETION_SCHEDULED, "restore")
-    if not await workflows.cancel_deletion(tenant_id, principal.subject, reason):
-        try:
-            await deletions.restore(tenant_id, principal.subject, reason)
-        except TransitionRefused as refused:
-            raise StatusConflict(str(refused), tenantId=tenant_id) from None
-        return await load(tenants, tenant_id)
-    deadline = asyncio.get_running_loop().time() + workflows.settings.create_timeout.total_seconds()
-    while True:
-        tenant = await load(tenants, tenant_id)
-        if tenant.status is not TenantStatus.DELETION_SCHEDULED:
-            break
-        if asyncio.get_running_loop().time() > deadline:
-            raise ServiceUnavailable(
-                f"the deletion run of {tenant_id} did not take the restore in time; GET the "
-                "tenant later (the signal stays with the run)"
-            )
-        await asyncio.sleep(_RESTORE_POLL)
-    if tenant.status in DELETION_STATUSES:
-        raise StatusConflict(
-            f"tenant {tenant_id} is {tenant.status}: the purge started before the restore",
-            tenantStatus=tenant.status.value,
+    was asked. One guarded write takes the restore, so of concurrent restores one is answered
+    202 and the others 409. The deletion's open run is then told (`cancel_deletion`) and ends;
+    the answer waits for that, at most the API's timeout (the restore is recorded either way:
+    a run that missed the signal finds the tenant restored when its grace period ends)."""
+    try:
+        await deletions.take_restore(tenant_id, principal.subject, reason)
+    except TenantMissing:
+        raise TenantNotFound(f"no tenant {tenant_id}") from None
+    except RestoreRefused as refused:
+        raise StatusConflict(str(refused), tenantStatus=refused.status.value) from None
+    except TransitionRefused as refused:
+        raise StatusConflict(str(refused), tenantId=tenant_id) from None
+    try:
+        if await workflows.cancel_deletion(tenant_id, principal.subject, reason):
+            await _run_closed(client, tenant_id, workflows.settings.create_timeout)
+    except ServiceUnavailable as unavailable:
+        _log.warning(
+            "restore of %s recorded; its deletion run was not told: %s", tenant_id, unavailable
         )
-    return tenant
+    return await load(tenants, tenant_id)
+
+
+async def _run_closed(client: Client, tenant_id: str, timeout: timedelta) -> None:
+    """Wait until the tenant's deletion run has closed, at most `timeout`; however it ends."""
+    handle = client.get_workflow_handle(deletion_workflow_id(tenant_id))
+    try:
+        await asyncio.wait_for(handle.result(), timeout=timeout.total_seconds())
+    except (TimeoutError, WorkflowFailureError, RPCError) as exc:
+        _log.info("deletion run of %s after its restore: %s", tenant_id, type(exc).__name__)
 
 
 @deletion_router.post(

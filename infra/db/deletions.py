@@ -39,6 +39,15 @@ class DeletionConflict(Exception):
         self.status = status
 
 
+class RestoreRefused(Exception):
+    """The tenant is not in DELETION_SCHEDULED: restored already, its purge started, or no
+    deletion was asked."""
+
+    def __init__(self, tenant_id: str, status: TenantStatus) -> None:
+        super().__init__(f"tenant {tenant_id} is {status.value}; restore needs DELETION_SCHEDULED")
+        self.status = status
+
+
 @dataclass(frozen=True)
 class DeletionProgress:
     """What the purge of a tenant has done so far, as its row records it."""
@@ -53,6 +62,14 @@ class DeletionProgress:
 
 async def _lock(conn: AsyncConnection[Any], tenant_id: str) -> TenantStatus:
     cur = await conn.execute("SELECT status FROM tenants WHERE id = %s FOR UPDATE", (tenant_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise TenantMissing(tenant_id)
+    return TenantStatus(row[0])
+
+
+async def _status(conn: AsyncConnection[Any], tenant_id: str) -> TenantStatus:
+    cur = await conn.execute("SELECT status FROM tenants WHERE id = %s", (tenant_id,))
     row = await cur.fetchone()
     if row is None:
         raise TenantMissing(tenant_id)
@@ -160,6 +177,54 @@ class DeletionRepository:
                 WHERE id = %s
                 """,
                 (tenant_id,),
+            )
+        return previous
+
+    async def take_restore(self, tenant_id: str, actor: str, reason: str | None) -> TenantStatus:
+        """An operator's restore: of concurrent ones exactly one is taken. One guarded write
+        moves the tenant out of DELETION_SCHEDULED (only from there) back to the status it had
+        when its deletion was asked, forgetting the request, with its DELETION_CANCELLED and
+        status events in the same transaction; returns that status. `RestoreRefused` for every
+        other request (restored already, the purge started, no deletion), `TenantMissing`
+        without a row. The deletion's run, told afterwards, finds the restore done."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                """
+                UPDATE tenants
+                SET status = coalesce(deletion_previous_status, %(active)s),
+                    status_reason = 'restored', updated_at = clock_timestamp(),
+                    deletion_requested_at = NULL, deletion_requested_by = NULL,
+                    deletion_reason = NULL, deletion_purge_at = NULL,
+                    deletion_backup = NULL, deletion_torn_down = '{}'
+                WHERE id = %(id)s AND status = %(scheduled)s
+                RETURNING status
+                """,
+                {
+                    "id": tenant_id,
+                    "active": TenantStatus.ACTIVE.value,
+                    "scheduled": TenantStatus.DELETION_SCHEDULED.value,
+                },
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise RestoreRefused(tenant_id, await _status(conn, tenant_id))
+            previous = TenantStatus(row[0])
+            # The status rule has the last word: raising here rolls the write back.
+            if decide(TenantStatus.DELETION_SCHEDULED, previous, restoring=True) is not (
+                Decision.APPLY
+            ):
+                raise TransitionRefused(tenant_id, TenantStatus.DELETION_SCHEDULED, previous)
+            await append_event(
+                conn, tenant_id, actor, EventAction.DELETION_CANCELLED, reason=reason
+            )
+            await append_event(
+                conn,
+                tenant_id,
+                actor,
+                EventAction.STATUS_CHANGED,
+                TenantStatus.DELETION_SCHEDULED,
+                previous,
+                "restored",
             )
         return previous
 

@@ -28,6 +28,7 @@ from api.gateway import WorkflowGateway
 from api.routes.rollouts import _resolved, _start, _workflow_input
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import cli_path
+from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
@@ -80,6 +81,7 @@ async def record(
     suffix: str,
     tenants: TenantRepository,
     rollouts: RolloutRepository,
+    deletions: DeletionRepository,
     families: frozenset[str] = FAMILIES,
 ) -> None:
     """Run each scenario of the chosen families and save its history."""
@@ -87,7 +89,7 @@ async def record(
     if "rollout" in families:
         await _record_rollouts(client, gateway, settings, service, suffix, rollouts)
     if "deletion" in families:
-        await _record_deletion(client, gateway, service, suffix)
+        await _record_deletion(client, gateway, service, suffix, deletions)
     if "provision" not in families:
         return
     scenarios = {
@@ -242,10 +244,15 @@ async def _deletion_until(handle: WorkflowHandle[Any, DeletionState], status: Te
 
 
 async def _record_deletion(
-    client: Client, gateway: WorkflowGateway, service: ScriptedService, suffix: str
+    client: Client,
+    gateway: WorkflowGateway,
+    service: ScriptedService,
+    suffix: str,
+    deletions: DeletionRepository,
 ) -> None:
-    """A purge with backup, a restore in the grace period, a failed teardown retried through
-    the update, and a cancelled purge."""
+    """A purge with backup, a restore in the grace period, a restore the run hears of only
+    after its grace period, a failed teardown retried through the update, and a cancelled
+    purge."""
     tenant_id = await _active(gateway, client, "deleted", suffix)
     await gateway.schedule_deletion(tenant_id, "recorder", "recording", 0)
     handle = client.get_workflow_handle(deletion_workflow_id(tenant_id), result_type=DeletionState)
@@ -258,6 +265,14 @@ async def _record_deletion(
     assert await gateway.cancel_deletion(tenant_id, "recorder", "recording")
     await handle.result()
     _save(await handle.fetch_history(), f"deletion_restored_{suffix}")
+
+    tenant_id = await _active(gateway, client, "restlate", suffix)
+    await gateway.schedule_deletion(tenant_id, "recorder", "recording", 1)
+    handle = client.get_workflow_handle(deletion_workflow_id(tenant_id), result_type=DeletionState)
+    # Written as the API writes a restore, with no signal: the grace period ends first.
+    await deletions.take_restore(tenant_id, "recorder", "recording")
+    await handle.result()
+    _save(await handle.fetch_history(), f"deletion_restored_before_purge_{suffix}")
 
     tenant_id = await _active(gateway, client, "delretry", suffix)
     service.script_teardown(tenant_id, 400)
@@ -448,6 +463,7 @@ async def main(suffix: str, families: frozenset[str] = FAMILIES) -> None:
                         suffix,
                         TenantRepository(pool),
                         RolloutRepository(pool),
+                        DeletionRepository(pool),
                         families,
                     )
             finally:

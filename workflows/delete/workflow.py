@@ -68,6 +68,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.provision.contracts import RetryDecision, RetryRequest
 
 DONE = "DONE"
+# Runs that find, at the end of their grace period, the tenant restored by the API.
+RESTORED_BEFORE_PURGE_PATCH = "deletion-restored-before-purge"
 
 
 class StepFailed(Exception):
@@ -303,7 +305,8 @@ class DeleteTenantWorkflow:
                 await self._await_retry()
 
     async def _purge(self) -> None:
-        await self._set_status(TenantStatus.DELETING, self._purge_reason())
+        if not await self._start_purge():
+            return
         if self._state.backup is None:
             await self._backup()
         await self._teardown()
@@ -314,6 +317,32 @@ class DeleteTenantWorkflow:
             metrics.DeletionResult.DELETED,
             workflow.now() - requested_at if requested_at is not None else None,
         )
+
+    async def _start_purge(self) -> bool:
+        """DELETING; False when a restore the run heard of only after its grace period ended
+        (the API writes a restore, then signals: the signal can come late, or not at all) took
+        the tenant out of its deletion first: the run then ends as restored, touching nothing."""
+        scheduled = self._state.status is TenantStatus.DELETION_SCHEDULED
+        try:
+            await self._set_status(TenantStatus.DELETING, self._purge_reason())
+        except FailureError as err:
+            # A local activity's failure arrives as its own ApplicationError.
+            cause = err.cause if isinstance(err, ActivityError) else err
+            refused = (
+                isinstance(cause, ApplicationError) and cause.type == FailureType.ILLEGAL_TRANSITION
+            )
+            # Only this path changes the history, so only it asks for the patch.
+            if not (scheduled and refused and workflow.patched(RESTORED_BEFORE_PURGE_PATCH)):
+                raise
+            progress = await self._load()
+            if progress.status in DELETION_STATUSES:
+                raise
+            self._state.status = progress.status
+            self._state.reason = "restored"
+            workflow.upsert_search_attributes([sa.TENANT_STATUS.value_set(progress.status.value)])
+            self._finished(metrics.DeletionResult.RESTORED)
+            return False
+        return True
 
     def _purge_reason(self) -> str:
         if self._state.retry_cycle:
