@@ -24,6 +24,7 @@ from api.guard import GuardedRoute
 from api.routes.common import AUTH_RESPONSES
 from infra.db.rollouts import RolloutMissing, RolloutRepository, RolloutStateRefused
 from tenancy.models import CamelModel
+from tenancy.rollout_list import RolloutSummary
 from tenancy.rollouts import (
     Rollout,
     RolloutAction,
@@ -61,9 +62,9 @@ class RolloutNotFound(ApiError):
 
 
 class RolloutList(CamelModel):
-    """Rollouts, newest first."""
+    """Rollouts, newest first, each summarised (`GET /api/rollouts/{id}` has the whole of one)."""
 
-    items: list[Rollout]
+    items: list[RolloutSummary]
 
 
 class RolloutEvents(CamelModel):
@@ -203,9 +204,11 @@ async def list_rollouts(
     _: RolloutReader,
     rollouts: Rollouts,
     rollout_status: Annotated[RolloutStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
 ) -> RolloutList:
-    """The newest 100 rollouts, optionally in one status."""
-    return RolloutList(items=await rollouts.newest(rollout_status))
+    """The newest `limit` rollouts (100 at most), optionally in one status. Each request is
+    summarised: its tenant-id lists are replaced by `tenantIdCount`; no `failures`."""
+    return RolloutList(items=await rollouts.newest(rollout_status, limit))
 
 
 @rollouts_router.get(

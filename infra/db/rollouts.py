@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra.db.outbox import outbox_params
 from infra.events.cloudevents import rollout_event
+from tenancy.rollout_list import RolloutSummary
 from tenancy.rollouts import (
     FINAL_ROLLOUT_STATUSES,
     Rollout,
@@ -76,16 +77,62 @@ class Claimed:
     storage_mode: str
 
 
-def _counts(rows: Sequence[tuple[str, int]]) -> RolloutCounts:
-    by_status = {RolloutTenantStatus(status): int(n) for status, n in rows}
+def _counts(pending: int, running: int, succeeded: int, failed: int, skipped: int) -> RolloutCounts:
     return RolloutCounts(
-        total=sum(by_status.values()),
-        pending=by_status.get(RolloutTenantStatus.PENDING, 0),
-        running=by_status.get(RolloutTenantStatus.RUNNING, 0),
-        succeeded=by_status.get(RolloutTenantStatus.SUCCEEDED, 0),
-        failed=by_status.get(RolloutTenantStatus.FAILED, 0),
-        skipped=by_status.get(RolloutTenantStatus.SKIPPED, 0),
+        total=pending + running + succeeded + failed + skipped,
+        pending=pending,
+        running=running,
+        succeeded=succeeded,
+        failed=failed,
+        skipped=skipped,
     )
+
+
+def _waves(rows: list[dict[str, Any]]) -> list[WaveView]:
+    """The waves of a rollout from the JSON array `_WAVES` builds."""
+    return [
+        WaveView(
+            name=w["name"],
+            status=WaveStatus(w["status"]),
+            counts=_counts(w["pending"], w["running"], w["succeeded"], w["failed"], w["skipped"]),
+        )
+        for w in rows
+    ]
+
+
+def _total(waves: Sequence[WaveView]) -> RolloutCounts:
+    return RolloutCounts(
+        **{
+            field: sum(getattr(w.counts, field) for w in waves)
+            for field in RolloutCounts.model_fields
+        }
+    )
+
+
+# A rollout's waves in order with their counts, as one JSON array (`r` is the rollout's row).
+_WAVES = """
+    (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'name', w.name, 'status', w.status,
+                'pending', coalesce(c.pending, 0), 'running', coalesce(c.running, 0),
+                'succeeded', coalesce(c.succeeded, 0), 'failed', coalesce(c.failed, 0),
+                'skipped', coalesce(c.skipped, 0)) ORDER BY w.position), '[]'::jsonb)
+     FROM rollout_waves w
+     LEFT JOIN rollout_wave_counts c ON c.rollout_id = w.rollout_id AND c.wave = w.position
+     WHERE w.rollout_id = r.id) AS waves
+"""
+_ONE_ROLLOUT = f"""
+    SELECT r.id, r.status, r.status_reason, r.services, r.request, r.created_by, r.created_at,
+           r.updated_at, r.pass AS pass_number, {_WAVES}
+    FROM rollouts r WHERE r.id = %s
+"""
+# A list shows each request summarised (`rollout_request_summary`, a stored column).
+_NEWEST_ROLLOUTS = f"""
+    SELECT r.id, r.status, r.status_reason, r.services, r.request_summary AS request,
+           r.created_by, r.created_at, r.updated_at, r.pass AS pass_number, {_WAVES}
+    FROM rollouts r
+    WHERE %(status)s::text IS NULL OR r.status = %(status)s
+    ORDER BY r.created_at DESC, r.id LIMIT %(limit)s
+"""
 
 
 async def _event(
@@ -212,36 +259,10 @@ class RolloutRepository:
     async def get(self, rollout_id: str) -> Rollout:
         """The rollout with its counts per wave and its first failures."""
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                """
-                SELECT id, status, status_reason, services, request, created_by, created_at,
-                       updated_at, pass AS pass_number
-                FROM rollouts WHERE id = %s
-                """,
-                (rollout_id,),
-            )
+            await cur.execute(_ONE_ROLLOUT, (rollout_id,))
             row = await cur.fetchone()
             if row is None:
                 raise RolloutMissing(rollout_id)
-            await cur.execute(
-                """
-                SELECT w.position, w.name, w.status, t.status AS tenant_status, count(t.*) AS n
-                FROM rollout_waves w
-                LEFT JOIN rollout_tenants t
-                  ON t.rollout_id = w.rollout_id AND t.wave = w.position
-                WHERE w.rollout_id = %s
-                GROUP BY w.position, w.name, w.status, t.status
-                ORDER BY w.position
-                """,
-                (rollout_id,),
-            )
-            grouped: dict[int, tuple[str, str, list[tuple[str, int]]]] = {}
-            for wave in await cur.fetchall():
-                _, _, counts = grouped.setdefault(
-                    wave["position"], (wave["name"], wave["status"], [])
-                )
-                if wave["tenant_status"] is not None:
-                    counts.append((wave["tenant_status"], wave["n"]))
             await cur.execute(
                 """
                 SELECT tenant_id, service, error FROM rollout_tenants
@@ -251,33 +272,25 @@ class RolloutRepository:
                 (rollout_id, MAX_FAILURES_SHOWN),
             )
             failures = [RolloutFailure(**f) for f in await cur.fetchall()]
-        waves = [
-            WaveView(name=name, status=WaveStatus(status), counts=_counts(counts))
-            for _, (name, status, counts) in sorted(grouped.items())
-        ]
-        everything = [pair for _, (_, _, counts) in grouped.items() for pair in counts]
-        totals: dict[str, int] = {}
-        for status, n in everything:
-            totals[status] = totals.get(status, 0) + n
-        return Rollout(
-            **row,
-            counts=_counts(list(totals.items())),
-            waves=waves,
-            failures=failures,
-        )
+        waves = _waves(row.pop("waves"))
+        return Rollout(**row, counts=_total(waves), waves=waves, failures=failures)
 
-    async def newest(self, status: RolloutStatus | None = None, limit: int = 100) -> list[Rollout]:
-        """The newest rollouts first, optionally in one status."""
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                """
-                SELECT id FROM rollouts WHERE %(status)s::text IS NULL OR status = %(status)s
-                ORDER BY created_at DESC, id LIMIT %(limit)s
-                """,
+    async def newest(
+        self, status: RolloutStatus | None = None, limit: int = 100
+    ) -> list[RolloutSummary]:
+        """The newest rollouts first, optionally in one status, summarised: one statement, the
+        counts read from `rollout_wave_counts` (kept by triggers on `rollout_tenants`)."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                _NEWEST_ROLLOUTS,
                 {"status": status.value if status else None, "limit": limit},
             )
-            ids = [r[0] for r in await cur.fetchall()]
-        return [await self.get(rollout_id) for rollout_id in ids]
+            rows = await cur.fetchall()
+        listed = []
+        for row in rows:
+            waves = _waves(row.pop("waves"))
+            listed.append(RolloutSummary(**row, counts=_total(waves), waves=waves))
+        return listed
 
     async def tenants(
         self,
@@ -384,12 +397,13 @@ class RolloutRepository:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 """
-                SELECT status, count(*) FROM rollout_tenants
-                WHERE rollout_id = %s AND wave = %s GROUP BY status
+                SELECT pending, running, succeeded, failed, skipped FROM rollout_wave_counts
+                WHERE rollout_id = %s AND wave = %s
                 """,
                 (rollout_id, wave),
             )
-            return _counts(await cur.fetchall())
+            row = await cur.fetchone()
+        return _counts(*row) if row else RolloutCounts()
 
     async def claim(self, rollout_id: str, wave: int, batch: int, limit: int) -> list[Claimed]:
         """Claim up to `limit` pending tenants of the wave for `batch`, oldest position first; a
