@@ -3,9 +3,16 @@
 
 from __future__ import annotations
 
+import uuid
+
 from infra.db.repository import TenantRepository
+from infra.db.rollouts import RolloutRepository
 from tenancy.models import SlaTier, StorageMode, TenantSpec
+from tenancy.rollouts import RolloutRequest, Selector, WaveSpec
+from tenancy.settings import Settings
 from tenancy.status import TenantStatus
+from workflows.rollout.contracts import RolloutInput
+from workflows.rollout.starts import rollout_input
 
 
 async def insert_active_tenants(tenants: TenantRepository, prefix: str, count: int) -> list[str]:
@@ -19,3 +26,22 @@ async def insert_active_tenants(tenants: TenantRepository, prefix: str, count: i
         for target in (TenantStatus.MIGRATING, TenantStatus.ACTIVE):
             await tenants.transition(tenant_id, target, None, "seed")
     return ids
+
+
+async def create_rollout(
+    rollouts: RolloutRepository, settings: Settings, tenant_ids: list[str], actor: str
+) -> RolloutInput:
+    """A rollout of `tenant_ids` over the settings' services, recorded (RUNNING, its tenants
+    PENDING) but not started; returns the input its run takes."""
+    services = [service.name for service in settings.downstream_services]
+    request = RolloutRequest(
+        services=services,
+        selector=Selector(tenant_ids=tenant_ids),
+        waves=[WaveSpec(name="all")],
+        concurrency=2,
+        max_failure_ratio=0.5,
+    )
+    rollout_id = uuid.uuid4().hex[:12]
+    assert request.waves is not None
+    await rollouts.create(rollout_id, request, services, request.waves, actor)
+    return rollout_input(rollout_id, request, settings, actor)

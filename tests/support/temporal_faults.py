@@ -1,0 +1,49 @@
+"""Faults injected at a Temporal client with an interceptor (no patched functions): a start the
+server accepted whose answer is lost, or a start that never reaches the server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    StartWorkflowInput,
+    WorkflowHandle,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+
+class LostStarts(Interceptor):
+    """Every `start_workflow` raises `RPCError` (UNAVAILABLE); with `reach_server` the start is
+    sent first and accepted, as when a connection drops after the server took the request."""
+
+    def __init__(self, *, reach_server: bool) -> None:
+        self.reach_server = reach_server
+        self.starts = 0
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _LostStart(next, self)
+
+
+class _LostStart(OutboundInterceptor):
+    def __init__(self, next: OutboundInterceptor, fault: LostStarts) -> None:
+        super().__init__(next)
+        self._fault = fault
+
+    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+        self._fault.starts += 1
+        if self._fault.reach_server:
+            await super().start_workflow(input)
+        raise RPCError("injected: the answer to the start was lost", RPCStatusCode.UNAVAILABLE, b"")
+
+
+def client_with(client: Client, *interceptors: Interceptor) -> Client:
+    """A client of the same server, namespace and converter, through `interceptors`."""
+    return Client(
+        client.service_client,
+        namespace=client.namespace,
+        data_converter=client.data_converter,
+        interceptors=interceptors,
+    )
