@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -66,6 +67,18 @@ class RolloutStateRefused(Exception):
         )
         self.current = current
         self.target = target
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a rollout stands by its rows: the first wave with a tenant PENDING or RUNNING (the
+    number of waves when none has), the batch number a new run goes on with (the last batch
+    that holds RUNNING rows, so it takes them back, else one past every batch), and each wave's
+    counts."""
+
+    wave: int
+    batch: int
+    counts: dict[int, RolloutCounts]
 
 
 @dataclass(frozen=True)
@@ -291,6 +304,58 @@ class RolloutRepository:
             waves = _waves(row.pop("waves"))
             listed.append(RolloutSummary(**row, counts=_total(waves), waves=waves))
         return listed
+
+    async def needing_run(self, settled_for: timedelta) -> list[str]:
+        """Rollouts RUNNING, PAUSED or HALTED (a run of them must be open), oldest first, whose
+        row has not changed for `settled_for` (a rollout is recorded before its run starts)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT id FROM rollouts
+                WHERE status = ANY(%s) AND updated_at < clock_timestamp() - %s
+                ORDER BY created_at, id
+                """,
+                (
+                    [
+                        s.value
+                        for s in (RolloutStatus.RUNNING, RolloutStatus.PAUSED, RolloutStatus.HALTED)
+                    ],
+                    settled_for,
+                ),
+            )
+            return [str(row[0]) for row in await cur.fetchall()]
+
+    async def resume_point(self, rollout_id: str) -> ResumePoint:
+        """Where a new run of the rollout goes on, read from its rows."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT w.position, coalesce(c.pending, 0), coalesce(c.running, 0),
+                       coalesce(c.succeeded, 0), coalesce(c.failed, 0), coalesce(c.skipped, 0)
+                FROM rollout_waves w
+                LEFT JOIN rollout_wave_counts c
+                  ON c.rollout_id = w.rollout_id AND c.wave = w.position
+                WHERE w.rollout_id = %s ORDER BY w.position
+                """,
+                (rollout_id,),
+            )
+            counts = {int(row[0]): _counts(*row[1:]) for row in await cur.fetchall()}
+            cur = await conn.execute(
+                """
+                SELECT coalesce(max(batch) FILTER (WHERE status = 'RUNNING'), max(batch) + 1, 1)
+                FROM rollout_tenants WHERE rollout_id = %s
+                """,
+                (rollout_id,),
+            )
+            row = await cur.fetchone()
+        if not counts:
+            raise RolloutMissing(rollout_id)
+        unfinished = [w for w, c in counts.items() if c.pending or c.running]
+        return ResumePoint(
+            wave=min(unfinished, default=len(counts)),
+            batch=int(row[0]) if row else 1,
+            counts=counts,
+        )
 
     async def tenants(
         self,

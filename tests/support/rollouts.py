@@ -29,7 +29,11 @@ async def insert_active_tenants(tenants: TenantRepository, prefix: str, count: i
 
 
 async def create_rollout(
-    rollouts: RolloutRepository, settings: Settings, tenant_ids: list[str], actor: str
+    rollouts: RolloutRepository,
+    settings: Settings,
+    tenant_ids: list[str],
+    actor: str,
+    waves: list[WaveSpec] | None = None,
 ) -> RolloutInput:
     """A rollout of `tenant_ids` over the settings' services, recorded (RUNNING, its tenants
     PENDING) but not started; returns the input its run takes."""
@@ -37,7 +41,7 @@ async def create_rollout(
     request = RolloutRequest(
         services=services,
         selector=Selector(tenant_ids=tenant_ids),
-        waves=[WaveSpec(name="all")],
+        waves=waves or [WaveSpec(name="all")],
         concurrency=2,
         max_failure_ratio=0.5,
     )
