@@ -53,7 +53,8 @@ async def reconcile(
             storage_url=settings.require_storage_database_url(),
             task_queue=settings.task_queue,
             id_prefix=id_prefix,
-            rollouts=RolloutRule(RolloutRepository(pool), client, settings),
+            # A prefix narrows the pass to some tenants: rollouts are checked by a whole pass.
+            rollouts=None if id_prefix else RolloutRule(RolloutRepository(pool), client, settings),
         )
         return await reconciler.run(repair=repair, actor=actor)
 
@@ -62,7 +63,9 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     """Run one pass, print it; 0 without drift, 1 with, 2 when a server is unreachable."""
     parser = argparse.ArgumentParser(prog="python -m reconciliation", description=__doc__)
     parser.add_argument("--repair", action="store_true", help="restart stuck tenants' workflows")
-    parser.add_argument("--prefix", default="", help="only tenants whose id starts with this")
+    parser.add_argument(
+        "--prefix", default="", help="only tenants whose id starts with this (and no rollouts)"
+    )
     args = parser.parse_args(argv)
     config = settings or get_settings()
     configure_logging(config)

@@ -30,7 +30,7 @@ from tenancy.rollouts import (
 from tenancy.settings import Settings
 from tests.conftest import unique_id
 from tests.integration.test_api import token_for
-from tests.support.rollouts import insert_active_tenants
+from tests.support.rollouts import cancel_rollouts, insert_active_tenants
 from tests.support.servers import serve
 from tests.support.statements import counting_pool
 
@@ -85,6 +85,7 @@ async def test_a_page_of_rollouts_is_one_statement_whatever_its_size(
             pages[limit] = await rollouts.newest(limit=limit)
             statements[limit] = counter.count
         whole = {rollout_id: await rollouts.get(rollout_id) for rollout_id in created}
+        await cancel_rollouts(rollouts, *created)
 
     assert statements == {2: 1, 6: 1}
     assert [item.id for item in pages[6]] == list(reversed(created))
@@ -123,6 +124,7 @@ async def test_counts_follow_every_status_change_of_a_rollouts_tenants(
         seen.append(_shown(await rollouts.get(rollout_id)))
         listed = [r for r in await rollouts.newest(limit=100) if r.id == rollout_id]
         grouped = _grouped(platform_db_url, rollout_id)
+        await cancel_rollouts(rollouts, rollout_id)
 
     assert seen[0] == {(0, "PENDING"): 1, (1, "PENDING"): 4}
     assert seen[1] == {

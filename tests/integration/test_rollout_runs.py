@@ -29,7 +29,7 @@ from tenancy.rollouts import RolloutStatus
 from tenancy.settings import Settings
 from tests.conftest import unique_id
 from tests.integration.test_api import token_for
-from tests.support.rollouts import create_rollout, insert_active_tenants
+from tests.support.rollouts import cancel_rollouts, create_rollout, insert_active_tenants
 from tests.support.servers import serve
 from tests.support.temporal_faults import LostStarts, client_with
 from workflows.rollout.contracts import rollout_workflow_id
@@ -103,6 +103,7 @@ async def test_retry_failed_waits_for_the_closing_run_then_starts_the_next_pass(
         row = await rollouts.get(rollout_id)
         latest = await _latest_run(temporal_client, rollout_id)
         await _terminate(temporal_client, rollout_id)
+        await cancel_rollouts(rollouts, rollout_id)
 
     assert answer.status_code == 202, answer.text
     assert (row.status, row.pass_number) == (RolloutStatus.RUNNING, 2)
@@ -133,6 +134,7 @@ async def test_retry_failed_refused_while_the_last_run_stays_open_changes_nothin
         row_again = await rollouts.get(rollout_id)
         latest = await _latest_run(temporal_client, rollout_id)
         await _terminate(temporal_client, rollout_id)
+        await cancel_rollouts(rollouts, rollout_id)
 
     assert refused.status_code == 409, refused.text
     assert (row_refused.status, row_refused.pass_number) == (RolloutStatus.FAILED, 1)
@@ -160,6 +162,7 @@ async def test_a_start_accepted_but_answered_with_an_error_keeps_the_rollout_run
         row = await rollouts.get(run.rollout_id)
         latest = await _latest_run(temporal_client, run.rollout_id)
         await _terminate(temporal_client, run.rollout_id)
+        await cancel_rollouts(rollouts, run.rollout_id)
 
     assert lost.starts == 1
     assert row.status is RolloutStatus.RUNNING

@@ -8,7 +8,7 @@ import uuid
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from tenancy.models import SlaTier, StorageMode, TenantSpec
-from tenancy.rollouts import RolloutRequest, Selector, WaveSpec
+from tenancy.rollouts import RolloutRequest, RolloutStatus, Selector, WaveSpec
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from workflows.rollout.contracts import RolloutInput
@@ -49,3 +49,10 @@ async def create_rollout(
     assert request.waves is not None
     await rollouts.create(rollout_id, request, services, request.waves, actor)
     return rollout_input(rollout_id, request, settings, actor)
+
+
+async def cancel_rollouts(rollouts: RolloutRepository, *rollout_ids: str) -> None:
+    """End rollouts a test left RUNNING without a run, so no later reconciliation in the
+    session reports them."""
+    for rollout_id in rollout_ids:
+        await rollouts.change_status(rollout_id, RolloutStatus.CANCELLED, "test", None, "test ends")
