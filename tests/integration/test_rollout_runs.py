@@ -31,7 +31,7 @@ from tests.conftest import unique_id
 from tests.integration.test_api import token_for
 from tests.support.rollouts import cancel_rollouts, create_rollout, insert_active_tenants
 from tests.support.servers import serve
-from tests.support.temporal_faults import LostStarts, client_with
+from tests.support.temporal_faults import Describes, LostStarts, client_with
 from workflows.rollout.contracts import rollout_workflow_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -109,6 +109,31 @@ async def test_retry_failed_waits_for_the_closing_run_then_starts_the_next_pass(
     assert (row.status, row.pass_number) == (RolloutStatus.RUNNING, 2)
     assert latest.status is WorkflowExecutionStatus.RUNNING
     assert latest.run_id != closing.run_id
+
+
+async def test_the_wait_for_the_last_run_ends_when_the_run_closes(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    platform_db_url: str,
+    tenants: TenantRepository,
+    keys_dir: Path,
+) -> None:
+    settings = make_settings(("svc", "http://127.0.0.1:9"), create_timeout=timedelta(seconds=20))
+    ids = await insert_active_tenants(tenants, unique_id("wait")[:20], 2)
+    probe = Describes()
+    gateway = WorkflowGateway(client_with(temporal_client, probe), settings)
+    async with (
+        _repository(platform_db_url) as rollouts,
+        _api_without_worker(settings, keys_dir) as api,
+    ):
+        rollout_id = await _closing_rollout(api, rollouts, ids)
+        waiting = asyncio.create_task(gateway.rollout_run_closed(rollout_id))
+        # The run is seen open, then closes while the caller waits.
+        await asyncio.wait_for(probe.described.wait(), timeout=10)
+        await _terminate(temporal_client, rollout_id)
+        closed = await asyncio.wait_for(waiting, timeout=10)
+
+    assert closed is True
 
 
 async def test_retry_failed_refused_while_the_last_run_stays_open_changes_nothing(

@@ -1,15 +1,19 @@
-"""Faults injected at a Temporal client with an interceptor (no patched functions): a start the
-server accepted whose answer is lost, or a start that never reaches the server."""
+"""Faults and probes injected at a Temporal client with an interceptor (no patched functions): a
+start the server accepted whose answer is lost, a start that never reaches the server, and a
+signal that a workflow was described (so a test acts while the caller waits)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from temporalio.client import (
     Client,
+    DescribeWorkflowInput,
     Interceptor,
     OutboundInterceptor,
     StartWorkflowInput,
+    WorkflowExecutionDescription,
     WorkflowHandle,
 )
 from temporalio.service import RPCError, RPCStatusCode
@@ -37,6 +41,27 @@ class _LostStart(OutboundInterceptor):
         if self._fault.reach_server:
             await super().start_workflow(input)
         raise RPCError("injected: the answer to the start was lost", RPCStatusCode.UNAVAILABLE, b"")
+
+
+class Describes(Interceptor):
+    """Sets `described` once a `describe` of a workflow has been answered."""
+
+    def __init__(self) -> None:
+        self.described = asyncio.Event()
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _Describes(next, self)
+
+
+class _Describes(OutboundInterceptor):
+    def __init__(self, next: OutboundInterceptor, probe: Describes) -> None:
+        super().__init__(next)
+        self._probe = probe
+
+    async def describe_workflow(self, input: DescribeWorkflowInput) -> WorkflowExecutionDescription:
+        description = await super().describe_workflow(input)
+        self._probe.described.set()
+        return description
 
 
 def client_with(client: Client, *interceptors: Interceptor) -> Client:
