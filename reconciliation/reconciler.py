@@ -18,6 +18,8 @@ Kinds of drift:
 - `ROLLOUT_WITHOUT_RUN`: a rollout (`rolloutId`, no `tenantId`) whose row is RUNNING, PAUSED or
   HALTED while no run of its workflow is open (`reconciliation.rollouts`); the repair starts a
   run that goes on from its rows.
+- `ROLLOUT_RUN_AFTER_END`: a rollout that ended (SUCCEEDED, FAILED, CANCELLED) while a run of it
+  is still open (left running: an operator terminates it).
 
 Each workflow type has its rules (`reconciliation.rules`); a tenant's status picks the rules it
 is checked against. The only repair is restarting the workflow of a stuck tenant in a status its
@@ -64,6 +66,7 @@ class DriftKind(StrEnum):
     FAILED_TENANT_STORAGE = "FAILED_TENANT_STORAGE"
     STORAGE_NOT_DROPPED = "STORAGE_NOT_DROPPED"
     ROLLOUT_WITHOUT_RUN = "ROLLOUT_WITHOUT_RUN"
+    ROLLOUT_RUN_AFTER_END = "ROLLOUT_RUN_AFTER_END"
 
 
 class Drift(CamelModel):
@@ -172,6 +175,14 @@ class Reconciler:
                 who = f"reconciler:{actor}" if actor else "reconciler"
                 item.repaired = await self._rollout_rule.resume(stuck, who)
             found.append(item)
+        found.extend(
+            Drift(
+                kind=DriftKind.ROLLOUT_RUN_AFTER_END,
+                rollout_id=extra.rollout_id,
+                detail=extra.detail,
+            )
+            for extra in await self._rollout_rule.runs_after_end()
+        )
         return found
 
     def _rules_of(self, tenant: Tenant) -> WorkflowRules:

@@ -5,6 +5,11 @@ rebuilt from the stored request, it starts at the first wave with a tenant PENDI
 with every wave's counts so far (so a failure in a finished wave still fails the rollout), and
 its first batch takes back the rows the last batch held. A rollout is recorded a moment before
 its run is started, so rows changed within `settled_for` are left for the next pass.
+
+The other way round, a rollout that ended (its row SUCCEEDED, FAILED or CANCELLED) while a run of
+it is still open is reported only: such a run has nothing left to do, and retry-failed waits for
+it to close. An operator terminates it (a run closes a moment after it writes the final status,
+so only rows that ended `settled_for` ago count).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from infra.db.rollouts import RolloutMissing, RolloutRepository
 from tenancy.rollouts import RolloutStatus
 from tenancy.settings import Settings
 from workflows.rollout import starts
-from workflows.rollout.contracts import rollout_workflow_id
+from workflows.rollout.contracts import WORKFLOW_NAME, rollout_workflow_id
+
+_WORKFLOW_ID_PREFIX = rollout_workflow_id("")
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,22 @@ class RolloutWithoutRun:
     def detail(self) -> str:
         """The report line."""
         return f"rollout is {self.status.value}, its run is {self.run}"
+
+
+@dataclass(frozen=True)
+class RunAfterEnd:
+    """A rollout that ended while a run of it is still open."""
+
+    rollout_id: str
+    status: RolloutStatus
+
+    @property
+    def detail(self) -> str:
+        """The report line."""
+        return (
+            f"rollout is {self.status.value}, a run of it is still open "
+            "(left running: terminate it; retry-failed waits for it to close)"
+        )
 
 
 class RolloutRule:
@@ -74,6 +97,21 @@ class RolloutRule:
                         run="not found" if run is None else run.name.lower(),
                     )
                 )
+        return found
+
+    async def runs_after_end(self) -> list[RunAfterEnd]:
+        """Rollouts that ended while a run of them is open (listed through visibility, each
+        confirmed with `describe`)."""
+        open_ids = []
+        query = f"WorkflowType = '{WORKFLOW_NAME}' AND ExecutionStatus = 'Running'"
+        async for execution in self._client.list_workflows(query):
+            if execution.id.startswith(_WORKFLOW_ID_PREFIX):
+                open_ids.append(execution.id.removeprefix(_WORKFLOW_ID_PREFIX))
+        ended = await self._rollouts.ended(open_ids, self._settled_for)
+        found = []
+        for rollout_id, status in sorted(ended.items()):
+            if await self._latest_run(rollout_id) is WorkflowExecutionStatus.RUNNING:
+                found.append(RunAfterEnd(rollout_id=rollout_id, status=status))
         return found
 
     async def resume(self, stuck: RolloutWithoutRun, actor: str) -> bool:

@@ -325,6 +325,22 @@ class RolloutRepository:
             )
             return [str(row[0]) for row in await cur.fetchall()]
 
+    async def ended(
+        self, rollout_ids: Sequence[str], settled_for: timedelta
+    ) -> dict[str, RolloutStatus]:
+        """Of `rollout_ids`, those that ended (SUCCEEDED, FAILED, CANCELLED) at least
+        `settled_for` ago, with their status."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT id, status FROM rollouts
+                WHERE id = ANY(%s) AND status = ANY(%s)
+                  AND updated_at < clock_timestamp() - %s
+                """,
+                (list(rollout_ids), [s.value for s in FINAL_ROLLOUT_STATUSES], settled_for),
+            )
+            return {str(row[0]): RolloutStatus(row[1]) for row in await cur.fetchall()}
+
     async def resume_point(self, rollout_id: str) -> ResumePoint:
         """Where a new run of the rollout goes on, read from its rows."""
         async with self._pool.connection() as conn:

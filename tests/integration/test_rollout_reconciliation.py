@@ -2,7 +2,7 @@
 rollout whose row is RUNNING while no run of it is open is reported by
 `GET /api/admin/reconciliation`, and `POST` starts a run that goes on from the rows: only the
 tenants still PENDING are called, and a failure of a wave the dead run finished still fails
-the rollout."""
+the rollout. A run left open after its rollout ended is reported and left alone."""
 
 from __future__ import annotations
 
@@ -11,23 +11,27 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from api.auth import READ_SCOPE, ROLLOUTS_READ_SCOPE, WRITE_SCOPE
+from api.gateway import WorkflowGateway
+from api.main import create_app
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
-from tenancy.rollouts import RolloutTenantStatus, WaveSpec, WaveStatus
+from tenancy.rollouts import RolloutStatus, RolloutTenantStatus, WaveSpec, WaveStatus
 from tenancy.settings import Settings
 from tests.conftest import unique_id
 from tests.integration.test_api import api_stack, token_for
 from tests.integration.test_rollouts import wait_rollout
 from tests.support.fleet import seed_fleet
 from tests.support.polling import eventually
-from tests.support.rollouts import create_rollout
+from tests.support.rollouts import create_rollout, insert_active_tenants
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import serve
+from workflows.rollout.contracts import rollout_workflow_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -102,3 +106,54 @@ async def test_a_rollout_without_a_run_is_reported_and_resumed_from_its_rows(
     assert [w["status"] for w in done["waves"]] == ["FAILED", "SUCCEEDED"]
     called = {c.tenant_id for c in service.calls if "rollout-" in (c.idempotency_key or "")}
     assert called == set(ids[2:])
+
+
+async def test_a_run_left_open_after_its_rollout_ended_is_reported_and_left_alone(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    platform_db_url: str,
+    tenants: TenantRepository,
+    keys_dir: Path,
+) -> None:
+    settings = make_settings(
+        ("svc", "http://127.0.0.1:9"), create_timeout=timedelta(milliseconds=250)
+    )
+    ids = await insert_active_tenants(tenants, unique_id("rcend")[:20], 2)
+    token = token_for(keys_dir, "remy", WRITE_SCOPE, READ_SCOPE)
+    async with AsyncConnectionPool(platform_db_url, min_size=1, max_size=2) as pool:
+        rollouts = RolloutRepository(pool)
+        # No worker: the run stays open after its rollout ended FAILED.
+        run = await create_rollout(rollouts, settings, ids, "rita")
+        rollout_id = run.rollout_id
+        await WorkflowGateway(temporal_client, settings).start_rollout(run)
+        await rollouts.change_status(rollout_id, RolloutStatus.FAILED, "test", None, "ended")
+        with serve(create_app(settings)) as base:
+            async with httpx.AsyncClient(
+                base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
+            ) as api:
+
+                async def report() -> dict[str, Any]:
+                    answer = await api.get("/api/admin/reconciliation")
+                    assert answer.status_code == 200, answer.text
+                    return answer.json()  # type: ignore[no-any-return]
+
+                reported = await eventually(
+                    report, lambda r: bool(_drift_of(r, rollout_id)), timeout=15
+                )
+                repaired = (await api.post("/api/admin/reconciliation")).json()
+                still_open = await temporal_client.get_workflow_handle(
+                    rollout_workflow_id(rollout_id)
+                ).describe()
+                await temporal_client.get_workflow_handle(
+                    rollout_workflow_id(rollout_id)
+                ).terminate("test ends")
+                after = await eventually(report, lambda r: not _drift_of(r, rollout_id))
+
+    assert [(d["kind"], d["repaired"]) for d in _drift_of(reported, rollout_id)] == [
+        ("ROLLOUT_RUN_AFTER_END", False)
+    ]
+    assert [(d["kind"], d["repaired"]) for d in _drift_of(repaired, rollout_id)] == [
+        ("ROLLOUT_RUN_AFTER_END", False)
+    ]
+    assert still_open.status is WorkflowExecutionStatus.RUNNING
+    assert _drift_of(after, rollout_id) == []
