@@ -299,22 +299,30 @@ class WorkflowGateway:
         except WorkflowAlreadyStartedError:
             return
         except (RPCError, TimeoutError) as exc:
-            started = await self._rollout_started(run.rollout_id, start_request)
+            # A start given up on by this side may still be under way on the server's: only an
+            # error the server (or the SDK, after its own retries) answered makes a missing run
+            # mean "not started".
+            answered = isinstance(exc, RPCError)
+            started = await self._rollout_started(run.rollout_id, start_request, answered)
             if started:
                 return
             reason = exc.message if isinstance(exc, RPCError) else "no answer in time"
             if started is False:
                 raise RolloutRunNotStarted(
-                    f"Temporal did not start the run of rollout {run.rollout_id}: {reason}"
+                    f"Temporal did not start the run of rollout {run.rollout_id}: {reason}",
+                    rolloutId=run.rollout_id,
                 ) from None
             raise ServiceUnavailable(
                 f"Temporal did not confirm the run of rollout {run.rollout_id} ({reason}); "
-                "GET the rollout later (the reconciler starts a run for a rollout without one)"
+                "GET the rollout later (the reconciler starts a run for a rollout without one)",
+                rolloutId=run.rollout_id,
             ) from None
 
-    async def _rollout_started(self, rollout_id: str, start_request: str) -> bool | None:
+    async def _rollout_started(
+        self, rollout_id: str, start_request: str, absence_is_final: bool
+    ) -> bool | None:
         """Whether a run of the rollout is open or was started by `start_request`; None when
-        Temporal does not answer."""
+        Temporal does not answer, or finds no run while `absence_is_final` is false."""
         handle = self._client.get_workflow_handle(rollout_workflow_id(rollout_id))
         try:
             description = await asyncio.wait_for(
@@ -322,10 +330,13 @@ class WorkflowGateway:
             )
             memo = await description.memo_value(rollout_starts.START_REQUEST_MEMO, default=None)
         except RPCError as exc:
-            return False if exc.status is RPCStatusCode.NOT_FOUND else None
+            missing = exc.status is RPCStatusCode.NOT_FOUND
+            return False if missing and absence_is_final else None
         except TimeoutError:
             return None
-        return description.status is WorkflowExecutionStatus.RUNNING or memo == start_request
+        if description.status is WorkflowExecutionStatus.RUNNING or memo == start_request:
+            return True
+        return False if absence_is_final else None
 
     async def rollout_run_closed(self, rollout_id: str) -> bool:
         """Whether no run of the rollout is open, waiting up to the API's timeout for an open

@@ -20,7 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import ROLLOUTS_READ_SCOPE, ROLLOUTS_WRITE_SCOPE
 from api.errors import ServiceUnavailable
-from api.gateway import WorkflowGateway
+from api.gateway import RolloutRunNotStarted, WorkflowGateway
 from api.main import create_app
 from api.routes.rollouts import start_run
 from infra.db.repository import TenantRepository
@@ -31,7 +31,12 @@ from tests.conftest import unique_id
 from tests.integration.test_api import token_for
 from tests.support.rollouts import cancel_rollouts, create_rollout, insert_active_tenants
 from tests.support.servers import serve
-from tests.support.temporal_faults import Describes, LostStarts, client_with
+from tests.support.temporal_faults import (
+    Describes,
+    LostStarts,
+    UnansweredStarts,
+    client_with,
+)
 from workflows.rollout.contracts import rollout_workflow_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -215,3 +220,28 @@ async def test_a_start_that_never_reached_temporal_fails_the_rollout_without_a_r
     assert lost.starts == 1
     assert row.status is RolloutStatus.FAILED
     assert described.value.status is RPCStatusCode.NOT_FOUND
+
+
+async def test_a_start_given_up_on_leaves_the_rollout_to_the_reconciler(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    platform_db_url: str,
+    tenants: TenantRepository,
+) -> None:
+    settings = make_settings(
+        ("svc", "http://127.0.0.1:9"), create_timeout=timedelta(milliseconds=300)
+    )
+    ids = await insert_active_tenants(tenants, unique_id("hung")[:20], 2)
+    gateway = WorkflowGateway(client_with(temporal_client, UnansweredStarts()), settings)
+    async with _repository(platform_db_url) as rollouts:
+        run = await create_rollout(rollouts, settings, ids, "hugo")
+        with pytest.raises(ServiceUnavailable) as refused:
+            await start_run(gateway, rollouts, run)
+        row = await rollouts.get(run.rollout_id)
+        await cancel_rollouts(rollouts, run.rollout_id)
+
+    # The start may still be under way on the server: the rollout is not declared FAILED (a run
+    # could come), and the reconciler starts one if none does.
+    assert not isinstance(refused.value, RolloutRunNotStarted)
+    assert refused.value.extensions["rolloutId"] == run.rollout_id
+    assert row.status is RolloutStatus.RUNNING

@@ -43,6 +43,20 @@ class _LostStart(OutboundInterceptor):
         raise RPCError("injected: the answer to the start was lost", RPCStatusCode.UNAVAILABLE, b"")
 
 
+class UnansweredStarts(Interceptor):
+    """Every `start_workflow` waits for ever without reaching the server, as a request the
+    server has not answered yet (the caller gives up on it)."""
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        return _UnansweredStart(next)
+
+
+class _UnansweredStart(OutboundInterceptor):
+    async def start_workflow(self, input: StartWorkflowInput) -> WorkflowHandle[Any, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
 class Describes(Interceptor):
     """Sets `described` once a `describe` of a workflow has been answered."""
 
