@@ -4,6 +4,10 @@ claiming batches of tenants, recording results, counting, paging, and guarded st
 A rollout's tenants are rows (`rollout_tenants`), never a payload: the workflow asks for the next
 batch, the activity claims it here (`FOR UPDATE SKIP LOCKED`), and a retried batch takes back the
 rows it had claimed (same batch number), so no tenant is lost or run twice by one pass.
+
+Each wave's tenants by status are counted by the database (`rollout_wave_counts`, kept by
+statement triggers on `rollout_tenants` in the transaction of each change, migration 0012), so
+reading a rollout or a page of them never groups its tenants.
 """
 
 from __future__ import annotations
