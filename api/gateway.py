@@ -14,6 +14,9 @@ from typing import Any, TypeVar
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowContinuedAsNewError,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -36,6 +39,8 @@ from workflows.provision.contracts import (
     RetryDecision,
     RetryRequest,
 )
+from workflows.rollout import starts as rollout_starts
+from workflows.rollout.contracts import RolloutInput, rollout_workflow_id
 
 # How long a POST that timed out spends asking Temporal whether its start was accepted.
 _CONFIRM_TIMEOUT = timedelta(seconds=2)
@@ -49,6 +54,10 @@ async def _consume_start_failure(start: WithStartWorkflowOperation[Any, Any]) ->
 
 
 ResultT = TypeVar("ResultT")
+
+
+class RolloutRunNotStarted(ServiceUnavailable):
+    """Temporal did not start the rollout's run (it says no run of this start exists)."""
 
 
 class WorkflowGateway:
@@ -274,3 +283,86 @@ class WorkflowGateway:
         except (RPCError, TimeoutError):
             return False
         return bool(memo == start_request)
+
+    async def start_rollout(self, run: RolloutInput) -> None:
+        """Start the rollout's run. A run already open runs the rollout's rows: that is not an
+        error. When the answer is lost (an `RPCError` or a timeout after the request was sent)
+        the latest run is asked whether this start was accepted: `RolloutRunNotStarted` when it
+        surely was not, `ServiceUnavailable` when Temporal cannot tell (the rollout's row is
+        left as it is: the reconciler starts a run for a rollout that has none)."""
+        start_request = uuid.uuid4().hex
+        try:
+            await asyncio.wait_for(
+                rollout_starts.start(self._client, run, self._settings, start_request),
+                timeout=self._timeout,
+            )
+        except WorkflowAlreadyStartedError:
+            return
+        except (RPCError, TimeoutError) as exc:
+            # A start given up on by this side may still be under way on the server's: only an
+            # error the server (or the SDK, after its own retries) answered makes a missing run
+            # mean "not started".
+            answered = isinstance(exc, RPCError)
+            started = await self._rollout_started(run.rollout_id, start_request, answered)
+            if started:
+                return
+            reason = exc.message if isinstance(exc, RPCError) else "no answer in time"
+            if started is False:
+                raise RolloutRunNotStarted(
+                    f"Temporal did not start the run of rollout {run.rollout_id}: {reason}",
+                    rolloutId=run.rollout_id,
+                ) from None
+            raise ServiceUnavailable(
+                f"Temporal did not confirm the run of rollout {run.rollout_id} ({reason}); "
+                "GET the rollout later (the reconciler starts a run for a rollout without one)",
+                rolloutId=run.rollout_id,
+            ) from None
+
+    async def _rollout_started(
+        self, rollout_id: str, start_request: str, absence_is_final: bool
+    ) -> bool | None:
+        """Whether a run of the rollout is open or was started by `start_request`; None when
+        Temporal does not answer, or finds no run while `absence_is_final` is false."""
+        handle = self._client.get_workflow_handle(rollout_workflow_id(rollout_id))
+        try:
+            description = await asyncio.wait_for(
+                handle.describe(), timeout=_CONFIRM_TIMEOUT.total_seconds()
+            )
+            memo = await description.memo_value(rollout_starts.START_REQUEST_MEMO, default=None)
+        except RPCError as exc:
+            missing = exc.status is RPCStatusCode.NOT_FOUND
+            return False if missing and absence_is_final else None
+        except TimeoutError:
+            return None
+        if description.status is WorkflowExecutionStatus.RUNNING or memo == start_request:
+            return True
+        return False if absence_is_final else None
+
+    async def rollout_run_closed(self, rollout_id: str) -> bool:
+        """Whether no run of the rollout is open, waiting up to the API's timeout for an open
+        one to close (a run closes a moment after it writes its rollout's final status)."""
+        workflow_id = rollout_workflow_id(rollout_id)
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        try:
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    return False
+                description = await asyncio.wait_for(
+                    self._client.get_workflow_handle(workflow_id).describe(), timeout=left
+                )
+                if description.status is not WorkflowExecutionStatus.RUNNING:
+                    return True
+                run = self._client.get_workflow_handle(workflow_id, run_id=description.run_id)
+                # A run that continued as new leaves the next one open: look again.
+                with contextlib.suppress(WorkflowFailureError, WorkflowContinuedAsNewError):
+                    await asyncio.wait_for(
+                        run.result(follow_runs=False),
+                        timeout=deadline - asyncio.get_running_loop().time(),
+                    )
+        except TimeoutError:
+            return False
+        except RPCError as exc:
+            if exc.status is RPCStatusCode.NOT_FOUND:
+                return True
+            raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None

@@ -18,9 +18,11 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.service import RPCError
 
 from infra.db.repository import TenantRepository
+from infra.db.rollouts import RolloutRepository
 from infra.telemetry.logging import configure_logging, redact
 from infra.temporal import connect_client, exit_process
 from reconciliation.reconciler import Reconciler, ReconciliationReport
+from reconciliation.rollouts import RolloutRule
 from tenancy.settings import Settings, get_settings
 
 
@@ -31,7 +33,8 @@ def render(report: ReconciliationReport) -> str:
         lines.append("no drift: rows, workflows and storage agree")
     for item in report.drift:
         mark = " [repaired]" if item.repaired else ""
-        lines.append(f"  {item.kind.value:<24} {item.tenant_id:<40} {item.detail}{mark}")
+        subject = item.tenant_id or f"rollout {item.rollout_id}"
+        lines.append(f"  {item.kind.value:<24} {subject:<40} {item.detail}{mark}")
     return "\n".join(lines) + "\n"
 
 
@@ -50,6 +53,8 @@ async def reconcile(
             storage_url=settings.require_storage_database_url(),
             task_queue=settings.task_queue,
             id_prefix=id_prefix,
+            # A prefix narrows the pass to some tenants: rollouts are checked by a whole pass.
+            rollouts=None if id_prefix else RolloutRule(RolloutRepository(pool), client, settings),
         )
         return await reconciler.run(repair=repair, actor=actor)
 
@@ -58,7 +63,9 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     """Run one pass, print it; 0 without drift, 1 with, 2 when a server is unreachable."""
     parser = argparse.ArgumentParser(prog="python -m reconciliation", description=__doc__)
     parser.add_argument("--repair", action="store_true", help="restart stuck tenants' workflows")
-    parser.add_argument("--prefix", default="", help="only tenants whose id starts with this")
+    parser.add_argument(
+        "--prefix", default="", help="only tenants whose id starts with this (and no rollouts)"
+    )
     args = parser.parse_args(argv)
     config = settings or get_settings()
     configure_logging(config)

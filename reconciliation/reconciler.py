@@ -17,6 +17,11 @@ Kinds of drift:
   an operator decides; a deletion that drops it again would need a new request).
 - `UNPOLLED_QUEUE`: an open run's call waits on a task queue no worker polls
   (`reconciliation.queues`; report only, the repair is a deploy).
+- `ROLLOUT_WITHOUT_RUN`: a rollout (`rolloutId`, no `tenantId`) whose row is RUNNING, PAUSED or
+  HALTED while no run of its workflow is open (`reconciliation.rollouts`); the repair starts a
+  run that goes on from its rows.
+- `ROLLOUT_RUN_AFTER_END`: a rollout that ended (SUCCEEDED, FAILED, CANCELLED) while a run of it
+  is still open (left running: an operator terminates it).
 
 Each workflow type has its rules (`reconciliation.rules`); a tenant's status picks the rules it
 is checked against. The only repair is restarting the workflow of a stuck tenant in a status its
@@ -42,6 +47,7 @@ from infra import search_attributes as sa
 from infra.db.repository import TenantRepository
 from reconciliation.inventory import StorageSnapshot, read_storage
 from reconciliation.queues import CALLING_STATUSES, QueueWatch
+from reconciliation.rollouts import RolloutRule
 from reconciliation.rules import ALL_RULES, WorkflowRules, rules_for
 from tenancy.models import CamelModel, StorageMode, Tenant
 from tenancy.naming import STORAGE_PREFIX, storage_location
@@ -63,13 +69,17 @@ class DriftKind(StrEnum):
     FAILED_TENANT_STORAGE = "FAILED_TENANT_STORAGE"
     STORAGE_NOT_DROPPED = "STORAGE_NOT_DROPPED"
     UNPOLLED_QUEUE = "UNPOLLED_QUEUE"
+    ROLLOUT_WITHOUT_RUN = "ROLLOUT_WITHOUT_RUN"
+    ROLLOUT_RUN_AFTER_END = "ROLLOUT_RUN_AFTER_END"
 
 
 class Drift(CamelModel):
     """One disagreement, and whether this run repaired it."""
 
     kind: DriftKind
-    tenant_id: str
+    # The tenant the drift is about; null for a rollout's drift, which names `rolloutId`.
+    tenant_id: str | None = None
+    rollout_id: str | None = None
     detail: str
     repaired: bool = False
 
@@ -114,8 +124,10 @@ class Reconciler:
         task_queue: str,
         id_prefix: str = "",
         rules: tuple[WorkflowRules, ...] = ALL_RULES,
+        rollouts: RolloutRule | None = None,
     ) -> None:
         self._rules = rules
+        self._rollout_rule = rollouts
         self._tenants = tenants
         self._client = client
         self._storage_url = storage_url
@@ -146,15 +158,40 @@ class Reconciler:
             if seen.running and tenant.status in CALLING_STATUSES:
                 calling.append(tenant)
         drift.extend(await self._unpolled_calls(calling, limit, checked_at))
+        drift.extend(await self._rollout_drift(repair=repair, actor=actor))
         for item in drift:
             _log.warning(
                 "drift",
                 kind=item.kind.value,
                 tenant_id=item.tenant_id,
+                rollout_id=item.rollout_id,
                 detail=item.detail,
                 repaired=item.repaired,
             )
         return ReconciliationReport(drift=drift, checked_at=checked_at)
+
+    async def _rollout_drift(self, *, repair: bool, actor: str | None) -> list[Drift]:
+        """Rollouts without an open run; with `repair`, each is resumed from its rows."""
+        if self._rollout_rule is None:
+            return []
+        found = []
+        for stuck in await self._rollout_rule.without_run():
+            item = Drift(
+                kind=DriftKind.ROLLOUT_WITHOUT_RUN, rollout_id=stuck.rollout_id, detail=stuck.detail
+            )
+            if repair:
+                who = f"reconciler:{actor}" if actor else "reconciler"
+                item.repaired = await self._rollout_rule.resume(stuck, who)
+            found.append(item)
+        found.extend(
+            Drift(
+                kind=DriftKind.ROLLOUT_RUN_AFTER_END,
+                rollout_id=extra.rollout_id,
+                detail=extra.detail,
+            )
+            for extra in await self._rollout_rule.runs_after_end()
+        )
+        return found
 
     def _rules_of(self, tenant: Tenant) -> WorkflowRules:
         return rules_for(tenant.status, self._rules)

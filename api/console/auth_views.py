@@ -37,6 +37,8 @@ from tenancy.status import TenantStatus
 router = APIRouter(prefix=CONSOLE, include_in_schema=False)
 # How long the sign-in form stays good: long enough to find and paste a token.
 SIGN_IN_FORM_SECONDS = 15 * 60
+# The overview shows the newest few rollouts and asks the API for no more.
+OVERVIEW_ROLLOUTS = 5
 
 
 def _sign_in_page(
@@ -120,7 +122,7 @@ async def overview(request: Request, session: Signed) -> Response:
     """Counts of tenants by status, the newest rollouts and the services."""
     async with api_for(request, session.token) as api:
         counts = await api.get("/api/stats/tenants")
-        rollouts = await api.get("/api/rollouts")
+        rollouts = await api.get("/api/rollouts", limit=OVERVIEW_ROLLOUTS)
         services = await api.get("/api/services")
     return render(
         request,
@@ -128,7 +130,7 @@ async def overview(request: Request, session: Signed) -> Response:
         session,
         counts=counts.body if counts.ok else None,
         statuses=[status.value for status in TenantStatus],
-        rollouts=rollouts.body.get("items", [])[:5] if rollouts.ok else None,
+        rollouts=rollouts.body.get("items", []) if rollouts.ok else None,
         rollouts_problem=None if rollouts.ok else rollouts.problem,
         services=services.body.get("items", []) if services.ok else None,
     )

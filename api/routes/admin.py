@@ -1,4 +1,5 @@
-"""Operator endpoints: drift between tenant rows, their workflows and the storage server.
+"""Operator endpoints: drift between tenant rows, their workflows and the storage server, and
+rollouts without a run.
 
 `GET /api/admin/reconciliation` reports and changes nothing; `POST /api/admin/reconciliation`
 runs the same pass and repairs what is safe to repair, in the name of the caller (the token's
@@ -14,11 +15,13 @@ from fastapi import APIRouter, Query
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from api.deps import TemporalClient, Tenants, Writer
+from api.deps import Rollouts, TemporalClient, Tenants, Writer
 from api.errors import InvalidRequest, ServiceUnavailable
 from api.guard import GuardedRoute
 from infra.db.repository import TenantRepository
+from infra.db.rollouts import RolloutRepository
 from reconciliation import Reconciler, ReconciliationReport
+from reconciliation.rollouts import RolloutRule
 from tenancy.settings import Settings, get_settings
 
 PATH = "/reconciliation"
@@ -34,13 +37,16 @@ def admin_router(settings: Settings | None = None) -> APIRouter:
     app's own, or the environment's when the app was built without explicit settings)."""
     router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=GuardedRoute)
 
-    def reconciler(tenants: TenantRepository, client: Client) -> Reconciler:
+    def reconciler(
+        tenants: TenantRepository, rollouts: RolloutRepository, client: Client
+    ) -> Reconciler:
         config = settings or get_settings()
         return Reconciler(
             tenants,
             client,
             storage_url=config.require_storage_database_url(),
             task_queue=config.task_queue,
+            rollouts=RolloutRule(rollouts, client, config),
         )
 
     @router.get(
@@ -52,6 +58,7 @@ def admin_router(settings: Settings | None = None) -> APIRouter:
     async def report(
         _: Writer,
         tenants: Tenants,
+        rollouts: Rollouts,
         client: TemporalClient,
         repair: Annotated[bool, Query(include_in_schema=False)] = False,
     ) -> ReconciliationReport:
@@ -63,7 +70,7 @@ def admin_router(settings: Settings | None = None) -> APIRouter:
                 errors=[{"field": "repair", "message": "use POST to repair"}],
             )
         try:
-            return await reconciler(tenants, client).run(repair=False)
+            return await reconciler(tenants, rollouts, client).run(repair=False)
         except RPCError as exc:
             raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
 
@@ -74,12 +81,14 @@ def admin_router(settings: Settings | None = None) -> APIRouter:
         summary="Reconcile and repair: restart the workflows of tenants stuck without one",
     )
     async def repair(
-        principal: Writer, tenants: Tenants, client: TemporalClient
+        principal: Writer, tenants: Tenants, rollouts: Rollouts, client: TemporalClient
     ) -> ReconciliationReport:
         """One pass that repairs what it safely can, as the caller: drift is listed with
         `repaired` telling what was fixed, and each repair is audited with the caller."""
         try:
-            return await reconciler(tenants, client).run(repair=True, actor=principal.subject)
+            return await reconciler(tenants, rollouts, client).run(
+                repair=True, actor=principal.subject
+            )
         except RPCError as exc:
             raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
 

@@ -14,16 +14,15 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
 
-from api.deps import Config, RolloutReader, Rollouts, RolloutWriter, TemporalClient, Workflows
-from api.errors import ApiError, InvalidRequest, ServiceUnavailable, StatusConflict
+from api.deps import Config, RolloutReader, Rollouts, RolloutWriter, Workflows
+from api.errors import ApiError, InvalidRequest, StatusConflict
+from api.gateway import RolloutRunNotStarted, WorkflowGateway
 from api.guard import GuardedRoute
 from api.routes.common import AUTH_RESPONSES
 from infra.db.rollouts import RolloutMissing, RolloutRepository, RolloutStateRefused
 from tenancy.models import CamelModel
+from tenancy.rollout_list import RolloutSummary
 from tenancy.rollouts import (
     Rollout,
     RolloutAction,
@@ -39,14 +38,11 @@ from workflows.rollout.contracts import (
     CANCEL_SIGNAL,
     PAUSE_SIGNAL,
     RESUME_SIGNAL,
-    WORKFLOW_NAME,
-    CallPolicy,
     RolloutInput,
-    RolloutProgress,
     RolloutSignal,
-    rollout_task_queue,
     rollout_workflow_id,
 )
+from workflows.rollout.starts import rollout_input
 
 rollouts_router = APIRouter(prefix="/api/rollouts", tags=["rollouts"], route_class=GuardedRoute)
 RolloutIdPath = Annotated[str, Path(pattern=r"^[a-f0-9]{12}$", description="The rollout id.")]
@@ -61,9 +57,9 @@ class RolloutNotFound(ApiError):
 
 
 class RolloutList(CamelModel):
-    """Rollouts, newest first."""
+    """Rollouts, newest first, each summarised (`GET /api/rollouts/{id}` has the whole of one)."""
 
-    items: list[Rollout]
+    items: list[RolloutSummary]
 
 
 class RolloutEvents(CamelModel):
@@ -104,54 +100,20 @@ def _resolved(request: RolloutRequest, settings: Settings) -> RolloutRequest:
     )
 
 
-def _workflow_input(
-    rollout_id: str, request: RolloutRequest, settings: Settings, actor: str
-) -> RolloutInput:
-    assert request.services is not None
-    assert request.waves is not None
-    assert request.concurrency is not None
-    assert request.max_failure_ratio is not None
-    return RolloutInput(
-        rollout_id=rollout_id,
-        services=request.services,
-        waves=len(request.waves),
-        wave_names=[wave.name for wave in request.waves],
-        concurrency=request.concurrency,
-        max_failure_ratio=request.max_failure_ratio,
-        pause_after_each_wave=request.pause_after_each_wave,
-        requested_by=actor,
-        call=CallPolicy(
-            max_attempts=settings.migration_max_attempts,
-            initial_interval=settings.migration_initial_interval,
-            timeout=settings.migration_timeout,
-        ),
-    )
-
-
-async def _start(
-    client: TemporalClient, settings: Settings, run: RolloutInput, rollouts: RolloutRepository
+async def start_run(
+    workflows: WorkflowGateway, rollouts: RolloutRepository, run: RolloutInput
 ) -> None:
+    """Start the rollout's run so that its row and its run agree: when Temporal surely did not
+    start it, the rollout is FAILED (nothing runs it; retry-failed runs its tenants); when
+    Temporal cannot tell, the row stays as it is and the reconciler starts a run if none is
+    open."""
     try:
-        await client.start_workflow(
-            WORKFLOW_NAME,
-            run,
-            id=rollout_workflow_id(run.rollout_id),
-            task_queue=rollout_task_queue(settings.task_queue),
-            result_type=RolloutProgress,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            # retry-failed runs the same rollout again once its run has closed.
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        )
-    except WorkflowAlreadyStartedError:
-        raise StatusConflict(
-            f"a run of rollout {run.rollout_id} is already under way", rolloutId=run.rollout_id
-        ) from None
-    except RPCError as exc:
-        # The rollout must not look RUNNING with nothing running it.
+        await workflows.start_rollout(run)
+    except RolloutRunNotStarted:
         await rollouts.change_status(
             run.rollout_id, RolloutStatus.FAILED, "platform", None, "could not start its run"
         )
-        raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
+        raise
 
 
 async def _load(rollouts: RolloutRepository, rollout_id: str) -> Rollout:
@@ -173,7 +135,7 @@ async def start_rollout(
     response: Response,
     rollouts: Rollouts,
     settings: Config,
-    client: TemporalClient,
+    workflows: Workflows,
 ) -> Rollout:
     """Start a rollout: its tenants are chosen now, wave by wave, and run in order."""
     resolved = _resolved(request, settings)
@@ -192,8 +154,8 @@ async def start_rollout(
             "no tenant selected",
         )
     else:
-        run = _workflow_input(rollout_id, resolved, settings, principal.subject)
-        await _start(client, settings, run, rollouts)
+        run = rollout_input(rollout_id, resolved, settings, principal.subject)
+        await start_run(workflows, rollouts, run)
     response.headers["Location"] = f"/api/rollouts/{rollout_id}"
     return await _load(rollouts, rollout_id)
 
@@ -203,9 +165,11 @@ async def list_rollouts(
     _: RolloutReader,
     rollouts: Rollouts,
     rollout_status: Annotated[RolloutStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
 ) -> RolloutList:
-    """The newest 100 rollouts, optionally in one status."""
-    return RolloutList(items=await rollouts.newest(rollout_status))
+    """The newest `limit` rollouts (100 at most), optionally in one status. Each request is
+    summarised: its tenant-id lists are replaced by `tenantIdCount`; no `failures`."""
+    return RolloutList(items=await rollouts.newest(rollout_status, limit))
 
 
 @rollouts_router.get(
@@ -340,16 +304,25 @@ async def retry_failed(
     rollout_id: RolloutIdPath,
     rollouts: Rollouts,
     settings: Config,
-    client: TemporalClient,
+    workflows: Workflows,
 ) -> Rollout:
     """Run only the tenants that failed, as a new pass of the same rollout (409 unless it ended
-    FAILED)."""
+    FAILED and its last run has closed)."""
     rollout = await _load(rollouts, rollout_id)
+    if rollout.status is not RolloutStatus.FAILED:
+        refused = RolloutStateRefused(rollout_id, rollout.status, RolloutStatus.RUNNING)
+        raise StatusConflict(str(refused), rolloutStatus=rollout.status.value)
+    # The pass is recorded only once no run is open, so the new run surely starts: a row RUNNING
+    # behind a refused start would refuse every later retry-failed.
+    if not await workflows.rollout_run_closed(rollout_id):
+        raise StatusConflict(
+            f"rollout {rollout_id}'s last run has not closed yet; try again in a moment",
+            rolloutStatus=rollout.status.value,
+        )
     try:
         await rollouts.new_pass(rollout_id, principal.subject)
     except RolloutStateRefused as refused:
         raise StatusConflict(str(refused), rolloutStatus=refused.current.value) from None
-    stored = rollout.request
-    run = _workflow_input(rollout_id, stored, settings, principal.subject)
-    await _start(client, settings, run, rollouts)
+    run = rollout_input(rollout_id, rollout.request, settings, principal.subject)
+    await start_run(workflows, rollouts, run)
     return await _load(rollouts, rollout_id)

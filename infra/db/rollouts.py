@@ -5,12 +5,17 @@ A rollout's tenants are rows (`rollout_tenants`), never a payload: the workflow 
 batch, the activity claims it here (`FOR UPDATE SKIP LOCKED`) and hands back what it did not
 finish; a batch first hands back every row of its wave still RUNNING (one batch of a rollout runs
 at a time, so those are rows of an attempt that died), so no tenant is lost or left RUNNING.
+
+Each wave's tenants by status are counted by the database (`rollout_wave_counts`, kept by
+statement triggers on `rollout_tenants` in the transaction of each change, migration 0012), so
+reading a rollout or a page of them never groups its tenants.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -20,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra.db.outbox import outbox_params
 from infra.events.cloudevents import rollout_event
+from tenancy.rollout_list import RolloutSummary
 from tenancy.rollouts import (
     FINAL_ROLLOUT_STATUSES,
     Rollout,
@@ -72,6 +78,18 @@ class RolloutStateRefused(Exception):
 
 
 @dataclass(frozen=True)
+class ResumePoint:
+    """Where a rollout stands by its rows: the first wave with a tenant PENDING or RUNNING (the
+    number of waves when none has), the batch number a new run goes on with (the last batch
+    that holds RUNNING rows, so it takes them back, else one past every batch), and each wave's
+    counts."""
+
+    wave: int
+    batch: int
+    counts: dict[int, RolloutCounts]
+
+
+@dataclass(frozen=True)
 class Claimed:
     """A tenant claimed for a batch: what its calls need."""
 
@@ -80,16 +98,62 @@ class Claimed:
     storage_mode: str
 
 
-def _counts(rows: Sequence[tuple[str, int]]) -> RolloutCounts:
-    by_status = {RolloutTenantStatus(status): int(n) for status, n in rows}
+def _counts(pending: int, running: int, succeeded: int, failed: int, skipped: int) -> RolloutCounts:
     return RolloutCounts(
-        total=sum(by_status.values()),
-        pending=by_status.get(RolloutTenantStatus.PENDING, 0),
-        running=by_status.get(RolloutTenantStatus.RUNNING, 0),
-        succeeded=by_status.get(RolloutTenantStatus.SUCCEEDED, 0),
-        failed=by_status.get(RolloutTenantStatus.FAILED, 0),
-        skipped=by_status.get(RolloutTenantStatus.SKIPPED, 0),
+        total=pending + running + succeeded + failed + skipped,
+        pending=pending,
+        running=running,
+        succeeded=succeeded,
+        failed=failed,
+        skipped=skipped,
     )
+
+
+def _waves(rows: list[dict[str, Any]]) -> list[WaveView]:
+    """The waves of a rollout from the JSON array `_WAVES` builds."""
+    return [
+        WaveView(
+            name=w["name"],
+            status=WaveStatus(w["status"]),
+            counts=_counts(w["pending"], w["running"], w["succeeded"], w["failed"], w["skipped"]),
+        )
+        for w in rows
+    ]
+
+
+def _total(waves: Sequence[WaveView]) -> RolloutCounts:
+    return RolloutCounts(
+        **{
+            field: sum(getattr(w.counts, field) for w in waves)
+            for field in RolloutCounts.model_fields
+        }
+    )
+
+
+# A rollout's waves in order with their counts, as one JSON array (`r` is the rollout's row).
+_WAVES = """
+    (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'name', w.name, 'status', w.status,
+                'pending', coalesce(c.pending, 0), 'running', coalesce(c.running, 0),
+                'succeeded', coalesce(c.succeeded, 0), 'failed', coalesce(c.failed, 0),
+                'skipped', coalesce(c.skipped, 0)) ORDER BY w.position), '[]'::jsonb)
+     FROM rollout_waves w
+     LEFT JOIN rollout_wave_counts c ON c.rollout_id = w.rollout_id AND c.wave = w.position
+     WHERE w.rollout_id = r.id) AS waves
+"""
+_ONE_ROLLOUT = f"""
+    SELECT r.id, r.status, r.status_reason, r.services, r.request, r.created_by, r.created_at,
+           r.updated_at, r.pass AS pass_number, {_WAVES}
+    FROM rollouts r WHERE r.id = %s
+"""
+# A list shows each request summarised (`rollout_request_summary`, a stored column).
+_NEWEST_ROLLOUTS = f"""
+    SELECT r.id, r.status, r.status_reason, r.services, r.request_summary AS request,
+           r.created_by, r.created_at, r.updated_at, r.pass AS pass_number, {_WAVES}
+    FROM rollouts r
+    WHERE %(status)s::text IS NULL OR r.status = %(status)s
+    ORDER BY r.created_at DESC, r.id LIMIT %(limit)s
+"""
 
 
 async def _event(
@@ -216,36 +280,10 @@ class RolloutRepository:
     async def get(self, rollout_id: str) -> Rollout:
         """The rollout with its counts per wave and its first failures."""
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                """
-                SELECT id, status, status_reason, services, request, created_by, created_at,
-                       updated_at, pass AS pass_number
-                FROM rollouts WHERE id = %s
-                """,
-                (rollout_id,),
-            )
+            await cur.execute(_ONE_ROLLOUT, (rollout_id,))
             row = await cur.fetchone()
             if row is None:
                 raise RolloutMissing(rollout_id)
-            await cur.execute(
-                """
-                SELECT w.position, w.name, w.status, t.status AS tenant_status, count(t.*) AS n
-                FROM rollout_waves w
-                LEFT JOIN rollout_tenants t
-                  ON t.rollout_id = w.rollout_id AND t.wave = w.position
-                WHERE w.rollout_id = %s
-                GROUP BY w.position, w.name, w.status, t.status
-                ORDER BY w.position
-                """,
-                (rollout_id,),
-            )
-            grouped: dict[int, tuple[str, str, list[tuple[str, int]]]] = {}
-            for wave in await cur.fetchall():
-                _, _, counts = grouped.setdefault(
-                    wave["position"], (wave["name"], wave["status"], [])
-                )
-                if wave["tenant_status"] is not None:
-                    counts.append((wave["tenant_status"], wave["n"]))
             await cur.execute(
                 """
                 SELECT tenant_id, service, error FROM rollout_tenants
@@ -255,33 +293,93 @@ class RolloutRepository:
                 (rollout_id, MAX_FAILURES_SHOWN),
             )
             failures = [RolloutFailure(**f) for f in await cur.fetchall()]
-        waves = [
-            WaveView(name=name, status=WaveStatus(status), counts=_counts(counts))
-            for _, (name, status, counts) in sorted(grouped.items())
-        ]
-        everything = [pair for _, (_, _, counts) in grouped.items() for pair in counts]
-        totals: dict[str, int] = {}
-        for status, n in everything:
-            totals[status] = totals.get(status, 0) + n
-        return Rollout(
-            **row,
-            counts=_counts(list(totals.items())),
-            waves=waves,
-            failures=failures,
-        )
+        waves = _waves(row.pop("waves"))
+        return Rollout(**row, counts=_total(waves), waves=waves, failures=failures)
 
-    async def newest(self, status: RolloutStatus | None = None, limit: int = 100) -> list[Rollout]:
-        """The newest rollouts first, optionally in one status."""
+    async def newest(
+        self, status: RolloutStatus | None = None, limit: int = 100
+    ) -> list[RolloutSummary]:
+        """The newest rollouts first, optionally in one status, summarised: one statement, the
+        counts read from `rollout_wave_counts` (kept by triggers on `rollout_tenants`)."""
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                _NEWEST_ROLLOUTS,
+                {"status": status.value if status else None, "limit": limit},
+            )
+            rows = await cur.fetchall()
+        listed = []
+        for row in rows:
+            waves = _waves(row.pop("waves"))
+            listed.append(RolloutSummary(**row, counts=_total(waves), waves=waves))
+        return listed
+
+    async def needing_run(self, settled_for: timedelta) -> list[str]:
+        """Rollouts RUNNING, PAUSED or HALTED (a run of them must be open), oldest first, whose
+        row has not changed for `settled_for` (a rollout is recorded before its run starts)."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 """
-                SELECT id FROM rollouts WHERE %(status)s::text IS NULL OR status = %(status)s
-                ORDER BY created_at DESC, id LIMIT %(limit)s
+                SELECT id FROM rollouts
+                WHERE status = ANY(%s) AND updated_at < clock_timestamp() - %s
+                ORDER BY created_at, id
                 """,
-                {"status": status.value if status else None, "limit": limit},
+                (
+                    [
+                        s.value
+                        for s in (RolloutStatus.RUNNING, RolloutStatus.PAUSED, RolloutStatus.HALTED)
+                    ],
+                    settled_for,
+                ),
             )
-            ids = [r[0] for r in await cur.fetchall()]
-        return [await self.get(rollout_id) for rollout_id in ids]
+            return [str(row[0]) for row in await cur.fetchall()]
+
+    async def ended(
+        self, rollout_ids: Sequence[str], settled_for: timedelta
+    ) -> dict[str, RolloutStatus]:
+        """Of `rollout_ids`, those that ended (SUCCEEDED, FAILED, CANCELLED) at least
+        `settled_for` ago, with their status."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT id, status FROM rollouts
+                WHERE id = ANY(%s) AND status = ANY(%s)
+                  AND updated_at < clock_timestamp() - %s
+                """,
+                (list(rollout_ids), [s.value for s in FINAL_ROLLOUT_STATUSES], settled_for),
+            )
+            return {str(row[0]): RolloutStatus(row[1]) for row in await cur.fetchall()}
+
+    async def resume_point(self, rollout_id: str) -> ResumePoint:
+        """Where a new run of the rollout goes on, read from its rows."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT w.position, coalesce(c.pending, 0), coalesce(c.running, 0),
+                       coalesce(c.succeeded, 0), coalesce(c.failed, 0), coalesce(c.skipped, 0)
+                FROM rollout_waves w
+                LEFT JOIN rollout_wave_counts c
+                  ON c.rollout_id = w.rollout_id AND c.wave = w.position
+                WHERE w.rollout_id = %s ORDER BY w.position
+                """,
+                (rollout_id,),
+            )
+            counts = {int(row[0]): _counts(*row[1:]) for row in await cur.fetchall()}
+            cur = await conn.execute(
+                """
+                SELECT coalesce(max(batch) FILTER (WHERE status = 'RUNNING'), max(batch) + 1, 1)
+                FROM rollout_tenants WHERE rollout_id = %s
+                """,
+                (rollout_id,),
+            )
+            row = await cur.fetchone()
+        if not counts:
+            raise RolloutMissing(rollout_id)
+        unfinished = [w for w, c in counts.items() if c.pending or c.running]
+        return ResumePoint(
+            wave=min(unfinished, default=len(counts)),
+            batch=int(row[0]) if row else 1,
+            counts=counts,
+        )
 
     async def tenants(
         self,
@@ -388,12 +486,13 @@ class RolloutRepository:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 """
-                SELECT status, count(*) FROM rollout_tenants
-                WHERE rollout_id = %s AND wave = %s GROUP BY status
+                SELECT pending, running, succeeded, failed, skipped FROM rollout_wave_counts
+                WHERE rollout_id = %s AND wave = %s
                 """,
                 (rollout_id, wave),
             )
-            return _counts(await cur.fetchall())
+            row = await cur.fetchone()
+        return _counts(*row) if row else RolloutCounts()
 
     async def claim(self, rollout_id: str, wave: int, batch: int, limit: int) -> list[Claimed]:
         """Claim up to `limit` pending tenants of the wave for `batch`, oldest position first."""

@@ -98,7 +98,7 @@ def schema_exists(url: str, tenant_id: str) -> bool:
     return row is not None
 
 
-def kinds(report: ReconciliationReport) -> set[tuple[DriftKind, str]]:
+def kinds(report: ReconciliationReport) -> set[tuple[DriftKind, str | None]]:
     return {(d.kind, d.tenant_id) for d in report.drift}
 
 

@@ -91,7 +91,7 @@ def execute(url: str, statement: sql.SQL | sql.Composed, params: tuple[object, .
         conn.execute(statement, params)
 
 
-def kinds(report: ReconciliationReport) -> set[tuple[DriftKind, str]]:
+def kinds(report: ReconciliationReport) -> set[tuple[DriftKind, str | None]]:
     return {(d.kind, d.tenant_id) for d in report.drift}
 
 
@@ -266,6 +266,7 @@ async def test_admin_endpoint_reports_drift_to_operators_only(
     assert {
         "kind": "ORPHAN_STORAGE",
         "tenantId": f"{prefix}stray",
+        "rolloutId": None,
         "detail": f"schema tenant_{prefix}stray has no tenant row (left in place)",
         "repaired": False,
     } in body["drift"]

@@ -25,7 +25,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from api.gateway import WorkflowGateway
-from api.routes.rollouts import _resolved, _start, _workflow_input
+from api.routes.rollouts import _resolved, start_run
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import cli_path
 from infra.db.deletions import DeletionRepository
@@ -48,6 +48,7 @@ from workflows.delete.contracts import DeletionState
 from workflows.provision.contracts import ProvisionState
 from workflows.provision.workflow import ProvisionTenantWorkflow
 from workflows.rollout import contracts as rollout
+from workflows.rollout.starts import rollout_input
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 # Which workflow's scenarios to record: a new workflow's histories need not re-record the others.
@@ -322,8 +323,10 @@ async def _rollout(
     assert request.services is not None
     assert request.waves is not None
     await rollouts.create(rollout_id, request, request.services, request.waves, "recorder")
-    await _start(
-        client, settings, _workflow_input(rollout_id, request, settings, "recorder"), rollouts
+    await start_run(
+        WorkflowGateway(client, settings),
+        rollouts,
+        rollout_input(rollout_id, request, settings, "recorder"),
     )
     handle = client.get_workflow_handle(
         rollout.rollout_workflow_id(rollout_id), result_type=rollout.RolloutProgress
