@@ -1,4 +1,4 @@
-"""Request line and header limits on the real API process (issue 19, point 14).
+"""Request line, header and JSON body limits on the real API process (issue 19, points 14, 19).
 
 The API is started as the tests and `make dev` start it, with uvicorn's access lines on (as
 under `make dev`): every access line passes the log's secret masking, which once cost the
@@ -22,7 +22,10 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client
 
+from api.auth import READ_SCOPE, WRITE_SCOPE
+from api.json_body import MAX_JSON_DEPTH
 from api.limits import MAX_HEADER_BYTES, MAX_REQUEST_LINE
+from devstack.tokens import mint
 from tests.support.polling import eventually
 from tests.support.processes import ManagedProcess, api_process, child_env
 from tests.support.raw_http import RawAnswer, exchange, request_head
@@ -208,3 +211,74 @@ async def test_refused_targets_never_reach_the_log(api: Api) -> None:
         timeout=10,
     )
     assert LONG_RUN not in log
+
+
+# JSON bodies (point 19): nesting and number length are bounded, and every 400 for a body that
+# is not acceptable JSON names the byte where it stopped.
+
+
+def writer_headers(keys_dir: Path) -> dict[str, str]:
+    token = mint(
+        keys_dir / "idp.pem",
+        subject="json-prober",
+        scopes=(WRITE_SCOPE, READ_SCOPE),
+        audience="platform-service",
+    )
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
+def nested(depth: int) -> bytes:
+    """An object whose `id` holds arrays, `depth` levels in all."""
+    return b'{"id": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+MALFORMED = {
+    # name: (body, byte offset the problem must name, words its detail must hold)
+    "5000-levels": (b"[" * 5000 + b"]" * 5000, MAX_JSON_DEPTH, "nested deeper than 64"),
+    "65-levels-in-an-object": (nested(MAX_JSON_DEPTH + 1), 7 + MAX_JSON_DEPTH - 1, "nested"),
+    "4400-digit-number": (b'{"id": ' + b"7" * 4400 + b"}", 7, "longer than 100"),
+    "101-digit-number": (b'{"id": ' + b"7" * 101 + b"}", 7, "longer than 100"),
+    "long-negative-exponent": (b'{"id": 1e-' + b"0" * 100 + b"}", 7, "longer than 100"),
+    "not-json-after-utf8": ('{"name": "é€😀", x}'.encode(), 22, "Expecting"),
+    "unterminated-string-of-brackets": (b'{"id": "' + b"[" * 200, 7, "Unterminated"),
+    "deep-after-an-error": (b'{"id": x, "a": ' + b"[" * 100 + b"}", 7, "Expecting"),
+    "not-utf8": (b'{"id": "\xff"}', 8, "not utf-8"),
+    "escaped-quotes-never-closed": (b'{"id": "' + b'\\"' * 30000, 7, "Unterminated"),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+async def test_unacceptable_json_is_a_400_naming_the_byte(
+    api: Api, keys_dir: Path, name: str
+) -> None:
+    body, position, words = MALFORMED[name]
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+        answer = await client.post("/api/tenants", content=body, headers=writer_headers(keys_dir))
+
+    assert answer.status_code == 400, answer.text
+    problem = answer.json()
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert problem["position"] == position, problem
+    assert f"at byte {position}" in problem["detail"]
+    assert words in problem["detail"]
+    assert "errors" not in problem
+
+
+ACCEPTABLE = {
+    "64-levels": nested(MAX_JSON_DEPTH),
+    "100-digit-number": b'{"id": ' + b"7" * 100 + b"}",
+    "brackets-and-digits-in-strings": b'{"id": "' + b"[{" * 500 + b"7" * 500 + b'"}',
+}
+
+
+@pytest.mark.parametrize("name", list(ACCEPTABLE))
+async def test_json_within_the_limits_reaches_validation(
+    api: Api, keys_dir: Path, name: str
+) -> None:
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as client:
+        answer = await client.post(
+            "/api/tenants", content=ACCEPTABLE[name], headers=writer_headers(keys_dir)
+        )
+
+    assert answer.status_code == 422, answer.text
+    assert "id" in [error["field"] for error in answer.json()["errors"]]
