@@ -232,6 +232,9 @@ def validation_problem(exc: RequestValidationError) -> ApiError:
         if err.get("type") == "json_invalid":
             loc = tuple(err.get("loc", ()))
             position = loc[-1] if loc and isinstance(loc[-1], int) else None
+            if position is not None and isinstance(exc.body, str):
+                # The parser counts characters of the decoded text; the caller sent bytes.
+                position = len(exc.body[:position].encode("utf-8", "surrogatepass"))
             reason = str(err.get("ctx", {}).get("error", "invalid JSON"))
             if position is None:
                 return MalformedBody(f"the body is not valid JSON: {reason}")
