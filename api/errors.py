@@ -5,6 +5,8 @@
     ├── Forbidden                 (403) a valid token without the scope the operation needs
     ├── MalformedBody             (400) the body is not JSON; names the byte position
     ├── PayloadTooLarge           (413) the body is larger than PLATFORM_API_MAX_BODY_BYTES
+    ├── UriTooLong                (414) the request line is over its limit (api/limits.py)
+    ├── HeaderFieldsTooLarge      (431) the header fields are over their limit (api/limits.py)
     ├── UnsupportedMediaType      (415) a body that is not application/json
     ├── InvalidRequest            (422) a field failed validation; lists every field
     ├── TenantNotFound            (404)
@@ -64,9 +66,10 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
         self.extensions = extensions
 
-    def problem(self, instance: str) -> dict[str, Any]:
-        """The RFC 9457 body."""
-        return {
+    def problem(self, instance: str | None) -> dict[str, Any]:
+        """The RFC 9457 body; without `instance` when the request's path is not to be
+        repeated (a refused oversized target)."""
+        body: dict[str, Any] = {
             "type": f"urn:platform-service:problem:{self.slug}",
             "title": self.title,
             "status": self.status,
@@ -74,6 +77,9 @@ class ApiError(Exception):
             "instance": instance,
             **self.extensions,
         }
+        if instance is None:
+            del body["instance"]
+        return body
 
 
 class Unauthorized(ApiError):
@@ -122,6 +128,22 @@ class PayloadTooLarge(ApiError):
     status = 413
     title = "Content too large"
     slug = "content-too-large"
+
+
+class UriTooLong(ApiError):
+    """The request line exceeds its limit; `maxBytes` says how long it may be."""
+
+    status = 414
+    title = "URI Too Long"
+    slug = "uri-too-long"
+
+
+class HeaderFieldsTooLarge(ApiError):
+    """The header fields together exceed their limit; `maxBytes` says how much is accepted."""
+
+    status = 431
+    title = "Request Header Fields Too Large"
+    slug = "header-fields-too-large"
 
 
 class UnsupportedMediaType(ApiError):
@@ -210,6 +232,9 @@ def validation_problem(exc: RequestValidationError) -> ApiError:
         if err.get("type") == "json_invalid":
             loc = tuple(err.get("loc", ()))
             position = loc[-1] if loc and isinstance(loc[-1], int) else None
+            if position is not None and isinstance(exc.body, str):
+                # The parser counts characters of the decoded text; the caller sent bytes.
+                position = len(exc.body[:position].encode("utf-8", "surrogatepass"))
             reason = str(err.get("ctx", {}).get("error", "invalid JSON"))
             if position is None:
                 return MalformedBody(f"the body is not valid JSON: {reason}")

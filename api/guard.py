@@ -8,9 +8,11 @@ at the end. `GuardedRoute` runs first, in this order, and reads nothing it does 
     415         a route that takes a body gets `application/json` (or `+json`), or nothing else
     413         a declared `Content-Length` above the limit, without reading a byte; then the
                 body is read while counting, and reading stops as soon as it passes the limit
+    400         a body that is not JSON, or nests deeper or holds a longer number than
+                `api/json_body.py` allows, naming the byte where it stopped
 
 Only then does FastAPI get the request, with the body already read (at most the limit, held
-once), and parse and validate it (400 for JSON that does not parse, 422 for invalid fields).
+once), and parse and validate it (422 for invalid fields).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starlette.types import Message, Receive
 
 from api.deps import ScopeCheck, authenticate
 from api.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType
+from api.json_body import check_json
 
 JSON = "application/json"
 
@@ -98,6 +101,8 @@ class GuardedRoute(APIRoute):
                 raise UnsupportedMediaType(f"this operation takes a {JSON} body")
             limit: int = request.state.max_body_bytes
             body = await read_capped(request, limit)
+            if body:
+                check_json(body)
             return await handler(Request(request.scope, _replay(body, request.receive)))
 
         return guarded

@@ -1,4 +1,5 @@
-"""FastAPI application factory. Entry point: `uvicorn api.main:app`."""
+"""FastAPI application factory. Entry point:
+`uvicorn api.main:app --http api.limits:LimitedH11Protocol` (request head limits, api/limits.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from api.deps import AppState
 from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.gateway import WorkflowGateway
+from api.limits import install_request_limits
 from api.metrics import install_metrics
 from api.openapi import install_openapi
 from api.routes.admin import admin_router
@@ -126,6 +128,7 @@ def create_app(
     app.include_router(admin_router(settings))
     install_docs(app)
     install_console(app)
+    install_request_limits(app)
     return app
 
 

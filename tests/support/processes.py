@@ -200,19 +200,26 @@ def worker_process(env: Mapping[str, str], log_dir: Path) -> ManagedProcess:
     )
 
 
-def api_process(env: Mapping[str, str], port: int, log_dir: Path) -> ManagedProcess:
-    """`python -m uvicorn api.main:app` on `port`; ready once `/healthz` answers 200."""
+def api_process(
+    env: Mapping[str, str], port: int, log_dir: Path, *, log_level: str = "warning"
+) -> ManagedProcess:
+    """`python -m uvicorn api.main:app` on `port`, with the request head limits of
+    `api.limits.LimitedH11Protocol` as `make dev` runs it; ready once `/healthz` answers 200.
+
+    uvicorn's access lines are written from `log_level="info"` on, as under `make dev`."""
     command = [
         sys.executable,
         "-m",
         "uvicorn",
         "api.main:app",
+        "--http",
+        "api.limits:LimitedH11Protocol",
         "--host",
         "127.0.0.1",
         "--port",
         str(port),
         "--log-level",
-        "warning",
+        log_level,
     ]
     return ManagedProcess(
         "api", command, env, log_dir / "api.log", _http_ok(f"http://127.0.0.1:{port}/healthz")

@@ -206,6 +206,27 @@ def test_unparseable_json_is_a_400_naming_the_byte_not_a_field() -> None:
     assert "errors" not in problem.problem("/")
 
 
+def test_the_position_of_unparseable_json_is_a_byte_offset() -> None:
+    """The parser counts characters: the x is character 11 and byte 14 (é and € take 5)."""
+    exc = RequestValidationError(
+        [
+            {
+                "type": "json_invalid",
+                "loc": ("body", 11),
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": "Expecting ',' delimiter"},
+            }
+        ],
+        body='{"n": "é€" x}',
+    )
+
+    problem = validation_problem(exc)
+
+    assert problem.extensions == {"position": 14}
+    assert problem.detail.endswith("at byte 14")
+
+
 def build_app() -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
