@@ -45,6 +45,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from infra import search_attributes as sa
 from infra.db.repository import TenantRepository
+from infra.db.rollouts import RolloutMissing
 from reconciliation.inventory import StorageSnapshot, read_storage
 from reconciliation.queues import CALLING_STATUSES, QueueWatch
 from reconciliation.rollouts import RolloutRule
@@ -181,7 +182,12 @@ class Reconciler:
             )
             if repair:
                 who = f"reconciler:{actor}" if actor else "reconciler"
-                item.repaired = await self._rollout_rule.resume(stuck, who)
+                try:
+                    item.repaired = await self._rollout_rule.resume(stuck, who)
+                except (ValueError, RolloutMissing) as exc:
+                    # A row a run cannot be rebuilt from is reported, and the pass goes on.
+                    item.detail = f"{item.detail}; not resumed: {exc}"
+                    _log.warning("rollout not resumed", rollout_id=stuck.rollout_id, error=str(exc))
             found.append(item)
         found.extend(
             Drift(

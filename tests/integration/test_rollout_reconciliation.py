@@ -21,14 +21,21 @@ from api.gateway import WorkflowGateway
 from api.main import create_app
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
-from tenancy.rollouts import RolloutStatus, RolloutTenantStatus, WaveSpec, WaveStatus
+from tenancy.rollouts import (
+    RolloutRequest,
+    RolloutStatus,
+    RolloutTenantStatus,
+    Selector,
+    WaveSpec,
+    WaveStatus,
+)
 from tenancy.settings import Settings
 from tests.conftest import unique_id
 from tests.integration.test_api import api_stack, token_for
 from tests.integration.test_rollouts import wait_rollout
 from tests.support.fleet import seed_fleet
 from tests.support.polling import eventually
-from tests.support.rollouts import create_rollout, insert_active_tenants
+from tests.support.rollouts import cancel_rollouts, create_rollout, insert_active_tenants
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import serve
 from workflows.rollout.contracts import rollout_workflow_id
@@ -157,3 +164,49 @@ async def test_a_run_left_open_after_its_rollout_ended_is_reported_and_left_alon
     ]
     assert still_open.status is WorkflowExecutionStatus.RUNNING
     assert _drift_of(after, rollout_id) == []
+
+
+async def test_a_rollout_whose_run_cannot_be_rebuilt_is_reported_and_the_pass_goes_on(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    platform_db_url: str,
+    tenants: TenantRepository,
+    keys_dir: Path,
+) -> None:
+    settings = make_settings(
+        ("svc", "http://127.0.0.1:9"), create_timeout=timedelta(milliseconds=250)
+    )
+    ids = await insert_active_tenants(tenants, unique_id("rcbad")[:20], 1)
+    token = token_for(keys_dir, "remy", WRITE_SCOPE, READ_SCOPE)
+    rollout_id = unique_id("rcbad")
+    async with AsyncConnectionPool(platform_db_url, min_size=1, max_size=2) as pool:
+        rollouts = RolloutRepository(pool)
+        # A row written without the defaults the API fills in: no run can be built from it.
+        await rollouts.create(
+            rollout_id,
+            RolloutRequest(selector=Selector(tenant_ids=ids)),
+            ["svc"],
+            [WaveSpec(name="all")],
+            "rita",
+        )
+        try:
+            with serve(create_app(settings)) as base:
+                async with httpx.AsyncClient(
+                    base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
+                ) as api:
+
+                    async def repair() -> dict[str, Any]:
+                        answer = await api.post("/api/admin/reconciliation")
+                        assert answer.status_code == 200, answer.text
+                        return answer.json()  # type: ignore[no-any-return]
+
+                    repaired = await eventually(
+                        repair, lambda r: bool(_drift_of(r, rollout_id)), timeout=15
+                    )
+        finally:
+            await cancel_rollouts(rollouts, rollout_id)
+
+    [drift] = _drift_of(repaired, rollout_id)
+    assert drift["kind"] == "ROLLOUT_WITHOUT_RUN"
+    assert drift["repaired"] is False
+    assert "not resumed: rollout" in drift["detail"], drift
