@@ -129,6 +129,8 @@ async def _platformctl(api: Api, *args: str) -> str:
     env: dict[str, str | None] = {
         "PLATFORM_URL": str(api.http.base_url).rstrip("/"),
         "PLATFORM_TOKEN": api.token,
+        # Wide enough that no column folds, whatever the terminal running the suite.
+        "COLUMNS": "300",
         "FORCE_COLOR": None,
         "TTY_COMPATIBLE": None,
         "TTY_INTERACTIVE": None,
