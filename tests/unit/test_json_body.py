@@ -60,7 +60,8 @@ HOSTILE = {
 
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_no_body_under_the_size_limit_is_slow_to_check(name: str) -> None:
-    started = time.perf_counter()
+    # This thread's CPU time: a suite on busy cores stretches wall time, not the work done.
+    started = time.thread_time()
     with contextlib.suppress(MalformedBody):
         check_json(HOSTILE[name])
-    assert time.perf_counter() - started < 0.25
+    assert time.thread_time() - started < 0.25
