@@ -4,6 +4,11 @@
 -- a page of rollouts is one query that neither groups tenants nor reads whole requests.
 -- depends: 0010_downstream_commands
 
+-- Workers still running batches write `rollout_tenants` while this migration runs: held until
+-- the triggers exist (the migration is one transaction), so no change falls between the
+-- backfill below and the triggers that follow it.
+LOCK TABLE rollout_tenants IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE rollout_wave_counts (
     rollout_id text NOT NULL,
     wave       integer NOT NULL,
