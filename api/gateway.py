@@ -44,6 +44,17 @@ from workflows.rollout.contracts import RolloutInput, rollout_workflow_id
 
 # How long a POST that timed out spends asking Temporal whether its start was accepted.
 _CONFIRM_TIMEOUT = timedelta(seconds=2)
+# Errors that may come back while the server still commits the start (a deadline, a cancel, a
+# connection lost, the SDK's retries of an unavailable server spent): a missing run then proves
+# nothing, and the row is left to the reconciler.
+_UNSETTLED = frozenset(
+    {
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.UNKNOWN,
+    }
+)
 
 
 async def _consume_start_failure(start: WithStartWorkflowOperation[Any, Any]) -> None:
@@ -302,7 +313,7 @@ class WorkflowGateway:
             # A start given up on by this side may still be under way on the server's: only an
             # error the server (or the SDK, after its own retries) answered makes a missing run
             # mean "not started".
-            answered = isinstance(exc, RPCError)
+            answered = isinstance(exc, RPCError) and exc.status not in _UNSETTLED
             started = await self._rollout_started(run.rollout_id, start_request, answered)
             if started:
                 return

@@ -199,15 +199,27 @@ async def test_a_start_accepted_but_answered_with_an_error_keeps_the_rollout_run
     assert latest.status is WorkflowExecutionStatus.RUNNING
 
 
-async def test_a_start_that_never_reached_temporal_fails_the_rollout_without_a_run(
+@pytest.mark.parametrize(
+    ("refusal", "left"),
+    [
+        # The server refused the start: no run can appear, the rollout fails.
+        (RPCStatusCode.RESOURCE_EXHAUSTED, RolloutStatus.FAILED),
+        # The server may still be committing it: the row is left to the reconciler.
+        (RPCStatusCode.UNAVAILABLE, RolloutStatus.RUNNING),
+        (RPCStatusCode.DEADLINE_EXCEEDED, RolloutStatus.RUNNING),
+    ],
+)
+async def test_a_start_that_never_reached_temporal_fails_the_rollout_only_when_refused(
     temporal_client: Client,
     make_settings: Callable[..., Settings],
     platform_db_url: str,
     tenants: TenantRepository,
+    refusal: RPCStatusCode,
+    left: RolloutStatus,
 ) -> None:
     settings = make_settings(("svc", "http://127.0.0.1:9"))
     ids = await insert_active_tenants(tenants, unique_id("never")[:20], 2)
-    lost = LostStarts(reach_server=False)
+    lost = LostStarts(reach_server=False, status=refusal)
     gateway = WorkflowGateway(client_with(temporal_client, lost), settings)
     async with _repository(platform_db_url) as rollouts:
         run = await create_rollout(rollouts, settings, ids, "nina")
@@ -216,9 +228,11 @@ async def test_a_start_that_never_reached_temporal_fails_the_rollout_without_a_r
         row = await rollouts.get(run.rollout_id)
         with pytest.raises(RPCError) as described:
             await _latest_run(temporal_client, run.rollout_id)
+        if row.status is RolloutStatus.RUNNING:
+            await cancel_rollouts(rollouts, run.rollout_id)
 
     assert lost.starts == 1
-    assert row.status is RolloutStatus.FAILED
+    assert row.status is left
     assert described.value.status is RPCStatusCode.NOT_FOUND
 
 

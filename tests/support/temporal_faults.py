@@ -20,11 +20,15 @@ from temporalio.service import RPCError, RPCStatusCode
 
 
 class LostStarts(Interceptor):
-    """Every `start_workflow` raises `RPCError` (UNAVAILABLE); with `reach_server` the start is
-    sent first and accepted, as when a connection drops after the server took the request."""
+    """Every `start_workflow` raises `RPCError` (`status`, UNAVAILABLE unless told); with
+    `reach_server` the start is sent first and accepted, as when a connection drops after the
+    server took the request."""
 
-    def __init__(self, *, reach_server: bool) -> None:
+    def __init__(
+        self, *, reach_server: bool, status: RPCStatusCode = RPCStatusCode.UNAVAILABLE
+    ) -> None:
         self.reach_server = reach_server
+        self.status = status
         self.starts = 0
 
     def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
@@ -40,7 +44,7 @@ class _LostStart(OutboundInterceptor):
         self._fault.starts += 1
         if self._fault.reach_server:
             await super().start_workflow(input)
-        raise RPCError("injected: the answer to the start was lost", RPCStatusCode.UNAVAILABLE, b"")
+        raise RPCError("injected: the answer to the start was lost", self._fault.status, b"")
 
 
 class UnansweredStarts(Interceptor):
