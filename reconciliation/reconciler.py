@@ -184,7 +184,7 @@ class Reconciler:
                 who = f"reconciler:{actor}" if actor else "reconciler"
                 try:
                     item.repaired = await self._rollout_rule.resume(stuck, who)
-                except (ValueError, RolloutMissing) as exc:
+                except (ValueError, RolloutMissing, RPCError) as exc:
                     # A row a run cannot be rebuilt from is reported, and the pass goes on.
                     item.detail = f"{item.detail}; not resumed: {exc}"
                     _log.warning("rollout not resumed", rollout_id=stuck.rollout_id, error=str(exc))

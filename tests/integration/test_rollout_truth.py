@@ -127,6 +127,54 @@ async def test_a_halt_stops_starting_calls_at_once(
     assert {t for t, s in statuses.items() if s == "PENDING"} == set(ids) - set(calls)
 
 
+async def test_a_halt_refused_by_an_earlier_pause_is_written_after_the_resume(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    tenants: TenantRepository,
+    keys_dir: Path,
+) -> None:
+    service = ScriptedService(version="v2")
+    svc = service_name()
+    answers: list[httpx.Response] = []
+    holder: dict[str, httpx.AsyncClient] = {}
+
+    async def pause_before_the_halt(request: BatchInput, result: BatchResult) -> None:
+        # The batch that crossed the limit read RUNNING; the operator's pause lands before the
+        # run writes its halt, which the PAUSED row then refuses.
+        if not answers and result.counts.failed >= 10:
+            answers.append(await holder["api"].post(f"/api/rollouts/{request.rollout_id}/pause"))
+
+    with serve(service.app()) as url:
+        settings = fast(make_settings, svc, url)
+        ids = await seed_fleet(settings, tenants, unique_id("refh")[:20], 12)
+        for tenant_id in ids:
+            service.script(tenant_id, 400)
+        token = token_for(keys_dir, OPERATOR, *SCOPES)
+        wraps = {"run_rollout_batch": around_batch(after=pause_before_the_halt)}
+        async with rollout_stack(temporal_client, settings, token, wraps) as api:
+            holder["api"] = api
+            rid = await start(
+                api,
+                selector={"tenantIds": ids},
+                waves=[{"name": "main"}],
+                concurrency=1,
+                maxFailureRatio=0.2,
+            )
+            await rollout_reaches(api, rid, "PAUSED")
+            resumed = await api.post(f"/api/rollouts/{rid}/resume")
+            # Acknowledged by the resume of a pause, the halt would let the wave's last
+            # tenants be called; unacknowledged, the run halts before calling them.
+            halted = await rollout_reaches(api, rid, "HALTED", "SUCCEEDED", "FAILED")
+            trail = await audit(api, rid)
+
+    assert [a.status_code for a in answers] == [202], [a.text for a in answers]
+    assert resumed.status_code == 202, resumed.text
+    assert halted["status"] == "HALTED", halted
+    assert len(rollout_calls(service, rid)) == 10
+    assert halted["counts"]["pending"] == 2, halted["counts"]
+    assert [action for action, _ in trail][-1] == "ROLLOUT_HALTED", trail
+
+
 async def test_a_pause_landing_after_the_last_batch_leaves_no_paused_row_under_a_closed_run(
     temporal_client: Client,
     make_settings: Callable[..., Settings],

@@ -183,14 +183,17 @@ class FleetRolloutWorkflow:
             if self._halting(result.counts):
                 self._stopping()
                 failed = result.counts.failed - (self._halt_baseline or RolloutCounts()).failed
-                await self._status(
+                halted = await self._status(
                     RolloutStatus.HALTED,
                     f"wave {self._wave_name(wave)}: {failed} failed, over maxFailureRatio "
                     f"{request.max_failure_ratio}",
                 )
                 if not await self._wait_while_stopped():
                     return False
-                self._halt_baseline = result.counts
+                # A halt refused (an operator's pause came first) was never acknowledged: the
+                # next batch finds the wave still over the limit and the halt is written then.
+                if halted is RolloutStatus.HALTED or not self._truth:
+                    self._halt_baseline = result.counts
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._continuation(wave))
