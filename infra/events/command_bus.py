@@ -52,6 +52,7 @@ from infra.events.commands import (
     streams,
 )
 from infra.events.nats import PUBLISH_TIMEOUT, connect, declare_stream
+from tenancy.settings import without_password
 
 # A reply is handed out again if its handling has not finished in this time.
 REPLY_ACK_WAIT = timedelta(seconds=30)
@@ -143,7 +144,9 @@ class CommandBus:
             self._js = js
         except _NATS_FAILURES as exc:
             await self.close()
-            raise BusUnavailable(f"NATS at {self._url}: {type(exc).__name__}: {exc}") from exc
+            raise BusUnavailable(
+                f"NATS at {without_password(self._url)}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def _ready(self) -> JetStreamContext:
         async with self._starting:

@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 
 from infra.events.bus import BusMessage, BusUnavailable
+from tenancy.settings import without_password
 
 STREAM = "PLATFORM_EVENTS"
 SUBJECTS = ["platform.tenants.>", "platform.rollouts.>"]
@@ -87,7 +88,9 @@ class NatsBus:
             self._js = js
         except _NATS_FAILURES as exc:
             await self.close()
-            raise BusUnavailable(f"NATS at {self._url}: {type(exc).__name__}: {exc}") from exc
+            raise BusUnavailable(
+                f"NATS at {without_password(self._url)}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def publish(self, message: BusMessage) -> None:
         """Publish and wait for the stream's PubAck."""
@@ -139,7 +142,7 @@ class BusProbe:
             self._nc = await connect(self._url)
         if not self._nc.is_connected:
             # The connection is reconnecting: the server is away.
-            raise BusUnavailable(f"NATS at {self._url} is not connected")
+            raise BusUnavailable(f"NATS at {without_password(self._url)} is not connected")
         await self._nc.jetstream(timeout=self._timeout.total_seconds()).account_info()
 
     async def close(self) -> None:
