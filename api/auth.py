@@ -165,6 +165,11 @@ class TokenVerifier:
         self._leeway = leeway
         self._required = [*_REQUIRED_CLAIMS, "aud"] + (["iss"] if issuer else [])
 
+    @property
+    def leeway(self) -> timedelta:
+        """How long past its `exp` a token is still taken (clock skew)."""
+        return self._leeway
+
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
         """The verifier the settings describe; raises if authentication is not configured."""

@@ -35,7 +35,7 @@ import jwt
 from fastapi import Request
 from starlette.responses import Response
 
-from api.auth import Principal
+from api.auth import Principal, TokenVerifier
 from infra.db.console_sessions import ConsoleSignOuts
 
 SESSION_COOKIE = "platform_console_session"
@@ -114,9 +114,11 @@ def token_expiry(token: str) -> datetime:
 
 
 async def end_session(request: Request, token: str) -> None:
-    """Sign the session of `token` out on every API process, until the token expires."""
+    """Sign the session of `token` out on every API process, until the token expires (and
+    the verifier's leeway past it, while it still takes the token)."""
     sign_outs: ConsoleSignOuts = request.state.console_sign_outs
-    await sign_outs.remember(token_digest(token), token_expiry(token))
+    verifier: TokenVerifier = request.state.verifier
+    await sign_outs.remember(token_digest(token), token_expiry(token) + verifier.leeway)
 
 
 async def was_signed_out(request: Request, token: str) -> bool:

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
-from api.auth import READ_SCOPE, ROLLOUTS_READ_SCOPE
-from api.console.session import SESSION_COOKIE
+from api.auth import DEFAULT_LEEWAY, READ_SCOPE, ROLLOUTS_READ_SCOPE
+from api.console.session import SESSION_COOKIE, token_digest, token_expiry
 from api.main import create_app
 from devstack.tokens import mint
 from tenancy.settings import Settings
@@ -52,7 +53,7 @@ async def assert_refused_by_the_console(base_url: str, token: str) -> None:
 
 
 async def test_a_signed_out_session_is_refused_on_every_api_process(
-    make_settings: Callable[..., Settings], keys_dir: Path
+    make_settings: Callable[..., Settings], keys_dir: Path, platform_db_url: str
 ) -> None:
     settings = make_settings()
     token = operator_token(keys_dir, "sign-out-operator")
@@ -68,6 +69,16 @@ async def test_a_signed_out_session_is_refused_on_every_api_process(
             assert signed_out.status_code == 303
             assert signed_out.headers["location"] == "/console/sign-in"
             assert session_cookie(browser) is None
+
+        # Remembered while the verifier takes the token: its expiry and the leeway past it.
+        async with await psycopg.AsyncConnection.connect(platform_db_url) as conn:
+            cur = await conn.execute(
+                "SELECT expires_at FROM console_sign_outs WHERE token_sha256 = %s",
+                (token_digest(token),),
+            )
+            remembered = await cur.fetchone()
+        assert remembered is not None
+        assert remembered[0] == token_expiry(token) + DEFAULT_LEEWAY
 
         await assert_refused_by_the_console(first, token)
         # Pasting the signed-out token again does not bring the session back.
