@@ -4,7 +4,9 @@ The same cases against the served API are in tests/integration/test_request_limi
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -45,6 +47,23 @@ def test_bytes_that_are_not_utf8_are_named() -> None:
     assert stop(b'{"a": "ok", "b": "\xff"}') == 18
 
 
+def cpu_seconds(check: Callable[[], object]) -> float:
+    """The best of three runs of `check`, in this thread's CPU time with the collector off: a
+    suite on busy cores stretches wall time, and a full collection of a long-lived test
+    process's heap is not the check's cost."""
+    best = float("inf")
+    for _ in range(3):
+        gc.disable()
+        try:
+            started = time.thread_time()
+            with contextlib.suppress(MalformedBody):
+                check()
+            best = min(best, time.thread_time() - started)
+        finally:
+            gc.enable()
+    return best
+
+
 HOSTILE = {
     "brackets": b"[" * K64,
     "closers": b"]" * K64,
@@ -60,8 +79,4 @@ HOSTILE = {
 
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_no_body_under_the_size_limit_is_slow_to_check(name: str) -> None:
-    # This thread's CPU time: a suite on busy cores stretches wall time, not the work done.
-    started = time.thread_time()
-    with contextlib.suppress(MalformedBody):
-        check_json(HOSTILE[name])
-    assert time.thread_time() - started < 0.25
+    assert cpu_seconds(lambda: check_json(HOSTILE[name])) < 0.25
