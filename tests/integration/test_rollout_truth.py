@@ -33,6 +33,7 @@ from tests.support.rollouts import (
     rollout_reaches,
     rollout_stack,
     rollout_view,
+    run_shows,
 )
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import free_port, serve
@@ -161,6 +162,9 @@ async def test_a_halt_refused_by_an_earlier_pause_is_written_after_the_resume(
                 maxFailureRatio=0.2,
             )
             await rollout_reaches(api, rid, "PAUSED")
+            # Resumed once the run has met the pause with its halt (a resume that the API
+            # writes first and the run hears only after its halt would lift the halt instead).
+            await run_shows(temporal_client, rid, "PAUSED")
             resumed = await api.post(f"/api/rollouts/{rid}/resume")
             # Acknowledged by the resume of a pause, the halt would let the wave's last
             # tenants be called; unacknowledged, the run halts before calling them.
@@ -170,7 +174,7 @@ async def test_a_halt_refused_by_an_earlier_pause_is_written_after_the_resume(
     assert [a.status_code for a in answers] == [202], [a.text for a in answers]
     assert resumed.status_code == 202, resumed.text
     assert halted["status"] == "HALTED", halted
-    assert len(rollout_calls(service, rid)) == 10
+    assert len(rollout_calls(service, rid)) == 10, (trail, halted)
     assert halted["counts"]["pending"] == 2, halted["counts"]
     assert [action for action, _ in trail][-1] == "ROLLOUT_HALTED", trail
 

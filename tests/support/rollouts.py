@@ -122,13 +122,7 @@ async def batches_done(
     client: Client, rollout_id: str, batches: int, timeout: float = 60.0
 ) -> RolloutProgress:
     """The run's progress once it has finished `batches` batch activities."""
-    handle = client.get_workflow_handle(rollout_workflow_id(rollout_id))
-
-    async def probe() -> RolloutProgress:
-        progress: RolloutProgress = await handle.query(PROGRESS_QUERY, result_type=RolloutProgress)
-        return progress
-
-    return await eventually(probe, lambda p: p.batch > batches, timeout=timeout)
+    return await _progress_when(client, rollout_id, lambda p: p.batch > batches, timeout)
 
 
 async def insert_active_tenants(tenants: TenantRepository, prefix: str, count: int) -> list[str]:
@@ -172,3 +166,23 @@ async def cancel_rollouts(rollouts: RolloutRepository, *rollout_ids: str) -> Non
     session reports them."""
     for rollout_id in rollout_ids:
         await rollouts.change_status(rollout_id, RolloutStatus.CANCELLED, "test", None, "test ends")
+
+
+async def run_shows(
+    client: Client, rollout_id: str, status: str, timeout: float = 60.0
+) -> RolloutProgress:
+    """The run's progress once the run itself (its `progress` query, not the row) shows
+    `status`."""
+    return await _progress_when(client, rollout_id, lambda p: p.status.value == status, timeout)
+
+
+async def _progress_when(
+    client: Client, rollout_id: str, done: Callable[[RolloutProgress], bool], timeout: float
+) -> RolloutProgress:
+    handle = client.get_workflow_handle(rollout_workflow_id(rollout_id))
+
+    async def probe() -> RolloutProgress:
+        progress: RolloutProgress = await handle.query(PROGRESS_QUERY, result_type=RolloutProgress)
+        return progress
+
+    return await eventually(probe, done, timeout=timeout)
