@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.common import MetricMeter
-from temporalio.worker import Worker
+from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.commands import CommandChannel
@@ -50,6 +50,7 @@ from infra.events.commands import load_reply_keys
 from infra.events.pruner import running_pruner
 from infra.limits import ServerLimits
 from infra.security.signing import CallSigner
+from infra.slots import SharedSlots
 from infra.telemetry.logging import configure_logging, redact
 from infra.telemetry.metrics import TENANT_GAUGE_INTERVAL, tenant_gauge
 from infra.telemetry.tracing import (
@@ -151,7 +152,16 @@ async def worker_activities(
         command_rows = CommandRepository(metadata_pool)
         commands = CommandChannel(command_bus, command_rows, signer)
         migrations = MigrationActivities(
-            http, tenants, settings.downstream_services, signer, commands
+            http,
+            tenants,
+            settings.downstream_services,
+            signer,
+            commands,
+            # Each service's call slots, shared by its queue's worker and the local attempts.
+            {
+                s.name: SharedSlots(settings.max_concurrent_migrations)
+                for s in settings.downstream_services
+            },
         )
         rollouts = RolloutActivities(
             RolloutRepository(metadata_pool),
@@ -200,6 +210,7 @@ async def worker_activities(
             yield [
                 metadata.load_plan,
                 metadata.record_tenant,
+                metadata.claim_tenant,
                 metadata.transition_status,
                 metadata.mark_migration_failed,
                 metadata.record_event,
@@ -216,6 +227,18 @@ async def worker_activities(
                 rollouts.set_rollout_status,
                 rollouts.set_wave_status,
             ]
+
+
+def service_tuner(slots: SharedSlots) -> WorkerTuner:
+    """A service worker's slots: its activity slots are the service's shared call slots (it
+    runs no workflows, local activities or Nexus tasks)."""
+    unused = FixedSizeSlotSupplier(1)
+    return WorkerTuner.create_composite(
+        workflow_supplier=unused,
+        activity_supplier=slots,
+        local_activity_supplier=unused,
+        nexus_supplier=unused,
+    )
 
 
 class PlatformWorkers:
@@ -270,6 +293,16 @@ def build_worker(
         workflow_runner=WORKFLOW_RUNNER,
     )
     (migrate,) = (fn for fn in activities if fn.__name__ == "migrate_service")
+    # The slots the activities' local attempts draw on, when they are the worker's own.
+    owner = getattr(migrate, "__self__", None)
+    slots = owner.slots if isinstance(owner, MigrationActivities) else {}
+    # Calls are made locally only for the services whose queues this process polls, and
+    # only without a rate, which the Temporal server enforces across a queue's workers.
+    if (
+        isinstance(owner, MigrationActivities)
+        and not settings.migration_queue_activities_per_second
+    ):
+        owner.attempt_locally(service.name for service in settings.downstream_services)
     per_service = [
         Worker(
             client,
@@ -277,7 +310,9 @@ def build_worker(
             activities=[migrate],
             interceptors=[ActivityContextInterceptor()],
             graceful_shutdown_timeout=SHUTDOWN_GRACE,
-            max_concurrent_activities=settings.max_concurrent_migrations,
+            tuner=service_tuner(
+                slots.get(service.name) or SharedSlots(settings.max_concurrent_migrations)
+            ),
             max_task_queue_activities_per_second=settings.migration_queue_activities_per_second,
         )
         for service in settings.downstream_services

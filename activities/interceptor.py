@@ -22,6 +22,8 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from tenancy.failures import FailureType
+
 _log = structlog.stdlib.get_logger("platform.activity")
 
 
@@ -49,6 +51,9 @@ def context_fields(info: activity.Info, args: Sequence[Any]) -> dict[str, Any]:
 def _will_retry(info: activity.Info, error: BaseException) -> bool:
     if isinstance(error, ApplicationError) and error.non_retryable:
         return False
+    if info.is_local:
+        # A local attempt's retryable failure hands the call to the regular activity.
+        return True
     policy = info.retry_policy
     if policy is None:
         return True
@@ -79,17 +84,28 @@ class _ActivityContext(ActivityInboundInterceptor):
             except asyncio.CancelledError:
                 _log.info("activity cancelled", outcome="cancelled", duration_ms=elapsed_ms())
                 raise
+            except ApplicationError as exc:
+                if exc.type != FailureType.LOCAL_DECLINED:
+                    self._log_failure(info, exc, elapsed_ms())
+                else:
+                    # Not a failure: the call goes to its queue instead (FailureType says why).
+                    _log.info("activity declined locally", outcome="declined", reason=str(exc))
+                raise
             except Exception as exc:
-                _log.warning(
-                    "activity failed",
-                    outcome="retrying" if _will_retry(info, exc) else "failed",
-                    duration_ms=elapsed_ms(),
-                    error_type=_error_type(exc),
-                    error=str(exc),
-                )
+                self._log_failure(info, exc, elapsed_ms())
                 raise
             _log.info("activity completed", outcome="completed", duration_ms=elapsed_ms())
             return result
+
+    @staticmethod
+    def _log_failure(info: activity.Info, exc: Exception, elapsed_ms: int) -> None:
+        _log.warning(
+            "activity failed",
+            outcome="retrying" if _will_retry(info, exc) else "failed",
+            duration_ms=elapsed_ms,
+            error_type=_error_type(exc),
+            error=str(exc),
+        )
 
 
 class ActivityContextInterceptor(Interceptor):

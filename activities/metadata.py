@@ -13,6 +13,8 @@ from infra.db.repository import (
     TransitionRefused,
 )
 from tenancy.contracts import (
+    ClaimedTenant,
+    ClaimTenantInput,
     MigrationFailedInput,
     MigrationRetry,
     PlanInput,
@@ -38,6 +40,9 @@ class MetadataActivities:
     @activity.defn(name="load_plan")
     async def load_plan(self, _: PlanInput) -> ProvisioningPlan:
         """The services and retry policy this worker is configured with, fixed for the run."""
+        return self._plan()
+
+    def _plan(self) -> ProvisioningPlan:
         s = self._settings
         return ProvisioningPlan(
             services=[service.name for service in s.downstream_services],
@@ -73,6 +78,23 @@ class MetadataActivities:
                 type=FailureType.TENANT_EXISTS,
                 non_retryable=True,
             ) from None
+
+    @activity.defn(name="claim_tenant")
+    async def claim_tenant(self, request: ClaimTenantInput) -> ClaimedTenant:
+        """`load_plan` and `record_tenant` in one call (runs with the lean history): the plan,
+        and the row this run owns, inserted with the plan's services or found."""
+        plan = self._plan()
+        tenant = await self.record_tenant(
+            RecordTenantInput(
+                spec=request.spec,
+                workflow_id=request.workflow_id,
+                run_id=request.run_id,
+                services=plan.services,
+                created_by=request.created_by,
+                adopt=request.adopt,
+            )
+        )
+        return ClaimedTenant(plan=plan, tenant=tenant)
 
     @activity.defn(name="transition_status")
     async def transition_status(self, request: TransitionInput) -> TransitionResult:

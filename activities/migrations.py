@@ -7,7 +7,7 @@ with the same `MigrationLedger` when the service's signed reply comes back.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Protocol, TypeVar
 
 import httpx
@@ -30,6 +30,7 @@ from activities.downstream import (
 from infra.db.repository import TenantRepository
 from infra.events.commands import CommandType, ReplyOutcome
 from infra.security.signing import CallSigner
+from infra.slots import SharedSlots
 from infra.telemetry.logging import redact
 from infra.telemetry.metrics import migration_attempt
 from tenancy.contracts import MigrateInput, MigrateResult
@@ -107,6 +108,13 @@ class MigrationActivities:
     How many calls run at once is the worker's business, not the activity's: each service's
     calls have their own task queue and worker slots (see `worker.build_worker`), so a call
     never waits for a slot inside its attempt, where waiting would count against it.
+
+    A local attempt (run inside the workflow task, see `workflows.provision.workflow`) takes
+    one of the service's `slots` at once or declines (`LOCAL_DECLINED`: the run then schedules
+    the regular activity on the service's queue, whose worker draws on the same slots, see
+    `infra.slots`); so does a call to a service with transport events, which answers
+    asynchronously, or to a service whose queue this process does not poll (see
+    `attempt_locally`).
     """
 
     def __init__(
@@ -116,6 +124,7 @@ class MigrationActivities:
         services: Iterable[DownstreamService],
         signer: CallSigner,
         commands: CommandChannel | None = None,
+        slots: Mapping[str, SharedSlots] | None = None,
     ) -> None:
         self._http = http
         self._signer = signer
@@ -123,6 +132,17 @@ class MigrationActivities:
         self.ledger = MigrationLedger(tenants)
         self._commands = commands
         self._services = {service.name: service for service in services}
+        # Each service's call slots in this process, shared with its task-queue worker.
+        self.slots: Mapping[str, SharedSlots] = slots or {}
+        self._local_slots: dict[str, SharedSlots] = {}
+
+    def attempt_locally(self, services: Iterable[str]) -> None:
+        """Make local attempts for `services` (those this process's workers poll the queues
+        of), drawing on their slots; HTTP services only."""
+        for name in services:
+            service = self._services.get(name)
+            if service is not None and not service.over_events and name in self.slots:
+                self._local_slots[name] = self.slots[name]
 
     @activity.defn(name="migrate_service")
     async def migrate_service(self, request: MigrateInput) -> MigrateResult:
@@ -133,6 +153,8 @@ class MigrationActivities:
         `request.max_attempts`; a failure of the platform's own bookkeeping is retried by
         Temporal without counting."""
         service = self._services.get(request.service)
+        if activity.info().is_local:
+            return await self._local(service, request)
         if service is None:
             migration_attempt(activity.metric_meter(), request.service, Outcome.REJECTED.value)
             raise ApplicationError(
@@ -146,6 +168,25 @@ class MigrationActivities:
         if service.over_events:
             return await self._command(request)
         return await self._call(service, request)
+
+    async def _local(
+        self, service: DownstreamService | None, request: MigrateInput
+    ) -> MigrateResult:
+        """A local attempt: made now with one of the service's local slots, or declined."""
+        slots = self._local_slots.get(request.service)
+        if service is None or slots is None or not slots.try_take():
+            raise ApplicationError(
+                f"{request.service}: no free call slot in this worker now; the call goes to "
+                "its queue",
+                type=FailureType.LOCAL_DECLINED,
+            )
+        try:
+            await _bookkeeping(
+                self._tenants.migration_attempt_started(request.tenant_id, request.service)
+            )
+            return await self._call(service, request)
+        finally:
+            slots.give()
 
     async def _command(self, request: MigrateInput) -> MigrateResult:
         """Send the MigrateTenant command and leave the attempt open for its reply; a final

@@ -16,13 +16,15 @@ from temporalio.exceptions import ApplicationError
 
 from activities.bookkeeping import metadata_failures
 from infra.db.errors import ErrorKind, classify, sqlstate
-from infra.db.repository import TenantLeaving, TenantRepository
+from infra.db.repository import TenantLeaving, TenantRepository, TransitionRefused
 from infra.db.storage import StorageAdmin
 from infra.limits import NoSlot, ServerLimits, remaining_budget, server_key
 from infra.telemetry.metrics import storage_error
 from tenancy.contracts import CreateStorageInput
 from tenancy.failures import FailureType, summarize
 from tenancy.models import StorageLocation
+from tenancy.naming import workflow_actor
+from tenancy.status import TenantStatus
 
 # What an attempt keeps for the DDL itself when it waits for a slot (start-to-close is 2 min).
 DDL_RESERVE = timedelta(seconds=30)
@@ -39,6 +41,9 @@ async def heartbeating(interval: timedelta) -> AsyncIterator[None]:
     silent activity is only found dead at its start-to-close timeout."""
 
     async def beat() -> None:
+        # A local attempt runs inside its workflow task, which the worker keeps alive itself.
+        if activity.info().is_local:
+            return
         while True:
             activity.heartbeat()
             await asyncio.sleep(interval.total_seconds())
@@ -70,6 +75,12 @@ class StorageActivities:
         A transient failure (see `infra.db.errors`) is retried for as long as it lasts and
         shown in the tenant's `statusReason` meanwhile; a permanent one fails the step."""
         server = server_key(self._admin.locate(request.tenant_id, request.mode).jdbc_url)
+        if activity.info().is_local and not self._limits.free(server):
+            # A local attempt never waits for a slot: the regular activity waits in the queue.
+            raise ApplicationError(
+                f"no free storage slot on {server} in this worker now",
+                type=FailureType.LOCAL_DECLINED,
+            )
         try:
             async with (
                 heartbeating(HEARTBEAT_INTERVAL),
@@ -102,7 +113,25 @@ class StorageActivities:
         # same way on every retry.
         with metadata_failures("jdbcUrl"):
             await self._tenants.set_jdbc_url(request.tenant_id, location.jdbc_url)
+        if request.then_status is not None:
+            await self._advance(request.tenant_id, request.then_status)
         return location
+
+    async def _advance(self, tenant_id: str, target: TenantStatus) -> None:
+        """The status the run asked for once its storage is recorded (a repeat is a no-op),
+        in this attempt rather than in a task of its own."""
+        try:
+            with metadata_failures("transition_status"):
+                await self._tenants.transition(
+                    tenant_id,
+                    target,
+                    None,
+                    workflow_actor(activity.info().workflow_id or "unknown"),
+                )
+        except TransitionRefused as refused:
+            raise ApplicationError(
+                str(refused), type=FailureType.ILLEGAL_TRANSITION, non_retryable=True
+            ) from None
 
     async def _transient(self, request: CreateStorageInput, error: str, code: str) -> NoReturn:
         """Count the failure, show it on the tenant (best effort: the metadata database may

@@ -15,6 +15,7 @@ from tenancy.models import (
     EventAction,
     StorageLocation,
     StorageMode,
+    Tenant,
     TenantSpec,
 )
 from tenancy.status import TenantStatus
@@ -63,6 +64,23 @@ class RecordTenantInput(CamelModel):
     adopt: AdoptRun | None = None
 
 
+class ClaimTenantInput(CamelModel):
+    """Argument of `claim_tenant`: `record_tenant` with the worker's own services."""
+
+    spec: TenantSpec
+    workflow_id: str
+    run_id: str
+    created_by: str | None = None
+    adopt: AdoptRun | None = None
+
+
+class ClaimedTenant(CamelModel):
+    """Result of `claim_tenant`: the run's plan and the row it now owns."""
+
+    plan: ProvisioningPlan
+    tenant: Tenant
+
+
 class TransitionInput(CamelModel):
     """Argument of `transition_status`."""
 
@@ -82,6 +100,9 @@ class CreateStorageInput(CamelModel):
 
     tenant_id: str
     mode: StorageMode
+    # Set by runs with the lean history: the status the tenant moves to once its storage is
+    # recorded, in the same attempt (None, as in histories before it: the workflow moves it).
+    then_status: TenantStatus | None = None
 
 
 class MigrateInput(CamelModel):

@@ -52,6 +52,10 @@ class FailureType(StrEnum):
     DROP_REFUSED = "StorageDropRefused"
     # Event-driven calls.
     BUS_UNAVAILABLE = "CommandBusUnavailable"
+    # A local attempt (run inside the workflow task) that the worker declined to make: no
+    # free slot in this process, or a call that must go through its task queue. The workflow
+    # then schedules the regular activity; nothing was done.
+    LOCAL_DECLINED = "LocalAttemptDeclined"
 
 
 def summarize(text: str, limit: int = 300) -> str:

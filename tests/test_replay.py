@@ -49,6 +49,8 @@ async def test_history_replays_deterministically(path: Path) -> None:
         "workflowId", path.stem
     )
     history = WorkflowHistory.from_json(workflow_id, raw)
+    # The SDK's full sandbox on purpose: the worker passes every module through
+    # (worker.WORKFLOW_RUNNER), so this is where a workflow reaching outside it is caught.
     replayer = Replayer(
         workflows=[ProvisionTenantWorkflow, DeleteTenantWorkflow, FleetRolloutWorkflow],
         data_converter=pydantic_data_converter,

@@ -76,6 +76,34 @@ def as_regular(options: ActivityOptions) -> ActivityOptions:
     return replace(options, local=False)
 
 
+def local_attempt(options: ActivityOptions) -> ActivityOptions:
+    """One attempt of a regular activity made as a local activity, inside the workflow task
+    that asks for it: no task-queue round trip, no task of its own to record. Only one: any
+    failure that a retry could fix hands the call to the regular activity (`options`)."""
+    return replace(
+        options,
+        local=True,
+        task_queue=None,
+        schedule_to_start=None,
+        schedule_to_close=None,
+        heartbeat=None,
+        retry=RetryPolicy(maximum_attempts=1),
+    )
+
+
+def is_final(error: FailureError, options: ActivityOptions) -> bool:
+    """Whether `error` would end the regular activity too: the activity raised it non-retryable,
+    or `options`' retry policy names its type."""
+    chain: list[BaseException] = [error]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    final_types = set(options.retry.non_retryable_error_types or ())
+    return any(
+        isinstance(c, ApplicationError) and (c.non_retryable or c.type in final_types)
+        for c in chain
+    )
+
+
 async def run_activity(
     method: Callable[[Any, ArgT], Awaitable[ResultT]],
     arg: ArgT,
@@ -116,6 +144,12 @@ async def transition_tenant(
         TransitionInput(tenant_id=tenant_id, target=target, reason=reason),
         options,
     )
+    follow_status(tenant_id, target, reason)
+
+
+def follow_status(tenant_id: str, target: TenantStatus, reason: str | None) -> None:
+    """The run's `TenantStatus` search attribute and log line after the row moved to `target`
+    (by `transition_tenant`, or by an activity that moved it as part of its own step)."""
     workflow.upsert_search_attributes([sa.TENANT_STATUS.value_set(target.value)])
     workflow.logger.info(
         "tenant %s is %s%s", tenant_id, target.value, f": {reason}" if reason else ""

@@ -105,7 +105,9 @@ async def test_the_reconciler_reports_a_call_waiting_on_a_queue_no_worker_polls(
     )
     prefix = f"uq{uuid.uuid4().hex[:6]}_"
     request = spec(f"{prefix}waits")
-    backend[0].script(request.id, 503, 200)
+    # The first 503 answers the run's local attempt, the second the regular activity's first
+    # attempt on the backend's queue, which then waits out its backoff before attempt 2.
+    backend[0].script(request.id, 503, 503, 200)
     gateway = WorkflowGateway(temporal_client, settings)
     handle = temporal_client.get_workflow_handle(provision_workflow_id(request.id))
     check = Reconciler(

@@ -15,8 +15,14 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 
+from infra import search_attributes as sa
 from tenancy.contracts import AdoptRun
 from tenancy.models import Tenant, TenantSpec
 from tenancy.naming import provision_workflow_id
@@ -26,6 +32,18 @@ _POLICIES: dict[str, Any] = {
     "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
     "id_reuse_policy": WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
 }
+
+
+def identity(spec: TenantSpec) -> TypedSearchAttributes:
+    """The search attributes a run is started with: which tenant, tier and storage mode. Its
+    `TenantStatus` is set by the run itself once it owns the row."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.TENANT_ID, spec.id),
+            SearchAttributePair(sa.SLA_TIER, spec.sla_tier.value),
+            SearchAttributePair(sa.STORAGE_MODE, spec.storage_mode.value),
+        ]
+    )
 
 
 def adoption(tenant: Tenant, actor: str, reason: str) -> ProvisionInput:
@@ -60,6 +78,7 @@ def start_operation(
         id=provision_workflow_id(request.spec.id),
         task_queue=task_queue,
         memo={START_REQUEST_MEMO: start_request},
+        search_attributes=identity(request.spec),
         **_POLICIES,
     )
 
@@ -74,5 +93,6 @@ async def start(
         result_type=ProvisionState,
         id=provision_workflow_id(request.spec.id),
         task_queue=task_queue,
+        search_attributes=identity(request.spec),
         **_POLICIES,
     )

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import (
@@ -32,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from infra.telemetry import metrics
     from tenancy.contracts import (
         AdoptRun,
+        ClaimTenantInput,
         CreateStorageInput,
         MigrateInput,
         MigrationFailedInput,
@@ -44,7 +47,11 @@ with workflow.unsafe.imports_passed_through():
     from tenancy.naming import workflow_actor
     from tenancy.status import MigrationStatus, TenantStatus
     from workflows.common import (
+        ActivityOptions,
         failure_reason,
+        follow_status,
+        is_final,
+        local_attempt,
         never_started,
         record_retry_request,
         run_activity,
@@ -68,6 +75,13 @@ with workflow.unsafe.imports_passed_through():
 # One patch for issue 9's changes to the run's history: adoption, continue-as-new, cancellation
 # and the TenantStatus search attribute written only once the run owns the row.
 RECOVERABLE_RUNS_PATCH = "recoverable-runs"
+# The lean history (issue 20): one patch marker instead of one per change (each marker also
+# upserts TemporalChangeVersion, a visibility write); the plan and the row in one local
+# activity; the identity search attributes set at start; the storage step moving the tenant to
+# MIGRATING itself. Runs that took it take every earlier patch's path without asking.
+LEAN_HISTORY_PATCH = "lean-history"
+# The shortest timer: ends the current workflow task, so what it answered is sent.
+_FLUSH = timedelta(milliseconds=1)
 # Where a cancelled run leaves a tenant it owned: an error status with a way out.
 _CANCELLED_TO = {
     TenantStatus.PROVISIONING: TenantStatus.PROVISION_ERROR,
@@ -85,6 +99,10 @@ def _failure_type(value: str | None) -> FailureType:
     """The activity's own failure type, or the generic provisioning failure."""
     known = {member.value for member in FailureType}
     return FailureType(value) if value in known else FailureType.PROVISION_FAILED
+
+
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
 
 
 @dataclass(frozen=True)
@@ -124,12 +142,37 @@ class ProvisionTenantWorkflow:
         self._retry_claimed = False
         self._local_metadata = False
         self._recoverable = False
+        self._lean = False
+        # A client waits for `tenant_recorded` (update-with-start: adoptions, retries).
+        self._record_awaited = False
         # Why a service's last call never started: no worker took it from its queue.
         self._unpolled: dict[str, str] = {}
 
     @workflow.run
     async def run(self, request: ProvisionInput) -> ProvisionState:
         """Walk the chain; the result is the final state (ACTIVE)."""
+        self._lean = workflow.patched(LEAN_HISTORY_PATCH)
+        if self._lean:
+            self._recoverable = self._local_metadata = True
+            if self._adopt is None:
+                metrics.provision_started(workflow.metric_meter(), self._spec)
+        else:
+            await self._begin()
+        try:
+            for step in PROVISION_CHAIN:
+                if step.patch_id is not None and not workflow.patched(step.patch_id):
+                    continue
+                await step.run(self)
+        except (asyncio.CancelledError, FailureError) as err:
+            if not self._is_cancellation(err):
+                raise
+            await self._record_cancellation()
+            raise
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._state
+
+    async def _begin(self) -> None:
+        """How runs before the lean history begin: their patches, search attributes and plan."""
         self._recoverable = workflow.patched(RECOVERABLE_RUNS_PATCH)
         if self._recoverable:
             # TenantStatus is written once this run owns the row (`_record_metadata`): until
@@ -154,25 +197,14 @@ class ProvisionTenantWorkflow:
             metrics.provision_started(workflow.metric_meter(), self._spec)
         # Runs started before the patch keep scheduling metadata writes as regular activities.
         self._local_metadata = workflow.patched(options.LOCAL_METADATA_PATCH)
-        self._plan = await run_activity(
-            MetadataActivities.load_plan, PlanInput(), options.LOAD_PLAN
+        self._take_plan(
+            await run_activity(MetadataActivities.load_plan, PlanInput(), options.LOAD_PLAN)
         )
+
+    def _take_plan(self, plan: ProvisioningPlan) -> None:
+        self._plan = plan
         carried = self._resume.services if self._resume is not None else {}
-        self._state.services = {
-            name: carried.get(name, ServiceState()) for name in self._plan.services
-        }
-        try:
-            for step in PROVISION_CHAIN:
-                if step.patch_id is not None and not workflow.patched(step.patch_id):
-                    continue
-                await step.run(self)
-        except (asyncio.CancelledError, FailureError) as err:
-            if not self._is_cancellation(err):
-                raise
-            await self._record_cancellation()
-            raise
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return self._state
+        self._state.services = {name: carried.get(name, ServiceState()) for name in plan.services}
 
     @workflow.query(name=STATUS_QUERY)
     def get_status(self) -> ProvisionState:
@@ -213,6 +245,7 @@ class ProvisionTenantWorkflow:
     @workflow.update(name=RECORDED_UPDATE)
     async def tenant_recorded(self) -> ProvisionState:
         """Completes once the tenant row exists, so the API never answers 202 before it."""
+        self._record_awaited = True
         await workflow.wait_condition(lambda: self._state.recorded or self._rejection is not None)
         if self._rejection is not None:
             raise ApplicationError(self._rejection, type=self._rejection_type)
@@ -235,22 +268,40 @@ class ProvisionTenantWorkflow:
             return False
         return isinstance(err, ActivityError) or self._recoverable
 
-    async def _record_metadata(self) -> None:
-        assert self._plan is not None
+    async def _claim(self) -> Tenant:
+        """The row this run owns (inserted, found, or adopted), and the plan with it."""
         info = workflow.info()
-        try:
-            tenant = await run_activity(
-                MetadataActivities.record_tenant,
-                RecordTenantInput(
+        if self._lean:
+            claimed = await run_activity(
+                MetadataActivities.claim_tenant,
+                ClaimTenantInput(
                     spec=self._spec,
                     workflow_id=info.workflow_id,
                     run_id=info.run_id,
-                    services=self._plan.services,
                     created_by=self._requested_by,
                     adopt=self._adopt,
                 ),
-                self._metadata(options.RECORD_TENANT),
+                options.RECORD_TENANT,
             )
+            self._take_plan(claimed.plan)
+            return claimed.tenant
+        assert self._plan is not None
+        return await run_activity(
+            MetadataActivities.record_tenant,
+            RecordTenantInput(
+                spec=self._spec,
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                services=self._plan.services,
+                created_by=self._requested_by,
+                adopt=self._adopt,
+            ),
+            self._metadata(options.RECORD_TENANT),
+        )
+
+    async def _record_metadata(self) -> None:
+        try:
+            tenant = await self._claim()
         except FailureError as err:
             if not self._step_failed(err):
                 raise
@@ -268,6 +319,10 @@ class ProvisionTenantWorkflow:
         self._state.recorded = True
         if self._recoverable:
             self._adopt_row(tenant)
+        if self._lean and self._record_awaited:
+            # The answer leaves with this workflow task's completion, which local attempts
+            # would hold back until storage and migrations are done: end the task first.
+            await workflow.sleep(_FLUSH)
 
     def _adopt_row(self, tenant: Tenant) -> None:
         """Start from what the row says: its status, and the services already migrated."""
@@ -282,15 +337,27 @@ class ProvisionTenantWorkflow:
                 self._state.services[record.service] = ServiceState(
                     status=MigrationStatus.SUCCEEDED, version=record.version
                 )
-        workflow.upsert_search_attributes([sa.TENANT_STATUS.value_set(self._state.status.value)])
+        updates = [sa.TENANT_STATUS.value_set(self._state.status.value)]
+        if self._lean and workflow.info().typed_search_attributes.get(sa.TENANT_ID) is None:
+            # Started without them (a client older than the lean history): set them here.
+            updates += [
+                sa.TENANT_ID.value_set(self._spec.id),
+                sa.SLA_TIER.value_set(self._spec.sla_tier.value),
+                sa.STORAGE_MODE.value_set(self._spec.storage_mode.value),
+            ]
+        workflow.upsert_search_attributes(updates)
 
     async def _create_storage(self) -> None:
         if self._resume is not None:
             return
+        # The lean history's storage step records MIGRATING itself, in the same attempt.
+        then = TenantStatus.MIGRATING if self._lean else None
         try:
-            self._state.storage = await run_activity(
+            self._state.storage = await self._attempt(
                 StorageActivities.create_storage,
-                CreateStorageInput(tenant_id=self._spec.id, mode=self._spec.storage_mode),
+                CreateStorageInput(
+                    tenant_id=self._spec.id, mode=self._spec.storage_mode, then_status=then
+                ),
                 options.CREATE_STORAGE,
             )
         except FailureError as err:
@@ -303,7 +370,10 @@ class ProvisionTenantWorkflow:
                 type=FailureType.PROVISION_FAILED,
                 non_retryable=True,
             ) from err
-        await self._set_status(TenantStatus.MIGRATING)
+        if self._lean:
+            self._follow_status(TenantStatus.MIGRATING)
+        else:
+            await self._set_status(TenantStatus.MIGRATING)
 
     async def _migrate_services(self) -> None:
         if self._resume is not None and self._resume.status is TenantStatus.MIGRATION_ERROR:
@@ -403,15 +473,15 @@ class ProvisionTenantWorkflow:
             max_attempts=self._plan.migration_retry.max_attempts,
         )
         # Runs started before per-service queues keep their calls on the workflow's queue.
-        per_service = workflow.patched(options.PER_SERVICE_QUEUES_PATCH)
+        per_service = self._lean or workflow.patched(options.PER_SERVICE_QUEUES_PATCH)
         task_queue = options.migration_task_queue(info.task_queue, service) if per_service else None
         # Only a service's own queue can be unpolled while the run's queue is not: a deploy
         # that dropped the service, or workers older than the per-service queues.
-        bounded = per_service and workflow.patched(options.SCHEDULE_TO_START_PATCH)
+        bounded = per_service and (self._lean or workflow.patched(options.SCHEDULE_TO_START_PATCH))
         retry = self._plan.migration_retry
         self._unpolled.pop(service, None)
         try:
-            result = await run_activity(
+            result = await self._attempt(
                 MigrationActivities.migrate_service,
                 request,
                 options.migrate_service_options(retry, task_queue, bounded_wait=bounded),
@@ -440,12 +510,43 @@ class ProvisionTenantWorkflow:
         )
         return True
 
+    async def _attempt(
+        self,
+        method: Callable[[Any, ArgT], Awaitable[ResultT]],
+        arg: ArgT,
+        opts: ActivityOptions,
+    ) -> ResultT:
+        """Run a storage or migration step. The lean history makes its first attempt locally,
+        in this workflow task (the common case: done with no task-queue round trip and no
+        task of its own); a failure that a retry could fix, a timeout, or a worker that
+        declines (no free slot here) hands the call to the regular activity and its queue,
+        retry policy and slots, as before. The call is idempotent either way."""
+        if not self._lean:
+            return await run_activity(method, arg, opts)
+        try:
+            return await run_activity(method, arg, local_attempt(opts))
+        except FailureError as err:
+            if self._is_cancellation(err) or is_final(err, opts):
+                raise
+        return await run_activity(method, arg, opts)
+
     async def _set_status(self, target: TenantStatus, reason: str | None = None) -> None:
         self._state.status = target
         self._state.reason = reason
         await transition_tenant(
             self._spec.id, target, reason, self._metadata(options.TRANSITION_STATUS)
         )
+        self._count_outcome(target)
+
+    def _follow_status(self, target: TenantStatus) -> None:
+        """An activity moved the row to `target`: follow it in the state, the search attribute
+        and the log, as `_set_status` does after its own transition."""
+        self._state.status = target
+        self._state.reason = None
+        follow_status(self._spec.id, target, None)
+        self._count_outcome(target)
+
+    def _count_outcome(self, target: TenantStatus) -> None:
         outcome = _OUTCOMES.get(target)
         if outcome is not None:
             metrics.provision_finished(
