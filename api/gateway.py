@@ -9,8 +9,10 @@ import contextlib
 import uuid
 from collections.abc import Awaitable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+import psycopg
+from psycopg_pool import PoolTimeout
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -24,6 +26,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ServiceUnavailable, StatusConflict, TenantConflict, TenantNotFound
+from infra.db.repository import TenantOwnedElsewhere, TenantRepository
 from tenancy.failures import FailureType
 from tenancy.models import Tenant, TenantSpec
 from tenancy.naming import deletion_workflow_id, provision_workflow_id
@@ -62,6 +65,20 @@ async def _consume_start_failure(start: WithStartWorkflowOperation[Any, Any]) ->
     # asyncio from logging "exception was never retrieved".
     with contextlib.suppress(Exception, asyncio.CancelledError):
         await asyncio.wait_for(start.workflow_handle(), timeout=0.1)
+
+
+def _accepted(tenant_id: str) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"provisioning of {tenant_id} was accepted by Temporal but its record is "
+        "not written yet; GET the tenant later",
+    )
+
+
+def _unconfirmed(tenant_id: str) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"Temporal did not confirm the start of {tenant_id} in time; send the request "
+        "again (an id that did start answers 409)"
+    )
 
 
 ResultT = TypeVar("ResultT")
@@ -131,8 +148,32 @@ class WorkflowGateway:
                 "Temporal or the workflow did not answer in time; is a worker running?"
             ) from None
 
+    async def create(
+        self, spec: TenantSpec, tenants: TenantRepository, requested_by: str | None = None
+    ) -> Tenant:
+        """Start provisioning a new tenant and write its row here, without waiting on a worker.
+
+        The row is inserted with the started run's id by the insert the run's own first step
+        makes, idempotent by run id: whichever comes first writes it, the other finds it (the
+        run adds its plan's migrations). The workflow id is the tenant id, an open run is never
+        replaced and an existing row never taken over, so of any number of racing requests
+        exactly one creates a tenant; the others get 409.
+        """
+        run_id = await self._start_new(ProvisionInput(spec=spec, requested_by=requested_by))
+        try:
+            return await tenants.insert(
+                spec, provision_workflow_id(spec.id), run_id, services=(), created_by=requested_by
+            )
+        except TenantOwnedElsewhere:
+            # An earlier run of the id ended without completing and left its row: the new run
+            # is refused it at its own record step and fails.
+            raise TenantConflict(f"tenant {spec.id} already exists") from None
+        except (psycopg.OperationalError, PoolTimeout):
+            raise _accepted(spec.id) from None
+
     async def provision(self, spec: TenantSpec, requested_by: str | None = None) -> ProvisionState:
-        """Start the workflow and wait until it has recorded the tenant row.
+        """Start the workflow and wait until its run has recorded the tenant row (a worker
+        must take the run; the API's POST uses `create`, which does not wait for one).
 
         The workflow id is the tenant id; an open run is never replaced and an existing row
         is never taken over, so of any number of racing requests exactly one creates a tenant.
@@ -270,30 +311,73 @@ class WorkflowGateway:
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             await _consume_start_failure(start)
             if await self._started_by(tenant_id, start_request):
-                raise ServiceUnavailable(
-                    f"provisioning of {tenant_id} was accepted by Temporal but its record is "
-                    "not written yet; GET the tenant later",
-                ) from None
-            raise ServiceUnavailable(
-                f"Temporal did not confirm the start of {tenant_id} in time; send the request "
-                "again (an id that did start answers 409)"
-            ) from None
+                raise _accepted(tenant_id) from None
+            raise _unconfirmed(tenant_id) from None
         except RPCError as exc:
             await _consume_start_failure(start)
             raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
 
+    async def _start_new(self, request: ProvisionInput) -> str:
+        """Start a run for a new tenant; its run id. When the answer is lost (an `RPCError` or
+        a timeout after the request was sent) Temporal is asked whether this start's run
+        exists: its id when it does, 503 otherwise (saying whether to send the request again)."""
+        tenant_id = request.spec.id
+        start_request = uuid.uuid4().hex
+        try:
+            handle = await asyncio.wait_for(
+                starts.start(self._client, request, self._settings.task_queue, start_request),
+                timeout=self._timeout,
+            )
+        except WorkflowAlreadyStartedError:
+            raise TenantConflict(f"tenant {tenant_id} already exists") from None
+        except (RPCError, TimeoutError) as exc:
+            # Only an error the server (or the SDK, after its own retries) answered makes a
+            # missing run mean "not started": a start given up on may still be committing.
+            answered = isinstance(exc, RPCError) and exc.status not in _UNSETTLED
+            started = await self._run_started_by(tenant_id, start_request, answered)
+            if isinstance(started, str):
+                return started
+            reason = exc.message if isinstance(exc, RPCError) else None
+            if started is False:
+                raise ServiceUnavailable(
+                    f"Temporal did not start the provisioning of {tenant_id} "
+                    f"({reason or 'no answer in time'}); send the request again"
+                ) from None
+            if reason is not None:
+                raise ServiceUnavailable(f"Temporal is unavailable: {reason}") from None
+            raise _unconfirmed(tenant_id) from None
+        # A handle from `start_workflow` always names the run it started.
+        assert handle.result_run_id is not None
+        return handle.result_run_id
+
     async def _started_by(self, tenant_id: str, start_request: str) -> bool:
         """Whether the tenant's latest run was started by `start_request`: the update's wait
         hides whether the start itself went through."""
+        started = await self._run_started_by(tenant_id, start_request, absence_is_final=False)
+        return isinstance(started, str)
+
+    async def _run_started_by(
+        self, tenant_id: str, start_request: str, absence_is_final: bool
+    ) -> str | Literal[False] | None:
+        """The id of the tenant's latest run when `start_request` started it; False when it
+        surely did not (another run is open, or `absence_is_final` and the latest run is
+        another's or none); None when Temporal does not answer or cannot tell."""
         handle = self._client.get_workflow_handle(provision_workflow_id(tenant_id))
         try:
             description = await asyncio.wait_for(
                 handle.describe(), timeout=_CONFIRM_TIMEOUT.total_seconds()
             )
             memo = await description.memo_value(starts.START_REQUEST_MEMO, default=None)
-        except (RPCError, TimeoutError):
+        except RPCError as exc:
+            missing = exc.status is RPCStatusCode.NOT_FOUND
+            return False if missing and absence_is_final else None
+        except TimeoutError:
+            return None
+        if memo == start_request:
+            return description.run_id
+        if absence_is_final or description.status is WorkflowExecutionStatus.RUNNING:
             return False
-        return bool(memo == start_request)
+        return None
 
     async def start_rollout(self, run: RolloutInput) -> None:
         """Start the rollout's run. A run already open runs the rollout's rows: that is not an

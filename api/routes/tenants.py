@@ -62,10 +62,11 @@ async def create_tenant(
     tenants: Tenants,
     workflows: Workflows,
 ) -> Tenant:
-    """Start provisioning; answers once the tenant is recorded, so a GET never 404s after."""
-    await workflows.provision(spec, requested_by=principal.subject)
+    """Start provisioning; answers once the tenant is recorded, so a GET never 404s after (the
+    API writes the row with the started run's id: no worker is waited for)."""
+    tenant = await workflows.create(spec, tenants, requested_by=principal.subject)
     response.headers["Location"] = f"/api/tenants/{spec.id}"
-    return await load(tenants, spec.id)
+    return tenant
 
 
 @tenants_router.get(

@@ -76,7 +76,7 @@ async def test_one_trace_spans_api_workflow_activities_and_downstream(
         s.name for s in spans if s.context is not None and s.context.trace_id == trace_id
     )
     for expected in (
-        "StartUpdateWithStartWorkflow:ProvisionTenantWorkflow",
+        "StartWorkflow:ProvisionTenantWorkflow",
         "RunWorkflow:ProvisionTenantWorkflow",
         "RunActivity:record_tenant",
         "RunActivity:create_storage",

@@ -1,17 +1,15 @@
-"""Degraded dependencies: clear 503s while PostgreSQL, Temporal or the worker is away, and
-nothing lost once they are back."""
+"""Degraded dependencies: clear 503s while PostgreSQL or Temporal is away, and nothing lost once
+they are back. (A POST does not wait for a worker: tests/integration/test_create_path.py.)"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 from psycopg import sql
-from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -19,10 +17,9 @@ from api.main import create_app
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import cli_path
 from tenancy.settings import Settings
-from tests.conftest import running_worker, unique_id, with_database
+from tests.conftest import unique_id, with_database
 from tests.integration.test_api import token_for
 from tests.support.polling import eventually
-from tests.support.scripted_service import ScriptedService
 from tests.support.servers import free_port, serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -91,31 +88,3 @@ async def test_readyz_answers_503_while_temporal_is_down(
                 assert created.status_code == 503
     finally:
         await env.shutdown()
-
-
-async def test_post_without_a_worker_answers_503_and_the_tenant_completes_later(
-    temporal_client: Client, make_settings: Callable[..., Settings], keys_dir: Path
-) -> None:
-    service = ScriptedService()
-    with serve(service.app()) as service_url:
-        settings = make_settings(
-            ("backend-service", service_url), create_timeout=timedelta(seconds=1)
-        )
-        tenant_id = unique_id("noworker")
-        with serve(create_app(settings)) as url:
-            async with authorized(url, keys_dir) as api:
-                pending = await api.post("/api/tenants", json=body(tenant_id))
-                assert pending.status_code == 503
-                assert "GET the tenant later" in pending.json()["detail"]
-                assert (await api.post("/api/tenants", json=body(tenant_id))).status_code == 409
-
-                async with running_worker(temporal_client, settings):
-
-                    async def probe() -> httpx.Response:
-                        return await api.get(f"/api/tenants/{tenant_id}")
-
-                    done = await eventually(
-                        probe,
-                        lambda r: r.status_code == 200 and r.json()["status"] == "ACTIVE",
-                    )
-    assert done.json()["lastMigrationVersion"] == {"backend-service": "0002"}

@@ -1,5 +1,7 @@
-"""What a POST answers when the tenant's record does not come in time: 503 "accepted" only when
-Temporal confirmed the start, another 503 (and nothing started) when it did not."""
+"""What the gateway answers when a start is not confirmed. `provision` (waiting for the run's
+record): 503 "accepted" only when Temporal confirmed the start, another 503 (and nothing started)
+when it did not. `create` (the POST: a start, then the API's own insert): a start whose answer
+was lost is looked up, recorded when it ran, and a 503 says whether to send the request again."""
 
 from __future__ import annotations
 
@@ -11,13 +13,16 @@ from datetime import timedelta
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ServiceUnavailable
 from api.gateway import WorkflowGateway
+from infra.db.repository import TenantRepository
 from tenancy.models import SlaTier, StorageMode, TenantSpec
 from tenancy.naming import provision_workflow_id
 from tenancy.settings import Settings
 from tests.conftest import unique_id
+from tests.support.temporal_faults import LostStarts, UnansweredStarts, client_with
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -89,3 +94,67 @@ async def test_unconfirmed_start_answers_503_and_starts_nothing(
         )
     ]
     assert started == []
+
+
+async def test_a_create_whose_start_answer_was_lost_records_the_run_it_started(
+    temporal_client: Client, make_settings: Callable[..., Settings], tenants: TenantRepository
+) -> None:
+    lost = LostStarts(reach_server=True)
+    gateway = WorkflowGateway(client_with(temporal_client, lost), make_settings())
+    request = spec()
+
+    tenant = await gateway.create(request, tenants, requested_by="lost-answer")
+
+    handle = temporal_client.get_workflow_handle(provision_workflow_id(request.id))
+    latest = await handle.describe()
+    await handle.terminate("test done")
+    assert lost.starts == 1
+    assert tenant.workflow_run_id == latest.run_id
+    assert tenant.created_by == "lost-answer"
+    assert await tenants.get(request.id) == tenant
+
+
+@pytest.mark.parametrize(
+    ("refusal", "answer"),
+    [
+        # The server refused the start: no run can appear, the request may be sent again.
+        (RPCStatusCode.RESOURCE_EXHAUSTED, "did not start the provisioning"),
+        # The server may still be committing it: Temporal cannot tell yet.
+        (RPCStatusCode.UNAVAILABLE, "Temporal is unavailable"),
+    ],
+)
+async def test_a_create_whose_start_did_not_reach_temporal_answers_503_and_writes_nothing(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    tenants: TenantRepository,
+    refusal: RPCStatusCode,
+    answer: str,
+) -> None:
+    lost = LostStarts(reach_server=False, status=refusal)
+    gateway = WorkflowGateway(client_with(temporal_client, lost), make_settings())
+    request = spec()
+
+    with pytest.raises(ServiceUnavailable, match=answer) as refused:
+        await gateway.create(request, tenants)
+
+    assert lost.starts == 1
+    assert await tenants.get(request.id) is None
+    with pytest.raises(RPCError) as described:
+        await temporal_client.get_workflow_handle(provision_workflow_id(request.id)).describe()
+    assert described.value.status is RPCStatusCode.NOT_FOUND
+    if refusal is RPCStatusCode.RESOURCE_EXHAUSTED:
+        assert refused.value.detail.endswith("send the request again")
+
+
+async def test_a_create_given_up_on_answers_503_unconfirmed_and_writes_nothing(
+    temporal_client: Client, make_settings: Callable[..., Settings], tenants: TenantRepository
+) -> None:
+    settings = make_settings(create_timeout=timedelta(milliseconds=300))
+    gateway = WorkflowGateway(client_with(temporal_client, UnansweredStarts()), settings)
+    request = spec()
+
+    with pytest.raises(ServiceUnavailable, match="did not confirm") as refused:
+        await gateway.create(request, tenants)
+
+    assert "send the request again" in refused.value.detail
+    assert await tenants.get(request.id) is None

@@ -50,7 +50,7 @@ async def api_client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of the API served from `settings`, its token both the bearer token and
     the console's session; with `temporal`, a worker of the settings' task queue runs behind it
-    (without, no run ever starts)."""
+    (without, runs may start but no worker takes them)."""
     token = token_of(keys_dir, subject)
     async with AsyncExitStack() as stack:
         if temporal is not None:

@@ -5,9 +5,9 @@ reconciler's restarts.
 A workflow id is the tenant's business id. A new run may start only when no run is open
 (conflict policy FAIL) and the last run did not complete (reuse policy FAILED_ONLY): a
 completed run means an ACTIVE tenant, never provisioned twice. Whether the new run may take
-the tenant over is decided by its first step, by compare-and-set on the row's owning run, so
-a POST for an existing id is refused there (409) and only an adopting run naming the row's
-owner gets it.
+the tenant over is decided by compare-and-set on the row's owning run (the API's insert for a
+POST, the run's own first step), so a POST for an existing id is refused (409) and only an
+adopting run naming the row's owner gets it.
 """
 
 from __future__ import annotations
@@ -84,9 +84,10 @@ def start_operation(
 
 
 async def start(
-    client: Client, request: ProvisionInput, task_queue: str
+    client: Client, request: ProvisionInput, task_queue: str, start_request: str | None = None
 ) -> WorkflowHandle[Any, ProvisionState]:
-    """Start a run without waiting for it (the reconciler's restart)."""
+    """Start a run without waiting for it (the API's create, the reconciler's restart), named
+    `start_request` in its memo when given; `WorkflowAlreadyStartedError` when the id is taken."""
     return await client.start_workflow(
         WORKFLOW_NAME,
         request,
@@ -94,5 +95,6 @@ async def start(
         id=provision_workflow_id(request.spec.id),
         task_queue=task_queue,
         search_attributes=identity(request.spec),
+        memo={START_REQUEST_MEMO: start_request} if start_request is not None else None,
         **_POLICIES,
     )
