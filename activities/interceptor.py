@@ -36,6 +36,9 @@ def context_fields(info: activity.Info, args: Sequence[Any]) -> dict[str, Any]:
         "activity": info.activity_type,
         "attempt": info.attempt,
     }
+    if info.is_local:
+        # Run inside the workflow task (a local activity), not taken from a task queue.
+        fields["local"] = True
     request = args[0] if args else None
     tenant_id = getattr(request, "tenant_id", None) or getattr(
         getattr(request, "spec", None), "id", None

@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.metadata import MetadataActivities
     from infra import search_attributes as sa
     from tenancy.contracts import RecordEventInput, TransitionInput
-    from tenancy.failures import summarize
+    from tenancy.failures import FailureType, summarize
     from tenancy.models import EventAction
     from tenancy.status import TenantStatus
 
@@ -91,17 +91,23 @@ def local_attempt(options: ActivityOptions) -> ActivityOptions:
     )
 
 
-def is_final(error: FailureError, options: ActivityOptions) -> bool:
-    """Whether `error` would end the regular activity too: the activity raised it non-retryable,
-    or `options`' retry policy names its type."""
+def _application_errors(error: BaseException) -> list[ApplicationError]:
     chain: list[BaseException] = [error]
     while chain[-1].__cause__ is not None:
         chain.append(chain[-1].__cause__)
+    return [c for c in chain if isinstance(c, ApplicationError)]
+
+
+def is_final(error: FailureError, options: ActivityOptions) -> bool:
+    """Whether `error` would end the regular activity too: the activity raised it non-retryable,
+    or `options`' retry policy names its type."""
     final_types = set(options.retry.non_retryable_error_types or ())
-    return any(
-        isinstance(c, ApplicationError) and (c.non_retryable or c.type in final_types)
-        for c in chain
-    )
+    return any(c.non_retryable or c.type in final_types for c in _application_errors(error))
+
+
+def was_declined(error: FailureError) -> bool:
+    """Whether a local attempt was declined by the worker (nothing was done)."""
+    return any(c.type == FailureType.LOCAL_DECLINED for c in _application_errors(error))
 
 
 async def run_activity(

@@ -102,12 +102,13 @@ async def test_the_reconciler_reports_a_call_waiting_on_a_queue_no_worker_polls(
         ("auth-service", auth[1]),
         migration_initial_interval=timedelta(minutes=5),
         migration_max_interval=timedelta(minutes=5),
+        # A rate on the services' queues: every call goes through its queue (no local first
+        # attempt), so the backend's retry waits on its queue, where the check sees it.
+        migration_queue_activities_per_second=100.0,
     )
     prefix = f"uq{uuid.uuid4().hex[:6]}_"
     request = spec(f"{prefix}waits")
-    # The first 503 answers the run's local attempt, the second the regular activity's first
-    # attempt on the backend's queue, which then waits out its backoff before attempt 2.
-    backend[0].script(request.id, 503, 503, 200)
+    backend[0].script(request.id, 503, 200)
     gateway = WorkflowGateway(temporal_client, settings)
     handle = temporal_client.get_workflow_handle(provision_workflow_id(request.id))
     check = Reconciler(

@@ -262,15 +262,18 @@ async def test_storage_permission_denied_ends_in_provision_error(
 async def test_retry_signal_outside_migration_error_is_ignored(
     temporal_client: Client,
     settings: Settings,
+    tenants: TenantRepository,
     backend: tuple[ScriptedService, str],
 ) -> None:
     request = spec()
+    # Signalled while PROVISIONING, before any worker runs it: the run sees the signal in its
+    # first task (a healthy run is otherwise done within that task, too soon to signal).
+    await WorkflowGateway(temporal_client, settings).create(request, tenants)
+    handle = temporal_client.get_workflow_handle_for(
+        ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
+    )
+    await handle.signal(ProvisionTenantWorkflow.retry_migration)
     async with running_worker(temporal_client, settings):
-        await WorkflowGateway(temporal_client, settings).provision(request)
-        handle = temporal_client.get_workflow_handle_for(
-            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
-        )
-        await handle.signal(ProvisionTenantWorkflow.retry_migration)
         final = await handle.result()
     assert final.status is TenantStatus.ACTIVE
     assert final.retry_cycle == 0

@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         record_retry_request,
         run_activity,
         transition_tenant,
+        was_declined,
     )
     from workflows.provision import options
     from workflows.provision.contracts import (
@@ -528,6 +529,10 @@ class ProvisionTenantWorkflow:
         except FailureError as err:
             if self._is_cancellation(err) or is_final(err, opts):
                 raise
+            if not was_declined(err):
+                # The local attempt was the first attempt: the policy's first backoff comes
+                # before the regular activity's attempts (declined, it goes at once).
+                await workflow.sleep(opts.retry.initial_interval or _FLUSH)
         return await run_activity(method, arg, opts)
 
     async def _set_status(self, target: TenantStatus, reason: str | None = None) -> None:
