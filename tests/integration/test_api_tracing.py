@@ -78,7 +78,7 @@ async def test_one_trace_spans_api_workflow_activities_and_downstream(
     for expected in (
         "StartWorkflow:ProvisionTenantWorkflow",
         "RunWorkflow:ProvisionTenantWorkflow",
-        "RunActivity:record_tenant",
+        "RunActivity:claim_tenant",
         "RunActivity:create_storage",
         "RunActivity:migrate_service",
         "RunActivity:transition_status",

@@ -519,9 +519,11 @@ class ProvisionTenantWorkflow:
     ) -> ResultT:
         """Run a storage or migration step. The lean history makes its first attempt locally,
         in this workflow task (the common case: done with no task-queue round trip and no
-        task of its own); a failure that a retry could fix, a timeout, or a worker that
-        declines (no free slot here) hands the call to the regular activity and its queue,
-        retry policy and slots, as before. The call is idempotent either way."""
+        task of its own). A failure that a retry could fix, or a timeout, hands the call to
+        the regular activity after the retry policy's first backoff (the local attempt was the
+        first attempt); a worker that declines (no free slot here) hands it over at once. The
+        regular activity then has its queue, retry policy and slots, as before; the call is
+        idempotent either way."""
         if not self._lean:
             return await run_activity(method, arg, opts)
         try:
