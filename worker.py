@@ -27,7 +27,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.common import MetricMeter
-from temporalio.worker import FixedSizeSlotSupplier, Worker, WorkerTuner
+from temporalio.worker import (
+    FixedSizeSlotSupplier,
+    PollerBehaviorSimpleMaximum,
+    Worker,
+    WorkerTuner,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.commands import CommandChannel
@@ -313,6 +318,9 @@ def build_worker(
             tuner=service_tuner(
                 slots.get(service.name) or SharedSlots(settings.max_concurrent_migrations)
             ),
+            # Each outstanding poll holds one of the shared slots: one poll, so local attempts
+            # keep the others while the queue is empty.
+            activity_task_poller_behavior=PollerBehaviorSimpleMaximum(maximum=1),
             max_task_queue_activities_per_second=settings.migration_queue_activities_per_second,
         )
         for service in settings.downstream_services

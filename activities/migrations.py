@@ -7,6 +7,7 @@ with the same `MigrationLedger` when the service's signed reply comes back.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Iterable, Mapping
 from typing import Protocol, TypeVar
 
@@ -30,14 +31,16 @@ from activities.downstream import (
 from infra.db.repository import TenantRepository
 from infra.events.commands import CommandType, ReplyOutcome
 from infra.security.signing import CallSigner
-from infra.slots import SharedSlots
+from infra.slots import LOCAL_SLOT_WAIT, SharedSlots
 from infra.telemetry.logging import redact
 from infra.telemetry.metrics import migration_attempt
 from tenancy.contracts import MigrateInput, MigrateResult
 from tenancy.failures import FailureType, summarize
+from tenancy.naming import workflow_actor
 from tenancy.settings import DownstreamService
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 
 class MigrationCall(Protocol):
@@ -110,8 +113,9 @@ class MigrationActivities:
     never waits for a slot inside its attempt, where waiting would count against it.
 
     A local attempt (run inside the workflow task, see `workflows.provision.workflow`) takes
-    one of the service's `slots` at once or declines (`LOCAL_DECLINED`: the run then schedules
-    the regular activity on the service's queue, whose worker draws on the same slots, see
+    one of the service's `slots`, waiting `LOCAL_SLOT_WAIT` at most, or declines
+    (`LOCAL_DECLINED`: the run then schedules the regular activity on the service's queue,
+    whose worker draws on the same slots, see
     `infra.slots`); so does a call to a service with transport events, which answers
     asynchronously, or to a service whose queue this process does not poll (see
     `attempt_locally`).
@@ -167,26 +171,41 @@ class MigrationActivities:
         )
         if service.over_events:
             return await self._command(request)
-        return await self._call(service, request)
+        return await self._activate(request, await self._call(service, request))
+
+    async def _activate(self, request: MigrateInput, result: MigrateResult) -> MigrateResult:
+        """With `request.activate`, move the tenant to ACTIVE if this was its last service.
+        Best effort: when this cannot tell (the metadata database failing), the run makes the
+        transition itself."""
+        if not request.activate:
+            return result
+        actor = workflow_actor(activity.info().workflow_id or "unknown")
+        try:
+            activated = await self._tenants.activate_if_migrated(request.tenant_id, actor)
+        except Exception as exc:
+            _log.warning("could not check %s for activation: %s", request.tenant_id, exc)
+            return result
+        return result.model_copy(update={"activated": activated})
 
     async def _local(
         self, service: DownstreamService | None, request: MigrateInput
     ) -> MigrateResult:
         """A local attempt: made now with one of the service's local slots, or declined."""
         slots = self._local_slots.get(request.service)
-        if service is None or slots is None or not slots.try_take():
+        if service is None or slots is None or not await slots.take_within(LOCAL_SLOT_WAIT):
             raise ApplicationError(
-                f"{request.service}: no free call slot in this worker now; the call goes to "
-                "its queue",
+                f"{request.service}: no free call slot in this worker within "
+                f"{LOCAL_SLOT_WAIT.total_seconds():g} s; the call goes to its queue",
                 type=FailureType.LOCAL_DECLINED,
             )
         try:
             await _bookkeeping(
                 self._tenants.migration_attempt_started(request.tenant_id, request.service)
             )
-            return await self._call(service, request)
+            result = await self._call(service, request)
         finally:
             slots.give()
+        return await self._activate(request, result)
 
     async def _command(self, request: MigrateInput) -> MigrateResult:
         """Send the MigrateTenant command and leave the attempt open for its reply; a final

@@ -19,6 +19,7 @@ from infra.db.errors import ErrorKind, classify, sqlstate
 from infra.db.repository import TenantLeaving, TenantRepository, TransitionRefused
 from infra.db.storage import StorageAdmin
 from infra.limits import NoSlot, ServerLimits, remaining_budget, server_key
+from infra.slots import LOCAL_SLOT_WAIT
 from infra.telemetry.metrics import storage_error
 from tenancy.contracts import CreateStorageInput
 from tenancy.failures import FailureType, summarize
@@ -75,20 +76,23 @@ class StorageActivities:
         A transient failure (see `infra.db.errors`) is retried for as long as it lasts and
         shown in the tenant's `statusReason` meanwhile; a permanent one fails the step."""
         server = server_key(self._admin.locate(request.tenant_id, request.mode).jdbc_url)
-        if activity.info().is_local and not self._limits.free(server):
-            # A local attempt never waits for a slot: the regular activity waits in the queue.
-            raise ApplicationError(
-                f"no free storage slot on {server} in this worker now",
-                type=FailureType.LOCAL_DECLINED,
-            )
+        local = activity.info().is_local
+        # A local attempt waits briefly for a slot, then declines: the regular activity waits
+        # in the task queue instead.
+        budget = LOCAL_SLOT_WAIT if local else remaining_budget(DDL_RESERVE)
         try:
             async with (
                 heartbeating(HEARTBEAT_INTERVAL),
-                self._limits.slot(server, remaining_budget(DDL_RESERVE)),
+                self._limits.slot(server, budget),
                 self._tenants.claim_storage(request.tenant_id),
             ):
                 location = await self._admin.ensure(request.tenant_id, request.mode)
         except NoSlot as exc:
+            if local:
+                raise ApplicationError(
+                    f"no free storage slot on {server} in this worker: {exc}",
+                    type=FailureType.LOCAL_DECLINED,
+                ) from None
             await self._transient(request, f"throttled: {exc}", "throttled")
         except TenantLeaving:
             raise ApplicationError(

@@ -55,11 +55,6 @@ class ServerLimits:
         self.limit = limit
         self._semaphores: dict[str, asyncio.Semaphore] = {}
 
-    def free(self, server: str) -> bool:
-        """Whether one of `server`'s slots is free now."""
-        semaphore = self._semaphores.get(server)
-        return semaphore is None or not semaphore.locked()
-
     @asynccontextmanager
     async def slot(self, server: str, budget: timedelta | None) -> AsyncIterator[None]:
         """Hold one of `server`'s slots; raise `NoSlot` if none frees within `budget`."""

@@ -2,10 +2,10 @@
 task-queue worker and the local attempts made inside workflow tasks.
 
 The service's worker gets its activity slots from the pool (as the SDK's slot supplier: it
-polls its queue only while a slot is free), and a local attempt takes a slot at once or
-declines (`try_take`), so the two together never call a service more than `limit` times at
-once from this process, and a call that finds no slot waits in the task queue, never inside
-its attempt.
+polls its queue only while a slot is free), and a local attempt takes a slot within
+`LOCAL_SLOT_WAIT` or declines, so the two together never call a service more than `limit`
+times at once from this process, and a call that finds no slot soon waits in the task queue,
+not inside its attempt.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from datetime import timedelta
 
 from temporalio.worker import (
     CustomSlotSupplier,
@@ -21,6 +22,11 @@ from temporalio.worker import (
     SlotReleaseContext,
     SlotReserveContext,
 )
+
+# How long a local attempt waits for a slot before it declines (the call then waits in its
+# task queue instead): short next to the attempt's own margin over the call's timeout, and
+# long enough to ride out a burst, where the queue would cost a task round trip per call.
+LOCAL_SLOT_WAIT = timedelta(seconds=2)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -52,6 +58,17 @@ class SharedSlots(CustomSlotSupplier):
                 self._used += 1
                 return True
             return False
+
+    async def take_within(self, wait: timedelta) -> bool:
+        """Take a slot, waiting at most `wait` for one; False when none freed in time."""
+        if self.try_take():
+            return True
+        try:
+            async with asyncio.timeout(wait.total_seconds()):
+                await self.take()
+        except TimeoutError:
+            return False
+        return True
 
     async def take(self) -> None:
         """Wait for a slot and take it."""

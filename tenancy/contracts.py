@@ -116,6 +116,9 @@ class MigrateInput(CamelModel):
     # Failed calls that reached the service after which this logical call fails for good;
     # None (histories from before it) leaves the limit to the retry policy's attempts.
     max_attempts: int | None = None
+    # Set by runs with the lean history: a call that succeeds and finds every service of the
+    # tenant migrated moves it from MIGRATING to ACTIVE itself (the run then only follows).
+    activate: bool = False
 
 
 class MigrateResult(CamelModel):
@@ -123,6 +126,8 @@ class MigrateResult(CamelModel):
 
     service: str
     version: str
+    # This call moved the tenant to ACTIVE (`MigrateInput.activate`).
+    activated: bool = False
 
 
 class MigrationFailedInput(CamelModel):

@@ -564,6 +564,29 @@ class TenantRepository:
             error=None,
         )
 
+    async def activate_if_migrated(self, tenant_id: str, actor: str) -> bool:
+        """Move a MIGRATING tenant to ACTIVE when every one of its services has succeeded;
+        True when it is ACTIVE afterwards. Of calls finishing at once, the last to record its
+        success sees them all (each looks after its own commit); a repeat is a no-op."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT t.status = %s AND NOT EXISTS (
+                    SELECT 1 FROM tenant_migrations m
+                    WHERE m.tenant_id = t.id AND m.status <> %s)
+                FROM tenants t WHERE t.id = %s
+                """,
+                (TenantStatus.MIGRATING.value, MigrationStatus.SUCCEEDED.value, tenant_id),
+            )
+            row = await cur.fetchone()
+        if row is None or not row[0]:
+            return False
+        try:
+            status = await self.transition(tenant_id, TenantStatus.ACTIVE, None, actor)
+        except TransitionRefused:
+            return False
+        return status is TenantStatus.ACTIVE
+
     async def migration_failed(self, tenant_id: str, service: str, error: str) -> None:
         """Mark a service as failed once its retries are spent or it refused the call."""
         await self._upsert_migration(

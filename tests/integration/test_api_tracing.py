@@ -81,7 +81,6 @@ async def test_one_trace_spans_api_workflow_activities_and_downstream(
         "RunActivity:claim_tenant",
         "RunActivity:create_storage",
         "RunActivity:migrate_service",
-        "RunActivity:transition_status",
         "POST",
     ):
         assert in_trace[expected] >= 1, f"{expected} not in the POST's trace: {sorted(in_trace)}"

@@ -188,7 +188,6 @@ async def test_one_trace_covers_the_whole_provisioning_and_reaches_the_service(
         "RunActivity:create_storage",
         "StartActivity:migrate_service",
         "RunActivity:migrate_service",
-        "RunActivity:transition_status",
     ):
         assert names[expected] >= 1, f"{expected} missing from {sorted(names)}"
     (http_span,) = [s for s in spans if s.kind is SpanKind.CLIENT and s.name == "POST"]
@@ -264,7 +263,6 @@ async def test_logs_of_a_full_run_are_structured_and_hold_no_secret(
         ("create_storage", "completed", 1, True),
         ("migrate_service", "retrying", 1, True),
         ("migrate_service", "completed", 1, False),
-        ("transition_status", "completed", 1, True),
     }
     for line in ends.values():
         assert line["workflow_id"] == provision_workflow_id(request.id)

@@ -78,8 +78,11 @@ with workflow.unsafe.imports_passed_through():
 RECOVERABLE_RUNS_PATCH = "recoverable-runs"
 # The lean history (issue 20): one patch marker instead of one per change (each marker also
 # upserts TemporalChangeVersion, a visibility write); the plan and the row in one local
-# activity; the identity search attributes set at start; the storage step moving the tenant to
-# MIGRATING itself. Runs that took it take every earlier patch's path without asking.
+# activity; the identity search attributes set at start; the first attempt of storage and of
+# each migration made locally, in the workflow task (`_attempt`); storage moving the tenant to
+# MIGRATING, and the last successful migration to ACTIVE, in their own attempts. A healthy
+# tenant is provisioned in one workflow task. Runs that took it take every earlier patch's
+# path without asking.
 LEAN_HISTORY_PATCH = "lean-history"
 # The shortest timer: ends the current workflow task, so what it answered is sent.
 _FLUSH = timedelta(milliseconds=1)
@@ -146,6 +149,8 @@ class ProvisionTenantWorkflow:
         self._lean = False
         # A client waits for `tenant_recorded` (update-with-start: adoptions, retries).
         self._record_awaited = False
+        # A migration call of this pass moved the tenant to ACTIVE (`MigrateInput.activate`).
+        self._activated = False
         # Why a service's last call never started: no worker took it from its queue.
         self._unpolled: dict[str, str] = {}
 
@@ -385,10 +390,14 @@ class ProvisionTenantWorkflow:
                 for name, service in self._state.services.items()
                 if service.status is not MigrationStatus.SUCCEEDED
             ]
+            self._activated = False
             outcomes = await asyncio.gather(*(self._migrate(name) for name in pending))
             failed = [name for name, ok in zip(pending, outcomes, strict=True) if not ok]
             if not failed:
-                await self._set_status(TenantStatus.ACTIVE)
+                if self._activated:
+                    self._follow_status(TenantStatus.ACTIVE)
+                else:
+                    await self._set_status(TenantStatus.ACTIVE)
                 return
             # Armed before the status changes, so a signal sent as soon as the row reads
             # MIGRATION_ERROR is never dropped.
@@ -472,6 +481,7 @@ class ProvisionTenantWorkflow:
             idempotency_key=f"{info.workflow_id}/{info.run_id}/{service}/{self._state.retry_cycle}",
             timeout=self._plan.migration_retry.timeout,
             max_attempts=self._plan.migration_retry.max_attempts,
+            activate=self._lean,
         )
         # Runs started before per-service queues keep their calls on the workflow's queue.
         per_service = self._lean or workflow.patched(options.PER_SERVICE_QUEUES_PATCH)
@@ -509,6 +519,7 @@ class ProvisionTenantWorkflow:
         self._state.services[service] = ServiceState(
             status=MigrationStatus.SUCCEEDED, version=result.version
         )
+        self._activated = self._activated or result.activated
         return True
 
     async def _attempt(
