@@ -25,6 +25,7 @@ def test_histories_are_recorded() -> None:
     assert {p.stem.rsplit("_", 1)[0] for p in HISTORIES} >= {
         "active_schema",
         "active_database",
+        "created_schema",
         "retry_after_rejection",
         "continued_as_new",
         "resumed_after_continue_as_new",

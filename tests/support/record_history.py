@@ -113,6 +113,20 @@ async def record(
             await handle.signal(ProvisionTenantWorkflow.retry_migration)
         await handle.result()
         _save(await handle.fetch_history(), f"{name}_{suffix}")
+    # The API's own path (POST /api/tenants): a plain start and the row written by the API,
+    # no client waiting for `tenant_recorded`.
+    created = f"created_schema_{suffix}"[:40]
+    await gateway.create(
+        TenantSpec(
+            id=created, name="created", storage_mode=StorageMode.SCHEMA, sla_tier=SlaTier.STANDARD
+        ),
+        tenants,
+    )
+    handle = client.get_workflow_handle_for(
+        ProvisionTenantWorkflow.run, provision_workflow_id(created)
+    )
+    await handle.result()
+    _save(await handle.fetch_history(), f"created_schema_{suffix}")
     await _record_recovery(client, gateway, service, suffix, tenants)
     await _record_unpolled(client, settings, suffix)
 
