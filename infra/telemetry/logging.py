@@ -169,6 +169,9 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         library = logging.getLogger(name)
         library.handlers.clear()
         library.propagate = True
+    # Each request is logged once, by the API's middleware (`api.metrics`: route, status,
+    # duration, tenant); uvicorn's access line would log it twice.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     # The workflow/activity details arrive as fields; appending them to the text repeats them.
     workflow.logger.workflow_info_on_message = False
     activity.logger.activity_info_on_message = False

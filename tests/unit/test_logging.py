@@ -37,7 +37,11 @@ def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     libraries = {
-        name: (logging.getLogger(name).handlers[:], logging.getLogger(name).propagate)
+        name: (
+            logging.getLogger(name).handlers[:],
+            logging.getLogger(name).propagate,
+            logging.getLogger(name).level,
+        )
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
     }
     structlog_config = structlog.get_config()
@@ -48,9 +52,10 @@ def restore_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    for name, (library_handlers, propagate) in libraries.items():
+    for name, (library_handlers, propagate, library_level) in libraries.items():
         logging.getLogger(name).handlers[:] = library_handlers
         logging.getLogger(name).propagate = propagate
+        logging.getLogger(name).setLevel(library_level)
     structlog.configure(**structlog_config)
     workflow.logger.workflow_info_on_message, activity.logger.activity_info_on_message = on_message
     structlog.contextvars.clear_contextvars()
@@ -291,3 +296,15 @@ def test_printable_text_is_left_alone() -> None:
     assert printable("tenant acme_1 — ünïcode, tabs? no") == "tenant acme_1 — ünïcode, tabs? no"
     assert printable("line\nbreak\ttab", multiline=True) == "line\nbreak\ttab"
     assert printable("line\nbreak") == "line\\nbreak"
+
+
+def test_each_request_is_logged_once_not_also_by_uvicorns_access_log(
+    json_logs: Callable[[], list[dict[str, Any]]],
+) -> None:
+    # What uvicorn's access logger writes for every request; the API's middleware already logs
+    # each request with its route, status and duration.
+    logging.getLogger("uvicorn.access").info(
+        '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/healthz", "1.1", 200
+    )
+    logging.getLogger("uvicorn.error").info("Application startup complete.")
+    assert [line["event"] for line in json_logs()] == ["Application startup complete."]
