@@ -151,6 +151,8 @@ class ProvisionTenantWorkflow:
         self._record_awaited = False
         # A migration call of this pass moved the tenant to ACTIVE (`MigrateInput.activate`).
         self._activated = False
+        # The lean history's TenantStatus not upserted yet (`_show_later`).
+        self._status_to_show: TenantStatus | None = None
         # Why a service's last call never started: no worker took it from its queue.
         self._unpolled: dict[str, str] = {}
 
@@ -328,6 +330,7 @@ class ProvisionTenantWorkflow:
         if self._lean and self._record_awaited:
             # The answer leaves with this workflow task's completion, which local attempts
             # would hold back until storage and migrations are done: end the task first.
+            self._show_pending()
             await workflow.sleep(_FLUSH)
 
     def _adopt_row(self, tenant: Tenant) -> None:
@@ -343,8 +346,11 @@ class ProvisionTenantWorkflow:
                 self._state.services[record.service] = ServiceState(
                     status=MigrationStatus.SUCCEEDED, version=record.version
                 )
+        if self._lean and workflow.info().typed_search_attributes.get(sa.TENANT_ID) is not None:
+            self._show_later(self._state.status)
+            return
         updates = [sa.TENANT_STATUS.value_set(self._state.status.value)]
-        if self._lean and workflow.info().typed_search_attributes.get(sa.TENANT_ID) is None:
+        if self._lean:
             # Started without them (a client older than the lean history): set them here.
             updates += [
                 sa.TENANT_ID.value_set(self._spec.id),
@@ -414,6 +420,7 @@ class ProvisionTenantWorkflow:
 
     async def _await_retry(self) -> None:
         """Wait in MIGRATION_ERROR for a retry; continue as new while the wait grows long."""
+        self._show_pending()
         self._awaiting_retry = True
         while True:
             await workflow.wait_condition(
@@ -457,6 +464,7 @@ class ProvisionTenantWorkflow:
         """Leave the tenant in a definite state with a way out: a run cancelled while
         provisioning or migrating moves it to the matching error status (retry-provisioning
         or retry-migration start a new run); MIGRATION_ERROR stays as it is."""
+        self._show_pending()
         if self._rejection is None and not self._state.recorded:
             self._rejection = "provisioning was cancelled"
             self._rejection_type = FailureType.PROVISION_CANCELLED
@@ -542,6 +550,8 @@ class ProvisionTenantWorkflow:
         except FailureError as err:
             if self._is_cancellation(err) or is_final(err, opts):
                 raise
+            # The run leaves this workflow task now: what it shows must be current.
+            self._show_pending()
             if not was_declined(err):
                 # The local attempt was the first attempt: the policy's first backoff comes
                 # before the regular activity's attempts (declined, it goes at once).
@@ -551,6 +561,8 @@ class ProvisionTenantWorkflow:
     async def _set_status(self, target: TenantStatus, reason: str | None = None) -> None:
         self._state.status = target
         self._state.reason = reason
+        # The transition shows `target` itself, superseding a status not shown yet.
+        self._status_to_show = None
         await transition_tenant(
             self._spec.id, target, reason, self._metadata(options.TRANSITION_STATUS)
         )
@@ -558,11 +570,34 @@ class ProvisionTenantWorkflow:
 
     def _follow_status(self, target: TenantStatus) -> None:
         """An activity moved the row to `target`: follow it in the state, the search attribute
-        and the log, as `_set_status` does after its own transition."""
+        and the log, as `_set_status` does after its own transition. A status the run goes on
+        from within this task (MIGRATING) is shown when the task ends (`_show_later`)."""
         self._state.status = target
         self._state.reason = None
-        follow_status(self._spec.id, target, None)
+        if target is TenantStatus.MIGRATING:
+            self._show_later(target)
+            workflow.logger.info("tenant %s is %s", self._spec.id, target.value)
+        else:
+            self._status_to_show = None
+            follow_status(self._spec.id, target, None)
         self._count_outcome(target)
+
+    def _show_later(self, target: TenantStatus) -> None:
+        """The lean history's intermediate statuses (PROVISIONING once the row is owned,
+        MIGRATING once storage is made): a healthy tenant passes both within its one workflow
+        task, where each upsert would cost an event and a visibility write only to be
+        overwritten by ACTIVE in the same task. So `TenantStatus` is upserted when the run
+        leaves the task (`_show_pending`: a regular activity, a timer) or by the next status
+        change: it may lag the row by the time of one local attempt (the row, which the API
+        reads, never lags)."""
+        self._status_to_show = target
+
+    def _show_pending(self) -> None:
+        if self._status_to_show is not None:
+            workflow.upsert_search_attributes(
+                [sa.TENANT_STATUS.value_set(self._status_to_show.value)]
+            )
+            self._status_to_show = None
 
     def _count_outcome(self, target: TenantStatus) -> None:
         outcome = _OUTCOMES.get(target)
