@@ -306,5 +306,5 @@ def test_each_request_is_logged_once_not_also_by_uvicorns_access_log(
     logging.getLogger("uvicorn.access").info(
         '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/healthz", "1.1", 200
     )
-    logging.getLogger("uvicorn.error").info("Application startup complete.")
-    assert [line["event"] for line in json_logs()] == ["Application startup complete."]
+    logging.getLogger("platform.api").info("request")
+    assert [line["event"] for line in json_logs()] == ["request"]
