@@ -84,16 +84,7 @@ class MetadataActivities:
         """`load_plan` and `record_tenant` in one call (runs with the lean history): the plan,
         and the row this run owns, inserted with the plan's services or found."""
         plan = self._plan()
-        tenant = await self.record_tenant(
-            RecordTenantInput(
-                spec=request.spec,
-                workflow_id=request.workflow_id,
-                run_id=request.run_id,
-                services=plan.services,
-                created_by=request.created_by,
-                adopt=request.adopt,
-            )
-        )
+        tenant = await self.record_tenant(request.recording(plan.services))
         return ClaimedTenant(plan=plan, tenant=tenant)
 
     @activity.defn(name="transition_status")

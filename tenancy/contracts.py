@@ -73,6 +73,17 @@ class ClaimTenantInput(CamelModel):
     created_by: str | None = None
     adopt: AdoptRun | None = None
 
+    def recording(self, services: list[str]) -> RecordTenantInput:
+        """The same claim as `record_tenant`'s argument, with `services`."""
+        return RecordTenantInput(
+            spec=self.spec,
+            workflow_id=self.workflow_id,
+            run_id=self.run_id,
+            services=services,
+            created_by=self.created_by,
+            adopt=self.adopt,
+        )
+
 
 class ClaimedTenant(CamelModel):
     """Result of `claim_tenant`: the run's plan and the row it now owns."""

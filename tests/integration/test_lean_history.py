@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
 from api.gateway import WorkflowGateway
 from infra import search_attributes as sa
@@ -23,6 +24,7 @@ from tenancy.status import TenantStatus
 from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
+from workflows.provision.contracts import ProvisionState
 from workflows.provision.workflow import ProvisionTenantWorkflow
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -36,6 +38,20 @@ def spec(tenant_id: str) -> TenantSpec:
 
 def of_type(history: WorkflowHistory, kind: EventType.ValueType) -> int:
     return sum(1 for event in history.events if event.event_type == kind)
+
+
+async def provisioned(
+    client: Client, settings: Settings, tenants: TenantRepository, request: TenantSpec
+) -> tuple[WorkflowHandle[Any, ProvisionState], WorkflowHistory]:
+    """Create `request` as the API does, with a worker, until its run ends ACTIVE."""
+    async with running_worker(client, settings):
+        await WorkflowGateway(client, settings).create(request, tenants)
+        handle = client.get_workflow_handle_for(
+            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
+        )
+        final = await handle.result()
+    assert final.status is TenantStatus.ACTIVE
+    return handle, await handle.fetch_history()
 
 
 def scheduled_queues(history: WorkflowHistory) -> list[str]:
@@ -55,14 +71,7 @@ async def test_a_healthy_tenant_is_provisioned_in_one_workflow_task(
 ) -> None:
     settings = make_settings(("backend-service", backend[1]), ("auth-service", auth[1]))
     request = spec(unique_id("ln"))
-    async with running_worker(temporal_client, settings):
-        await WorkflowGateway(temporal_client, settings).create(request, tenants)
-        handle = temporal_client.get_workflow_handle_for(
-            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
-        )
-        final = await handle.result()
-    assert final.status is TenantStatus.ACTIVE
-    history = await handle.fetch_history()
+    handle, history = await provisioned(temporal_client, settings, tenants, request)
     # Before: 4 workflow tasks, 3 activities, 6 markers and 6 upserts, 36 events (two services).
     assert of_type(history, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED) == 1
     assert scheduled_queues(history) == []
@@ -146,14 +155,7 @@ async def test_a_local_attempt_without_a_free_slot_goes_to_the_queue_at_once(
         migration_max_interval=timedelta(minutes=5),
     )
     request = spec(unique_id("ln"))
-    async with running_worker(temporal_client, settings):
-        await WorkflowGateway(temporal_client, settings).create(request, tenants)
-        handle = temporal_client.get_workflow_handle_for(
-            ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
-        )
-        final = await handle.result()
-    assert final.status is TenantStatus.ACTIVE
-    history = await handle.fetch_history()
+    _, history = await provisioned(temporal_client, settings, tenants, request)
     assert scheduled_queues(history) == [
         migration_task_queue(settings.task_queue, "backend-service")
     ]

@@ -40,7 +40,6 @@ with workflow.unsafe.imports_passed_through():
         MigrationFailedInput,
         PlanInput,
         ProvisioningPlan,
-        RecordTenantInput,
     )
     from tenancy.failures import FailureType
     from tenancy.models import Tenant
@@ -279,31 +278,23 @@ class ProvisionTenantWorkflow:
     async def _claim(self) -> Tenant:
         """The row this run owns (inserted, found, or adopted), and the plan with it."""
         info = workflow.info()
+        claim = ClaimTenantInput(
+            spec=self._spec,
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            created_by=self._requested_by,
+            adopt=self._adopt,
+        )
         if self._lean:
             claimed = await run_activity(
-                MetadataActivities.claim_tenant,
-                ClaimTenantInput(
-                    spec=self._spec,
-                    workflow_id=info.workflow_id,
-                    run_id=info.run_id,
-                    created_by=self._requested_by,
-                    adopt=self._adopt,
-                ),
-                options.RECORD_TENANT,
+                MetadataActivities.claim_tenant, claim, options.RECORD_TENANT
             )
             self._take_plan(claimed.plan)
             return claimed.tenant
         assert self._plan is not None
         return await run_activity(
             MetadataActivities.record_tenant,
-            RecordTenantInput(
-                spec=self._spec,
-                workflow_id=info.workflow_id,
-                run_id=info.run_id,
-                services=self._plan.services,
-                created_by=self._requested_by,
-                adopt=self._adopt,
-            ),
+            claim.recording(self._plan.services),
             self._metadata(options.RECORD_TENANT),
         )
 
