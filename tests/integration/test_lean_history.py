@@ -6,6 +6,7 @@ server, real PostgreSQL, real HTTP services."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -162,3 +163,36 @@ async def test_a_local_attempt_without_a_free_slot_goes_to_the_queue_at_once(
     # Declined, not failed: no backoff (it would be 5 minutes), and the call made once.
     assert of_type(history, EventType.EVENT_TYPE_TIMER_STARTED) == 0
     assert len(backend[0].calls_for(request.id)) == 1
+
+
+async def test_a_retry_calls_the_services_from_their_queues(
+    temporal_client: Client,
+    make_settings: Callable[..., Settings],
+    tenants: TenantRepository,
+    backend: tuple[ScriptedService, str],
+) -> None:
+    # A retry arrives as an update or a signal; a workflow task that fails under a burst of
+    # them would repeat a local attempt, and the call would count against the budget again.
+    settings = make_settings(("backend-service", backend[1]))
+    request = spec(unique_id("ln"))
+    backend[0].script(request.id, 400, 200)
+    gateway = WorkflowGateway(temporal_client, settings)
+    handle = temporal_client.get_workflow_handle_for(
+        ProvisionTenantWorkflow.run, provision_workflow_id(request.id)
+    )
+    async with running_worker(temporal_client, settings):
+        await gateway.create(request, tenants)
+        await eventually(
+            lambda: tenants.get(request.id),
+            lambda t: t is not None and t.status is TenantStatus.MIGRATION_ERROR,
+        )
+        assert scheduled_queues(await handle.fetch_history()) == [], "the first call was local"
+        decision = await gateway.request_retry(request.id, "operator")
+        assert decision is not None
+        assert decision.accepted
+        final = await asyncio.wait_for(handle.result(), timeout=60)
+    assert final.status is TenantStatus.ACTIVE
+    assert scheduled_queues(await handle.fetch_history()) == [
+        migration_task_queue(settings.task_queue, "backend-service")
+    ]
+    assert len(backend[0].calls_for(request.id)) == 2

@@ -534,7 +534,10 @@ class ProvisionTenantWorkflow:
         first attempt); a worker that declines (no free slot here) hands it over at once. The
         regular activity then has its queue, retry policy and slots, as before; the call is
         idempotent either way."""
-        if not self._lean:
+        # A retry (retry-migration) goes to the queues: it arrives as an update or a signal,
+        # and a workflow task that fails under a burst of those would make a local attempt
+        # again, which would count against the service's budget again.
+        if not self._lean or self._state.retry_cycle > 0:
             return await run_activity(method, arg, opts)
         try:
             return await run_activity(method, arg, local_attempt(opts))
