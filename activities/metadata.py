@@ -5,12 +5,11 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.bookkeeping import metadata_failures
+from activities.bookkeeping import metadata_failures, transition
 from infra.db.repository import (
     Adoption,
     TenantOwnedElsewhere,
     TenantRepository,
-    TransitionRefused,
 )
 from tenancy.contracts import (
     ClaimedTenant,
@@ -26,7 +25,6 @@ from tenancy.contracts import (
 )
 from tenancy.failures import FailureType
 from tenancy.models import Tenant
-from tenancy.naming import workflow_actor
 from tenancy.settings import Settings
 
 
@@ -90,18 +88,7 @@ class MetadataActivities:
     @activity.defn(name="transition_status")
     async def transition_status(self, request: TransitionInput) -> TransitionResult:
         """Apply one status transition, only from its allowed source states."""
-        try:
-            with metadata_failures("transition_status"):
-                status = await self._tenants.transition(
-                    request.tenant_id,
-                    request.target,
-                    request.reason,
-                    workflow_actor(activity.info().workflow_id or "unknown"),
-                )
-        except TransitionRefused as refused:
-            raise ApplicationError(
-                str(refused), type=FailureType.ILLEGAL_TRANSITION, non_retryable=True
-            ) from None
+        status = await transition(self._tenants, request.tenant_id, request.target, request.reason)
         return TransitionResult(status=status)
 
     @activity.defn(name="mark_migration_failed")

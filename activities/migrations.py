@@ -16,7 +16,7 @@ from temporalio import activity
 from temporalio.common import MetricMeter
 from temporalio.exceptions import ApplicationError
 
-from activities.bookkeeping import metadata_failures
+from activities.bookkeeping import attempt_actor, metadata_failures
 from activities.commands import CommandChannel
 from activities.downstream import (
     IDEMPOTENCY_HEADER as IDEMPOTENCY_HEADER,
@@ -36,7 +36,6 @@ from infra.telemetry.logging import redact
 from infra.telemetry.metrics import migration_attempt
 from tenancy.contracts import MigrateInput, MigrateResult
 from tenancy.failures import FailureType, summarize
-from tenancy.naming import workflow_actor
 from tenancy.settings import DownstreamService
 
 T = TypeVar("T")
@@ -179,9 +178,8 @@ class MigrationActivities:
         transition itself."""
         if not request.activate:
             return result
-        actor = workflow_actor(activity.info().workflow_id or "unknown")
         try:
-            activated = await self._tenants.activate_if_migrated(request.tenant_id, actor)
+            activated = await self._tenants.activate_if_migrated(request.tenant_id, attempt_actor())
         except Exception as exc:
             _log.warning("could not check %s for activation: %s", request.tenant_id, exc)
             return result

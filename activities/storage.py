@@ -14,9 +14,9 @@ import psycopg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.bookkeeping import metadata_failures
+from activities.bookkeeping import metadata_failures, transition
 from infra.db.errors import ErrorKind, classify, sqlstate
-from infra.db.repository import TenantLeaving, TenantRepository, TransitionRefused
+from infra.db.repository import TenantLeaving, TenantRepository
 from infra.db.storage import StorageAdmin
 from infra.limits import NoSlot, ServerLimits, remaining_budget, server_key
 from infra.slots import LOCAL_SLOT_WAIT
@@ -24,8 +24,6 @@ from infra.telemetry.metrics import storage_error
 from tenancy.contracts import CreateStorageInput
 from tenancy.failures import FailureType, summarize
 from tenancy.models import StorageLocation
-from tenancy.naming import workflow_actor
-from tenancy.status import TenantStatus
 
 # What an attempt keeps for the DDL itself when it waits for a slot (start-to-close is 2 min).
 DDL_RESERVE = timedelta(seconds=30)
@@ -118,24 +116,10 @@ class StorageActivities:
         with metadata_failures("jdbcUrl"):
             await self._tenants.set_jdbc_url(request.tenant_id, location.jdbc_url)
         if request.then_status is not None:
-            await self._advance(request.tenant_id, request.then_status)
+            # The status the run asked for once its storage is recorded, in this attempt
+            # rather than in a task of its own.
+            await transition(self._tenants, request.tenant_id, request.then_status)
         return location
-
-    async def _advance(self, tenant_id: str, target: TenantStatus) -> None:
-        """The status the run asked for once its storage is recorded (a repeat is a no-op),
-        in this attempt rather than in a task of its own."""
-        try:
-            with metadata_failures("transition_status"):
-                await self._tenants.transition(
-                    tenant_id,
-                    target,
-                    None,
-                    workflow_actor(activity.info().workflow_id or "unknown"),
-                )
-        except TransitionRefused as refused:
-            raise ApplicationError(
-                str(refused), type=FailureType.ILLEGAL_TRANSITION, non_retryable=True
-            ) from None
 
     async def _transient(self, request: CreateStorageInput, error: str, code: str) -> NoReturn:
         """Count the failure, show it on the tenant (best effort: the metadata database may

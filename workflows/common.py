@@ -91,11 +91,16 @@ def local_attempt(options: ActivityOptions) -> ActivityOptions:
     )
 
 
-def _application_errors(error: BaseException) -> list[ApplicationError]:
-    chain: list[BaseException] = [error]
+def _causes(error: BaseException) -> list[BaseException]:
+    """`error` and its causes, outermost first."""
+    chain = [error]
     while chain[-1].__cause__ is not None:
         chain.append(chain[-1].__cause__)
-    return [c for c in chain if isinstance(c, ApplicationError)]
+    return chain
+
+
+def _application_errors(error: BaseException) -> list[ApplicationError]:
+    return [c for c in _causes(error) if isinstance(c, ApplicationError)]
 
 
 def is_final(error: FailureError, options: ActivityOptions) -> bool:
@@ -191,11 +196,8 @@ async def record_retry_request(
 def failure_reason(error: FailureError) -> str:
     """Why an activity failed, as one short line: the activity's own ApplicationError message
     if it raised one, else the innermost cause (a timeout, say)."""
-    chain: list[BaseException] = [error]
-    while chain[-1].__cause__ is not None:
-        chain.append(chain[-1].__cause__)
-    own = [c for c in chain if isinstance(c, ApplicationError)]
-    cause = own[0] if own else chain[-1]
+    own = _application_errors(error)
+    cause = own[0] if own else _causes(error)[-1]
     # FailureError.message is the bare message; str() would prefix the failure type.
     text = cause.message if isinstance(cause, FailureError) else str(cause)
     return summarize(text or type(cause).__name__)
