@@ -45,10 +45,12 @@ from activities.rollouts import RolloutActivities
 from activities.storage import StorageActivities
 from infra.db.commands import CommandRepository
 from infra.db.deletions import DeletionRepository
+from infra.db.fleet import StorageFleet
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
-from infra.db.storage import StorageAdmin
+from infra.db.server_checks import checking_servers, prepare_fleet
+from infra.db.servers import ServerRepository
 from infra.events.buses import outbox_relay
 from infra.events.command_bus import CommandBus, consumer_name
 from infra.events.commands import load_reply_keys
@@ -79,8 +81,8 @@ SHUTDOWN_GRACE = timedelta(seconds=15)
 # Batches of rollouts at once on this worker (each calls up to its rollout's concurrency).
 ROLLOUT_ACTIVITY_SLOTS = 8
 STORAGE_CONNECT_WAIT = timedelta(seconds=10)
-# Storage connections beyond the creations' slots, for deletions' drops: creations that are
-# slow or wait for a lock must not hold every connection a drop could use.
+# Connections to each storage server beyond the creations' slots, for deletions' drops:
+# creations that are slow or wait for a lock must not hold every connection a drop could use.
 STORAGE_DROP_CONNECTIONS = 2
 _log = structlog.stdlib.get_logger("platform.worker")
 # The sandbox with every module passed through: a new run no longer re-imports (and, without
@@ -119,34 +121,34 @@ async def worker_activities(
     metadata_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         settings.require_database_url(), open=False, min_size=1, max_size=10
     )
-    # CREATE DATABASE cannot run inside a transaction block.
-    storage_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-        settings.require_storage_database_url(),
-        open=False,
-        min_size=1,
-        # One connection per storage creation this worker may run at once (its slot, see
-        # ServerLimits), and a few that no creation can take.
-        max_size=settings.max_concurrent_storage_creations + STORAGE_DROP_CONNECTIONS,
-        kwargs={"autocommit": True},
-        # A storage server that is down fails an attempt (retried, and shown in the tenant's
-        # statusReason) after this wait for a connection, rather than the pool's default 30 s.
-        timeout=STORAGE_CONNECT_WAIT.total_seconds(),
+    servers = ServerRepository(metadata_pool)
+    fleet = StorageFleet(
+        settings.storage_fleet(),
+        settings.service_db_roles(),
+        servers,
+        # One connection per storage creation this worker may run at once on the server (its
+        # slot, see ServerLimits), and a few that no creation can take.
+        max_connections=settings.max_concurrent_storage_creations + STORAGE_DROP_CONNECTIONS,
+        connect_wait=STORAGE_CONNECT_WAIT,
     )
     _log.info(
         "activity resources",
         database=redact(settings.require_database_url()),
-        storage_database=redact(settings.require_storage_database_url()),
+        storage_servers={s.name: redact(s.dsn) for s in fleet.servers},
         services={s.name: s.describe() for s in settings.downstream_services},
     )
-    async with httpx.AsyncClient() as http, metadata_pool, storage_pool:
+    async with httpx.AsyncClient() as http, metadata_pool, fleet:
+        # Before any step runs: a list that forgot a server tenants live on is refused.
+        await prepare_fleet(fleet.servers, servers)
         instrument_http_client(http, tracer_provider)
         tenants = TenantRepository(metadata_pool)
         metadata = MetadataActivities(tenants, settings)
-        admin = StorageAdmin(
-            storage_pool, settings.require_storage_database_url(), settings.service_db_roles()
-        )
         storage = StorageActivities(
-            admin, tenants, ServerLimits(settings.max_concurrent_storage_creations)
+            fleet,
+            servers,
+            tenants,
+            ServerLimits(settings.max_concurrent_storage_creations),
+            settings.placement_map(),
         )
         signer = CallSigner(settings.require_signing_key_file(), settings.downstream_token_ttl)
         command_bus = CommandBus(
@@ -171,7 +173,7 @@ async def worker_activities(
         rollouts = RolloutActivities(
             RolloutRepository(metadata_pool),
             tenants,
-            admin,
+            fleet,
             http,
             signer,
             settings.downstream_services,
@@ -179,7 +181,7 @@ async def worker_activities(
         )
         deletion = DeletionActivities(
             DeletionRepository(metadata_pool),
-            admin,
+            fleet,
             http,
             signer,
             settings.downstream_services,
@@ -208,6 +210,12 @@ async def worker_activities(
         # so does the pruning of published events and settled commands (infra.events.pruner).
         async with (
             gauge,
+            checking_servers(
+                fleet.servers,
+                servers,
+                metric_meter or MetricMeter.noop,
+                settings.storage_check_interval,
+            ),
             replies,
             outbox_relay(settings, meter=metric_meter),
             running_pruner(metadata_pool, settings.events_retention),

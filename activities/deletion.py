@@ -26,8 +26,10 @@ from activities.storage import heartbeating
 from infra.db.backup import BackupFailed, StorageNotFound, take_backup
 from infra.db.deletions import DeletionConflict, DeletionRepository, TenantMissing
 from infra.db.errors import ErrorKind, classify
+from infra.db.fleet import StorageFleet, TenantStorage
 from infra.db.repository import TransitionRefused
-from infra.db.storage import StorageAdmin, StorageStillPresent
+from infra.db.servers import UnknownServer
+from infra.db.storage import StorageStillPresent
 from infra.events.commands import CommandType, ReplyOutcome
 from infra.security.signing import CallSigner
 from tenancy.contracts import (
@@ -43,7 +45,7 @@ from tenancy.contracts import (
     TransitionResult,
 )
 from tenancy.failures import FailureType, summarize
-from tenancy.models import BackupRecord, StorageLocation
+from tenancy.models import BackupRecord, StorageLocation, StorageMode
 from tenancy.naming import provision_workflow_id, workflow_actor
 from tenancy.settings import DownstreamService, Settings
 
@@ -80,14 +82,14 @@ class TeardownLedger:
 
 
 class DeletionActivities:
-    """Bound to the deletion repository, the storage admin, the HTTP client and signer of
+    """Bound to the deletion repository, the storage fleet, the HTTP client and signer of
     downstream calls, the command channel (services with transport events), and the worker's
     settings (backup folder and timeout)."""
 
     def __init__(
         self,
         deletions: DeletionRepository,
-        admin: StorageAdmin,
+        fleet: StorageFleet,
         http: httpx.AsyncClient,
         signer: CallSigner,
         services: Iterable[DownstreamService],
@@ -97,7 +99,7 @@ class DeletionActivities:
         self._deletions = deletions
         self._commands = commands
         self.teardowns = TeardownLedger(deletions)
-        self._admin = admin
+        self._fleet = fleet
         self._http = http
         self._signer = signer
         self._services = {service.name: service for service in services}
@@ -199,12 +201,14 @@ class DeletionActivities:
         directory = self._settings.deletion_backup_dir
         if directory is None:
             return BackupResult(skipped="no backup folder configured")
-        location = self._admin.locate(request.tenant_id, request.mode)
+        storage = await self._storage_of(request.tenant_id, request.mode)
+        if storage is None:
+            return BackupResult(skipped="the tenant has no storage to back up")
         try:
             async with heartbeating(HEARTBEAT_INTERVAL):
                 taken = await take_backup(
-                    self._settings.require_storage_database_url(),
-                    location,
+                    self._fleet.server(storage.server).dsn,
+                    storage.location,
                     Path(directory),
                     label=request.label,
                     timeout=self._settings.deletion_backup_timeout.total_seconds(),
@@ -240,7 +244,12 @@ class DeletionActivities:
                 type=FailureType.UNKNOWN_SERVICE,
                 non_retryable=True,
             )
-        location = self._admin.locate(request.tenant_id, request.mode)
+        storage = await self._storage_of(request.tenant_id, request.mode)
+        if storage is None:
+            # Never placed, so never created: no service has anything of the tenant's.
+            await self.teardowns.succeeded(request.tenant_id, request.service)
+            return
+        location = storage.location
         if service.over_events:
             await self._teardown_command(request, location)
             return
@@ -290,14 +299,25 @@ class DeletionActivities:
     @activity.defn(name="drop_storage")
     async def drop_storage(self, request: DropStorageInput) -> None:
         """Drop the tenant's schema or database and check that it is gone."""
-        location = self._admin.locate(request.tenant_id, request.mode)
+        storage = await self._storage_of(request.tenant_id, request.mode)
+        if storage is None:
+            return
         try:
             async with heartbeating(HEARTBEAT_INTERVAL):
-                await self._admin.drop(location)
+                await storage.admin.drop(storage.location)
         except StorageStillPresent as exc:
             raise ApplicationError(str(exc), type=FailureType.DROP_FAILED) from None
         except Exception as exc:
             self._drop_failed(exc)
+
+    async def _storage_of(self, tenant_id: str, mode: StorageMode) -> TenantStorage | None:
+        """The tenant's storage on the server its row names (None: never placed)."""
+        try:
+            with metadata_failures("storage server"):
+                return await self._fleet.of_tenant(tenant_id, mode)
+        except UnknownServer as exc:
+            # Retried: the worker's list lacks the server (refused at start; an older worker).
+            raise ApplicationError(str(exc), type=FailureType.DROP_FAILED) from None
 
     @staticmethod
     def _drop_failed(exc: Exception) -> NoReturn:

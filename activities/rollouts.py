@@ -27,9 +27,9 @@ from activities.bookkeeping import metadata_failures
 from activities.commands import CommandChannel, NoReply
 from activities.downstream import Outcome, Unreachable, answer_reason, classify_status, signed_call
 from activities.storage import heartbeating
+from infra.db.fleet import StorageFleet
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import Claimed, RolloutRepository, RolloutStateRefused
-from infra.db.storage import StorageAdmin
 from infra.events.bus import BusUnavailable
 from infra.events.commands import CommandType, ReplyOutcome
 from infra.security.signing import CallSigner
@@ -102,14 +102,14 @@ class Answer:
 
 
 class RolloutActivities:
-    """Bound to the rollout and tenant repositories, the storage admin (to locate storage), the
+    """Bound to the rollout and tenant repositories, the storage fleet (to locate storage), the
     HTTP client and the signer of downstream calls."""
 
     def __init__(
         self,
         rollouts: RolloutRepository,
         tenants: TenantRepository,
-        admin: StorageAdmin,
+        fleet: StorageFleet,
         http: httpx.AsyncClient,
         signer: CallSigner,
         services: Iterable[DownstreamService],
@@ -118,7 +118,7 @@ class RolloutActivities:
         self._commands = commands
         self._rollouts = rollouts
         self._tenants = tenants
-        self._admin = admin
+        self._fleet = fleet
         self._http = http
         self._signer = signer
         self._services = {service.name: service for service in services}
@@ -230,7 +230,11 @@ class RolloutActivities:
         service = self._services.get(name)
         if service is None:
             raise CallFailed(name, f"service {name!r} is not configured on this worker")
-        location = self._admin.locate(tenant.tenant_id, StorageMode(tenant.storage_mode))
+        if tenant.storage_server is None:
+            raise CallFailed(name, "the tenant has no storage server")
+        location = self._fleet.locate(
+            tenant.storage_server, tenant.tenant_id, StorageMode(tenant.storage_mode)
+        )
         key = f"rollout-{request.rollout_id}/pass-{pass_number}/{tenant.tenant_id}/{name}"
         policy = request.call
         reason = "no attempt made"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import NoReturn
@@ -16,14 +16,15 @@ from temporalio.exceptions import ApplicationError
 
 from activities.bookkeeping import metadata_failures, transition
 from infra.db.errors import ErrorKind, classify, sqlstate
+from infra.db.fleet import StorageFleet
 from infra.db.repository import TenantLeaving, TenantRepository
-from infra.db.storage import StorageAdmin
-from infra.limits import NoSlot, ServerLimits, remaining_budget, server_key
+from infra.db.servers import NoRoom, ServerRepository, UnknownServer
+from infra.limits import NoSlot, ServerLimits, remaining_budget
 from infra.slots import LOCAL_SLOT_WAIT
 from infra.telemetry.metrics import storage_error
 from tenancy.contracts import CreateStorageInput
 from tenancy.failures import FailureType, summarize
-from tenancy.models import StorageLocation
+from tenancy.models import SlaTier, StorageLocation
 
 # What an attempt keeps for the DDL itself when it waits for a slot (start-to-close is 2 min).
 DDL_RESERVE = timedelta(seconds=30)
@@ -57,15 +58,32 @@ async def heartbeating(interval: timedelta) -> AsyncIterator[None]:
 
 
 class StorageActivities:
-    """Bound to the storage server's admin pool, the metadata repository and the cap on
-    concurrent creations per storage server."""
+    """Bound to the storage servers' admins, the metadata repositories, the placement of
+    tiers into pools and the cap on concurrent creations per storage server."""
 
     def __init__(
-        self, admin: StorageAdmin, tenants: TenantRepository, limits: ServerLimits
+        self,
+        fleet: StorageFleet,
+        servers: ServerRepository,
+        tenants: TenantRepository,
+        limits: ServerLimits,
+        placement: Mapping[SlaTier, str],
     ) -> None:
-        self._admin = admin
+        self._fleet = fleet
+        self._servers = servers
         self._tenants = tenants
         self._limits = limits
+        self._placement = dict(placement)
+
+    async def _place(self, tenant_id: str) -> str:
+        """The tenant's server: the one its row names, or the one placement picks now."""
+        try:
+            with metadata_failures("storage placement"):
+                return await self._servers.place(tenant_id, self._fleet.servers, self._placement)
+        except NoRoom as exc:
+            raise ApplicationError(
+                str(exc), type=FailureType.NO_STORAGE_ROOM, non_retryable=True
+            ) from None
 
     @activity.defn(name="create_storage")
     async def create_storage(self, request: CreateStorageInput) -> StorageLocation:
@@ -73,8 +91,19 @@ class StorageActivities:
 
         A transient failure (see `infra.db.errors`) is retried for as long as it lasts and
         shown in the tenant's `statusReason` meanwhile; a permanent one fails the step."""
-        server = server_key(self._admin.locate(request.tenant_id, request.mode).jdbc_url)
         local = activity.info().is_local
+        try:
+            name = await self._place(request.tenant_id)
+            admin = self._fleet.admin(name)
+        except TenantLeaving:
+            raise _leaving(request.tenant_id) from None
+        except UnknownServer as exc:
+            # Refused at start (see infra.fleet_check); a worker with an older list may run.
+            raise ApplicationError(
+                f"{exc}: the tenant's storage is on it", type=FailureType.STORAGE_FAILED
+            ) from None
+        # Caps are per server: each admits its own creations.
+        server = name
         # A local attempt waits briefly for a slot, then declines: the regular activity waits
         # in the task queue instead.
         budget = LOCAL_SLOT_WAIT if local else remaining_budget(DDL_RESERVE)
@@ -84,33 +113,29 @@ class StorageActivities:
                 self._limits.slot(server, budget),
                 self._tenants.claim_storage(request.tenant_id),
             ):
-                location = await self._admin.ensure(request.tenant_id, request.mode)
+                location = await admin.ensure(request.tenant_id, request.mode)
         except NoSlot as exc:
             if local:
                 raise ApplicationError(
                     f"no free storage slot on {server} in this worker: {exc}",
                     type=FailureType.LOCAL_DECLINED,
                 ) from None
-            await self._transient(request, f"throttled: {exc}", "throttled")
+            await self._transient(request, name, f"throttled: {exc}", "throttled")
         except TenantLeaving:
-            raise ApplicationError(
-                f"the deletion of tenant {request.tenant_id} was asked; its storage is not created",
-                type=FailureType.PROVISION_CANCELLED,
-                non_retryable=True,
-            ) from None
+            raise _leaving(request.tenant_id) from None
         except Exception as exc:
             code = sqlstate(exc) or "none"
             error = summarize(str(exc) or type(exc).__name__)
             if classify(exc) is ErrorKind.PERMANENT:
                 storage_error(activity.metric_meter(), ErrorKind.PERMANENT.value, code)
                 raise ApplicationError(
-                    f"storage server refused: {error}"
+                    f"storage server {name} refused: {error}"
                     if isinstance(exc, psycopg.Error)
-                    else f"storage creation failed: {type(exc).__name__}: {error}",
+                    else f"storage creation on {name} failed: {type(exc).__name__}: {error}",
                     type=FailureType.STORAGE_FORBIDDEN,
                     non_retryable=True,
                 ) from None
-            await self._transient(request, error, code)
+            await self._transient(request, name, error, code)
         # Retried when transient (the DDL is idempotent); a permanent failure would fail the
         # same way on every retry.
         with metadata_failures("jdbcUrl"):
@@ -121,13 +146,23 @@ class StorageActivities:
             await transition(self._tenants, request.tenant_id, request.then_status)
         return location
 
-    async def _transient(self, request: CreateStorageInput, error: str, code: str) -> NoReturn:
+    async def _transient(
+        self, request: CreateStorageInput, server: str, error: str, code: str
+    ) -> NoReturn:
         """Count the failure, show it on the tenant (best effort: the metadata database may
         be down as well, which must not change how the attempt fails) and fail retryably."""
         storage_error(activity.metric_meter(), ErrorKind.TRANSIENT.value, code)
-        reason = f"storage creation failed, retrying: {error}"
+        reason = f"storage creation on {server} failed, retrying: {error}"
         try:
             await self._tenants.note_provisioning_problem(request.tenant_id, reason)
         except Exception as exc:
             _log.warning("could not record the storage failure of %s: %s", request.tenant_id, exc)
         raise ApplicationError(reason, type=FailureType.STORAGE_FAILED)
+
+
+def _leaving(tenant_id: str) -> ApplicationError:
+    return ApplicationError(
+        f"the deletion of tenant {tenant_id} was asked; its storage is not created",
+        type=FailureType.PROVISION_CANCELLED,
+        non_retryable=True,
+    )

@@ -35,6 +35,8 @@ from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
+from infra.db.server_checks import prepare_fleet
+from infra.db.servers import ServerRepository
 from infra.db.services import ServiceVersions
 from infra.events.nats import BusProbe
 from infra.security.signing import jwks_document
@@ -84,6 +86,8 @@ def create_app(
         # Only a deployment whose services take commands over the bus needs it to be ready.
         command_bus = BusProbe(config.events_url) if config.events_services() else None
         try:
+            # Refused before serving: a server list that forgot a server tenants live on.
+            await prepare_fleet(config.storage_fleet(), ServerRepository(pool))
             client = await connect_client(config, interceptors=client_interceptors(tracer_provider))
             yield AppState(
                 tenants=TenantRepository(pool),

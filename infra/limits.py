@@ -1,8 +1,8 @@
 """Caps on concurrent storage creations per PostgreSQL server (OWASP API4: every request
 creates storage).
 
-Each worker process holds one `ServerLimits` for storage creations, keyed by the tenant
-storage server's `host:port`, so a burst of provisionings queues instead of opening more
+Each worker process holds one `ServerLimits` for storage creations, keyed by the storage
+server's name, so a burst of provisionings queues instead of opening more
 connections than the server takes. The cap is per worker process: N workers allow N times
 the cap. (Migration calls are capped differently: by the worker slots of each service's own
 task queue, see `worker.build_worker`, so their wait happens in Temporal, outside any
@@ -23,19 +23,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
 
 from temporalio import activity
 
 
 class NoSlot(Exception):
     """No slot became free within the wait budget."""
-
-
-def server_key(jdbc_url: str) -> str:
-    """`host:port` of a JDBC URL (`jdbc:postgresql://host:port/db?...`): the server's key."""
-    parts = urlsplit(jdbc_url.removeprefix("jdbc:"))
-    return f"{parts.hostname}:{parts.port or 5432}"
 
 
 def remaining_budget(reserve: timedelta) -> timedelta | None:

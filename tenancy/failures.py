@@ -41,6 +41,9 @@ class FailureType(StrEnum):
     UNKNOWN_SERVICE = "UnknownService"
     PROVISION_FAILED = "ProvisionFailed"
     PROVISION_CANCELLED = "ProvisionCancelled"
+    # No storage server of the tenant's pool may take it (cordoned, full, or none takes its
+    # storage mode): PROVISION_ERROR until retry-provisioning places it.
+    NO_STORAGE_ROOM = "NoStorageServerWithRoom"
     # Offboarding.
     TENANT_NOT_FOUND = "TenantNotFound"
     DELETION_CONFLICT = "DeletionAlreadyRequested"

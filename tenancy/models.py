@@ -137,6 +137,9 @@ class Tenant(CamelModel):
     status: TenantStatus
     status_reason: str | None = None
     jdbc_url: str | None = None
+    # The storage server the tenant is placed on (None until placed, before its storage is
+    # created); `jdbcUrl` names that server's host and port.
+    storage_server: str | None = None
     migrations: list[MigrationRecord] = Field(default_factory=list)
     workflow_id: str
     # The run that owns the row; a run that adopts the tenant names it (see README, Recovery).

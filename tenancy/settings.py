@@ -6,7 +6,6 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from pydantic import (
     AfterValidator,
@@ -23,7 +22,15 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tenancy.dsn import check_tcp_dsn, without_password
+from tenancy.fleet import DEFAULT_POOL, DEFAULT_SERVER, StorageServer
+from tenancy.models import SlaTier
+
+__all__ = ["check_tcp_dsn", "without_password"]
+
 TASK_QUEUE = "platform-tenants"
+# The capacity of the implicit `default` server (and the largest `maxTenants`).
+UNBOUNDED_TENANTS = 10_000_000
 
 
 def _seconds(value: object) -> object:
@@ -50,49 +57,6 @@ def _grantable_role(value: str | None) -> str | None:
     if value is not None and (value in _RESERVED_ROLES or value.startswith("pg_")):
         raise ValueError(f"{value!r} is not a role of its own: choose another dbRole")
     return value
-
-
-def without_password(url: str) -> str:
-    """`url` as logs and banners may show it: its password (or a lone token in the user part,
-    as NATS takes one) and its query (libpq takes `password=` there) replaced by `***`."""
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if at:
-        user, colon, _ = userinfo.partition(":")
-        userinfo = f"{user}:***" if colon else "***"
-        if not colon and parts.scheme.startswith("http"):
-            # An HTTP user without a password is only a name.
-            userinfo = user
-    query = "***" if parts.query else ""
-    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{hostport}", query=query))
-
-
-def check_tcp_dsn(url: str, name: str) -> str:
-    """`url` unchanged if it names exactly one PostgreSQL server by TCP host; else ValueError.
-
-    libpq also accepts a Unix-socket directory (`postgresql:///db?host=/run/postgresql`, a
-    `%2F`-encoded host, or no host at all) and host lists. The platform cannot use those:
-    it gives each tenant's services a jdbcUrl built from this URL's host and port, and a
-    socket path on the platform's machine means nothing to a service elsewhere.
-    """
-    why = (
-        f"{name} must name one PostgreSQL server as host:port "
-        "(postgresql://user:password@db.example.internal:5432/platform), because the platform "
-        "builds the jdbcUrl it hands to each tenant's services from that host and port"
-    )
-    parts = urlsplit(url)
-    host = unquote(parts.netloc.rpartition("@")[2])
-    if "," in host:
-        raise ValueError(f"{why}; host lists are not supported")
-    if not host or host.startswith(("/", ":", "@")):
-        raise ValueError(f"{why}; Unix-socket connections are not supported")
-    overrides = {key.lower() for key, _ in parse_qsl(parts.query)} & {"host", "hostaddr"}
-    if overrides:
-        raise ValueError(
-            f"{why}; remove the {', '.join(sorted(overrides))} query parameter, which would "
-            "make the platform connect somewhere other than the jdbcUrl says"
-        )
-    return url
 
 
 class DownstreamService(BaseModel):
@@ -169,6 +133,12 @@ class Settings(BaseSettings):
 
     database_url: PostgresDsn | None = None
     storage_database_url: PostgresDsn | None = None
+    # The storage servers tenants are placed on, and the pool each SLA tier's tenants go to
+    # (tenancy.fleet). Unset: one server `default` at the storage database URL, every tier there.
+    storage_servers: tuple[StorageServer, ...] = ()
+    placement: dict[SlaTier, str] = Field(default_factory=dict)
+    # How often the worker checks that each storage server answers (GET /api/storage-servers).
+    storage_check_interval: Seconds = timedelta(seconds=15)
     api_port: int = Field(default=8000, ge=1, le=65535)
     # The largest request body the API reads; a tenant spec is a few hundred bytes.
     api_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
@@ -275,6 +245,7 @@ class Settings(BaseSettings):
                 "services with transport events take their commands over NATS JetStream: "
                 "PLATFORM_EVENTS_URL must be a nats:// URL"
             )
+        self._check_fleet()
         if self.migration_initial_interval > self.migration_max_interval:
             # Temporal rejects such a retry policy only when the activity is scheduled.
             raise ValueError(
@@ -293,6 +264,48 @@ class Settings(BaseSettings):
                 "next, current or previous, one at a time"
             )
         return self
+
+    def _check_fleet(self) -> None:
+        names = [s.name for s in self.storage_servers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(
+                f"PLATFORM_STORAGE_SERVERS names {', '.join(duplicates)} more than once: "
+                "a server's name is how tenants refer to it"
+            )
+        pools = {s.pool for s in self.storage_servers} if self.storage_servers else {DEFAULT_POOL}
+        for tier, pool in self.placement.items():
+            if pool not in pools:
+                raise ValueError(
+                    f"PLATFORM_PLACEMENT sends {tier.value} tenants to pool {pool!r}, which no "
+                    f"server in PLATFORM_STORAGE_SERVERS is in (pools: {', '.join(sorted(pools))})"
+                )
+
+    def storage_fleet(self) -> tuple[StorageServer, ...]:
+        """The storage servers, in configuration order: `PLATFORM_STORAGE_SERVERS`, or one
+        server `default` (pool `default`) at the storage database URL, which holds every tenant
+        an installation had before servers were configured. Its capacity is unbounded."""
+        if self.storage_servers:
+            return self.storage_servers
+        return (
+            StorageServer(
+                name=DEFAULT_SERVER,
+                url=self.require_storage_database_url(),
+                pool=DEFAULT_POOL,
+                max_tenants=UNBOUNDED_TENANTS,
+            ),
+        )
+
+    def pool_of(self, tier: SlaTier) -> str:
+        """The pool a tier's tenants are placed in: `PLATFORM_PLACEMENT`'s, else the first
+        server's pool."""
+        if tier in self.placement:
+            return self.placement[tier]
+        return self.storage_servers[0].pool if self.storage_servers else DEFAULT_POOL
+
+    def placement_map(self) -> dict[SlaTier, str]:
+        """Every tier's pool."""
+        return {tier: self.pool_of(tier) for tier in SlaTier}
 
     def service_db_roles(self) -> tuple[str, ...]:
         """The services' storage roles, in configuration order (services without one omitted)."""

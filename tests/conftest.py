@@ -41,6 +41,7 @@ from devstack.roles import Layout, Login, apply_layout, login_url, service_role
 from devstack.temporal import cli_path
 from infra.db.repository import TenantRepository
 from infra.db.schema import apply_platform_migrations
+from infra.db.servers import ServerRepository
 from infra.security.keys import generate_private_key
 from infra.temporal import ensure_search_attributes
 from tenancy.settings import DownstreamService, Settings
@@ -56,6 +57,7 @@ pytest_plugins = [
     "tests.support.containers",
     "tests.support.browser_summary",
     "tests.support.parallel",
+    "tests.support.storage_fleet",
 ]
 
 # The reference services' names; each has a role of the same name in snake case.
@@ -247,3 +249,10 @@ async def tenants(platform_db_url: str) -> AsyncIterator[TenantRepository]:
     """The metadata repository, for tests to read what the workflow wrote."""
     async with AsyncConnectionPool(platform_db_url, min_size=1, max_size=4) as pool:
         yield TenantRepository(pool)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def servers(platform_db_url: str) -> AsyncIterator[ServerRepository]:
+    """The storage servers' repository (placements), on the session's metadata database."""
+    async with AsyncConnectionPool(platform_db_url, min_size=1, max_size=4) as pool:
+        yield ServerRepository(pool)

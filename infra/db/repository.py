@@ -36,7 +36,7 @@ from tenancy.status import (
 )
 
 _TENANT_COLUMNS = """
-    id, name, storage_mode, sla_tier, status, status_reason, jdbc_url, workflow_id,
+    id, name, storage_mode, sla_tier, status, status_reason, jdbc_url, storage_server, workflow_id,
     workflow_run_id, created_by, created_at, updated_at, deletion_requested_at,
     deletion_requested_by, deletion_reason, deletion_purge_at, deletion_backup
 """

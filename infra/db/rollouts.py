@@ -96,6 +96,8 @@ class Claimed:
     tenant_id: str
     tenant_status: TenantStatus
     storage_mode: str
+    # The server its storage is on (None: never placed, which a rollout's tenant never is).
+    storage_server: str | None = None
 
 
 def _counts(pending: int, running: int, succeeded: int, failed: int, skipped: int) -> RolloutCounts:
@@ -510,12 +512,12 @@ class RolloutRepository:
                 ) picked, tenants t
                 WHERE r.rollout_id = %(rollout)s AND r.tenant_id = picked.tenant_id
                   AND t.id = r.tenant_id
-                RETURNING r.tenant_id, t.status, t.storage_mode, r.position
+                RETURNING r.tenant_id, t.status, t.storage_mode, r.position, t.storage_server
                 """,
                 {"rollout": rollout_id, "wave": wave, "batch": batch, "limit": limit},
             )
             rows = sorted(await cur.fetchall(), key=lambda r: r[3])
-        return [Claimed(r[0], TenantStatus(r[1]), r[2]) for r in rows]
+        return [Claimed(r[0], TenantStatus(r[1]), r[2], r[4]) for r in rows]
 
     async def standing(self, rollout_id: str, tenant_id: str) -> tuple[RolloutStatus, TenantStatus]:
         """The rollout's status and the tenant's, now (read before each tenant's calls)."""

@@ -23,6 +23,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.deletion import DeletionActivities
 from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
+from infra.db.servers import ServerRepository
 from infra.db.storage import StorageAdmin
 from infra.security.signing import CallSigner
 from tenancy.contracts import BackupInput, BackupResult
@@ -30,6 +31,7 @@ from tenancy.models import BackupRecord, EventAction, StorageMode, TenantSpec
 from tenancy.settings import Settings
 from tests.conftest import unique_id
 from tests.support.backups import HeldBackupRecord
+from tests.support.storage import one_server_fleet
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -49,7 +51,12 @@ class Stage:
 
     def worker(self, deletions: DeletionRepository) -> DeletionActivities:
         """The deletion activities of one worker process."""
-        return DeletionActivities(deletions, self.admin, self.http, self.signer, (), self.settings)
+        fleet = one_server_fleet(
+            self.admin,
+            self.settings.require_storage_database_url(),
+            ServerRepository(self.metadata),
+        )
+        return DeletionActivities(deletions, fleet, self.http, self.signer, (), self.settings)
 
     async def tenant_with_rows(self) -> BackupInput:
         """A tenant row and its schema holding a table with rows; the backup's input."""
@@ -58,6 +65,11 @@ class Stage:
             id=tenant_id, name="Backup Co", storage_mode=StorageMode.SCHEMA, sla_tier="BASIC"
         )
         await TenantRepository(self.metadata).insert(spec, f"wf-{tenant_id}", "run-1", [])
+        # Placed as provisioning places it: on the one server, `default`.
+        settings = self.settings
+        await ServerRepository(self.metadata).place(
+            tenant_id, settings.storage_fleet(), settings.placement_map()
+        )
         location = await self.admin.ensure(tenant_id, StorageMode.SCHEMA)
         table = sql.Identifier(location.schema_name, "accounts")
         async with self.storage.connection() as conn:

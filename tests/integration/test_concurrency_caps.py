@@ -23,10 +23,12 @@ from temporalio.testing import ActivityEnvironment
 from activities.storage import StorageActivities
 from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
+from infra.db.servers import ServerRepository
 from infra.db.storage import StorageAdmin
-from infra.limits import NoSlot, ServerLimits, server_key
+from infra.limits import NoSlot, ServerLimits
 from tenancy.contracts import CreateStorageInput
 from tenancy.failures import FailureType
+from tenancy.fleet import DEFAULT_SERVER
 from tenancy.models import MigrationRecord, StorageLocation, StorageMode, TenantSpec
 from tenancy.settings import Settings
 from tenancy.status import MigrationStatus, TenantStatus
@@ -35,6 +37,7 @@ from tests.faults.downstream import HangingService
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import serve
+from tests.support.storage import one_server_fleet, tenant_row
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -82,6 +85,10 @@ class CountingAdmin(StorageAdmin):
             return location
         finally:
             self.in_flight -= 1
+
+
+# Every tier to the one server's pool, as without PLATFORM_PLACEMENT.
+PLACEMENT = Settings(database_url="postgresql://u@db:5432/m").placement_map()
 
 
 def activity_env(start_to_close: timedelta) -> ActivityEnvironment:
@@ -138,17 +145,20 @@ async def test_a_burst_of_migrations_runs_at_most_the_cap_at_once_per_service(
 
 
 async def test_storage_creations_run_at_most_the_cap_at_once(
-    storage_db_url: str, tenants: TenantRepository
+    storage_db_url: str, tenants: TenantRepository, servers: ServerRepository
 ) -> None:
     async with AsyncConnectionPool(
         storage_db_url, min_size=1, max_size=8, kwargs={"autocommit": True}
     ) as pool:
         admin = CountingAdmin(pool, storage_db_url)
-        activities = StorageActivities(admin, tenants, ServerLimits(2))
+        fleet = one_server_fleet(admin, storage_db_url, servers)
+        activities = StorageActivities(fleet, servers, tenants, ServerLimits(2), PLACEMENT)
         requests = [
             CreateStorageInput(tenant_id=unique_id("capst"), mode=StorageMode.SCHEMA)
             for _ in range(8)
         ]
+        for request in requests:
+            await tenant_row(tenants, request.tenant_id)
         created = await asyncio.gather(
             *(
                 activity_env(timedelta(minutes=2)).run(activities.create_storage, request)
@@ -161,17 +171,19 @@ async def test_storage_creations_run_at_most_the_cap_at_once(
 
 
 async def test_a_creation_that_cannot_get_a_slot_in_time_fails_retryably(
-    storage_db_url: str, tenants: TenantRepository
+    storage_db_url: str, tenants: TenantRepository, servers: ServerRepository
 ) -> None:
     limits = ServerLimits(1)
     async with AsyncConnectionPool(
         storage_db_url, min_size=1, max_size=2, kwargs={"autocommit": True}
     ) as pool:
         admin = StorageAdmin(pool, storage_db_url)
-        activities = StorageActivities(admin, tenants, limits)
+        fleet = one_server_fleet(admin, storage_db_url, servers)
+        activities = StorageActivities(fleet, servers, tenants, limits, PLACEMENT)
         request = CreateStorageInput(tenant_id=unique_id("capto"), mode=StorageMode.SCHEMA)
-        server = server_key(admin.locate(request.tenant_id, request.mode).jdbc_url)
-        async with limits.slot(server, None):
+        await tenant_row(tenants, request.tenant_id)
+        # The caps are per server: by its name.
+        async with limits.slot(DEFAULT_SERVER, None):
             # Start-to-close barely above the DDL reserve: the wait budget is ~0.2 s.
             env = activity_env(timedelta(seconds=30.2))
             with pytest.raises(ApplicationError) as raised:
@@ -188,8 +200,6 @@ async def test_each_server_has_its_own_slots() -> None:
         with pytest.raises(NoSlot):
             async with limits.slot("db-a:5432", timedelta(milliseconds=50)):
                 pass
-    assert server_key("jdbc:postgresql://db-a:6543/tenants?currentSchema=x") == "db-a:6543"
-    assert server_key("jdbc:postgresql://db-a/tenant_x") == "db-a:5432"
 
 
 async def test_a_hung_service_does_not_hold_the_slots_of_a_healthy_one(

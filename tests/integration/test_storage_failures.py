@@ -21,6 +21,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.storage import StorageActivities
 from api.gateway import WorkflowGateway
 from infra.db.repository import TenantRepository
+from infra.db.servers import ServerRepository
 from infra.db.storage import StorageAdmin
 from infra.limits import ServerLimits
 from infra.temporal import worker_runtime
@@ -33,6 +34,7 @@ from tests.conftest import running_worker, unique_id
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import free_port
+from tests.support.storage import one_server_fleet, tenant_row
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -77,7 +79,8 @@ async def test_a_storage_outage_is_retried_with_the_reason_shown(
             assert waiting is not None
             assert waiting.status is TenantStatus.PROVISIONING
             assert waiting.status_reason is not None
-            assert waiting.status_reason.startswith("storage creation failed, retrying")
+            # It names the server, which an operator with several looks at first.
+            assert waiting.status_reason.startswith("storage creation on default failed, retrying")
 
             await proxy.start()
             active = await eventually(
@@ -109,6 +112,10 @@ async def pool_to_nowhere(url: str) -> AsyncIterator[AsyncConnectionPool[Any]]:
         yield pool
 
 
+# Every tier to the one server's pool, as without PLATFORM_PLACEMENT.
+PLACEMENT = Settings(database_url="postgresql://u@db:5432/m").placement_map()
+
+
 async def storage_failure(
     activities: StorageActivities, tenant_id: str, meter: MetricMeter = MetricMeter.noop
 ) -> ApplicationError:
@@ -130,6 +137,7 @@ async def test_a_metadata_outage_does_not_change_how_a_storage_failure_fails(
     storage_db_url: str,
     platform_db_url: str,
     tenants: TenantRepository,
+    servers: ServerRepository,
 ) -> None:
     address = f"127.0.0.1:{free_port()}"
     # The runtime serves the endpoint as long as it lives: keep it referenced.
@@ -137,12 +145,19 @@ async def test_a_metadata_outage_does_not_change_how_a_storage_failure_fails(
     meter = runtime.metric_meter
     tenant_id = unique_id("both")
     async with pool_to_nowhere(storage_db_url) as storage, pool_to_nowhere(platform_db_url) as meta:
-        admin = StorageAdmin(storage, storage_db_url)
+        await tenant_row(tenants, tenant_id)
+        fleet = one_server_fleet(StorageAdmin(storage, storage_db_url), storage_db_url, servers)
         alone = await storage_failure(
-            StorageActivities(admin, tenants, ServerLimits(1)), tenant_id, meter
+            StorageActivities(fleet, servers, tenants, ServerLimits(1), PLACEMENT),
+            tenant_id,
+            meter,
         )
+        # The tenant is placed (its server read from the metadata database that answers);
+        # the note of the failure on the tenant's row is what cannot be written.
         both = await storage_failure(
-            StorageActivities(admin, TenantRepository(meta), ServerLimits(1)), tenant_id, meter
+            StorageActivities(fleet, servers, TenantRepository(meta), ServerLimits(1), PLACEMENT),
+            tenant_id,
+            meter,
         )
     async with httpx.AsyncClient() as http:
         exposition = (await http.get(f"http://{address}/metrics")).text
@@ -150,7 +165,7 @@ async def test_a_metadata_outage_does_not_change_how_a_storage_failure_fails(
     for failure in (alone, both):
         assert failure.type == FailureType.STORAGE_FAILED
         assert not failure.non_retryable
-        assert failure.message.startswith("storage creation failed, retrying: ")
+        assert failure.message.startswith("storage creation on default failed, retrying: ")
     assert alone.message == both.message
     # No SQLSTATE: the pool never got a connection.
     counted = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 from psycopg_pool import AsyncConnectionPool
 
 from infra.db.repository import TenantRepository
+from infra.db.servers import ServerRepository
 from infra.db.storage import StorageAdmin
 from tenancy.models import SlaTier, StorageMode, TenantSpec
 from tenancy.settings import Settings
@@ -21,12 +22,17 @@ async def seed_fleet(
     through the reference services, it then applies every migration to each tenant)."""
     services = [service.name for service in settings.downstream_services]
     ids = [f"{prefix}_{i:03d}" for i in range(count)]
-    async with AsyncConnectionPool(
-        settings.require_storage_database_url(),
-        min_size=1,
-        max_size=2,
-        kwargs={"autocommit": True},
-    ) as pool:
+    async with (
+        AsyncConnectionPool(
+            settings.require_storage_database_url(),
+            min_size=1,
+            max_size=2,
+            kwargs={"autocommit": True},
+        ) as pool,
+        AsyncConnectionPool(settings.require_database_url(), min_size=1, max_size=2) as metadata,
+    ):
+        placements = ServerRepository(metadata)
+        fleet, placement = settings.storage_fleet(), settings.placement_map()
         admin = StorageAdmin(
             pool, settings.require_storage_database_url(), settings.service_db_roles()
         )
@@ -38,6 +44,8 @@ async def seed_fleet(
                 sla_tier=SlaTier.STANDARD,
             )
             await tenants.insert(spec, f"wf-{tenant_id}", "seeded", services, "seed")
+            # Placed as provisioning places it.
+            await placements.place(tenant_id, fleet, placement)
             location = await admin.ensure(tenant_id, StorageMode.SCHEMA)
             await tenants.set_jdbc_url(tenant_id, location.jdbc_url)
             for target in (TenantStatus.MIGRATING, TenantStatus.ACTIVE):
