@@ -33,7 +33,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     get_settings.cache_clear()
 
 
-def _services(*services: dict[str, str]) -> str:
+def _services(*services: dict[str, object]) -> str:
     return json.dumps(list(services))
 
 
@@ -65,6 +65,28 @@ REFUSED = {
         "PLATFORM_DOWNSTREAM_SERVICES": _services(
             {"name": "Billing", "baseUrl": f"http://u:{PASSWORD}@billing:9000"}
         )
+    },
+    "storage-server-socket": {
+        "PLATFORM_STORAGE_SERVERS": _services(
+            {"name": "pg-a", "url": f"postgresql://u:{PASSWORD}@/t", "maxTenants": 5}
+        )
+    },
+    "storage-server-bad-name": {
+        "PLATFORM_STORAGE_SERVERS": _services(
+            {"name": "PG_A", "url": f"postgresql://u:{PASSWORD}@db:5432/t", "maxTenants": 5}
+        )
+    },
+    "storage-servers-duplicate": {
+        "PLATFORM_STORAGE_SERVERS": _services(
+            {"name": "pg-a", "url": f"postgresql://u:{PASSWORD}@a:5432/t", "maxTenants": 5},
+            {"name": "pg-a", "url": f"postgresql://u:{PASSWORD}@b:5432/t", "maxTenants": 5},
+        )
+    },
+    "placement-to-a-pool-without-servers": {
+        "PLATFORM_STORAGE_SERVERS": _services(
+            {"name": "pg-a", "url": f"postgresql://u:{PASSWORD}@a:5432/t", "maxTenants": 5}
+        ),
+        "PLATFORM_PLACEMENT": '{"PREMIUM": "dedicated"}',
     },
     "jwks-url-not-http": {"PLATFORM_AUTH_JWKS_URL": f"ftp://u:{PASSWORD}@idp/jwks"},
     "temporal-ui-url-not-http": {"PLATFORM_TEMPORAL_UI_URL": f"ftp://u:{PASSWORD}@ui:8233"},
