@@ -138,8 +138,6 @@ async def worker_activities(
         services={s.name: s.describe() for s in settings.downstream_services},
     )
     async with httpx.AsyncClient() as http, metadata_pool, fleet:
-        # Before any step runs: a list that forgot a server tenants live on is refused.
-        await prepare_fleet(fleet.servers, servers)
         instrument_http_client(http, tracer_provider)
         tenants = TenantRepository(metadata_pool)
         metadata = MetadataActivities(tenants, settings)
@@ -240,6 +238,15 @@ async def worker_activities(
                 rollouts.set_rollout_status,
                 rollouts.set_wave_status,
             ]
+
+
+async def refuse_unknown_servers(settings: Settings) -> None:
+    """Raise `FleetMismatch` when tenants live on a server the settings lack; register the
+    configured servers otherwise (see infra.db.server_checks)."""
+    async with AsyncConnectionPool(
+        settings.require_database_url(), open=False, min_size=1, max_size=1
+    ) as pool:
+        await prepare_fleet(settings.storage_fleet(), ServerRepository(pool))
 
 
 def service_tuner(slots: SharedSlots) -> WorkerTuner:
@@ -360,6 +367,8 @@ async def main() -> None:
         _log.info("serving metrics", url=f"http://{settings.worker_metrics_address}/metrics")
     try:
         await asyncio.to_thread(apply_platform_migrations, settings.require_database_url())
+        # Before any step runs: a list that forgot a server tenants live on is refused.
+        await refuse_unknown_servers(settings)
         client = await connect_client(
             settings, runtime=runtime, interceptors=client_interceptors(tracer_provider)
         )
