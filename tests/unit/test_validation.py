@@ -218,6 +218,7 @@ def test_tenant_serializes_in_camel_case() -> None:
         "status",
         "statusReason",
         "jdbcUrl",
+        "storageServer",
         "migrations",
         "lastMigrationVersion",
         "workflowId",
