@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
@@ -241,3 +242,43 @@ async def test_a_server_that_is_down_holds_its_tenant_until_it_is_back(
     assert held.status_reason.startswith("storage creation on pg-a failed, retrying")
     assert (done["status"], done["storageServer"]) == ("ACTIVE", "pg-a")
     assert port_of(done["jdbcUrl"]) == proxy.port
+
+
+async def test_the_services_migrate_tenants_on_every_server_with_their_own_roles(
+    temporal_client: Client,
+    fleet_stage: FleetStage,
+    keys_dir: Path,
+    reference_services: list[tuple[str, str]],
+) -> None:
+    settings = fleet_stage.settings(
+        tuple(reference_services),
+        servers=[
+            fleet_stage.server("pg-shared", 1, "shared", 10),
+            fleet_stage.server("pg-dedicated", 2, "dedicated", 10),
+        ],
+        placement={"BASIC": "shared", "PREMIUM": "dedicated"},
+    )
+    shared, dedicated = unique_id("svc"), unique_id("svc")
+    async with api_client(settings, keys_dir, temporal=temporal_client) as api:
+        on_shared = await provision(api, shared, tier="BASIC", mode="SCHEMA")
+        on_dedicated = await provision(api, dedicated, tier="PREMIUM", mode="DATABASE")
+
+    assert (on_shared["status"], on_shared["storageServer"]) == ("ACTIVE", "pg-shared")
+    assert (on_dedicated["status"], on_dedicated["storageServer"]) == ("ACTIVE", "pg-dedicated")
+    # Each service's tables were created by its own role on the tenant's server, and the
+    # platform's role there is no superuser.
+    with psycopg.connect(with_database(fleet_stage.extra[0], STORAGE_DATABASE)) as conn:
+        owners = conn.execute(
+            "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = %s",
+            (f"tenant_{shared}",),
+        ).fetchall()
+        platform = conn.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'platform'"
+        ).fetchone()
+    with psycopg.connect(with_database(fleet_stage.extra[1], f"tenant_{dedicated}")) as conn:
+        dedicated_owners = conn.execute(
+            "SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchall()
+    assert {o for (o,) in owners} == {"backend_service", "auth_service"}
+    assert {o for (o,) in dedicated_owners} == {"backend_service", "auth_service"}
+    assert platform == (False,)
