@@ -288,7 +288,9 @@ def _plan_postgres(
     return tuple(planned)
 
 
-def _fleet_env(postgres: Sequence[PlannedServer], platform: Settings) -> dict[str, str]:
+def _fleet_env(
+    postgres: Sequence[PlannedServer], platform: Settings, environ: dict[str, str]
+) -> dict[str, str]:
     """PLATFORM_STORAGE_SERVERS over the embedded servers, and PLATFORM_PLACEMENT by their
     tiers unless the environment sets it."""
     servers = [
@@ -304,7 +306,11 @@ def _fleet_env(postgres: Sequence[PlannedServer], platform: Settings) -> dict[st
     ]
     env = {"PLATFORM_STORAGE_SERVERS": json.dumps(servers)}
     placement = {tier.value: p.spec.pool for p in postgres for tier in p.spec.tiers}
-    if placement and "placement" not in platform.model_fields_set:
+    if (
+        placement
+        and "placement" not in platform.model_fields_set
+        and ("PLATFORM_PLACEMENT" not in environ)
+    ):
         env["PLATFORM_PLACEMENT"] = json.dumps(placement)
     return env
 
@@ -338,7 +344,7 @@ def make_plan(
         if platform.storage_database_url is None:
             env["PLATFORM_STORAGE_DATABASE_URL"] = login_url(first.address, owner, STORAGE_DATABASE)
         if len(postgres) > 1:
-            env.update(_fleet_env(postgres, platform))
+            env.update(_fleet_env(postgres, platform, env))
         # Without a password: each server's is in the service's password file.
         service_urls = {
             name: login_url(first.address, Login(service_role(name)), service_role(name))
@@ -405,6 +411,19 @@ def make_plan(
         service_urls,
         embed_nats,
     )
+
+
+def platform_settings() -> Settings:
+    """The platform's settings as `make dev` reads them. A PLATFORM_PLACEMENT of the operator's
+    without PLATFORM_STORAGE_SERVERS names make dev's pools, which the settings read here cannot
+    know: the worker and the API check it against the servers make dev configures."""
+    if "PLATFORM_PLACEMENT" not in os.environ or "PLATFORM_STORAGE_SERVERS" in os.environ:
+        return get_settings()
+    placement = os.environ.pop("PLATFORM_PLACEMENT")
+    try:
+        return Settings()
+    finally:
+        os.environ["PLATFORM_PLACEMENT"] = placement
 
 
 def busy_ports(ports: Sequence[tuple[int, str]]) -> list[str]:
@@ -735,7 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Readiness polling would log every probe.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    plan = make_plan(DevSettings(), get_settings())
+    plan = make_plan(DevSettings(), platform_settings())
     if args.command == "service":
         return run_service(plan, args.name)
     return run_stack(plan)

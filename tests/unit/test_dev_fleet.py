@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from devstack import passfile
-from devstack.dev import DevSettings, banner, make_plan, write_passfile
+from devstack.dev import DevSettings, banner, make_plan, platform_settings, write_passfile
 from devstack.roles import Login
 from tenancy.models import SlaTier
 from tenancy.settings import Settings
@@ -95,12 +95,16 @@ def test_the_operators_fleet_and_placement_win(
     assert 54445 not in {port for port, _ in plan.required_ports()}
 
     monkeypatch.delenv("PLATFORM_STORAGE_SERVERS")
-    # (Settings check a placement against the servers they are given: here, none yet.)
-    monkeypatch.setenv("PLATFORM_PLACEMENT", '{"PREMIUM": "default"}')
-    plan = make_plan(_dev(tmp_path), Settings())
+    # Their placement over make dev's pools: BASIC tenants get dedicated servers too.
+    theirs = '{"BASIC": "dedicated", "STANDARD": "shared", "PREMIUM": "dedicated"}'
+    monkeypatch.setenv("PLATFORM_PLACEMENT", theirs)
+    plan = make_plan(_dev(tmp_path), platform_settings())
 
-    assert plan.env["PLATFORM_PLACEMENT"] == '{"PREMIUM": "default"}'
+    assert plan.env["PLATFORM_PLACEMENT"] == theirs
     assert len(json.loads(plan.env["PLATFORM_STORAGE_SERVERS"])) == 2
+    for name, value in plan.env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().pool_of(SlaTier.BASIC) == "dedicated"
 
 
 @pytest.mark.usefixtures("clean_env")
