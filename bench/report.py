@@ -22,6 +22,9 @@ DIRECT = "direct"
 # The Temporal path with the reference services on transport events (commands on the bus).
 EVENTS = "events"
 PATHS = (TEMPORAL, DIRECT, EVENTS)
+# Issue 21's: provisioning spread over several storage servers costs no more per tenant than
+# over one (same run); the margin is the run-to-run noise of CPU per tenant.
+SERVERS_CPU_RATIO_TARGET = 1.1
 # Issue 5's targets, on this 2-core machine, SCHEMA mode, two services (the p50 is issue 20's too).
 P50_TARGET_MS = 100.0
 THROUGHPUT_TARGET = 40.0
@@ -62,6 +65,11 @@ class ScaleResult:
     points: list[ScalePoint] = field(default_factory=list)
 
 
+def servers_path(count: int) -> str:
+    """The Temporal path measured again over `count` storage servers (`--servers 1,3`)."""
+    return f"servers{count}"
+
+
 @dataclass
 class Report:
     """Everything one `make bench` run measured, and how it was run."""
@@ -70,6 +78,13 @@ class Report:
     context: dict[str, str]
     levels: list[LevelResult]
     scale: ScaleResult | None = None
+    # `--servers`: the Temporal path's count first, then those of the paths `servers<N>`.
+    servers: tuple[int, ...] = (1,)
+
+    def paths(self) -> list[str]:
+        """Every measured path: the fixed ones first, then the other servers counts'."""
+        extra = [servers_path(n) for n in self.servers[1:]]
+        return [*PATHS, *extra]
 
     def level(self, path: str, concurrency: int) -> LevelResult | None:
         """The result of `path` at `concurrency`, if measured."""
@@ -149,7 +164,7 @@ def _step_rows(report: Report) -> list[str]:
         "|---:|---|---:|---:|---:|---:|",
     ]
     for c in report.concurrencies():
-        for path in PATHS:
+        for path in report.paths():
             result = report.level(path, c)
             if result is None:
                 continue
@@ -165,17 +180,68 @@ def _step_rows(report: Report) -> list[str]:
 CPU_COLUMNS = ["temporal", "postgres", "worker", "api", "backend-service", "auth-service", "bench"]
 
 
+def _by_column(per_tenant: dict[str, float]) -> dict[str, float]:
+    """Every embedded PostgreSQL server's CPU (`postgres`, `postgres-2`, ...) as one."""
+    merged: dict[str, float] = {}
+    for name, value in per_tenant.items():
+        column = "postgres" if name.startswith("postgres") else name
+        merged[column] = merged.get(column, 0.0) + value
+    return merged
+
+
+def _servers_rows(report: Report) -> list[str]:
+    rows = [
+        "| C | storage servers | tenants | tenants/s | p50 / p95 ms "
+        "| CPU ms per tenant, all processes | of which PostgreSQL | failed |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in report.concurrencies():
+        for count, path in zip(
+            report.servers, [TEMPORAL, *report.paths()[len(PATHS) :]], strict=True
+        ):
+            result = report.level(path, c)
+            if result is None:
+                continue
+            cpu = _by_column(result.cpu_ms_per_tenant())
+            rows.append(
+                f"| {c} | {count} | {len(result.samples)} | {result.throughput:.1f} | "
+                f"{_ms(result.percentile(50))} / {_ms(result.percentile(95))} | "
+                f"{_ms(sum(cpu.values()))} | {_ms(cpu.get('postgres', 0.0))} | "
+                f"{len(result.samples) - len(result.ok)} |"
+            )
+    return rows
+
+
+def _servers_targets(report: Report, row: Any) -> None:
+    """CPU per tenant over each further count of servers against the first, per level."""
+    base_count = report.servers[0]
+    for count in report.servers[1:]:
+        for c in report.concurrencies():
+            base, spread = report.level(TEMPORAL, c), report.level(servers_path(count), c)
+            if base is None or spread is None or not base.cpu_seconds or not spread.cpu_seconds:
+                continue
+            over_one = sum(base.cpu_ms_per_tenant().values())
+            over_more = sum(spread.cpu_ms_per_tenant().values())
+            ratio = over_more / over_one if over_one else None
+            row(
+                f"CPU per tenant over {count} servers / over {base_count}, C={c}",
+                f"<= {SERVERS_CPU_RATIO_TARGET:g}x",
+                None if ratio is None else f"{ratio:.2f}x ({_ms(over_more)} / {_ms(over_one)} ms)",
+                _le(ratio, SERVERS_CPU_RATIO_TARGET),
+            )
+
+
 def _cpu_rows(report: Report) -> list[str]:
     rows = [
         "| C | path | " + " | ".join(CPU_COLUMNS) + " | total | cores busy |",
         "|---:|---|" + "---:|" * (len(CPU_COLUMNS) + 2),
     ]
     for c in report.concurrencies():
-        for path in PATHS:
+        for path in report.paths():
             result = report.level(path, c)
             if result is None or not result.cpu_seconds:
                 continue
-            per_tenant = result.cpu_ms_per_tenant()
+            per_tenant = _by_column(result.cpu_ms_per_tenant())
             busy = sum(result.cpu_seconds.values()) / result.wall_seconds
             cells = [f"{per_tenant.get(name, 0.0):.0f}" for name in CPU_COLUMNS]
             rows.append(
@@ -279,6 +345,8 @@ def _target_rows(report: Report) -> list[str]:
         "{:.1f}x",
         _le(ratio, RATIO_TARGET),
     )
+    _servers_targets(report, row)
+
     rss = report.scale.worker_peak_rss_mib if report.scale else None
     in_flight = f"{report.scale.peak_in_flight:,}" if report.scale else "1,000"
     add(
@@ -341,6 +409,18 @@ def markdown(report: Report) -> str:
                 "",
             ]
             if any(r.path == EVENTS for r in report.levels)
+            else []
+        ),
+        *(
+            [
+                "Provisioning over several storage servers (one pool, each tenant on the one "
+                "with the fewest), the Temporal path, a fresh stack each, one after the other; "
+                "CPU of every process, every server's PostgreSQL included:",
+                "",
+                *_servers_rows(report),
+                "",
+            ]
+            if len(report.servers) > 1
             else []
         ),
         "Median time in each step (ms), from the audit trail's timestamps:",
@@ -431,6 +511,7 @@ def write(report: Report, out_dir: Path) -> list[Path]:
     data: dict[str, Any] = {
         "command": report.command,
         "context": report.context,
+        "servers": list(report.servers),
         "levels": [_level_json(r) for r in report.levels],
         "scale": None
         if report.scale is None

@@ -4,13 +4,17 @@
     python -m bench --tenants 200 --concurrency 1,32 --storage-mode DATABASE
     python -m bench --scale 1000 --scale-total 5000  # adds the scale figures
     python -m bench --transport http,events          # services by HTTP, then by command
+    python -m bench --servers 1,3 --no-direct        # tenants over one server, then three
 
 For each concurrency C it provisions max(N, 2*C) tenants through the REST API (the Temporal
 path) and as many by calling the activities in-process (the direct path), after a few
 unmeasured warm-up tenants each. With `--transport events` it then starts the stack again with
 the reference services taking their calls as commands on the bus (`PLATFORM_DEV_SERVICE_TRANSPORT
-=events`) and measures the Temporal path there too (path `events`). Results go to `--out`
-(results.json, results.md, chart.png).
+=events`) and measures the Temporal path there too (path `events`). With `--servers N` the
+tenants are placed on N embedded PostgreSQL servers in one pool (PLATFORM_STORAGE_SERVERS);
+`--servers 1,3` measures over one server first, then starts the stack again over three and
+measures the Temporal path there (path `servers3`), so the report sets the CPU per tenant and
+the latency of both side by side. Results go to `--out` (results.json, results.md, chart.png).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 
 import httpx
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
 from api.auth import READ_SCOPE, WRITE_SCOPE
 from bench.direct import DirectProvisioner, direct_provisioner
@@ -55,6 +60,7 @@ from bench.report import (
     Report,
     ScalePoint,
     ScaleResult,
+    servers_path,
     summary_lines,
     write,
 )
@@ -62,6 +68,7 @@ from bench.stack import RunningStack, running_stack
 from devstack.dev import REPO_ROOT
 from devstack.temporal import cli_path
 from devstack.tokens import mint
+from infra.db.servers import ServerRepository
 from tenancy.models import SlaTier, StorageMode, TenantSpec
 
 _log = logging.getLogger("bench")
@@ -86,6 +93,9 @@ class Options:
     scale_total: int
     # "http" (the main run, with the direct baseline and scale) and/or "events".
     transports: tuple[str, ...] = ("http",)
+    # Storage servers: the main runs over the first count, the Temporal path again over each
+    # further one.
+    servers: tuple[int, ...] = (1,)
 
 
 class Ids:
@@ -261,6 +271,17 @@ async def measure(
     return results, scale
 
 
+async def tenants_per_server(stack: RunningStack) -> str:
+    """How the run's tenants spread over the storage servers, e.g. `pg-1 12, pg-2 11`."""
+    names = [server.name for server in stack.settings().storage_fleet()]
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        stack.env["PLATFORM_DATABASE_URL"], min_size=1, max_size=1, open=False
+    )
+    async with pool:
+        records = await ServerRepository(pool).records(names)
+    return ", ".join(f"{name} {records[name].tenants}" for name in names)
+
+
 def _direct_run(direct: DirectProvisioner, mode: StorageMode) -> Any:
     async def run(tenant_id: str) -> None:
         await direct.provision(
@@ -288,6 +309,7 @@ def context(options: Options) -> dict[str, str]:
         "storage mode": options.storage_mode.value,
         "services": "backend-service, auth-service, over " + " then ".join(options.transports),
         "tenants per level": f"max({options.tenants}, 2*C) after {options.warmup} warm-up",
+        "storage servers": " then ".join(str(n) for n in options.servers),
     }
 
 
@@ -310,6 +332,11 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, Path, Path, dict[str, st
         default="http",
         help="how the worker calls the services: http, events, or both (http,events)",
     )
+    parser.add_argument(
+        "--servers",
+        default="1",
+        help="storage servers tenants spread over: N, or counts to compare in one run (1,3)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help="the stack's data")
     parser.add_argument(
@@ -326,6 +353,12 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, Path, Path, dict[str, st
     transports = tuple(t.strip() for t in args.transport.split(",") if t.strip())
     if not transports or not set(transports) <= {"http", "events"}:
         parser.error("--transport takes http, events or http,events")
+    try:
+        servers = tuple(int(n) for n in args.servers.split(","))
+    except ValueError:
+        servers = ()
+    if not servers or min(servers) < 1 or len(set(servers)) < len(servers):
+        parser.error("--servers takes distinct positive counts, e.g. 3 or 1,3")
     extra = dict(item.split("=", 1) for item in args.env)
     options = Options(
         tenants=args.tenants,
@@ -336,6 +369,7 @@ def parse(argv: Sequence[str] | None) -> tuple[Options, Path, Path, dict[str, st
         scale=args.scale,
         scale_total=max(args.scale_total, args.scale),
         transports=transports,
+        servers=servers,
     )
     return options, args.out, args.work_dir, extra
 
@@ -349,13 +383,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "make bench" + (f" BENCH_ARGS={shlex.quote(' '.join(argv))}" if argv else "")
     levels: list[LevelResult] = []
     scale = None
+    first, *more = options.servers
+    info = context(options)
     if "http" in options.transports:
-        with running_stack(work_dir, extra_env=extra) as stack:
+        with running_stack(work_dir, extra_env=extra, servers=first) as stack:
             levels, scale = asyncio.run(measure(stack, options))
+            if first > 1:
+                info[f"tenants per server ({first})"] = asyncio.run(tenants_per_server(stack))
+        for count in more:
+            with running_stack(work_dir, extra_env=extra, servers=count) as stack:
+                levels += asyncio.run(measure(stack, options, path=servers_path(count)))[0]
+                spread = asyncio.run(tenants_per_server(stack))
+            _log.info("tenants per server over %d servers: %s", count, spread)
+            info[f"tenants per server ({count})"] = spread
     if "events" in options.transports:
-        with running_stack(work_dir, extra_env=extra, service_transport="events") as stack:
+        with running_stack(
+            work_dir, extra_env=extra, service_transport="events", servers=first
+        ) as stack:
             levels += asyncio.run(measure(stack, options, path=EVENTS))[0]
-    report = Report(command, context(options), levels, scale)
+    report = Report(command, info, levels, scale, options.servers)
     for path in write(report, out):
         _log.info("wrote %s", path)
     sys.stdout.write("\n".join(summary_lines(levels)) + "\n")

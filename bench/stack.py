@@ -1,7 +1,8 @@
 """The stack the benchmark measures: the very one `make dev` runs, on ports of its own.
 
 Everything starts from `devstack.dev` (embedded PostgreSQL, Temporal dev server with its
-SQLite file, both reference services, `python worker.py`, the API under uvicorn), with its
+SQLite file, both reference services, `python worker.py`, the API under uvicorn; with
+`--servers N`, N embedded PostgreSQL servers in one pool of storage servers), with its
 data in a folder of the benchmark's own, so a running `make dev` is neither disturbed nor
 measured. Children log to files there (JSON, as in production), not to the terminal.
 """
@@ -20,6 +21,7 @@ from typing import Literal
 
 from devstack.dev import (
     REPO_ROOT,
+    DevServer,
     DevSettings,
     Plan,
     http_ok,
@@ -35,6 +37,8 @@ _log = logging.getLogger("bench")
 Transport = Literal["http", "events"]
 # Ten above `make dev`'s ports, so both can run at once.
 BENCH_API_PORT = 8010
+# With `--servers N`, every tenant's pool.
+BENCH_POOL = "bench"
 
 
 @dataclass(frozen=True)
@@ -80,14 +84,38 @@ class RunningStack:
         self.pids[name] = next(c.proc.pid for c in supervisor.children if c.name == name)
 
 
+def bench_fleet(dev: DevSettings, count: int) -> tuple[DevServer, ...]:
+    """`count` embedded PostgreSQL servers `pg-1`..`pg-N`, all in pool `bench` (every tier's,
+    then), on ports from `dev.postgres_port` up; the first also holds the metadata database.
+    Room for every tenant a run makes, so only the fewest-tenants rule spreads them."""
+    return tuple(
+        DevServer(
+            name=f"pg-{index + 1}",
+            pool=BENCH_POOL,
+            max_tenants=1_000_000,
+            port=dev.postgres_port + index,
+            port_variable="PLATFORM_DEV_POSTGRES_PORT" if index == 0 else "bench --servers",
+            child="postgres" if index == 0 else f"postgres-{index + 1}",
+        )
+        for index in range(count)
+    )
+
+
 def bench_plan(
-    work_dir: Path, extra_env: dict[str, str], service_transport: Transport = "http"
+    work_dir: Path,
+    extra_env: dict[str, str],
+    service_transport: Transport = "http",
+    servers: int = 1,
 ) -> Plan:
     """`make dev`'s plan with the benchmark's data folder and ports, production log format;
-    the reference services are called over `service_transport`."""
+    the reference services are called over `service_transport`; tenants are placed on
+    `servers` embedded servers (one: no PLATFORM_STORAGE_SERVERS, as an installation that
+    never set it)."""
     dev = DevSettings(
         data_dir=work_dir,
         postgres_port=54339,
+        # Unused (the benchmark's servers are bench_fleet's), but apart from make dev's too.
+        dedicated_postgres_port=54338,
         temporal_port=7243,
         temporal_ui_port=8243,
         backend_port=8111,
@@ -97,7 +125,7 @@ def bench_plan(
         nats_port=4232,
         service_transport=service_transport,
     )
-    plan = make_plan(dev, Settings())
+    plan = make_plan(dev, Settings(), bench_fleet(dev, servers))
     env = {**plan.env, "PLATFORM_LOG_FORMAT": "json", "PLATFORM_API_PORT": str(BENCH_API_PORT)}
     env.update(extra_env)
     return dataclasses.replace(plan, api_port=BENCH_API_PORT, env=env)
@@ -110,11 +138,13 @@ def running_stack(
     fresh: bool = True,
     extra_env: dict[str, str] | None = None,
     service_transport: Transport = "http",
+    servers: int = 1,
 ) -> Iterator[RunningStack]:
-    """Start the stack in `work_dir` (emptied first when `fresh`), stop it on exit."""
+    """Start the stack in `work_dir` (emptied first when `fresh`) with `servers` storage
+    servers, stop it on exit."""
     if fresh and work_dir.exists():
         shutil.rmtree(work_dir)
-    plan = bench_plan(work_dir, extra_env or {}, service_transport)
+    plan = bench_plan(work_dir, extra_env or {}, service_transport, servers)
     stack = Stack(work_dir / "run", REPO_ROOT, log_dir=work_dir / "logs")
     try:
         _log.info("starting the stack in %s (logs in %s)", work_dir, stack.log_dir)

@@ -3,11 +3,16 @@
 Starts what the environment does not already name (embedded PostgreSQL, the Temporal dev server,
 the two reference downstream services), then the worker and the API, and prints how to use it
 once `/readyz` answers, with ready-to-paste tokens of the development identity provider (unless
-the environment names a real one). The embedded PostgreSQL gets the deployment's roles
-(devstack.roles): the platform connects as `platform`, each reference service as its own role
-(`backend_service`, `auth_service`) to a database of its own, never as the superuser. Their
-passwords are generated once into the data folder; the embedded server trusts loopback
-connections, so it does not check them, but every URL carries them as a real server needs.
+the environment names a real one). Two embedded PostgreSQL servers hold tenant storage
+(PLATFORM_STORAGE_SERVERS): `pg-shared` (pool `shared`: BASIC and STANDARD tenants, and the
+metadata database) and `pg-dedicated` (pool `dedicated`: PREMIUM tenants), unless the
+environment names a fleet. Each gets the deployment's roles (devstack.roles): the platform
+connects as `platform`, each reference service as its own role (`backend_service`,
+`auth_service`), never as the superuser. Their passwords, one per role and server, are
+generated once into the data folder; the embedded servers trust loopback connections, so they
+do not check them, but every connection gives them as a real server needs: the platform's URLs
+carry them, and each service finds its own per host in a libpq password file (`PGPASSFILE`,
+devstack.passfile), as it would against a fleet of real servers.
 Each reference service also reads extra migrations from `.devdata/migrations/<service-name>/`
 (created empty; `DOWNSTREAM_EXTRA_MIGRATIONS_DIRS`), so a new migration dropped there is picked
 up when the service restarts.
@@ -45,6 +50,7 @@ from api.auth import (
     ROLLOUTS_WRITE_SCOPE,
     WRITE_SCOPE,
 )
+from devstack import passfile
 from devstack.nats import EmbeddedNats
 from devstack.postgres import EmbeddedPostgres
 from devstack.roles import Layout, Login, apply_layout, login_url, service_role
@@ -53,6 +59,7 @@ from devstack.temporal import dev_server_command
 from devstack.tokens import DEV_ISSUER, DevKeys, mint
 from infra.security.keys import generate_private_key
 from infra.temporal import exit_process
+from tenancy.models import SlaTier
 from tenancy.settings import Settings, get_settings, without_password
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +76,7 @@ class DevSettings(DevKeys):
     """Where `make dev` keeps its data (and keys), and the ports of what it embeds."""
 
     postgres_port: Port = 54329
+    dedicated_postgres_port: Port = 54330
     temporal_port: Port = 7233
     temporal_ui_port: Port = 8233
     backend_port: Port = 8101
@@ -101,6 +109,59 @@ class DevSettings(DevKeys):
 
 
 @dataclass(frozen=True)
+class DevServer:
+    """An embedded PostgreSQL server and the storage server it is in PLATFORM_STORAGE_SERVERS."""
+
+    name: str
+    pool: str
+    max_tenants: int
+    port: int
+    # The variable that moves `port`, for the message when it is taken.
+    port_variable: str
+    # The supervised child's name, and its data folder's in the data folder.
+    child: str
+    # The tiers PLATFORM_PLACEMENT sends to this server's pool.
+    tiers: tuple[SlaTier, ...] = ()
+
+
+def dev_fleet(dev: DevSettings) -> tuple[DevServer, ...]:
+    """`make dev`'s servers: the first also holds the metadata database."""
+    return (
+        DevServer(
+            "pg-shared",
+            "shared",
+            1000,
+            dev.postgres_port,
+            "PLATFORM_DEV_POSTGRES_PORT",
+            "postgres",
+            (SlaTier.BASIC, SlaTier.STANDARD),
+        ),
+        DevServer(
+            "pg-dedicated",
+            "dedicated",
+            50,
+            dev.dedicated_postgres_port,
+            "PLATFORM_DEV_DEDICATED_POSTGRES_PORT",
+            "postgres-dedicated",
+            (SlaTier.PREMIUM,),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class PlannedServer:
+    """An embedded server to start and the roles and databases to give it."""
+
+    spec: DevServer
+    layout: Layout = field(repr=False)
+
+    @property
+    def address(self) -> str:
+        """Its URL without user or database."""
+        return f"postgresql://127.0.0.1:{self.spec.port}"
+
+
+@dataclass(frozen=True)
 class Plan:
     """What to embed and what every child is told, decided before anything starts."""
 
@@ -115,12 +176,31 @@ class Plan:
     # The worker's Prometheus endpoint when this run chose its address (host:port).
     worker_metrics: str | None
     env: dict[str, str] = field(repr=False)
-    # The roles and databases to create on the embedded PostgreSQL (None: not embedded).
-    layout: Layout | None = field(default=None, repr=False)
-    # Each reference service's own database URL, as its own role (embedded PostgreSQL only).
+    # The embedded PostgreSQL servers, the metadata database's first (none: not embedded).
+    postgres: tuple[PlannedServer, ...] = ()
+    # Each reference service's own database URL, as its own role without a password (it is in
+    # the service's password file; embedded PostgreSQL only).
     service_database_urls: dict[str, str] = field(default_factory=dict, repr=False)
     # The lifecycle events' NATS server (unless PLATFORM_EVENTS_URL or another backend is set).
     embed_nats: bool = False
+
+    def postgres_dir(self, server: DevServer) -> Path:
+        """The data folder of embedded server `server`."""
+        return self.dev.data_dir / server.child
+
+    def passfile(self, name: str) -> Path:
+        """Reference service `name`'s libpq password file."""
+        return self.dev.data_dir / "pgpass" / name
+
+    def passfile_lines(self, name: str) -> list[str]:
+        """One line per embedded server: service `name`'s role and its password there."""
+        role = service_role(name)
+        return [
+            passfile.line("127.0.0.1", planned.spec.port, login)
+            for planned in self.postgres
+            for login in planned.layout.services
+            if login.role == role
+        ]
 
     def service_env(self, name: str | None = None) -> dict[str, str]:
         """The environment of reference service `name` (without a name, what all share).
@@ -128,18 +208,23 @@ class Plan:
         Each service verifies the platform's signed calls with the API's published keys
         (fetched on the first call, so the API may start after them). It connects as its own
         role to its own database; for a tenant it connects to the host in the tenant's
-        `jdbcUrl` with the same credentials. Against an external PostgreSQL, where `make dev`
+        `jdbcUrl` with the same role, its password for that host from its password file
+        (PGPASSFILE). Against an external PostgreSQL, where `make dev`
         cannot create roles, it gets the platform's storage URL instead. Its extra migrations
         come from its folder in the data folder unless the environment names others."""
         storage = self.env.get("PLATFORM_STORAGE_DATABASE_URL") or self.env["PLATFORM_DATABASE_URL"]
         jwks = f"http://127.0.0.1:{self.api_port}/.well-known/jwks.json"
         own = self.service_database_urls.get(name, storage) if name else storage
         extra = [str(self.dev.service_migrations_dir(name))] if name else []
+        passwords = (
+            {"PGPASSFILE": str(self.passfile(name))} if name in self.service_database_urls else {}
+        )
         return {
             "DOWNSTREAM_PLATFORM_JWKS_URL": jwks,
             **({"DOWNSTREAM_EXTRA_MIGRATIONS_DIRS": json.dumps(extra)} if extra else {}),
             **self.env,
             "DOWNSTREAM_DATABASE_URL": own,
+            **passwords,
             **(self._consumer_env(name) if name else {}),
         }
 
@@ -155,8 +240,7 @@ class Plan:
     def required_ports(self) -> list[tuple[int, str]]:
         """Every port this run listens on, with the variable that moves it."""
         ports = [(self.api_port, "PLATFORM_API_PORT")]
-        if self.embed_postgres:
-            ports.append((self.dev.postgres_port, "PLATFORM_DEV_POSTGRES_PORT"))
+        ports += [(p.spec.port, p.spec.port_variable) for p in self.postgres]
         if self.embed_nats:
             ports.append((self.dev.nats_port, "PLATFORM_DEV_NATS_PORT"))
         if self.embed_temporal:
@@ -181,29 +265,90 @@ def dev_passwords(path: Path, roles: Sequence[str]) -> dict[str, str]:
     return {role: known[role] for role in roles}
 
 
-def make_plan(dev: DevSettings, platform: Settings) -> Plan:
-    """Export the embedded servers' addresses for whatever the environment leaves unset."""
+def _password_key(server: int, role: str) -> str:
+    # The first server's keys are the roles' names, as before there were more servers.
+    return role if server == 0 else f"{role}@{server}"
+
+
+def _plan_postgres(
+    dev: DevSettings, fleet: Sequence[DevServer], services: Sequence[str]
+) -> tuple[PlannedServer, ...]:
+    """Every server's layout; each role has a password of its own on each server."""
+    roles = [PLATFORM_ROLE, *(service_role(name) for name in services)]
+    keys = [_password_key(index, role) for index in range(len(fleet)) for role in roles]
+    passwords = dev_passwords(dev.passwords_file, keys)
+    planned = []
+    for index, server in enumerate(fleet):
+        owner, *logins = (Login(role, passwords[_password_key(index, role)]) for role in roles)
+        # Only the first holds the metadata database; the others, storage alone.
+        metadata = METADATA_DATABASE if index == 0 else STORAGE_DATABASE
+        planned.append(
+            PlannedServer(server, Layout(metadata, STORAGE_DATABASE, owner, tuple(logins)))
+        )
+    return tuple(planned)
+
+
+def _fleet_env(
+    postgres: Sequence[PlannedServer], platform: Settings, environ: dict[str, str]
+) -> dict[str, str]:
+    """PLATFORM_STORAGE_SERVERS over the embedded servers, and PLATFORM_PLACEMENT by their
+    tiers unless the environment sets it."""
+    servers = [
+        {
+            "name": p.spec.name,
+            "url": login_url(
+                p.address, p.layout.platform or Login(PLATFORM_ROLE), STORAGE_DATABASE
+            ),
+            "pool": p.spec.pool,
+            "maxTenants": p.spec.max_tenants,
+        }
+        for p in postgres
+    ]
+    env = {"PLATFORM_STORAGE_SERVERS": json.dumps(servers)}
+    placement = {tier.value: p.spec.pool for p in postgres for tier in p.spec.tiers}
+    if (
+        placement
+        and "placement" not in platform.model_fields_set
+        and ("PLATFORM_PLACEMENT" not in environ)
+    ):
+        env["PLATFORM_PLACEMENT"] = json.dumps(placement)
+    return env
+
+
+def make_plan(
+    dev: DevSettings, platform: Settings, fleet: Sequence[DevServer] | None = None
+) -> Plan:
+    """Export the embedded servers' addresses for whatever the environment leaves unset.
+
+    `fleet` is the embedded PostgreSQL servers (default `make dev`'s two, `dev_fleet`); with
+    more than one, and unless the environment names the storage database or servers, they
+    are the storage servers. Otherwise only the first is embedded."""
     env = dict(os.environ)
     embed_postgres = platform.database_url is None
     # The setting has a default, so only the fields read from the environment tell whether
     # the operator named the services.
     embed_services = "downstream_services" not in platform.model_fields_set
-    layout: Layout | None = None
+    postgres: tuple[PlannedServer, ...] = ()
     service_urls: dict[str, str] = {}
     if embed_postgres:
         names = list(dev.service_ports()) if embed_services else []
-        roles = [PLATFORM_ROLE, *(service_role(name) for name in names)]
-        passwords = dev_passwords(dev.passwords_file, roles)
-        owner = Login(PLATFORM_ROLE, passwords[PLATFORM_ROLE])
-        services = tuple(Login(role, passwords[role]) for role in roles[1:])
-        layout = Layout(METADATA_DATABASE, STORAGE_DATABASE, owner, services)
-        server = f"postgresql://127.0.0.1:{dev.postgres_port}"
-        env["PLATFORM_DATABASE_URL"] = login_url(server, owner, METADATA_DATABASE)
+        servers = list(fleet if fleet is not None else dev_fleet(dev))
+        own_fleet = (
+            platform.storage_database_url is None
+            and "storage_servers" not in platform.model_fields_set
+        )
+        postgres = _plan_postgres(dev, servers if own_fleet else servers[:1], names)
+        first = postgres[0]
+        owner = first.layout.platform or Login(PLATFORM_ROLE)
+        env["PLATFORM_DATABASE_URL"] = login_url(first.address, owner, METADATA_DATABASE)
         if platform.storage_database_url is None:
-            env["PLATFORM_STORAGE_DATABASE_URL"] = login_url(server, owner, STORAGE_DATABASE)
+            env["PLATFORM_STORAGE_DATABASE_URL"] = login_url(first.address, owner, STORAGE_DATABASE)
+        if len(postgres) > 1:
+            env.update(_fleet_env(postgres, platform, env))
+        # Without a password: each server's is in the service's password file.
         service_urls = {
-            name: login_url(server, login, login.role)
-            for name, login in zip(names, services, strict=True)
+            name: login_url(first.address, Login(service_role(name)), service_role(name))
+            for name in names
         }
     embed_temporal = platform.temporal_address is None
     if embed_temporal:
@@ -262,10 +407,23 @@ def make_plan(dev: DevSettings, platform: Settings) -> Plan:
         platform.auth_audience,
         worker_metrics,
         env,
-        layout,
+        postgres,
         service_urls,
         embed_nats,
     )
+
+
+def platform_settings() -> Settings:
+    """The platform's settings as `make dev` reads them. A PLATFORM_PLACEMENT of the operator's
+    without PLATFORM_STORAGE_SERVERS names make dev's pools, which the settings read here cannot
+    know: the worker and the API check it against the servers make dev configures."""
+    if "PLATFORM_PLACEMENT" not in os.environ or "PLATFORM_STORAGE_SERVERS" in os.environ:
+        return get_settings()
+    placement = os.environ.pop("PLATFORM_PLACEMENT")
+    try:
+        return Settings()
+    finally:
+        os.environ["PLATFORM_PLACEMENT"] = placement
 
 
 def busy_ports(ports: Sequence[tuple[int, str]]) -> list[str]:
@@ -303,22 +461,28 @@ def temporal_answers(address: str) -> bool:
     return True
 
 
-def start_postgres(stack: Stack, plan: Plan) -> None:
-    """The embedded server, plus the plan's roles and databases (devstack.roles)."""
-    server = EmbeddedPostgres(plan.dev.data_dir / "postgres", plan.dev.postgres_port, durable=True)
-    _log.info("starting PostgreSQL on 127.0.0.1:%d", server.port)
+def start_postgres(stack: Stack, plan: Plan, planned: PlannedServer) -> None:
+    """One embedded server, plus its roles and databases (devstack.roles)."""
+    name = planned.spec.name
+    server = EmbeddedPostgres(plan.postgres_dir(planned.spec), planned.spec.port, durable=True)
+    _log.info("starting PostgreSQL %s on 127.0.0.1:%d", name, server.port)
     try:
         server.start(timeout=60)
     except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
         server.stop()
-        raise DevStackError(f"PostgreSQL did not start: {exc}") from exc
-    stack.adopt("postgres", server.process, essential=True, stop=server.stop)
-    if plan.layout is None:
-        return
+        raise DevStackError(f"PostgreSQL {name} did not start: {exc}") from exc
+    stack.adopt(planned.spec.child, server.process, essential=True, stop=server.stop)
     try:
-        apply_layout(server.url, plan.layout)
+        apply_layout(server.url, planned.layout)
     except psycopg.Error as exc:
-        raise DevStackError(f"could not create the PostgreSQL roles: {exc}") from exc
+        raise DevStackError(f"could not create the PostgreSQL roles on {name}: {exc}") from exc
+
+
+def write_passfile(plan: Plan, name: str) -> None:
+    """Reference service `name`'s password file, from the passwords its role has on each
+    embedded server (none without embedded PostgreSQL)."""
+    if name in plan.service_database_urls:
+        passfile.write(plan.passfile(name), plan.passfile_lines(name))
 
 
 def start_temporal(stack: Stack, plan: Plan) -> None:
@@ -352,9 +516,11 @@ def service_command(name: str, port: int) -> list[str]:
 
 
 def spawn_service(stack: Stack, plan: Plan, name: str, *, essential: bool) -> None:
-    """Reference service `name`, once its extra migrations folder exists (empty at first)."""
+    """Reference service `name`, once its extra migrations folder (empty at first) and its
+    password file exist."""
     port, _ = plan.dev.service_ports()[name]
     plan.dev.service_migrations_dir(name).mkdir(parents=True, exist_ok=True)
+    write_passfile(plan, name)
     stack.spawn(name, service_command(name, port), plan.service_env(name), essential=essential)
 
 
@@ -368,8 +534,8 @@ def start_stack(stack: Stack, plan: Plan) -> None:
     if plan.embed_services and plan.dev.service_transport == "events":
         for name in plan.dev.service_ports():
             generate_private_key(plan.dev.service_reply_key_file(name))
-    if plan.embed_postgres:
-        start_postgres(stack, plan)
+    for planned in plan.postgres:
+        start_postgres(stack, plan, planned)
     if plan.embed_temporal:
         start_temporal(stack, plan)
     if plan.embed_nats:
@@ -436,6 +602,22 @@ def _events_line(plan: Plan) -> str:
     return f"{shown} ({'NATS JetStream' if backend == 'nats' else backend})"
 
 
+def _storage_lines(plan: Plan) -> list[str]:
+    """The embedded storage servers, with their pools and tiers, when there are several."""
+    if "PLATFORM_STORAGE_SERVERS" not in plan.env or len(plan.postgres) < 2:
+        return []
+    width = max(len(p.spec.name) for p in plan.postgres)
+    lines = []
+    for index, planned in enumerate(plan.postgres):
+        spec = planned.spec
+        tiers = f" ({', '.join(t.value for t in spec.tiers)})" if spec.tiers else ""
+        label = "Storage servers" if index == 0 else ""
+        lines.append(
+            f"  {label:<18}{spec.name:<{width}}  127.0.0.1:{spec.port}  pool {spec.pool}{tiers}"
+        )
+    return lines
+
+
 def banner(plan: Plan, tokens: DevTokens | None) -> str:
     """How to reach and use the running stack."""
     api = f"http://127.0.0.1:{plan.api_port}"
@@ -481,6 +663,7 @@ def banner(plan: Plan, tokens: DevTokens | None) -> str:
             if plan.embed_services and dev.service_transport == "events"
             else []
         ),
+        *_storage_lines(plan),
         f"  Data folder       {dev.data_dir}",
         "",
         *auth,
@@ -571,7 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Readiness polling would log every probe.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    plan = make_plan(DevSettings(), get_settings())
+    plan = make_plan(DevSettings(), platform_settings())
     if args.command == "service":
         return run_service(plan, args.name)
     return run_stack(plan)

@@ -12,8 +12,10 @@ import os
 import pwd
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 
@@ -53,18 +55,29 @@ def _open_path_for(path: Path) -> None:
 class EmbeddedPostgres:
     """One PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:`port` (TCP only)."""
 
-    def __init__(self, data_dir: Path, port: int, *, durable: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        *,
+        durable: bool = True,
+        superuser_password: str | None = None,
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.durable = durable
+        # With a password every connection must give one (scram-sha-256), as a real server
+        # asks; without, loopback is trusted.
+        self.superuser_password = superuser_password
         self._bin = pg_binaries_dir()
         self._proc: subprocess.Popen[bytes] | None = None
         self._user: str | None = None
 
     @property
     def url(self) -> str:
-        """Superuser URL (trust authentication on loopback; development only)."""
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
+        """Superuser URL (trust authentication on loopback unless a password is set)."""
+        secret = f":{quote(self.superuser_password, safe='')}" if self.superuser_password else ""
+        return f"postgresql://{SUPERUSER}{secret}@127.0.0.1:{self.port}/postgres"
 
     @property
     def process(self) -> subprocess.Popen[bytes]:
@@ -91,21 +104,26 @@ class EmbeddedPostgres:
     def _initdb(self) -> None:
         if (self.data_dir / "PG_VERSION").exists():
             return
-        subprocess.run(
-            [
-                str(self._bin / "initdb"),
-                "-D",
-                str(self.data_dir),
-                "-U",
-                SUPERUSER,
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-            ],
-            check=True,
-            capture_output=True,
-            user=self._user,
-        )
+        args = [str(self._bin / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER]
+        args += ["--encoding=UTF8", "--locale=C"]
+        if self.superuser_password is None:
+            subprocess.run(
+                [*args, "--auth=trust"], check=True, capture_output=True, user=self._user
+            )
+            return
+        # initdb reads the password from a file; the server's user must be able to read it.
+        with tempfile.NamedTemporaryFile("w", suffix=".pw") as secret:
+            secret.write(self.superuser_password)
+            secret.flush()
+            if self._user is not None:
+                entry = pwd.getpwnam(self._user)
+                os.chown(secret.name, entry.pw_uid, entry.pw_gid)
+            subprocess.run(
+                [*args, "--auth=scram-sha-256", f"--pwfile={secret.name}"],
+                check=True,
+                capture_output=True,
+                user=self._user,
+            )
 
     def start(self, timeout: float = 30.0) -> str:
         """Initialise the cluster if needed, start it and wait until it accepts connections."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from devstack.dev import DevSettings, make_plan
+from devstack.dev import DevSettings, make_plan, platform_settings
 from infra.temporal import exit_process
 from reconciliation.__main__ import main as reconcile_main
 from tenancy.settings import get_settings
@@ -17,6 +17,9 @@ from tenancy.settings import get_settings
 _FROM_PLAN = (
     "PLATFORM_DATABASE_URL",
     "PLATFORM_STORAGE_DATABASE_URL",
+    # The reconciler takes inventory on every storage server.
+    "PLATFORM_STORAGE_SERVERS",
+    "PLATFORM_PLACEMENT",
     "TEMPORAL_ADDRESS",
     "PLATFORM_LOG_FORMAT",
 )
@@ -24,7 +27,7 @@ _FROM_PLAN = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit 0 without drift, 1 with drift (repaired or not)."""
-    plan = make_plan(DevSettings(), get_settings())
+    plan = make_plan(DevSettings(), platform_settings())
     for key in _FROM_PLAN:
         if key in plan.env:
             os.environ.setdefault(key, plan.env[key])

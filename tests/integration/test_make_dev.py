@@ -31,7 +31,16 @@ from tests.support.servers import free_port
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHILDREN = {"postgres", "temporal", "nats", "backend-service", "auth-service", "worker", "api"}
+CHILDREN = {
+    "postgres",
+    "postgres-dedicated",
+    "temporal",
+    "nats",
+    "backend-service",
+    "auth-service",
+    "worker",
+    "api",
+}
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 45.0
 
@@ -113,6 +122,7 @@ def _env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
     env["PLATFORM_API_PORT"] = str(ports["api"])
     for name in (
         "postgres",
+        "dedicated_postgres",
         "temporal",
         "temporal_ui",
         "backend",
@@ -222,6 +232,7 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
         for name in (
             "api",
             "postgres",
+            "dedicated_postgres",
             "temporal",
             "temporal_ui",
             "backend",
@@ -252,6 +263,7 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
         assert f"http://127.0.0.1:{ports['temporal_ui']}" in banner
         assert str(data_dir) in banner
         assert "$(make -s token SUB=" in banner
+        assert f"pg-dedicated  127.0.0.1:{ports['dedicated_postgres']}  pool dedicated" in banner
         seen_pids |= set(_pids(run_dir).values())
 
         # Exactly what an operator pastes: the banner's URL, headers and body.
@@ -296,6 +308,38 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
                 page.text
             )
             assert events.json()["items"][0]["actor"] == "operator"
+            # The banner's STANDARD tenant is on pg-shared; a PREMIUM one on pg-dedicated.
+            assert tenant["storageServer"] == "pg-shared"
+            assert f"//127.0.0.1:{ports['postgres']}/" in tenant["jdbcUrl"]
+            premium = {
+                "id": "globex",
+                "name": "Globex",
+                "storageMode": "DATABASE",
+                "slaTier": "PREMIUM",
+            }
+            assert http.post("/api/tenants", json=premium).status_code == 202
+            dedicated = _wait_active(http, "globex")
+            assert dedicated["storageServer"] == "pg-dedicated"
+            assert dedicated["jdbcUrl"] == (
+                f"jdbc:postgresql://127.0.0.1:{ports['dedicated_postgres']}/tenant_globex"
+            )
+        # The services reached it as their own roles (their passwords from PGPASSFILE).
+        dedicated_db = f"postgresql://postgres@127.0.0.1:{ports['dedicated_postgres']}"
+        globex = _owners(
+            f"{dedicated_db}/tenant_globex",
+            "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = %s",
+            "public",
+        )
+        assert {name: globex.get(name) for name in ("accounts", "users")} == {
+            "accounts": "backend_service",
+            "users": "auth_service",
+        }
+        roles = _owners(
+            f"{dedicated_db}/postgres",
+            "SELECT rolname, rolsuper::text FROM pg_roles "
+            "WHERE rolname IN ('platform', 'backend_service', 'auth_service')",
+        )
+        assert roles == {"platform": "false", "backend_service": "false", "auth_service": "false"}
 
         tenants_db = f"postgresql://postgres@127.0.0.1:{ports['postgres']}/tenants"
         # backend-service's accounts/projects and auth-service's users, in the tenant schema.
@@ -396,9 +440,13 @@ def test_make_dev_gives_the_platform_and_each_service_a_role_of_its_own(
     assert dev.passwords_file.stat().st_mode & 0o077 == 0
     assert metadata.password == passwords["platform"]
     for name, role in (("backend-service", "backend_service"), ("auth-service", "auth_service")):
-        own = urlsplit(plan.service_env(name)["DOWNSTREAM_DATABASE_URL"])
-        assert (own.username, own.path, own.password) == (role, f"/{role}", passwords[role])
-    assert len(set(passwords.values())) == 3
+        env = plan.service_env(name)
+        own = urlsplit(env["DOWNSTREAM_DATABASE_URL"])
+        # Its password is in its password file, one line per server (tests/unit/test_dev_fleet).
+        assert (own.username, own.path, own.password) == (role, f"/{role}", None)
+        assert env["PGPASSFILE"] == str(tmp_path / "pgpass" / name)
+    # Each of the three roles has a password of its own on each of the two servers.
+    assert len(set(passwords.values())) == 6
     # The passwords are made once and kept with the data.
     assert make_plan(dev, Settings()).env == plan.env
 

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from bench.load import LevelResult, Sample
-from bench.report import DIRECT, EVENTS, TEMPORAL, Report, markdown, write
+from bench.report import DIRECT, EVENTS, TEMPORAL, Report, markdown, servers_path, write
 from bench.run import peak_in_flight
 
 
@@ -188,3 +188,29 @@ def test_targets_with_one_path_missing_do_not_crash() -> None:
         assert (
             "| CPU per tenant, all processes, Temporal/direct | <= 2x | not measured | - |" in rows
         )
+
+
+def test_report_compares_the_cost_per_tenant_over_one_and_over_three_servers() -> None:
+    levels = [
+        _level(TEMPORAL, 1, 5.0, {"worker": 0.5, "postgres": 0.5}),  # 100 ms a tenant
+        _level(servers_path(3), 1, 5.0, {"worker": 0.5, "postgres": 0.3, "postgres-2": 0.25}),
+        _level(TEMPORAL, 8, 5.0, {"worker": 1.0}),  # 100 ms
+        _level(servers_path(3), 8, 5.0, {"worker": 1.2, "postgres-3": 0.3}),  # 150 ms
+    ]
+
+    text = markdown(Report("make bench", {"machine": "test"}, levels, servers=(1, 3)))
+    alone = markdown(Report("make bench", {"machine": "test"}, levels[:1]))
+
+    assert "| 1 | 1 | 10 | 5.0 | 200 / 200 | 100 | 50 | 0 |" in text
+    assert "| 1 | 3 | 10 | 5.0 | 200 / 200 | 105 | 55 | 0 |" in text
+    assert (
+        "| CPU per tenant over 3 servers / over 1, C=1 | <= 1.1x | 1.05x (105 / 100 ms) | yes |"
+        in (text)
+    )
+    assert (
+        "| CPU per tenant over 3 servers / over 1, C=8 | <= 1.1x | 1.50x (150 / 100 ms) | no |"
+        in (text)
+    )
+    # Every server's PostgreSQL counts in the postgres column.
+    assert "| 1 | servers3 | 0 | 55 | 50 | 0 | 0 | 0 | 0 | 105 |" in text
+    assert "storage servers" not in alone
