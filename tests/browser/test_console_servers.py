@@ -51,7 +51,8 @@ async def test_servers_are_cordoned_and_uncordoned_from_the_console(
         # The running worker checks every server at start; the page shows what it recorded.
         async def checked() -> str:
             await page.reload()
-            return await page.locator("#server-pg-b").inner_text()
+            text: str = await page.locator("#server-pg-b").inner_text()
+            return text
 
         await eventually(checked, lambda text: "checked" in text and "up" in text)
 
