@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Path, status
 from pydantic import StringConstraints
@@ -91,8 +92,21 @@ class StorageServerItem(CamelModel):
             state_reason=record.state_reason,
             state_changed_at=record.state_changed_at,
             state_changed_by=record.state_changed_by,
-            check_error=record.check_error,
+            check_error=_without_password(record.check_error, server),
         )
+
+
+def _without_password(text: str | None, server: StorageServer) -> str | None:
+    """`text` with the server's password (as written in its URL, and decoded) as `***`: a
+    check's error is a driver's message, which may quote what it was given."""
+    if not text:
+        return text
+    for host in server.url.hosts():
+        password = host.get("password")
+        if password:
+            for form in (password, unquote(password)):
+                text = text.replace(form, "***")
+    return text
 
 
 class StorageServerList(CamelModel):
@@ -152,7 +166,7 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 @storage_servers_router.get("", response_model=StorageServerList, responses=AUTH_RESPONSES)
 async def list_storage_servers(_: Reader, servers: Servers, config: Config) -> StorageServerList:
-    """Every configured storage server, in configuration order."""
+    """Every configured storage server, in configuration order (needs `tenants:read`)."""
     fleet = config.storage_fleet()
     records = await servers.records([s.name for s in fleet])
     placement = config.placement_map()
@@ -169,7 +183,7 @@ async def list_storage_servers(_: Reader, servers: Servers, config: Config) -> S
 async def get_storage_server(
     _: Reader, name: ServerNamePath, servers: Servers, config: Config
 ) -> StorageServerItem:
-    """One storage server."""
+    """One storage server (needs `tenants:read`)."""
     return await _item(servers, config, name)
 
 
@@ -181,7 +195,8 @@ async def get_storage_server(
 async def storage_server_events(
     _: Reader, name: ServerNamePath, servers: Servers, config: Config
 ) -> StorageServerEvents:
-    """Who cordoned and uncordoned the server, when and why, oldest first."""
+    """Who cordoned and uncordoned the server, when and why, oldest first (needs
+    `tenants:read`)."""
     _configured(config, name)
     return StorageServerEvents(
         items=[StorageServerEventItem.of(e) for e in await servers.events(name)]

@@ -22,6 +22,7 @@ from tests.support.server_api import (
     URL_SECRET,
     fleet_settings,
     place_tenants,
+    record_failed_check,
     run_checks,
 )
 from tests.support.storage_fleet import FleetStage
@@ -118,6 +119,7 @@ async def test_the_list_shows_each_configured_server_in_order_with_its_tenants_a
         operation = paths[path][method]
         assert codes <= set(operation["responses"]), (path, sorted(operation["responses"]))
         assert operation["security"], path
+    assert "tenants:read" in paths[BASE]["get"]["description"]
     cordon = paths[f"{BASE}/{{name}}/cordon"]["post"]
     assert SERVERS_WRITE_SCOPE in cordon["description"]
     assert cordon["responses"]["409"]["description"] == "The server is already cordoned"
@@ -225,3 +227,21 @@ async def test_reading_servers_needs_tenants_read(fleet_stage: FleetStage, keys_
     assert [r.status_code for r in anonymous] == [401, 401, 401]
     assert [r.status_code for r in refused] == [403, 403, 403]
     assert all(r.json()["requiredScope"] == READ_SCOPE for r in refused)
+
+
+async def test_a_check_error_never_shows_the_servers_password(
+    fleet_stage: FleetStage, keys_dir: Path
+) -> None:
+    settings = fleet_settings(fleet_stage)
+    # What a driver might echo of a connection string it could not use.
+    error = f'invalid connection "postgresql://platform:{URL_SECRET}@10.0.0.5/tenants"'
+    await record_failed_check(settings, "pg-b", error)
+    async with api_client(settings, keys_dir) as api:
+        listed = await api.get(BASE)
+        one = await api.get(f"{BASE}/pg-b")
+
+    assert one.json()["reachable"] is False
+    assert one.json()["checkError"] == (
+        'invalid connection "postgresql://platform:***@10.0.0.5/tenants"'
+    )
+    assert URL_SECRET not in listed.text + one.text

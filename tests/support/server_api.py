@@ -55,3 +55,9 @@ async def run_checks(settings: Settings) -> None:
     """The worker's periodic reachability check, once."""
     async with AsyncConnectionPool(settings.require_database_url(), min_size=1, max_size=2) as pool:
         await check_servers(settings.storage_fleet(), ServerRepository(pool), MetricMeter.noop)
+
+
+async def record_failed_check(settings: Settings, name: str, error: str) -> None:
+    """A check of server `name` that did not reach it, as the worker records one."""
+    async with AsyncConnectionPool(settings.require_database_url(), min_size=1, max_size=1) as pool:
+        await ServerRepository(pool).record_check(name, reachable=False, version=None, error=error)
