@@ -32,6 +32,8 @@ DELETE_SCOPE = "tenants:delete"
 # Fleet rollouts: start, pause, resume, cancel, retry (write) and watch (read).
 ROLLOUTS_WRITE_SCOPE = "rollouts:write"
 ROLLOUTS_READ_SCOPE = "rollouts:read"
+# Storage servers: cordon and uncordon (reading them needs tenants:read).
+SERVERS_WRITE_SCOPE = "servers:write"
 # Clocks of the identity provider and this host drift a little; tokens live for minutes or hours.
 DEFAULT_LEEWAY = timedelta(seconds=30)
 _REQUIRED_CLAIMS = ("exp", "iat", "sub")

@@ -14,6 +14,7 @@ from api.auth import (
     READ_SCOPE,
     ROLLOUTS_READ_SCOPE,
     ROLLOUTS_WRITE_SCOPE,
+    SERVERS_WRITE_SCOPE,
     WRITE_SCOPE,
     Principal,
     TokenVerifier,
@@ -24,6 +25,7 @@ from infra.db.console_sessions import ConsoleSignOuts
 from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
+from infra.db.servers import ServerRepository
 from infra.db.services import ServiceVersions
 from infra.events.nats import BusProbe
 from tenancy.settings import Settings
@@ -36,6 +38,7 @@ class AppState(TypedDict):
     deletions: DeletionRepository
     rollouts: RolloutRepository
     service_versions: ServiceVersions
+    servers: ServerRepository
     settings: Settings
     workflows: WorkflowGateway
     temporal: Client
@@ -79,6 +82,11 @@ def _deletions(request: Request) -> DeletionRepository:
 def _service_versions(request: Request) -> ServiceVersions:
     service_versions: ServiceVersions = request.state.service_versions
     return service_versions
+
+
+def _servers(request: Request) -> ServerRepository:
+    servers: ServerRepository = request.state.servers
+    return servers
 
 
 def _settings(request: Request) -> Settings:
@@ -156,7 +164,9 @@ Writer = Annotated[Principal, Depends(require_scope(WRITE_SCOPE))]
 Deleter = Annotated[Principal, Depends(require_scope(DELETE_SCOPE))]
 RolloutWriter = Annotated[Principal, Depends(require_scope(ROLLOUTS_WRITE_SCOPE))]
 RolloutReader = Annotated[Principal, Depends(require_scope(ROLLOUTS_READ_SCOPE))]
+ServerWriter = Annotated[Principal, Depends(require_scope(SERVERS_WRITE_SCOPE))]
 Deletions = Annotated[DeletionRepository, Depends(_deletions)]
 Rollouts = Annotated[RolloutRepository, Depends(_rollouts)]
 ServiceVersionReader = Annotated[ServiceVersions, Depends(_service_versions)]
+Servers = Annotated[ServerRepository, Depends(_servers)]
 Config = Annotated[Settings, Depends(_settings)]

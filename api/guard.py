@@ -6,6 +6,7 @@ at the end. `GuardedRoute` runs first, in this order, and reads nothing it does 
 
     401 / 403   the bearer token and the scope the route's dependencies ask for (`ScopeCheck`)
     415         a route that takes a body gets `application/json` (or `+json`), or nothing else
+                (a route whose body is optional also takes a request without any body)
     413         a declared `Content-Length` above the limit, without reading a byte; then the
                 body is read while counting, and reading stops as soon as it passes the limit
     400         a body that is not JSON, or nests deeper or holds a longer number than
@@ -50,6 +51,12 @@ def is_json(content_type: str | None) -> bool:
     return main == "application" and (sub == "json" or sub.endswith("+json"))
 
 
+def declares_no_body(request: Request) -> bool:
+    """True when the request says it sends no body (no length, or 0, and not chunked)."""
+    headers = request.headers
+    return headers.get("content-length", "0") == "0" and "transfer-encoding" not in headers
+
+
 async def read_capped(request: Request, limit: int) -> bytes:
     """The whole body, or PayloadTooLarge as soon as it is known to exceed `limit` bytes."""
     too_large = PayloadTooLarge(f"the body exceeds {limit} bytes", maxBytes=limit)
@@ -89,6 +96,7 @@ class GuardedRoute(APIRoute):
         handler = super().get_route_handler()
         checks = required_scopes(self.dependant)
         takes_body = self.body_field is not None
+        body_optional = self.body_field is not None and not self.body_field.field_info.is_required()
 
         async def guarded(request: Request) -> Response:
             if checks:
@@ -97,7 +105,10 @@ class GuardedRoute(APIRoute):
                     check.check(principal)
             if not takes_body:
                 return await handler(request)
-            if not is_json(request.headers.get("content-type")):
+            content_type = request.headers.get("content-type")
+            if not is_json(content_type):
+                if body_optional and content_type is None and declares_no_body(request):
+                    return await handler(request)
                 raise UnsupportedMediaType(f"this operation takes a {JSON} body")
             limit: int = request.state.max_body_bytes
             body = await read_capped(request, limit)

@@ -29,6 +29,7 @@ from api.routes.jwks import router as jwks_router
 from api.routes.rollouts import rollouts_router
 from api.routes.services import services_router
 from api.routes.stats import stats_router
+from api.routes.storage_servers import storage_servers_router
 from api.routes.tenants import tenants_router
 from infra.db.console_sessions import ConsoleSignOuts
 from infra.db.deletions import DeletionRepository
@@ -87,13 +88,15 @@ def create_app(
         command_bus = BusProbe(config.events_url) if config.events_services() else None
         try:
             # Refused before serving: a server list that forgot a server tenants live on.
-            await prepare_fleet(config.storage_fleet(), ServerRepository(pool))
+            servers = ServerRepository(pool)
+            await prepare_fleet(config.storage_fleet(), servers)
             client = await connect_client(config, interceptors=client_interceptors(tracer_provider))
             yield AppState(
                 tenants=TenantRepository(pool),
                 deletions=DeletionRepository(pool),
                 rollouts=RolloutRepository(pool),
                 service_versions=ServiceVersions(pool),
+                servers=servers,
                 settings=config,
                 workflows=WorkflowGateway(client, config),
                 temporal=client,
@@ -126,6 +129,7 @@ def create_app(
     app.include_router(deletion_router)
     app.include_router(rollouts_router)
     app.include_router(services_router)
+    app.include_router(storage_servers_router)
     app.include_router(stats_router)
     app.include_router(health_router)
     app.include_router(jwks_router)

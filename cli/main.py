@@ -12,6 +12,7 @@ from cli.client import one_line
 from cli.errors import EXIT_CODES_HELP, CliError
 from cli.output import Output
 from cli.rollouts import rollouts_app
+from cli.servers import servers_app
 from cli.services import services_app
 from cli.session import Session
 from cli.tenants import tenants_app
@@ -37,7 +38,7 @@ app = typer.Typer(
     name="platformctl",
     cls=_Reporting,
     help="Operate Platform Service from a terminal or a pipeline: tenants, fleet rollouts, "
-    "service versions. Results go to stdout, progress and errors to stderr.",
+    "service versions, storage servers. Results go to stdout, progress and errors to stderr.",
     epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -46,6 +47,7 @@ app = typer.Typer(
 app.add_typer(tenants_app, name="tenants", epilog=EXIT_CODES_HELP)
 app.add_typer(rollouts_app, name="rollouts", epilog=EXIT_CODES_HELP)
 app.add_typer(services_app, name="services", epilog=EXIT_CODES_HELP)
+app.add_typer(servers_app, name="servers", epilog=EXIT_CODES_HELP)
 
 
 @app.callback()

@@ -55,6 +55,7 @@ def tenant_view(tenant: dict[str, Any]) -> list[RenderableType]:
         ("name", tenant.get("name")),
         ("storageMode", tenant.get("storageMode")),
         ("slaTier", tenant.get("slaTier")),
+        ("storageServer", tenant.get("storageServer")),
         ("jdbcUrl", tenant.get("jdbcUrl")),
         ("createdBy", tenant.get("createdBy")),
         ("createdAt", _when(tenant.get("createdAt"))),
@@ -194,3 +195,68 @@ def versions_view(spread: dict[str, Any]) -> list[RenderableType]:
         )
     )
     return [header, table]
+
+
+def _reachability(server: dict[str, Any]) -> str:
+    """Whether the worker's last check reached the server, and when."""
+    reachable = server.get("reachable")
+    if reachable is None:
+        return "not checked yet"
+    checked = str(server.get("checkedAt") or "").replace("T", " ")[:19]
+    return f"{'up' if reachable else 'DOWN'} at {checked}"
+
+
+def _server_state(server: dict[str, Any]) -> str:
+    reason = server.get("stateReason")
+    return f"{server['state']} ({reason})" if reason else str(server["state"])
+
+
+def server_list_view(servers: dict[str, Any]) -> list[RenderableType]:
+    """Storage servers in configuration order."""
+    table = Table(title=f"Storage servers ({len(servers['items'])})", title_justify="left")
+    columns = ("name", "pool", "state", "tenants", "tiers", "reachable", "version")
+    for column in columns:
+        table.add_column(column, overflow="fold", no_wrap=column in {"name", "state"})
+    for s in servers["items"]:
+        table.add_row(
+            _cell(s["name"]),
+            _cell(s.get("pool")),
+            _cell(s["state"]),
+            _cell(f"{s.get('tenants')}/{s.get('maxTenants')}"),
+            _cell(", ".join(s.get("tiers") or []) or "-"),
+            _cell(_reachability(s)),
+            _cell(s.get("serverVersion")),
+        )
+    return [table]
+
+
+def server_view(server: dict[str, Any]) -> list[RenderableType]:
+    """A storage server, then its cordons and uncordons when the document has them."""
+    rows: list[tuple[str, Any]] = [
+        ("state", _server_state(server)),
+        ("pool", server.get("pool")),
+        ("host", server.get("host")),
+        ("tenants", f"{server.get('tenants')} of {server.get('maxTenants')}"),
+        ("tiers", ", ".join(server.get("tiers") or []) or "-"),
+        ("storageModes", ", ".join(server.get("storageModes") or [])),
+        ("reachable", _reachability(server)),
+        ("checkError", server.get("checkError")),
+        ("serverVersion", server.get("serverVersion")),
+        ("stateChangedBy", server.get("stateChangedBy")),
+        ("stateChangedAt", _when(server.get("stateChangedAt"))),
+    ]
+    views: list[RenderableType] = [_fields(f"Storage server {server['name']}", rows)]
+    events = server.get("events")
+    if events:
+        table = Table(title="Events", title_justify="left")
+        for column in ("occurredAt", "type", "actor", "reason"):
+            table.add_column(column, overflow="fold", no_wrap=column == "occurredAt")
+        for e in events:
+            table.add_row(
+                _when(e.get("occurredAt")),
+                _cell(e.get("type")),
+                _cell(e.get("actor")),
+                _cell(e.get("reason")),
+            )
+        views.append(table)
+    return views

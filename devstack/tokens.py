@@ -24,6 +24,14 @@ from pathlib import Path
 import jwt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from api.auth import (
+    DELETE_SCOPE,
+    READ_SCOPE,
+    ROLLOUTS_READ_SCOPE,
+    ROLLOUTS_WRITE_SCOPE,
+    SERVERS_WRITE_SCOPE,
+    WRITE_SCOPE,
+)
 from infra.security.keys import algorithm_for, generate_private_key, load_private_key, public_jwk
 from tenancy.settings import get_settings
 
@@ -31,6 +39,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_ISSUER = "platform-dev-idp"
 IDP_KEY_NAME = "dev-idp.pem"
 SIGNING_KEY_NAME = "platform-signing.pem"
+# What `make dev`'s operator token grants: every scope the API checks.
+OPERATOR_SCOPES = (
+    WRITE_SCOPE,
+    READ_SCOPE,
+    DELETE_SCOPE,
+    ROLLOUTS_WRITE_SCOPE,
+    ROLLOUTS_READ_SCOPE,
+    SERVERS_WRITE_SCOPE,
+)
 
 
 class DevKeys(BaseSettings):

@@ -46,16 +46,23 @@ def storage_name(tenant_id: str) -> str:
     return STORAGE_PREFIX + check_tenant_id(tenant_id)
 
 
+def server_authority(server_url: str) -> str:
+    """`host:port` of a PostgreSQL URL (IPv6 in brackets, 5432 by default): where it is,
+    without who connects or with what password."""
+    parts = urlsplit(server_url)
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{parts.port or 5432}"
+
+
 def storage_location(server_url: str, mode: StorageMode, tenant_id: str) -> StorageLocation:
     """Where a tenant's data lives on the storage server at `server_url`.
 
     The JDBC URL carries host, port and database only: credentials stay with each service.
     """
     parts = urlsplit(server_url)
-    host = parts.hostname or "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    authority = f"{host}:{parts.port or 5432}"
+    authority = server_authority(server_url)
     name = storage_name(tenant_id)
     if mode is StorageMode.SCHEMA:
         # libpq's default database is the user's name.

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
 
-from api.console import auth_views, rollout_views, service_views, tenant_views
+from api.console import auth_views, rollout_views, server_views, service_views, tenant_views
 from api.console.web import CONSOLE, CsrfRefused, SignInRequired, render, sign_in_url
 
 STATIC_PATH = f"{CONSOLE}/static"
@@ -30,6 +30,7 @@ def install_console(app: FastAPI) -> None:
     app.include_router(tenant_views.router)
     app.include_router(rollout_views.router)
     app.include_router(service_views.router)
+    app.include_router(server_views.router)
 
     async def sign_in_required(request: Request, exc: Exception) -> Response:
         if _is_fragment(request):

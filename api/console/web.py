@@ -20,6 +20,7 @@ from api.auth import (
     READ_SCOPE,
     ROLLOUTS_READ_SCOPE,
     ROLLOUTS_WRITE_SCOPE,
+    SERVERS_WRITE_SCOPE,
     WRITE_SCOPE,
     TokenVerifier,
 )
@@ -60,6 +61,7 @@ SCOPES = {
     "delete": DELETE_SCOPE,
     "rollouts_read": ROLLOUTS_READ_SCOPE,
     "rollouts_write": ROLLOUTS_WRITE_SCOPE,
+    "servers_write": SERVERS_WRITE_SCOPE,
 }
 
 # HTML renders these as spaces; a form shown again keeps the line breaks an operator typed.

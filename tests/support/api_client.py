@@ -18,6 +18,7 @@ from api.auth import (
     READ_SCOPE,
     ROLLOUTS_READ_SCOPE,
     ROLLOUTS_WRITE_SCOPE,
+    SERVERS_WRITE_SCOPE,
     WRITE_SCOPE,
 )
 from api.console.session import SESSION_COOKIE
@@ -27,7 +28,14 @@ from tenancy.settings import Settings
 from tests.conftest import running_worker
 from tests.support.servers import serve
 
-EVERY_SCOPE = (READ_SCOPE, WRITE_SCOPE, DELETE_SCOPE, ROLLOUTS_READ_SCOPE, ROLLOUTS_WRITE_SCOPE)
+EVERY_SCOPE = (
+    READ_SCOPE,
+    WRITE_SCOPE,
+    DELETE_SCOPE,
+    ROLLOUTS_READ_SCOPE,
+    ROLLOUTS_WRITE_SCOPE,
+    SERVERS_WRITE_SCOPE,
+)
 
 
 def token_of(keys_dir: Path, subject: str = "prober", *scopes: str) -> str:

@@ -37,6 +37,10 @@ def build_app() -> FastAPI:
     async def create(principal: Writer, thing: Thing) -> dict[str, str]:
         return {"name": thing.name, "by": principal.subject}
 
+    @router.post("/maybe")
+    async def maybe(principal: Writer, thing: Thing | None = None) -> dict[str, str | None]:
+        return {"name": thing.name if thing else None, "by": principal.subject}
+
     app.include_router(router)
     return app
 
@@ -82,7 +86,7 @@ class Exchange:
 
 
 async def exchange(
-    idp: Path, headers: dict[str, str], chunks: list[bytes], *scopes: str
+    idp: Path, headers: dict[str, str], chunks: list[bytes], *scopes: str, path: str = "/things"
 ) -> Exchange:
     verifier = TokenVerifier(
         StaticKey(load_public_key(idp)), audience="api", issuer=None, algorithms=["ES256"]
@@ -96,8 +100,8 @@ async def exchange(
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/things",
-        "raw_path": b"/things",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
@@ -173,3 +177,25 @@ async def test_unparseable_json_is_a_400_with_its_position(idp: Path) -> None:
 )
 def test_is_json(content_type: str | None, expected: bool) -> None:
     assert is_json(content_type) is expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "chunks", "status", "name"),
+    [
+        pytest.param({}, [b""], 200, None, id="no-body"),
+        pytest.param({"content-length": "0"}, [b""], 200, None, id="empty-body"),
+        pytest.param(JSON, [b'{"name": "x"}'], 200, "x", id="json-body"),
+        pytest.param({"content-length": "13"}, [b'{"name": "x"}'], 415, None, id="undeclared"),
+        pytest.param({"transfer-encoding": "chunked"}, [b"{}"], 415, None, id="chunked"),
+    ],
+)
+async def test_an_optional_body_may_be_left_out_but_not_sent_undeclared(
+    idp: Path, headers: dict[str, str], chunks: list[bytes], status: int, name: str | None
+) -> None:
+    result = await exchange(idp, headers, chunks, WRITE_SCOPE, path="/maybe")
+
+    assert result.status == status
+    if status == 200:
+        assert result.body == {"name": name, "by": "alice"}
+    else:
+        assert result.receives == 0
