@@ -56,7 +56,7 @@ from devstack.postgres import EmbeddedPostgres
 from devstack.roles import Layout, Login, apply_layout, login_url, service_role
 from devstack.supervisor import DevStackError, Interrupted, Stack
 from devstack.temporal import dev_server_command
-from devstack.tokens import DEV_ISSUER, DevKeys, mint
+from devstack.tokens import DEV_ISSUER, OPERATOR_SCOPES, DevKeys, mint
 from infra.security.keys import generate_private_key
 from infra.temporal import exit_process
 from tenancy.models import SlaTier
@@ -576,13 +576,7 @@ def dev_tokens(plan: Plan) -> DevTokens | None:
         operator=mint(
             key,
             subject="operator",
-            scopes=[
-                WRITE_SCOPE,
-                READ_SCOPE,
-                DELETE_SCOPE,
-                ROLLOUTS_WRITE_SCOPE,
-                ROLLOUTS_READ_SCOPE,
-            ],
+            scopes=list(OPERATOR_SCOPES),
             audience=audience,
             ttl=BANNER_TOKEN_TTL,
         ),
@@ -639,8 +633,7 @@ def banner(plan: Plan, tokens: DevTokens | None) -> str:
     else:
         auth = [
             "The API trusts your identity provider: put one of its tokens in TOKEN",
-            f"(scopes {WRITE_SCOPE} {READ_SCOPE} {DELETE_SCOPE} {ROLLOUTS_WRITE_SCOPE} "
-            f"{ROLLOUTS_READ_SCOPE}) and one with {READ_SCOPE} in READ_TOKEN.",
+            f"(scopes {' '.join(OPERATOR_SCOPES)}) and one with {READ_SCOPE} in READ_TOKEN.",
         ]
     bearer = '-H "Authorization: Bearer $TOKEN"'
     lines = [

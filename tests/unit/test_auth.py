@@ -631,7 +631,14 @@ async def test_make_dev_banner_hands_out_working_tokens(tmp_path: Path) -> None:
     assert operator == Principal(
         "operator",
         frozenset(
-            {"tenants:write", "tenants:read", "tenants:delete", "rollouts:write", "rollouts:read"}
+            {
+                "tenants:write",
+                "tenants:read",
+                "tenants:delete",
+                "rollouts:write",
+                "rollouts:read",
+                "servers:write",
+            }
         ),
     )
     assert viewer == Principal("viewer", frozenset({"tenants:read"}))
