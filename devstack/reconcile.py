@@ -17,6 +17,8 @@ from tenancy.settings import get_settings
 _FROM_PLAN = (
     "PLATFORM_DATABASE_URL",
     "PLATFORM_STORAGE_DATABASE_URL",
+    "PLATFORM_STORAGE_SERVERS",
+    "PLATFORM_PLACEMENT",
     "TEMPORAL_ADDRESS",
     "PLATFORM_LOG_FORMAT",
 )
