@@ -241,9 +241,8 @@ class Reconciler:
 
     @staticmethod
     def _expected_storage(tenant: Tenant) -> tuple[str, str]:
-        if tenant.storage_mode is StorageMode.SCHEMA:
-            return "schema", storage_name(tenant.id)
-        return "database", storage_name(tenant.id)
+        kind = "schema" if tenant.storage_mode is StorageMode.SCHEMA else "database"
+        return kind, storage_name(tenant.id)
 
     def _storage_drift(self, tenant: Tenant, storage: FleetInventory) -> list[Drift]:
         server = tenant.storage_server
