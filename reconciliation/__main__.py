@@ -1,7 +1,8 @@
 """`python -m reconciliation [--repair] [--prefix ID]`: print the drift report.
 
 Exit code 0 when rows, workflows and storage agree, 1 when drift was found (repaired or not),
-2 when PostgreSQL or Temporal cannot be reached.
+2 when PostgreSQL or Temporal cannot be reached (a storage server that cannot be read is listed
+in the report, which is still printed, and its tenants' storage left unchecked).
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from tenancy.settings import Settings, get_settings
 def render(report: ReconciliationReport) -> str:
     """The report as aligned text lines, one per drift."""
     lines = [f"reconciliation at {report.checked_at.isoformat(timespec='seconds')}"]
-    if not report.drift:
+    for down in report.unreachable_servers:
+        unchecked = f"its tenants' storage not checked: {down.error}"
+        lines.append(f"  {'SERVER_UNREACHABLE':<24} {down.server:<40} {unchecked}")
+    if not report.drift and not report.unreachable_servers:
         lines.append("no drift: rows, workflows and storage agree")
     for item in report.drift:
         mark = " [repaired]" if item.repaired else ""
@@ -50,7 +54,7 @@ async def reconcile(
         reconciler = Reconciler(
             TenantRepository(pool),
             client,
-            storage_url=settings.require_storage_database_url(),
+            servers=settings.storage_fleet(),
             task_queue=settings.task_queue,
             id_prefix=id_prefix,
             # A prefix narrows the pass to some tenants: rollouts are checked by a whole pass.
@@ -80,6 +84,8 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
         sys.stderr.write(f"reconciliation failed: {redact(str(exc))}\n")
         return 2
     sys.stdout.write(render(report))
+    if report.unreachable_servers:
+        return 2
     return 1 if report.drift else 0
 
 

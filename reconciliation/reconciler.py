@@ -1,10 +1,17 @@
 """Drift between tenant rows, their workflows and the real storage; safe repairs only.
 
+Storage is inventoried on every configured storage server: a tenant's schema or database is
+looked for on the server its row names (a tenant never placed has none), and a `tenant_*`
+schema or database on a server where no row places it is that server's orphan. A server whose
+catalog cannot be read is listed in `unreachableServers`, and nothing is concluded about the
+storage of its tenants (never `STORAGE_MISSING`).
+
 Kinds of drift:
 
-- `STORAGE_MISSING`: a row whose schema or database does not exist, for a tenant past
-  PROVISIONING (or in PROVISIONING with its `jdbcUrl` already recorded).
-- `ORPHAN_STORAGE`: a `tenant_*` schema or database that no row of that storage mode owns.
+- `STORAGE_MISSING`: a row whose schema or database does not exist on its server, for a tenant
+  past PROVISIONING (or in PROVISIONING with its `jdbcUrl` already recorded).
+- `ORPHAN_STORAGE`: a `tenant_*` schema or database that no row of that storage mode places on
+  that server (databases: on that PostgreSQL instance).
 - `STUCK_WITHOUT_WORKFLOW`: a tenant in a status that needs an open run of its workflow
   (`reconciliation.rules`: PROVISIONING, MIGRATING or MIGRATION_ERROR for provisioning) whose
   workflow is not running, so nothing will ever move it (or receive its retry signal).
@@ -35,23 +42,27 @@ mismatches need an operator.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 import structlog
+from pydantic import Field
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from infra import search_attributes as sa
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutMissing
-from reconciliation.inventory import StorageSnapshot, read_storage
+from reconciliation.inventory import FleetInventory, read_fleet
 from reconciliation.queues import CALLING_STATUSES, QueueWatch
 from reconciliation.rollouts import RolloutRule
 from reconciliation.rules import ALL_RULES, WorkflowRules, rules_for
+from tenancy.fleet import StorageServer
 from tenancy.models import CamelModel, StorageMode, Tenant
-from tenancy.naming import STORAGE_PREFIX, storage_location
+from tenancy.naming import STORAGE_PREFIX, storage_name
 from tenancy.status import DELETION_STATUSES, TenantStatus
 
 _log = structlog.stdlib.get_logger("platform.reconciliation")
@@ -81,14 +92,25 @@ class Drift(CamelModel):
     # The tenant the drift is about; null for a rollout's drift, which names `rolloutId`.
     tenant_id: str | None = None
     rollout_id: str | None = None
+    # The storage server a storage drift is on; null for the other kinds.
+    server: str | None = None
     detail: str
     repaired: bool = False
 
 
+class UnreachableServer(CamelModel):
+    """A storage server whose catalog could not be read: its tenants' storage was not checked."""
+
+    server: str
+    error: str
+
+
 class ReconciliationReport(CamelModel):
-    """Everything found in one pass; no drift means rows, workflows and storage agree."""
+    """Everything found in one pass; no drift (and no unreachable server) means rows,
+    workflows and storage agree."""
 
     drift: list[Drift]
+    unreachable_servers: list[UnreachableServer] = Field(default_factory=list)
     checked_at: datetime
 
 
@@ -114,14 +136,15 @@ _NOT_FOUND = WorkflowView(status=None)
 
 
 class Reconciler:
-    """Compares rows (optionally only ids starting with `id_prefix`), workflows and storage."""
+    """Compares rows (optionally only ids starting with `id_prefix`), workflows and the
+    storage on every server of `servers` (`Settings.storage_fleet()`)."""
 
     def __init__(
         self,
         tenants: TenantRepository,
         client: Client,
         *,
-        storage_url: str,
+        servers: Sequence[StorageServer],
         task_queue: str,
         id_prefix: str = "",
         rules: tuple[WorkflowRules, ...] = ALL_RULES,
@@ -131,7 +154,9 @@ class Reconciler:
         self._rollout_rule = rollouts
         self._tenants = tenants
         self._client = client
-        self._storage_url = storage_url
+        self._servers = tuple(servers)
+        # Databases are server-wide: two entries on one PostgreSQL instance list the same ones.
+        self._instances = {s.name: _instance(s) for s in self._servers}
         self._task_queue = task_queue
         self._id_prefix = id_prefix
 
@@ -140,7 +165,9 @@ class Reconciler:
         as `reconciler:<actor>`."""
         checked_at = datetime.now(UTC)
         rows = await self._tenants.all_with_prefix(self._id_prefix)
-        storage = await read_storage(self._storage_url, self._id_prefix)
+        storage = await read_fleet(self._servers, self._id_prefix)
+        for name, error in storage.unreachable.items():
+            _log.warning("storage server unreachable", server=name, error=error)
         limit = asyncio.Semaphore(_PARALLEL_DESCRIBES)
         listed = await self._listed()
         suspects = [t for t in rows if self._suspect(t, listed.get(self._workflow_id(t)))]
@@ -166,10 +193,17 @@ class Reconciler:
                 kind=item.kind.value,
                 tenant_id=item.tenant_id,
                 rollout_id=item.rollout_id,
+                server=item.server,
                 detail=item.detail,
                 repaired=item.repaired,
             )
-        return ReconciliationReport(drift=drift, checked_at=checked_at)
+        unreachable = [
+            UnreachableServer(server=name, error=error)
+            for name, error in storage.unreachable.items()
+        ]
+        return ReconciliationReport(
+            drift=drift, unreachable_servers=unreachable, checked_at=checked_at
+        )
 
     async def _rollout_drift(self, *, repair: bool, actor: str | None) -> list[Drift]:
         """Rollouts without an open run; with `repair`, each is resumed from its rows."""
@@ -205,25 +239,31 @@ class Reconciler:
     def _workflow_id(self, tenant: Tenant) -> str:
         return self._rules_of(tenant).workflow_id(tenant.id)
 
-    def _expected_storage(self, tenant: Tenant) -> tuple[str, str]:
-        location = storage_location(self._storage_url, tenant.storage_mode, tenant.id)
-        if tenant.storage_mode is StorageMode.SCHEMA:
-            return "schema", location.schema_name
-        return "database", location.database
+    @staticmethod
+    def _expected_storage(tenant: Tenant) -> tuple[str, str]:
+        kind = "schema" if tenant.storage_mode is StorageMode.SCHEMA else "database"
+        return kind, storage_name(tenant.id)
 
-    def _storage_drift(self, tenant: Tenant, storage: StorageSnapshot) -> list[Drift]:
+    def _storage_drift(self, tenant: Tenant, storage: FleetInventory) -> list[Drift]:
+        server = tenant.storage_server
+        # Never placed: no storage anywhere. On a server not read (unreachable, or a DELETED
+        # tenant's server gone from the list): nothing is known, so nothing is reported.
+        snapshot = None if server is None else storage.snapshots.get(server)
+        if server is None or snapshot is None:
+            return []
         kind, name = self._expected_storage(tenant)
-        present = name in (storage.schemas if kind == "schema" else storage.databases)
+        present = name in (snapshot.schemas if kind == "schema" else snapshot.databases)
+        where = f"{kind} {name} on server {server}"
+
+        def drift(of: DriftKind, detail: str) -> list[Drift]:
+            return [Drift(kind=of, tenant_id=tenant.id, server=server, detail=detail)]
+
         if tenant.status is TenantStatus.DELETED:
             if not present:
                 return []
-            return [
-                Drift(
-                    kind=DriftKind.STORAGE_NOT_DROPPED,
-                    tenant_id=tenant.id,
-                    detail=f"{kind} {name} exists, tenant is DELETED (left in place)",
-                )
-            ]
+            return drift(
+                DriftKind.STORAGE_NOT_DROPPED, f"{where} exists, tenant is DELETED (left in place)"
+            )
         if tenant.status in DELETION_STATUSES and (
             tenant.status is not TenantStatus.DELETION_SCHEDULED or tenant.jdbc_url is None
         ):
@@ -232,37 +272,62 @@ class Reconciler:
         if tenant.status is TenantStatus.PROVISION_ERROR:
             if not present:
                 return []
-            return [
-                Drift(
-                    kind=DriftKind.FAILED_TENANT_STORAGE,
-                    tenant_id=tenant.id,
-                    detail=f"{kind} {name} exists, tenant is PROVISION_ERROR (left in place)",
-                )
-            ]
+            return drift(
+                DriftKind.FAILED_TENANT_STORAGE,
+                f"{where} exists, tenant is PROVISION_ERROR (left in place)",
+            )
         expected = tenant.status is not TenantStatus.PROVISIONING or tenant.jdbc_url is not None
         if present or not expected:
             return []
-        return [
-            Drift(
-                kind=DriftKind.STORAGE_MISSING,
-                tenant_id=tenant.id,
-                detail=f"{kind} {name} does not exist, tenant is {tenant.status.value}",
-            )
-        ]
+        return drift(
+            DriftKind.STORAGE_MISSING, f"{where} does not exist, tenant is {tenant.status.value}"
+        )
 
-    def _orphans(self, rows: list[Tenant], storage: StorageSnapshot) -> list[Drift]:
-        owned = {self._expected_storage(t) for t in rows}
-        found = [("schema", name) for name in sorted(storage.schemas)]
-        found += [("database", name) for name in sorted(storage.databases)]
-        return [
-            Drift(
-                kind=DriftKind.ORPHAN_STORAGE,
-                tenant_id=name.removeprefix(STORAGE_PREFIX),
-                detail=f"{kind} {name} has no tenant row (left in place)",
-            )
-            for kind, name in found
-            if (kind, name) not in owned
-        ]
+    def _orphans(self, rows: list[Tenant], storage: FleetInventory) -> list[Drift]:
+        """Storage on each server (in configuration order) that no row places there."""
+        by_id = {t.id: t for t in rows}
+        owned = {
+            self._owner_key(t.storage_server, *self._expected_storage(t))
+            for t in rows
+            if t.storage_server is not None
+        }
+        found: list[Drift] = []
+        listed: set[tuple[str, str, str]] = set()
+        for server in self._servers:
+            snapshot = storage.snapshots.get(server.name)
+            if snapshot is None:
+                continue
+            for kind, names in (("schema", snapshot.schemas), ("database", snapshot.databases)):
+                for name in sorted(names):
+                    key = self._owner_key(server.name, kind, name)
+                    # A database listed by two entries on one instance is reported once.
+                    if key in owned or key in listed:
+                        continue
+                    listed.add(key)
+                    found.append(self._orphan(server.name, kind, name, by_id))
+        return found
+
+    def _owner_key(self, server: str, kind: str, name: str) -> tuple[str, str, str]:
+        """What owns storage: a schema its server, a database its PostgreSQL instance."""
+        return (kind, self._instances.get(server, server) if kind == "database" else server, name)
+
+    def _orphan(self, server: str, kind: str, name: str, rows: dict[str, Tenant]) -> Drift:
+        tenant_id = name.removeprefix(STORAGE_PREFIX)
+        row = rows.get(tenant_id)
+        if row is None:
+            why = "has no tenant row"
+        elif row.storage_server is None:
+            why = "is not its tenant's storage: the tenant was never placed"
+        elif self._owner_key(row.storage_server, kind, name) != self._owner_key(server, kind, name):
+            why = f"is not its tenant's storage: the tenant is on server {row.storage_server}"
+        else:
+            why = f"is not its tenant's storage: the tenant is a {row.storage_mode.value} tenant"
+        return Drift(
+            kind=DriftKind.ORPHAN_STORAGE,
+            tenant_id=tenant_id,
+            server=server,
+            detail=f"{kind} {name} on server {server} {why} (left in place)",
+        )
 
     def _workflow_drift(self, tenant: Tenant, seen: WorkflowView) -> Drift | None:
         row = tenant.status
@@ -378,3 +443,9 @@ class Reconciler:
         if restarted:
             _log.info("restarted stuck tenant", tenant_id=tenant.id, workflow=rules.workflow_type)
         return restarted
+
+
+def _instance(server: StorageServer) -> str:
+    """The PostgreSQL instance (host and port) a server entry's URL names."""
+    parts = urlsplit(server.dsn)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"

@@ -1,10 +1,12 @@
-"""Operator endpoints: drift between tenant rows, their workflows and the storage server, and
+"""Operator endpoints: drift between tenant rows, their workflows and the storage servers, and
 rollouts without a run.
 
 `GET /api/admin/reconciliation` reports and changes nothing; `POST /api/admin/reconciliation`
 runs the same pass and repairs what is safe to repair, in the name of the caller (the token's
 subject reaches the audit trail). Both need `tenants:write`: even a report-only pass reads
-every tenant and the storage catalog.
+every tenant and the storage servers' catalogs. A storage server that cannot be read is listed
+in the report's `unreachableServers` (the pass still answers 200); its tenants' storage is not
+checked.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def admin_router(settings: Settings | None = None) -> APIRouter:
-    """The admin routes, reading the storage server and task queue from `settings` (the
+    """The admin routes, reading the storage servers and task queue from `settings` (the
     app's own, or the environment's when the app was built without explicit settings)."""
     router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=GuardedRoute)
 
@@ -44,7 +46,7 @@ def admin_router(settings: Settings | None = None) -> APIRouter:
         return Reconciler(
             tenants,
             client,
-            storage_url=config.require_storage_database_url(),
+            servers=config.storage_fleet(),
             task_queue=config.task_queue,
             rollouts=RolloutRule(rollouts, client, config),
         )

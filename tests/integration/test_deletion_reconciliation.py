@@ -73,7 +73,7 @@ def reconciler(
     return Reconciler(
         tenants,
         client,
-        storage_url=settings.require_storage_database_url(),
+        servers=settings.storage_fleet(),
         task_queue=settings.task_queue,
         id_prefix=ids,
     )
@@ -156,9 +156,11 @@ async def test_storage_of_a_deleted_tenant_is_reported_and_left_in_place(
     (drift,) = report.drift
     assert drift.kind is DriftKind.STORAGE_NOT_DROPPED
     assert drift.tenant_id == tenant_id
+    assert drift.server == "default"
     assert (
         drift.detail
-        == f"schema {storage_name(tenant_id)} exists, tenant is DELETED (left in place)"
+        == f"schema {storage_name(tenant_id)} on server default exists, tenant is DELETED "
+        "(left in place)"
     )
     assert not drift.repaired
     assert schema_exists(storage_url, tenant_id)

@@ -23,6 +23,8 @@ from api.auth import READ_SCOPE
 from api.gateway import WorkflowGateway
 from api.main import create_app
 from infra.db.repository import TenantRepository
+from infra.db.schema import apply_platform_migrations
+from infra.db.servers import ServerRepository
 from reconciliation import DriftKind, Reconciler, ReconciliationReport
 from tenancy.models import StorageMode, TenantSpec
 from tenancy.naming import provision_workflow_id
@@ -74,7 +76,7 @@ def reconciler(
     return Reconciler(
         tenants,
         client,
-        storage_url=settings.require_storage_database_url(),
+        servers=settings.storage_fleet(),
         task_queue=settings.task_queue,
         id_prefix=prefix,
     )
@@ -105,6 +107,7 @@ async def test_each_kind_of_drift_is_reported_and_the_stuck_tenant_repaired(
     temporal_client: Client,
     settings: Settings,
     tenants: TenantRepository,
+    servers: ServerRepository,
     services: tuple[ScriptedService, list[tuple[str, str]]],
     prefix: str,
     worker: None,
@@ -132,6 +135,8 @@ async def test_each_kind_of_drift_is_reported_and_the_stuck_tenant_repaired(
     execute(storage_url, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(f"tenant_{stray}")))
     # A row whose workflow is gone (never existed here): MIGRATING, storage in place.
     await tenants.insert(spec(stuck), provision_workflow_id(stuck), "lost-run", SERVICES)
+    # Placed, as provisioning places a tenant before its storage is created.
+    await servers.place(stuck, settings.storage_fleet(), settings.placement_map())
     await tenants.transition(stuck, TenantStatus.MIGRATING, None, "test")
     execute(storage_url, sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(f"tenant_{stuck}")))
     # Behind the workflow's back: the workflow still waits in MIGRATION_ERROR.
@@ -262,12 +267,16 @@ async def test_admin_endpoint_reports_drift_to_operators_only(
     assert reader.status_code == 403
     assert operator.status_code == 200, operator.text
     body = operator.json()
-    assert set(body) == {"drift", "checkedAt"}
+    assert set(body) == {"drift", "unreachableServers", "checkedAt"}
+    assert body["unreachableServers"] == []
     assert {
         "kind": "ORPHAN_STORAGE",
         "tenantId": f"{prefix}stray",
         "rolloutId": None,
-        "detail": f"schema tenant_{prefix}stray has no tenant row (left in place)",
+        "server": "default",
+        "detail": (
+            f"schema tenant_{prefix}stray on server default has no tenant row (left in place)"
+        ),
         "repaired": False,
     } in body["drift"]
 
@@ -287,9 +296,13 @@ async def test_admin_repairs_are_a_post_and_get_only_reports(
     pg_server_url: str,
     keys_dir: Path,
 ) -> None:
+    metadata_url = fresh_database(pg_server_url, "admin_platform_")
+    # Migrated before the worker starts: it reads the servers' tenants at start, as
+    # `python worker.py` does after migrating.
+    apply_platform_migrations(metadata_url)
     settings = make_settings(
         *services[1],
-        database_url=fresh_database(pg_server_url, "admin_platform_"),
+        database_url=metadata_url,
         storage_database_url=fresh_database(pg_server_url, "admin_tenants_"),
     )
     stuck = f"adm{uuid.uuid4().hex[:6]}_stuck"

@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 from api.gateway import WorkflowGateway
 from infra import search_attributes as sa
 from infra.db.repository import Adoption, TenantOwnedElsewhere, TenantRepository
+from infra.db.servers import ServerRepository
 from reconciliation import DriftKind, Reconciler
 from tenancy.failures import FailureType
 from tenancy.models import EventAction, SlaTier, StorageMode, TenantSpec
@@ -323,7 +324,10 @@ async def test_retries_answer_404_for_an_unknown_tenant_and_409_for_an_active_on
 
 
 async def test_reconciler_restarts_through_adoption_and_reports_storage_of_failed_tenants(
-    temporal_client: Client, settings: Settings, tenants: TenantRepository, storage_db_url: str
+    temporal_client: Client,
+    settings: Settings,
+    tenants: TenantRepository,
+    servers: ServerRepository,
 ) -> None:
     prefix = f"{unique_id('rr')}_"
     stuck, failed = f"{prefix}stuck", f"{prefix}failed"
@@ -334,6 +338,8 @@ async def test_reconciler_restarts_through_adoption_and_reports_storage_of_faile
         await tenants.insert(
             spec, provision_workflow_id(tenant_id), "lost-run", ["backend-service"]
         )
+        # Placed, as provisioning places a tenant before its storage is created.
+        await servers.place(tenant_id, settings.storage_fleet(), settings.placement_map())
         # As the platform's role, which owns what it creates (and so can grant on it).
         with psycopg.connect(settings.require_storage_database_url(), autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(f"tenant_{tenant_id}")))
@@ -341,7 +347,7 @@ async def test_reconciler_restarts_through_adoption_and_reports_storage_of_faile
     check = Reconciler(
         tenants,
         temporal_client,
-        storage_url=storage_db_url,
+        servers=settings.storage_fleet(),
         task_queue=settings.task_queue,
         id_prefix=prefix,
     )

@@ -100,6 +100,7 @@ async def test_a_rollout_without_a_run_is_reported_and_resumed_from_its_rows(
             "kind": "ROLLOUT_WITHOUT_RUN",
             "tenantId": None,
             "rolloutId": rollout_id,
+            "server": None,
             "detail": "rollout is RUNNING, its run is not found",
             "repaired": False,
         }

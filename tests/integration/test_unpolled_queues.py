@@ -114,7 +114,7 @@ async def test_the_reconciler_reports_a_call_waiting_on_a_queue_no_worker_polls(
     check = Reconciler(
         tenants,
         temporal_client,
-        storage_url=settings.require_storage_database_url(),
+        servers=settings.storage_fleet(),
         task_queue=settings.task_queue,
         id_prefix=prefix,
     )
