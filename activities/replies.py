@@ -17,8 +17,6 @@ a forgery no worker can verify: dead-lettered at once.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -31,6 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.deletion import TeardownLedger
 from activities.migrations import MigrationLedger
+from infra.background import in_background
 from infra.db.commands import CommandRepository, CommandRow
 from infra.events.bus import BusUnavailable
 from infra.events.command_bus import (
@@ -206,11 +205,8 @@ async def consuming_replies(bus: CommandBus, handle: ReplyHandler) -> AsyncItera
     except BusUnavailable as exc:
         # Commands wait for it (their attempts fail and retry); the consumer keeps trying.
         _log.warning("command bus unavailable at start", error=str(exc))
-    task = asyncio.create_task(bus.consume_replies(handle), name="reply-consumer")
     try:
-        yield
+        async with in_background(bus.consume_replies(handle), "reply-consumer"):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await bus.close()

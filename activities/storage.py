@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -15,6 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.bookkeeping import metadata_failures, transition
+from infra.background import in_background
 from infra.db.errors import ErrorKind, classify, sqlstate
 from infra.db.fleet import StorageFleet
 from infra.db.repository import TenantLeaving, TenantRepository
@@ -48,13 +48,8 @@ async def heartbeating(interval: timedelta) -> AsyncIterator[None]:
             activity.heartbeat()
             await asyncio.sleep(interval.total_seconds())
 
-    task = asyncio.create_task(beat())
-    try:
+    async with in_background(beat(), "heartbeat"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class StorageActivities:

@@ -17,7 +17,6 @@ waits on a server) and exported as gauges:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from datetime import timedelta
 import psycopg
 from temporalio.common import MetricMeter
 
+from infra.background import in_background, repeat
 from infra.db.servers import ServerRepository
 from tenancy.failures import summarize
 from tenancy.fleet import StorageServer
@@ -104,21 +104,12 @@ async def checking_servers(
     meter: MetricMeter,
     interval: timedelta,
 ) -> AsyncIterator[None]:
-    """Check the servers now and every `interval` while the context is open."""
-
-    async def forever() -> None:
-        while True:
-            try:
-                await check_servers(servers, repository, meter)
-            except Exception as exc:
-                # The metadata database may be down: the checks go on at the next interval.
-                _log.warning("could not record the storage servers' checks: %s", exc)
-            await asyncio.sleep(interval.total_seconds())
-
-    task = asyncio.create_task(forever(), name="storage-server-checks")
-    try:
+    """Check the servers now and every `interval` while the context is open (a round that
+    cannot record its checks, the metadata database away, is logged; the next one comes)."""
+    checking = repeat(
+        lambda: check_servers(servers, repository, meter),
+        interval,
+        "record the storage servers' checks",
+    )
+    async with in_background(checking, "storage-server-checks"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

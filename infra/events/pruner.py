@@ -10,7 +10,6 @@ for a reply are never pruned: the relay and the reply listener still need them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from infra.background import in_background
 from infra.db.commands import CommandRepository
 from infra.db.outbox import prune_published
 
@@ -88,10 +88,5 @@ async def running_pruner(
     interval: timedelta = PRUNE_INTERVAL,
 ) -> AsyncIterator[None]:
     """Prune now and every `interval` while the context is open."""
-    task = asyncio.create_task(_prune_periodically(pool, retention, interval), name="pruner")
-    try:
+    async with in_background(_prune_periodically(pool, retention, interval), "pruner"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

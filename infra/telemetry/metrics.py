@@ -28,8 +28,6 @@ counted once per real event and adds nothing to the history.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -39,6 +37,7 @@ from typing import Protocol
 
 from temporalio.common import MetricMeter
 
+from infra.background import in_background, repeat
 from tenancy.models import TenantSpec
 from tenancy.status import TenantStatus
 
@@ -215,23 +214,11 @@ async def tenant_gauge(
     counter: TenantCounter, meter: MetricMeter, interval: timedelta = TENANT_GAUGE_INTERVAL
 ) -> AsyncIterator[None]:
     """Refresh the tenants gauge now and every `interval` while the context is open."""
-
-    async def refresh_forever() -> None:
-        while True:
-            try:
-                await refresh_tenant_gauge(counter, meter)
-            except Exception as exc:
-                # A database outage must not stop the worker; the gauge keeps its last value.
-                _log.warning("could not refresh the tenants gauge: %s", exc)
-            await asyncio.sleep(interval.total_seconds())
-
-    task = asyncio.create_task(refresh_forever(), name="tenant-gauge")
-    try:
+    refreshing = repeat(
+        lambda: refresh_tenant_gauge(counter, meter), interval, "refresh the tenants gauge"
+    )
+    async with in_background(refreshing, "tenant-gauge"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def command_reply(meter: MetricMeter, service: str, result: str) -> None:
