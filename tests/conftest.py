@@ -58,6 +58,7 @@ pytest_plugins = [
     "tests.support.browser_summary",
     "tests.support.parallel",
     "tests.support.storage_fleet",
+    "tests.support.environment",
 ]
 
 # The reference services' names; each has a role of the same name in snake case.

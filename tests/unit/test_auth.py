@@ -7,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import stat
 import threading
 import time
@@ -567,13 +566,6 @@ def test_mint_command_rejects_a_bad_ttl(ttl: str, tmp_path: Path) -> None:
 
 
 # What `make dev` tells its children and prints.
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("PLATFORM_", "TEMPORAL_", "DOWNSTREAM_")):
-            monkeypatch.delenv(name)
 
 
 @pytest.mark.usefixtures("clean_env")

@@ -4,7 +4,6 @@ password files: the plan and the files, without starting anything."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -17,13 +16,6 @@ from tenancy.models import SlaTier
 from tenancy.settings import Settings
 
 SERVICES = {"backend-service": "backend_service", "auth-service": "auth_service"}
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("PLATFORM_", "TEMPORAL_", "DOWNSTREAM_", "PG")):
-            monkeypatch.delenv(name)
 
 
 def _dev(tmp_path: Path) -> DevSettings:

@@ -4,8 +4,6 @@ tenants, ties by name."""
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 
 import pytest
 from pydantic import ValidationError
@@ -20,19 +18,12 @@ from tenancy.fleet import (
     tiers_of,
 )
 from tenancy.models import SlaTier, StorageMode
-from tenancy.settings import UNBOUNDED_TENANTS, Settings, get_settings
+from tenancy.settings import UNBOUNDED_TENANTS, Settings
 
 METADATA = "postgresql://platform@meta.internal:5432/platform"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("PLATFORM_") or name == "TEMPORAL_ADDRESS":
-            monkeypatch.delenv(name)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def server(name: str, pool: str = "shared", max_tenants: int = 10, **more: object) -> StorageServer:

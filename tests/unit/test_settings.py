@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -13,16 +11,7 @@ from pydantic_settings import SettingsError
 
 from tenancy.settings import DEFAULT_DOWNSTREAM_SERVICES, TASK_QUEUE, Settings, get_settings
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No PLATFORM_* or TEMPORAL_ADDRESS from the caller's shell, and no cached Settings."""
-    for name in list(os.environ):
-        if name.startswith("PLATFORM_") or name == "TEMPORAL_ADDRESS":
-            monkeypatch.delenv(name)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def invalid_fields(**env: str) -> set[str]:

@@ -4,10 +4,9 @@ refusing worker or API prints, not in the start-up lines that describe where thi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -15,22 +14,14 @@ from pydantic import AnyHttpUrl, ValidationError
 from pydantic_settings import SettingsError
 
 from devstack.dev import DevSettings, banner, make_plan
-from tenancy.settings import DownstreamService, Settings, get_settings, without_password
+from tenancy.settings import DownstreamService, Settings, without_password
 from tests.support.processes import child_env
 
 PASSWORD = "s3cret-Pa55"
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No PLATFORM_* or TEMPORAL_ADDRESS from the caller's shell, and no cached Settings."""
-    for name in list(os.environ):
-        if name.startswith("PLATFORM_") or name == "TEMPORAL_ADDRESS":
-            monkeypatch.delenv(name)
-    get_settings.cache_clear()
-    yield
-    get_settings.cache_clear()
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def _services(*services: Mapping[str, object]) -> str:

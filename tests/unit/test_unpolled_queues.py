@@ -3,7 +3,6 @@ migration call gets, and how the reconciler judges a queue's pollers and words a
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,11 +16,7 @@ from workflows.provision.options import migrate_service_options
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("PLATFORM_"):
-            monkeypatch.delenv(name)
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def retry(schedule_to_start: timedelta | None) -> MigrationRetry:
