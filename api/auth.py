@@ -34,6 +34,15 @@ ROLLOUTS_WRITE_SCOPE = "rollouts:write"
 ROLLOUTS_READ_SCOPE = "rollouts:read"
 # Storage servers: cordon and uncordon (reading them needs tenants:read).
 SERVERS_WRITE_SCOPE = "servers:write"
+# Every scope an operation checks.
+ALL_SCOPES = (
+    READ_SCOPE,
+    WRITE_SCOPE,
+    DELETE_SCOPE,
+    ROLLOUTS_READ_SCOPE,
+    ROLLOUTS_WRITE_SCOPE,
+    SERVERS_WRITE_SCOPE,
+)
 # Clocks of the identity provider and this host drift a little; tokens live for minutes or hours.
 DEFAULT_LEEWAY = timedelta(seconds=30)
 _REQUIRED_CLAIMS = ("exp", "iat", "sub")

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
 from api.auth import (
+    ALL_SCOPES,
     DELETE_SCOPE,
     READ_SCOPE,
     ROLLOUTS_READ_SCOPE,
@@ -57,9 +58,9 @@ _bearer = HTTPBearer(
     scheme_name="bearerAuth",
     bearerFormat="JWT",
     description=(
-        f"A JWT from the identity provider with scopes `{READ_SCOPE}`, `{WRITE_SCOPE}` and/or "
-        f"`{DELETE_SCOPE}`; "
-        "`make token` mints one for development."
+        "A JWT from the identity provider with the scopes its operations need: "
+        + ", ".join(f"`{scope}`" for scope in ALL_SCOPES)
+        + "; `make token` mints one for development."
     ),
 )
 

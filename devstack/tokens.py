@@ -24,14 +24,7 @@ from pathlib import Path
 import jwt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from api.auth import (
-    DELETE_SCOPE,
-    READ_SCOPE,
-    ROLLOUTS_READ_SCOPE,
-    ROLLOUTS_WRITE_SCOPE,
-    SERVERS_WRITE_SCOPE,
-    WRITE_SCOPE,
-)
+from api.auth import ALL_SCOPES
 from infra.security.keys import algorithm_for, generate_private_key, load_private_key, public_jwk
 from tenancy.settings import get_settings
 
@@ -40,14 +33,7 @@ DEV_ISSUER = "platform-dev-idp"
 IDP_KEY_NAME = "dev-idp.pem"
 SIGNING_KEY_NAME = "platform-signing.pem"
 # What `make dev`'s operator token grants: every scope the API checks.
-OPERATOR_SCOPES = (
-    WRITE_SCOPE,
-    READ_SCOPE,
-    DELETE_SCOPE,
-    ROLLOUTS_WRITE_SCOPE,
-    ROLLOUTS_READ_SCOPE,
-    SERVERS_WRITE_SCOPE,
-)
+OPERATOR_SCOPES = ALL_SCOPES
 
 
 class DevKeys(BaseSettings):

@@ -13,14 +13,7 @@ from typing import Any
 import httpx
 from temporalio.client import Client
 
-from api.auth import (
-    DELETE_SCOPE,
-    READ_SCOPE,
-    ROLLOUTS_READ_SCOPE,
-    ROLLOUTS_WRITE_SCOPE,
-    SERVERS_WRITE_SCOPE,
-    WRITE_SCOPE,
-)
+from api.auth import ALL_SCOPES
 from api.console.session import SESSION_COOKIE
 from api.main import create_app
 from devstack.tokens import mint
@@ -28,14 +21,7 @@ from tenancy.settings import Settings
 from tests.conftest import running_worker
 from tests.support.servers import serve
 
-EVERY_SCOPE = (
-    READ_SCOPE,
-    WRITE_SCOPE,
-    DELETE_SCOPE,
-    ROLLOUTS_READ_SCOPE,
-    ROLLOUTS_WRITE_SCOPE,
-    SERVERS_WRITE_SCOPE,
-)
+EVERY_SCOPE = ALL_SCOPES
 
 
 def token_of(keys_dir: Path, subject: str = "prober", *scopes: str) -> str:
