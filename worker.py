@@ -49,7 +49,7 @@ from infra.db.fleet import StorageFleet
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
-from infra.db.server_checks import checking_servers, prepare_fleet
+from infra.db.server_checks import checking_servers, refuse_missing_servers
 from infra.db.servers import ServerRepository
 from infra.events.buses import outbox_relay
 from infra.events.command_bus import CommandBus, consumer_name
@@ -241,12 +241,12 @@ async def worker_activities(
 
 
 async def refuse_unknown_servers(settings: Settings) -> None:
-    """Raise `FleetMismatch` when tenants live on a server the settings lack; register the
-    configured servers otherwise (see infra.db.server_checks)."""
+    """Raise `FleetMismatch` when tenants live on a server the settings lack (see
+    infra.db.server_checks)."""
     async with AsyncConnectionPool(
         settings.require_database_url(), open=False, min_size=1, max_size=1
     ) as pool:
-        await prepare_fleet(settings.storage_fleet(), ServerRepository(pool))
+        await refuse_missing_servers(settings.storage_fleet(), ServerRepository(pool))
 
 
 def service_tuner(slots: SharedSlots) -> WorkerTuner:

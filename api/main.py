@@ -36,7 +36,7 @@ from infra.db.deletions import DeletionRepository
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
-from infra.db.server_checks import prepare_fleet
+from infra.db.server_checks import refuse_missing_servers
 from infra.db.servers import ServerRepository
 from infra.db.services import ServiceVersions
 from infra.events.nats import BusProbe
@@ -89,7 +89,7 @@ def create_app(
         try:
             # Refused before serving: a server list that forgot a server tenants live on.
             servers = ServerRepository(pool)
-            await prepare_fleet(config.storage_fleet(), servers)
+            await refuse_missing_servers(config.storage_fleet(), servers)
             client = await connect_client(config, interceptors=client_interceptors(tracer_provider))
             yield AppState(
                 tenants=TenantRepository(pool),

@@ -1,8 +1,9 @@
 """The storage servers as the platform's processes find them at start and then periodically.
 
-At start (`prepare_fleet`, the API and the worker): each configured server gets its row, and a
-configuration that lacks a server tenants live on is refused, naming the server and its tenant
-count, before anything is placed or dropped on the strength of a list that forgot it.
+At start (`refuse_missing_servers`, the API and the worker): a configuration that lacks a server
+tenants live on is refused, naming the server and its tenant count, before anything is placed or
+dropped on the strength of a list that forgot it. It only reads: a server's row is written when
+it is first placed on, cordoned or checked (a start-up that waited on a row lock could hang).
 
 Periodically (`checking_servers`, the worker): each server is asked its version over a fresh
 connection with a short timeout. The outcome is written on its row (what
@@ -42,17 +43,17 @@ class FleetMismatch(RuntimeError):
     """The configured storage servers lack one that tenants live on."""
 
 
-async def prepare_fleet(servers: Sequence[StorageServer], repository: ServerRepository) -> None:
-    """Give every configured server its row; refuse a list that lacks a server tenants live on."""
-    names = [s.name for s in servers]
-    stranded = await repository.stranded(names)
+async def refuse_missing_servers(
+    servers: Sequence[StorageServer], repository: ServerRepository
+) -> None:
+    """Raise `FleetMismatch` when tenants live on a server that `servers` lacks."""
+    stranded = await repository.stranded([s.name for s in servers])
     if stranded:
         held = ", ".join(f"{name!r} ({count} tenants)" for name, count in stranded.items())
         raise FleetMismatch(
             f"PLATFORM_STORAGE_SERVERS lacks storage server {held}: tenants' storage is there. "
             "Add it back to the list (it may be cordoned), or move its tenants first"
         )
-    await repository.register(names)
 
 
 async def check_server(server: StorageServer) -> tuple[str | None, str | None]:

@@ -90,15 +90,6 @@ class ServerRepository:
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self._pool = pool
 
-    async def register(self, names: Sequence[str]) -> None:
-        """Give each configured server a row (ACTIVE) unless it has one: its state survives."""
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO storage_servers (name) SELECT unnest(%s::text[]) "
-                "ON CONFLICT (name) DO NOTHING",
-                (list(names),),
-            )
-
     async def stranded(self, names: Sequence[str]) -> dict[str, int]:
         """Servers that hold tenants (every status but DELETED) and are not among `names`,
         with how many each holds."""

@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from yoyo import get_backend, read_migrations
 
 from infra.db.schema import MIGRATIONS_DIR, apply_platform_migrations
-from infra.db.server_checks import FleetMismatch, prepare_fleet
+from infra.db.server_checks import FleetMismatch, refuse_missing_servers
 from infra.db.servers import ServerRepository
 from tenancy.settings import Settings
 from tests.conftest import with_database
@@ -58,7 +58,7 @@ async def test_existing_tenants_are_recorded_on_the_default_server(pg_server_url
     async with AsyncConnectionPool(url, min_size=1, max_size=2) as pool:
         servers = ServerRepository(pool)
         # Unchanged settings: one server `default`, which they live on.
-        await prepare_fleet(Settings(database_url=url).storage_fleet(), servers)
+        await refuse_missing_servers(Settings(database_url=url).storage_fleet(), servers)
         records = await servers.records(["default"])
         listed = Settings(
             database_url=url,
@@ -67,7 +67,7 @@ async def test_existing_tenants_are_recorded_on_the_default_server(pg_server_url
             ],
         )
         with pytest.raises(FleetMismatch) as refused:
-            await prepare_fleet(listed.storage_fleet(), servers)
+            await refuse_missing_servers(listed.storage_fleet(), servers)
     assert records["default"].tenants == 2
     assert "'default' (2 tenants)" in str(refused.value)
     assert "S3cret" not in str(refused.value)

@@ -7,7 +7,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from infra.db.repository import TenantRepository
-from infra.db.server_checks import check_servers, prepare_fleet
+from infra.db.server_checks import check_servers, refuse_missing_servers
 from infra.db.servers import ServerRepository
 from infra.temporal import worker_runtime
 from tests.conftest import unique_id
@@ -36,7 +36,7 @@ async def test_each_server_is_checked_and_a_dead_one_is_reported_down(
     async with AsyncConnectionPool(settings.require_database_url(), min_size=1, max_size=2) as pool:
         servers = ServerRepository(pool)
         fleet = settings.storage_fleet()
-        await prepare_fleet(fleet, servers)
+        await refuse_missing_servers(fleet, servers)
         # One tenant placed on the live server.
         tenant_id = unique_id("chk")
         await tenant_row(TenantRepository(pool), tenant_id)

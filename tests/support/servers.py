@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -32,7 +34,12 @@ def serve(app: Any, *, timeout: float = 20.0) -> Iterator[str]:
         if not thread.is_alive():
             raise RuntimeError(f"server on port {port} exited during start-up")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"server on port {port} did not start in {timeout}s")
+            # Where its start-up hangs (a lock, a connection) is what the failure must show.
+            frame = sys._current_frames().get(thread.ident or 0)
+            where = "".join(traceback.format_stack(frame)) if frame else "(no frame)\n"
+            raise TimeoutError(
+                f"server on port {port} did not start in {timeout}s; its thread is at:\n{where}"
+            )
         time.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{port}"
