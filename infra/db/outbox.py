@@ -25,6 +25,8 @@ from infra.events.cloudevents import PendingEvent
 
 # One advisory lock id for the outbox relay ("outbox" in ASCII).
 RELAY_LOCK_KEY = 0x6F7574626F78
+# Where the commits of new events are announced (migration 0016).
+NOTIFY_CHANNEL = "platform_outbox"
 # A relay's mark of an error is cut to this many characters.
 _ERROR_CHARS = 500
 
@@ -146,6 +148,18 @@ class OutboxLease:
         if self._conn is None:
             raise RuntimeError("the lease is not open")
         return self._conn
+
+    async def listen(self) -> None:
+        """Be told of committed events (see migration 0016) on this session."""
+        await self._c.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+    async def wait_for_events(self, timeout: timedelta) -> bool:
+        """Wait until events are committed (or were, since the last wait), at most `timeout`;
+        True when told."""
+        told = False
+        async for _ in self._c.notifies(timeout=timeout.total_seconds(), stop_after=1):
+            told = True
+        return told
 
     async def try_acquire(self) -> bool:
         """Take the relay lock if no other session holds it; True once this one holds it."""

@@ -43,7 +43,9 @@ _log = logging.getLogger(__name__)
 class RelayTiming:
     """How often the relay looks, how much it takes at once and how it backs off."""
 
-    # Between looks at an empty outbox, and between tries for the lock held by another relay.
+    # Between tries for the lock held by another relay, and the longest wait at an empty
+    # outbox: the holder is woken as soon as new events commit (LISTEN, migration 0016), so
+    # this only bounds what a lost notification could cost.
     poll_interval: timedelta = timedelta(milliseconds=250)
     batch_size: int = 100
     # Back-off while the bus is away (or the database is): doubled per failure up to the cap.
@@ -126,6 +128,7 @@ class OutboxRelay:
             if not self.holds_lock:
                 _log.info("event relay holds the outbox lock")
                 self.holds_lock = True
+                await lease.listen()
             try:
                 # Connected once the lock is held: a standby needs no bus connection.
                 if not bus_started:
@@ -145,7 +148,7 @@ class OutboxRelay:
             backoff = self._timing.initial_backoff
             self._record(await lease.backlog())
             if sent < self._timing.batch_size:
-                await self._sleep(self._timing.poll_interval)
+                await self._wait_for_events(lease)
 
     async def _publish_batch(self, lease: OutboxLease) -> int:
         """Publish the next batch in order; returns how many the bus acknowledged."""
@@ -176,6 +179,11 @@ class OutboxRelay:
     def _record(self, backlog: Backlog) -> None:
         if self._meter is not None:
             outbox_backlog(self._meter, backlog.count, backlog.oldest)
+
+    async def _wait_for_events(self, lease: OutboxLease) -> None:
+        """Until new events commit or the poll interval passes (a stop is seen after it, as
+        after a sleep)."""
+        await lease.wait_for_events(self._timing.poll_interval)
 
     async def _sleep(self, delay: timedelta) -> None:
         with contextlib.suppress(TimeoutError):
