@@ -286,6 +286,26 @@ async def test_invalidate_makes_the_next_get_ask_the_api(
     assert (directory.stats.hits, directory.stats.revalidations) == (2, 1)
 
 
+async def test_without_an_events_position_the_directory_revalidates(
+    platform: DirectoryPlatform, api_url: str, nats_url: str
+) -> None:
+    tenant_id = unique_id("noevents")
+    await platform.create(tenant_id)
+    platform.no_events = True
+    async with TenantDirectory(
+        api_url, TOKEN, events_url=nats_url, max_age=timedelta(0)
+    ) as directory:
+        assert not directory.watching
+        listed = directory.peek(tenant_id)
+        changed = await platform.change(tenant_id, status="MIGRATING")
+        answered = await directory.get(tenant_id)
+
+    assert listed is not None
+    assert listed.epoch == 1
+    assert answered.epoch == changed["epoch"] == 2
+    assert [s.status for s in platform.requests(location_path(tenant_id))] == [200]
+
+
 async def test_a_broken_watch_falls_back_to_revalidation_and_resumes_without_gap(
     platform: DirectoryPlatform, api_url: str, nats_url: str
 ) -> None:

@@ -55,6 +55,7 @@ class EventFeed:
         self._nc: NatsClient | None = None
         self.broken = asyncio.Event()
         self._up = asyncio.Event()
+        self._reported = False
 
     async def connect(self) -> None:
         """Connect (once; the connection then reconnects by itself). Waits while the server is
@@ -111,7 +112,11 @@ class EventFeed:
 
     async def _on_reconnected(self) -> None:
         self._up.set()
+        self._reported = False
 
     async def _on_error(self, exc: Exception) -> None:
-        _log.warning("tenant events: %s: %s", type(exc).__name__, exc)
+        # One line per outage: a server that is away fails every reconnection attempt.
+        level = logging.DEBUG if self._reported else logging.WARNING
+        _log.log(level, "tenant events: %s: %s", type(exc).__name__, exc)
+        self._reported = not self._up.is_set()
         self.broken.set()
