@@ -3,6 +3,7 @@ issue's contract (tests/support/directory_api.py) and the real NATS JetStream st
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -53,6 +54,18 @@ async def test_a_cached_location_is_served_without_asking_the_api(
     assert not first.stale
     assert len(platform.requests(location_path(tenant_id))) == 1
     assert (directory.stats.misses, directory.stats.hits) == (1, 1)
+
+
+async def test_concurrent_gets_of_one_tenant_share_one_request(
+    platform: DirectoryPlatform, api_url: str
+) -> None:
+    tenant_id = unique_id("herd")
+    await platform.create(tenant_id)
+    async with TenantDirectory(api_url, TOKEN) as directory:
+        answers = await asyncio.gather(*(directory.get(tenant_id) for _ in range(10)))
+
+    assert {answer.epoch for answer in answers} == {1}
+    assert len(platform.requests(location_path(tenant_id))) == 1
 
 
 async def test_an_entry_older_than_max_age_is_revalidated_with_its_etag(

@@ -292,6 +292,9 @@ class TenantDirectory:
                     _log.warning("tenant directory: the events watch broke; revalidating")
             except (Unreachable, DirectoryError, *NATS_FAILURES) as exc:
                 _log.warning("tenant directory: cannot watch the events: %s", exc)
+            except Exception:
+                # Whatever else went wrong, the directory goes on revalidating and tries again.
+                _log.exception("tenant directory: the events watch failed")
             finally:
                 if self._watching:
                     self._watching = False
