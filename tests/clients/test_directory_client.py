@@ -206,7 +206,11 @@ async def test_the_api_stopped_serves_stale_then_recovers(
     await platform.create(tenant_id)
     port = free_port()
     async with TenantDirectory(
-        f"http://127.0.0.1:{port}", TOKEN, max_age=timedelta(0), stale_if_error=timedelta(minutes=1)
+        f"http://127.0.0.1:{port}",
+        TOKEN,
+        max_age=timedelta(0),
+        stale_if_error=timedelta(minutes=1),
+        retry_wait=FAST_RETRY,
     ) as directory:
         with serve(platform.app(), port=port):
             fresh = await directory.get(tenant_id)
@@ -215,7 +219,9 @@ async def test_the_api_stopped_serves_stale_then_recovers(
             stale = await directory.get(tenant_id)
         stopped = directory.stats
         with serve(platform.app(), port=port):
-            recovered = await directory.get(tenant_id)
+            recovered = await eventually(
+                lambda: directory.get(tenant_id), lambda loc: not loc.stale
+            )
 
     assert (fresh.epoch, fresh.stale) == (1, False)
     assert stale == replace(fresh, stale=True)
@@ -237,6 +243,23 @@ async def test_a_5xx_is_served_stale_too(platform: DirectoryPlatform, api_url: s
 
     assert (stale.epoch, stale.stale) == (1, True)
     assert (directory.stats.stale_served, directory.stats.errors) == (1, 1)
+
+
+async def test_a_failed_api_is_not_asked_again_within_retry_wait(
+    platform: DirectoryPlatform, api_url: str
+) -> None:
+    tenant_id = unique_id("holdoff")
+    await platform.create(tenant_id)
+    async with TenantDirectory(
+        api_url, TOKEN, max_age=timedelta(0), retry_wait=timedelta(minutes=1)
+    ) as directory:
+        await directory.get(tenant_id)
+        platform.failing = 503
+        answers = [await directory.get(tenant_id) for _ in range(5)]
+
+    assert [a.stale for a in answers] == [True] * 5
+    assert [s.status for s in platform.requests(location_path(tenant_id))] == [200, 503]
+    assert (directory.stats.stale_served, directory.stats.errors) == (5, 1)
 
 
 async def test_past_the_stale_bound_the_directory_is_unavailable(

@@ -86,9 +86,10 @@ class TenantDirectory:
         retry_wait: timedelta = timedelta(seconds=1),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        """`page_size`: the listing's `limit` (None: the server's default); `retry_wait`: the
-        pause before following the events anew after the watch broke; `transport`: httpx's,
-        for a proxy or tests."""
+        """`page_size`: the listing's `limit` (None: the server's default); `retry_wait`: how
+        long after the API failed `get` answers from the cache (stale) without asking it again,
+        and the pause before watching the events again after the watch broke; `transport`:
+        httpx's, for a proxy or tests."""
         self._url, self._token, self._events_url = url, token, events_url
         self._max_age = max_age.total_seconds()
         self._stale_if_error = stale_if_error.total_seconds()
@@ -108,6 +109,9 @@ class TenantDirectory:
         self._watching = False
         # Until when a watch, now broken, vouched for every entry (time.monotonic()).
         self._watched_until = 0.0
+        # Until when the API, which just failed, is not asked again, and why it failed.
+        self._api_down_until = 0.0
+        self._api_down_reason = ""
 
     async def __aenter__(self) -> Self:
         """Open the HTTP client; with `events_url`, list and start watching (returns once the
@@ -201,6 +205,9 @@ class TenantDirectory:
 
     async def _ask(self, tenant_id: str, entry: _Entry | None) -> Location:
         assert self._api is not None, "use TenantDirectory in `async with`"
+        if time.monotonic() < self._api_down_until:
+            # Every caller would otherwise wait for the same failure (a timeout, say).
+            return self._stale(tenant_id, f"{self._api_down_reason}, retried after retry_wait")
         if entry is None:
             self._stats.misses += 1
         else:
@@ -209,15 +216,19 @@ class TenantDirectory:
         try:
             answer = await self._api.location(tenant_id, etag)
         except TenantNotFound:
+            self._api_down_until = 0.0
             self._entries.pop(tenant_id, None)
             self._invalidated.discard(tenant_id)
             raise
         except Unreachable as exc:
             self._stats.errors += 1
+            self._api_down_until = time.monotonic() + self._retry_wait
+            self._api_down_reason = str(exc)
             return self._stale(tenant_id, str(exc))
         except DirectoryError:
             self._stats.errors += 1
             raise
+        self._api_down_until = 0.0
         self._invalidated.discard(tenant_id)
         now = time.monotonic()
         if isinstance(answer, Fetched):
