@@ -345,8 +345,9 @@ async def test_without_an_events_position_the_directory_revalidates(
 async def test_a_broken_watch_falls_back_to_revalidation_and_resumes_without_gap(
     platform: DirectoryPlatform, api_url: str, nats_url: str
 ) -> None:
-    tenant_id = unique_id("broken")
+    tenant_id, deleted = unique_id("broken"), unique_id("deleted")
     await platform.create(tenant_id)
+    await platform.create(deleted)
     host, _, nats_port = nats_url.rpartition("//")[2].rpartition(":")
     proxy = ThreadedTcpProxy(free_port(), host, int(nats_port))
     proxy.start()
@@ -366,9 +367,12 @@ async def test_a_broken_watch_falls_back_to_revalidation_and_resumes_without_gap
             asked_while_broken = len(platform.requests(location_path(tenant_id)))
             # Changed while no watch runs: the re-list, not the events, must bring it.
             await platform.change(tenant_id, status="ACTIVE")
+            # Deleted while no watch runs: the re-list lacks it, so the cache must too.
+            await platform.change(deleted, status="DELETED")
             proxy.start()
             await eventually(_watching(directory), bool)
             resumed = await directory.get(tenant_id)
+            gone = await directory.get(deleted)
             await platform.change(tenant_id, status="DELETION_SCHEDULED")
             followed = await eventually(
                 lambda: directory.get(tenant_id), lambda loc: loc.epoch == 4
@@ -379,6 +383,7 @@ async def test_a_broken_watch_falls_back_to_revalidation_and_resumes_without_gap
     assert (revalidated.epoch, revalidated.status) == (2, "MIGRATING")
     assert asked_while_broken == 1
     assert (resumed.epoch, resumed.status) == (3, "ACTIVE")
+    assert (gone.epoch, gone.status) == (2, "DELETED")
     assert followed.status == "DELETION_SCHEDULED"
     assert len(platform.requests(location_path(tenant_id))) == asked_while_broken
     assert len(platform.requests(LISTING)) >= 2
