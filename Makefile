@@ -10,13 +10,13 @@ STAMP  := $(VENV)/.installed
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' -e ./clients/python
 	@touch $@
 
-install: $(STAMP)  ## Create .venv and install the locked dependencies
+install: $(STAMP)  ## Create .venv and install the locked dependencies and the client library
 
 dev: $(STAMP)  ## Run the whole stack in the foreground (Ctrl-C stops it)
 	$(BIN)/python -m devstack.dev

@@ -22,9 +22,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(app: Any, *, timeout: float = 20.0) -> Iterator[str]:
-    """Serve `app` from a background thread; yields its base URL once it accepts requests."""
-    port = free_port()
+def serve(app: Any, *, timeout: float = 20.0, port: int | None = None) -> Iterator[str]:
+    """Serve `app` from a background thread; yields its base URL once it accepts requests.
+    `port`: a given one (a server stopped and started again at the same URL), else a free one."""
+    port = port or free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
