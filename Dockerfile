@@ -18,8 +18,9 @@ RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))
     && rm /tmp/requirements.txt
 
 COPY . .
-RUN pip install --no-deps -c constraints.txt . \
-    && rm -rf build ./*.egg-info
+# The directory client library (clients/python) too: the reference service finds tenants with it.
+RUN pip install --no-deps -c constraints.txt . ./clients/python \
+    && rm -rf build ./*.egg-info clients/python/build
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app \
     && mkdir /keys && chown app /keys
