@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any
 
 import psycopg
@@ -34,6 +34,7 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 from psycopg_pool import ConnectionPool
+from tenant_directory import TenantDirectory
 
 from examples.downstream_service.answers import CommandAnswers
 from examples.downstream_service.auth import (
@@ -63,6 +64,7 @@ from examples.downstream_service.models import (
 from examples.downstream_service.pools import StoragePools
 from examples.downstream_service.replay import SeenTokenIds, open_state_pool
 from examples.downstream_service.replies import ReplySigner
+from examples.downstream_service.runtime import runtime
 from examples.downstream_service.settings import DownstreamSettings, get_settings
 
 _log = logging.getLogger(__name__)
@@ -193,6 +195,27 @@ async def _start_consumer(
     return consumer
 
 
+@asynccontextmanager
+async def _directory(settings: DownstreamSettings) -> AsyncIterator[TenantDirectory | None]:
+    """The platform's tenant directory, when the settings name it."""
+    if settings.directory_url is None or settings.directory_token is None:
+        yield None
+        return
+    async with TenantDirectory(
+        str(settings.directory_url).rstrip("/"),
+        settings.directory_token.get_secret_value(),
+        events_url=settings.directory_events_url,
+        max_age=settings.directory_max_age,
+    ) as directory:
+        _log.info(
+            "%s finds tenants through the directory at %s (%s)",
+            settings.service_name,
+            settings.directory_url,
+            "following events" if settings.directory_events_url else "revalidating",
+        )
+        yield directory
+
+
 def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
     """Build the app; keys and migrations (built-in and extra folders) are read at start-up, the
     pools open lazily, and the platform's JWKS is fetched on the first call.
@@ -205,6 +228,8 @@ def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.consumer = None
+        app.state.directory = None
+        stack = AsyncExitStack()
         database_url = str(settings.database_url) if settings.database_url else None
         migrations = await run_in_threadpool(
             load_migrations, settings.migrations_path, settings.extra_migrations_dirs
@@ -237,6 +262,7 @@ def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
                     # The first call tries again; until then calls answer 503.
                     _log.warning("state table not created at start-up: %s", exc.detail)
             app.state.settings = settings
+            app.state.pools = pools
             app.state.migrator = Migrator(
                 service_name=settings.service_name,
                 migrations=migrations,
@@ -246,6 +272,7 @@ def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
             app.state.consumer = await _start_consumer(
                 settings, app.state.verifier, app.state.migrator, state_pool
             )
+            app.state.directory = await stack.enter_async_context(_directory(settings))
             _log.info(
                 "%s ready with migrations %s; platform tokens verified with %s",
                 settings.service_name,
@@ -254,6 +281,7 @@ def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
             )
             yield
         finally:
+            await stack.aclose()
             consumer: CommandConsumer | None = app.state.consumer
             if consumer is not None:
                 await consumer.stop()
@@ -264,6 +292,7 @@ def create_app(settings: DownstreamSettings | None = None) -> FastAPI:
     app = FastAPI(title=settings.service_name, lifespan=lifespan)
     app.include_router(router)
     app.include_router(internal)
+    app.include_router(runtime)
     install_error_handlers(app)
     return app
 

@@ -151,7 +151,7 @@ async def _in_storage(
     directory = getattr(request.app.state, "directory", None)
     if directory is None:
         raise NotConfigured("DOWNSTREAM_DIRECTORY_URL is not set: the service cannot find tenants")
-    pools: StoragePools = request.app.state.migrator.pools
+    pools: StoragePools = request.app.state.pools
     for attempt in (1, 2):
         try:
             location = await directory.get(tenant_id)

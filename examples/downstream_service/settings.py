@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, BeforeValidator, Field, PostgresDsn
+from pydantic import AnyHttpUrl, BeforeValidator, Field, PostgresDsn, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIGRATIONS_ROOT = Path(__file__).resolve().parent / "migrations"
@@ -114,6 +114,15 @@ class DownstreamSettings(BaseSettings):
     reply_key_file: Path | None = None
     # Commands handled at once; each holds one thread while it migrates.
     consumer_concurrency: int = Field(default=8, ge=1, le=64)
+
+    # The platform's tenant directory, where the runtime endpoints (examples.downstream_service.
+    # runtime) find each tenant's storage: the platform API's URL, a token with the scope
+    # `directory:read`, and the NATS URL of the lifecycle events to follow changes (without it
+    # an entry older than `directory_max_age` is revalidated). Unset: no runtime endpoints (503).
+    directory_url: AnyHttpUrl | None = None
+    directory_token: SecretStr | None = None
+    directory_events_url: Annotated[str, Field(pattern=r"^(nats|tls)://\S+$")] | None = None
+    directory_max_age: Seconds = Field(default=timedelta(seconds=5), gt=timedelta(0))
 
     @property
     def migrations_path(self) -> Path:
