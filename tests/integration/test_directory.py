@@ -11,16 +11,19 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.rows import dict_row
 from temporalio.client import Client
+from yoyo import get_backend, read_migrations
 
 from api.auth import ALL_SCOPES, DIRECTORY_SCOPE, READ_SCOPE
 from api.main import create_app
 from infra.db.repository import TenantRepository
+from infra.db.schema import MIGRATIONS_DIR, apply_platform_migrations
 from infra.events.nats import STREAM
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
-from tests.conftest import running_worker, unique_id
+from tests.conftest import running_worker, unique_id, with_database
 from tests.support.api_client import api_client
 from tests.support.directory import (
     Listing,
@@ -35,6 +38,7 @@ from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
+EPOCH_MIGRATION = "0015_tenant_epoch"
 LOCATION_KEYS = {"tenantId", "status", "storageMode", "storageServer", "jdbcUrl", "epoch"}
 # The only operations a directory:read token may call.
 DIRECTORY_OPERATIONS = {
@@ -115,6 +119,28 @@ async def test_epoch_grows_by_one_per_status_or_location_change_and_events_carry
     assert data[1]["location"]["jdbcUrl"].endswith(f"currentSchema={tenant_id}")
     assert data[1]["location"]["storageServer"] == "default"
     assert data[-1]["location"]["jdbcUrl"] is None
+
+
+async def test_the_epoch_migration_rolls_back_and_applies_again(pg_server_url: str) -> None:
+    name = unique_id("epoch_db")
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = with_database(pg_server_url, name)
+    apply_platform_migrations(url)
+    backend = get_backend(f"postgresql+psycopg://{url.partition('://')[2]}")
+    try:
+        with backend.lock():
+            migrations = read_migrations(str(MIGRATIONS_DIR))
+            epoch = migrations.__class__([m for m in migrations if m.id == EPOCH_MIGRATION])
+            backend.rollback_migrations(backend.to_rollback(epoch))
+    finally:
+        backend.connection.close()
+    with psycopg.connect(url) as conn:
+        columns = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'tenants'"
+        ).fetchall()
+    assert ("epoch",) not in columns
+    assert apply_platform_migrations(url) == [EPOCH_MIGRATION]
 
 
 async def test_a_tenant_s_etag_changes_with_its_answer_and_a_match_is_304_without_a_body(
