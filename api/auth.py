@@ -34,6 +34,8 @@ ROLLOUTS_WRITE_SCOPE = "rollouts:write"
 ROLLOUTS_READ_SCOPE = "rollouts:read"
 # Storage servers: cordon and uncordon (reading them needs tenants:read).
 SERVERS_WRITE_SCOPE = "servers:write"
+# The tenant directory for other services: tenants' locations, and nothing else.
+DIRECTORY_SCOPE = "directory:read"
 # Every scope an operation checks.
 ALL_SCOPES = (
     READ_SCOPE,
@@ -42,6 +44,7 @@ ALL_SCOPES = (
     ROLLOUTS_READ_SCOPE,
     ROLLOUTS_WRITE_SCOPE,
     SERVERS_WRITE_SCOPE,
+    DIRECTORY_SCOPE,
 )
 # Clocks of the identity provider and this host drift a little; tokens live for minutes or hours.
 DEFAULT_LEEWAY = timedelta(seconds=30)

@@ -12,6 +12,7 @@ from temporalio.client import Client
 from api.auth import (
     ALL_SCOPES,
     DELETE_SCOPE,
+    DIRECTORY_SCOPE,
     READ_SCOPE,
     ROLLOUTS_READ_SCOPE,
     ROLLOUTS_WRITE_SCOPE,
@@ -24,11 +25,12 @@ from api.errors import Forbidden, Unauthorized
 from api.gateway import WorkflowGateway
 from infra.db.console_sessions import ConsoleSignOuts
 from infra.db.deletions import DeletionRepository
+from infra.db.directory import DirectoryRepository
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.servers import ServerRepository
 from infra.db.services import ServiceVersions
-from infra.events.nats import BusProbe
+from infra.events.nats import BusProbe, StreamPosition
 from tenancy.settings import Settings
 
 
@@ -49,6 +51,9 @@ class AppState(TypedDict):
     console_sign_outs: ConsoleSignOuts
     # The command bus's readiness check; None when no service has transport events.
     command_bus: BusProbe | None
+    directory: DirectoryRepository
+    # The lifecycle stream's position for the directory's listing; None without NATS.
+    events_position: StreamPosition | None
 
 
 # Declares the scheme in OpenAPI (the Authorize button of /docs); missing or non-Bearer
@@ -105,6 +110,16 @@ def _command_bus(request: Request) -> BusProbe | None:
     return probe
 
 
+def _directory(request: Request) -> DirectoryRepository:
+    directory: DirectoryRepository = request.state.directory
+    return directory
+
+
+def _events_position(request: Request) -> StreamPosition | None:
+    position: StreamPosition | None = request.state.events_position
+    return position
+
+
 def _temporal(request: Request) -> Client:
     client: Client = request.state.temporal
     return client
@@ -133,32 +148,38 @@ async def _principal(
 
 
 class ScopeCheck:
-    """A dependency giving the caller's principal, or 403 unless its token grants `scope`.
+    """A dependency giving the caller's principal, or 403 unless its token grants `scope` (or
+    one of the `alternatives`).
 
     A class rather than a closure so that the route guard can find the scope a route needs.
     """
 
-    def __init__(self, scope: str) -> None:
+    def __init__(self, scope: str, *alternatives: str) -> None:
         self.scope = scope
+        self._named = " or ".join((scope, *alternatives))
+        self.accepted = frozenset((scope, *alternatives))
 
     def check(self, principal: Principal) -> Principal:
-        """`principal`, or Forbidden unless it holds this scope."""
-        if self.scope not in principal.scopes:
-            raise Forbidden(f"this operation needs the {self.scope} scope", scope=self.scope)
+        """`principal`, or Forbidden unless it holds one of the accepted scopes."""
+        if self.accepted.isdisjoint(principal.scopes):
+            raise Forbidden(f"this operation needs the {self._named} scope", scope=self.scope)
         return principal
 
     async def __call__(self, principal: Annotated[Principal, Depends(_principal)]) -> Principal:
         return self.check(principal)
 
 
-def require_scope(scope: str) -> ScopeCheck:
-    """A dependency giving the caller's principal, or 403 unless its token grants `scope`."""
-    return ScopeCheck(scope)
+def require_scope(scope: str, *alternatives: str) -> ScopeCheck:
+    """A dependency giving the caller's principal, or 403 unless its token grants `scope` (or
+    one of the `alternatives`)."""
+    return ScopeCheck(scope, *alternatives)
 
 
 Tenants = Annotated[TenantRepository, Depends(_tenants)]
 Workflows = Annotated[WorkflowGateway, Depends(_workflows)]
 TemporalClient = Annotated[Client, Depends(_temporal)]
+Directory = Annotated[DirectoryRepository, Depends(_directory)]
+EventsPositions = Annotated[StreamPosition | None, Depends(_events_position)]
 CommandBusProbe = Annotated[BusProbe | None, Depends(_command_bus)]
 Reader = Annotated[Principal, Depends(require_scope(READ_SCOPE))]
 Writer = Annotated[Principal, Depends(require_scope(WRITE_SCOPE))]
@@ -166,6 +187,8 @@ Deleter = Annotated[Principal, Depends(require_scope(DELETE_SCOPE))]
 RolloutWriter = Annotated[Principal, Depends(require_scope(ROLLOUTS_WRITE_SCOPE))]
 RolloutReader = Annotated[Principal, Depends(require_scope(ROLLOUTS_READ_SCOPE))]
 ServerWriter = Annotated[Principal, Depends(require_scope(SERVERS_WRITE_SCOPE))]
+# The directory's reads: a service's directory:read, or an operator's tenants:read.
+DirectoryReader = Annotated[Principal, Depends(require_scope(DIRECTORY_SCOPE, READ_SCOPE))]
 Deletions = Annotated[DeletionRepository, Depends(_deletions)]
 Rollouts = Annotated[RolloutRepository, Depends(_rollouts)]
 ServiceVersionReader = Annotated[ServiceVersions, Depends(_service_versions)]

@@ -24,6 +24,7 @@ from api.metrics import install_metrics
 from api.openapi import install_openapi
 from api.routes.admin import admin_router
 from api.routes.deletion import deletion_router
+from api.routes.directory import directory_router
 from api.routes.health import health_router
 from api.routes.jwks import router as jwks_router
 from api.routes.rollouts import rollouts_router
@@ -33,13 +34,14 @@ from api.routes.storage_servers import storage_servers_router
 from api.routes.tenants import tenants_router
 from infra.db.console_sessions import ConsoleSignOuts
 from infra.db.deletions import DeletionRepository
+from infra.db.directory import DirectoryRepository
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
 from infra.db.server_checks import refuse_missing_servers
 from infra.db.servers import ServerRepository
 from infra.db.services import ServiceVersions
-from infra.events.nats import BusProbe
+from infra.events.nats import BusProbe, StreamPosition
 from infra.security.signing import jwks_document
 from infra.telemetry.logging import configure_logging
 from infra.telemetry.tracing import (
@@ -86,6 +88,10 @@ def create_app(
         await pool.open()
         # Only a deployment whose services take commands over the bus needs it to be ready.
         command_bus = BusProbe(config.events_url) if config.events_services() else None
+        # Connected on the directory's first listing, not here: the API serves without NATS.
+        events_position = (
+            StreamPosition(config.events_url) if config.events_backend == "nats" else None
+        )
         try:
             # Refused before serving: a server list that forgot a server tenants live on.
             servers = ServerRepository(pool)
@@ -105,8 +111,12 @@ def create_app(
                 max_body_bytes=config.api_max_body_bytes,
                 console_sign_outs=ConsoleSignOuts(pool),
                 command_bus=command_bus,
+                directory=DirectoryRepository(pool),
+                events_position=events_position,
             )
         finally:
+            if events_position is not None:
+                await events_position.close()
             if command_bus is not None:
                 await command_bus.close()
             await pool.close()
@@ -126,6 +136,7 @@ def create_app(
     install_metrics(app)
     instrument_fastapi(app, tracer_provider)
     app.include_router(tenants_router)
+    app.include_router(directory_router)
     app.include_router(deletion_router)
     app.include_router(rollouts_router)
     app.include_router(services_router)

@@ -43,13 +43,7 @@ import psycopg
 from pydantic import Field
 from temporalio.client import Client
 
-from api.auth import (
-    DELETE_SCOPE,
-    READ_SCOPE,
-    ROLLOUTS_READ_SCOPE,
-    ROLLOUTS_WRITE_SCOPE,
-    WRITE_SCOPE,
-)
+from api.auth import DIRECTORY_SCOPE, READ_SCOPE
 from devstack import passfile
 from devstack.nats import EmbeddedNats
 from devstack.postgres import EmbeddedPostgres
@@ -559,11 +553,12 @@ def start_stack(stack: Stack, plan: Plan) -> None:
 
 @dataclass(frozen=True)
 class DevTokens:
-    """The banner's tokens: an operator's (tenants: read, write, delete; rollouts: read, write)
-    and a viewer's (tenants: read only)."""
+    """The banner's tokens: an operator's (every scope), a viewer's (tenants: read only) and a
+    service's (directory: read only, what another service reads tenants' locations with)."""
 
     operator: str
     viewer: str
+    service: str
 
 
 def dev_tokens(plan: Plan) -> DevTokens | None:
@@ -582,6 +577,13 @@ def dev_tokens(plan: Plan) -> DevTokens | None:
         ),
         viewer=mint(
             key, subject="viewer", scopes=[READ_SCOPE], audience=audience, ttl=BANNER_TOKEN_TTL
+        ),
+        service=mint(
+            key,
+            subject="directory-client",
+            scopes=[DIRECTORY_SCOPE],
+            audience=audience,
+            ttl=BANNER_TOKEN_TTL,
         ),
     )
 
@@ -622,10 +624,11 @@ def banner(plan: Plan, tokens: DevTokens | None) -> str:
     if tokens is not None:
         auth = [
             f"Tokens (development identity provider, valid {hours} h): paste into your shell.",
-            f"Operator ({WRITE_SCOPE} {READ_SCOPE} {DELETE_SCOPE} {ROLLOUTS_WRITE_SCOPE} "
-            f"{ROLLOUTS_READ_SCOPE}) and read-only viewer ({READ_SCOPE}):",
+            f"Operator ({' '.join(OPERATOR_SCOPES)}), read-only viewer ({READ_SCOPE}) "
+            f"and a service reading the tenant directory ({DIRECTORY_SCOPE}):",
             f"  export TOKEN={tokens.operator}",
             f"  export READ_TOKEN={tokens.viewer}",
+            f"  export SERVICE_TOKEN={tokens.service}",
             "  export PLATFORM_TOKEN=$TOKEN   # platformctl's token",
             "More tokens (any subject and scopes):",
             f'  export ALICE_TOKEN=$(make -s token SUB=alice SCOPES="{READ_SCOPE}")',
@@ -633,7 +636,8 @@ def banner(plan: Plan, tokens: DevTokens | None) -> str:
     else:
         auth = [
             "The API trusts your identity provider: put one of its tokens in TOKEN",
-            f"(scopes {' '.join(OPERATOR_SCOPES)}) and one with {READ_SCOPE} in READ_TOKEN.",
+            f"(scopes {' '.join(OPERATOR_SCOPES)}), one with {READ_SCOPE} in READ_TOKEN",
+            f"and one with {DIRECTORY_SCOPE} in SERVICE_TOKEN.",
         ]
     bearer = '-H "Authorization: Bearer $TOKEN"'
     lines = [
@@ -667,6 +671,8 @@ def banner(plan: Plan, tokens: DevTokens | None) -> str:
         "Watch it, then read its audit trail:",
         f"  curl -s {api}/api/tenants/acme {bearer}",
         f'  curl -s {api}/api/tenants/acme/events -H "Authorization: Bearer $READ_TOKEN"',
+        "Where a service finds it (the tenant directory):",
+        f'  curl -si {api}/api/tenants/acme/location -H "Authorization: Bearer $SERVICE_TOKEN"',
     ]
     if plan.embed_services:
         pid_file = dev.data_dir / "run" / "auth-service.pid"

@@ -157,6 +157,19 @@ class Tenant(CamelModel):
         return {m.service: m.version for m in self.migrations if m.version is not None}
 
 
+class TenantLocation(CamelModel):
+    """Where a tenant's storage is and whether it may be used: what a service needs to serve a
+    request for it (the tenant directory). `epoch` grows by one with every change of the status,
+    the server or the jdbcUrl, and never otherwise: of two locations the higher epoch is newer."""
+
+    tenant_id: str
+    status: TenantStatus
+    storage_mode: StorageMode
+    storage_server: str | None = None
+    jdbc_url: str | None = None
+    epoch: int
+
+
 class EventAction(StrEnum):
     """What an audit event records."""
 

@@ -20,6 +20,16 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"description": "The token lacks the scope this operation needs"},
 }
 
+# The headers of an answer to a conditional GET (api.etags), and its 304.
+CACHE_HEADERS: dict[str, Any] = {
+    "ETag": {"description": "A strong entity tag of this answer", "schema": {"type": "string"}},
+    "Cache-Control": {"description": "`no-cache`", "schema": {"type": "string"}},
+}
+NOT_MODIFIED: dict[str, Any] = {
+    "description": "Not modified: `If-None-Match` names the current `ETag` (or is `*`); no body",
+    "headers": CACHE_HEADERS,
+}
+
 
 async def load(tenants: Tenants, tenant_id: str) -> Tenant:
     tenant = await tenants.get(tenant_id)

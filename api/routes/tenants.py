@@ -9,12 +9,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from api import cursor as cursors
 from api.deps import Reader, Tenants, Workflows, Writer
+from api.etags import conditional_json, etag_of
 from api.guard import GuardedRoute
-from api.routes.common import AUTH_RESPONSES, TenantIdPath, load, require, take_retry
+from api.routes.common import (
+    AUTH_RESPONSES,
+    CACHE_HEADERS,
+    NOT_MODIFIED,
+    TenantIdPath,
+    load,
+    require,
+    take_retry,
+)
 from tenancy.models import (
     CamelModel,
     EventAction,
@@ -72,11 +81,20 @@ async def create_tenant(
 @tenants_router.get(
     "/{tenant_id}",
     response_model=Tenant,
-    responses={**AUTH_RESPONSES, 404: {"description": "No such tenant"}},
+    responses={
+        **AUTH_RESPONSES,
+        200: {"description": "The tenant", "headers": CACHE_HEADERS},
+        304: NOT_MODIFIED,
+        404: {"description": "No such tenant"},
+    },
 )
-async def get_tenant(_: Reader, tenant_id: TenantIdPath, tenants: Tenants) -> Tenant:
-    """One tenant with its per-service migration state."""
-    return await load(tenants, tenant_id)
+async def get_tenant(
+    _: Reader, tenant_id: TenantIdPath, tenants: Tenants, request: Request
+) -> Response:
+    """One tenant with its per-service migration state, with a strong `ETag` of the answer;
+    304 without a body when `If-None-Match` names it."""
+    body = (await load(tenants, tenant_id)).model_dump_json().encode()
+    return conditional_json(request, body, etag_of(body))
 
 
 @tenants_router.get(

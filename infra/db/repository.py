@@ -11,6 +11,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from infra.db.directory import LOCATION_JSON
 from infra.db.outbox import Backlog, outbox_backlog, outbox_params
 from infra.db.paging import Page, PagePosition
 from infra.events.cloudevents import tenant_event
@@ -93,10 +94,12 @@ async def append_event(
     key: str | None = None,
 ) -> None:
     """Append one audit event and its lifecycle event (the outbox row) in one statement; with
-    a `key`, only the first event of that key is written, and only it goes to the outbox."""
+    a `key`, only the first event of that key is written, and only it goes to the outbox. The
+    event carries the tenant's `epoch` and location as the row stands in this transaction (after
+    the writes made in it before this call)."""
     pending = tenant_event(tenant_id, action, actor, old, new, reason)
     await conn.execute(
-        """
+        f"""
         WITH audit AS (
             INSERT INTO tenant_events
                 (tenant_id, actor, action, old_status, new_status, reason, event_key)
@@ -110,7 +113,8 @@ async def append_event(
                    'time', to_char(audit.occurred_at AT TIME ZONE 'UTC',
                                    'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                    'data', (%(event)s::jsonb -> 'data') || jsonb_build_object(
-                       'storageMode', t.storage_mode, 'slaTier', t.sla_tier))
+                       'storageMode', t.storage_mode, 'slaTier', t.sla_tier,
+                       'epoch', t.epoch, 'location', {LOCATION_JSON}))
         FROM audit LEFT JOIN tenants t ON t.id = %(tenant)s
         """,
         {

@@ -107,7 +107,8 @@ def tenant_event(
     new: TenantStatus | None,
     reason: str | None,
 ) -> PendingEvent:
-    """A tenant lifecycle event; `storageMode` and `slaTier` come from the tenant's row."""
+    """A tenant lifecycle event; `storageMode`, `slaTier`, `epoch` and `location` (the tenant
+    directory's location JSON) come from the tenant's row in the writing transaction."""
     return _envelope(
         Family.TENANTS,
         tenant_id,

@@ -35,6 +35,8 @@ PUBLISH_TIMEOUT = timedelta(seconds=5)
 CONNECT_TIMEOUT = timedelta(seconds=2)
 # A readiness check of the bus gives up after this (the probe's own timeout is longer).
 PROBE_TIMEOUT = timedelta(seconds=1)
+# The directory's listing waits at most this for the stream's position (else it gives none).
+POSITION_TIMEOUT = timedelta(milliseconds=500)
 # A relay's connection reconnects for ever: the relay keeps the backlog meanwhile.
 _RECONNECT_WAIT = timedelta(milliseconds=250)
 _NATS_FAILURES = (nats.errors.Error, OSError, asyncio.TimeoutError)
@@ -144,6 +146,46 @@ class BusProbe:
             # The connection is reconnecting: the server is away.
             raise BusUnavailable(f"NATS at {without_password(self._url)} is not connected")
         await self._nc.jetstream(timeout=self._timeout.total_seconds()).account_info()
+
+    async def close(self) -> None:
+        """Disconnect."""
+        nc, self._nc = self._nc, None
+        if nc is not None and not nc.is_closed:
+            await nc.close()
+
+
+class StreamPosition:
+    """The lifecycle stream's last sequence number, read on one connection kept for it (made on
+    the first read, made again after it closed): where the tenant directory's listing tells a
+    client to start following the events."""
+
+    def __init__(self, url: str, *, timeout: timedelta = POSITION_TIMEOUT) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._nc: NatsClient | None = None
+        self._connecting = asyncio.Lock()
+
+    async def last_sequence(self) -> int:
+        """The sequence of the stream's last message (0 while it holds none or does not exist
+        yet); BusUnavailable if NATS does not answer within the timeout."""
+        try:
+            return await asyncio.wait_for(self._ask(), self._timeout.total_seconds())
+        except _NATS_FAILURES as exc:
+            raise BusUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _ask(self) -> int:
+        async with self._connecting:
+            if self._nc is None or self._nc.is_closed:
+                self._nc = await connect(self._url)
+        if not self._nc.is_connected:
+            raise BusUnavailable(f"NATS at {without_password(self._url)} is not connected")
+        js = self._nc.jetstream(timeout=self._timeout.total_seconds())
+        try:
+            info = await js.stream_info(STREAM)
+        except nats.js.errors.NotFoundError:
+            # No event was ever published: the first one will be sequence 1.
+            return 0
+        return int(info.state.last_seq)
 
     async def close(self) -> None:
         """Disconnect."""

@@ -51,10 +51,11 @@ async def test_existing_tenants_are_recorded_on_the_default_server(pg_server_url
 
     applied = apply_platform_migrations(url)
 
+    # Later migrations follow it (0015: the tenants' epoch, 1 for those that exist).
     assert applied[0] == FLEET_MIGRATION
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT id, storage_server FROM tenants ORDER BY id").fetchall()
-    assert rows == [("old_active", "default"), ("old_failed", "default")]
+        rows = conn.execute("SELECT id, storage_server, epoch FROM tenants ORDER BY id").fetchall()
+    assert rows == [("old_active", "default", 1), ("old_failed", "default", 1)]
     async with AsyncConnectionPool(url, min_size=1, max_size=2) as pool:
         servers = ServerRepository(pool)
         # Unchanged settings: one server `default`, which they live on.

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from api.auth import JwksKeys, Principal, StaticKey, TokenVerifier, scopes_from
+from api.auth import ALL_SCOPES, JwksKeys, Principal, StaticKey, TokenVerifier, scopes_from
 from api.errors import ServiceUnavailable, Unauthorized
 from api.main import create_app
 from devstack import tokens
@@ -608,6 +608,7 @@ async def test_make_dev_banner_hands_out_working_tokens(tmp_path: Path) -> None:
     assert any(line.startswith(READY_MARKER) for line in lines)
     assert f"  export TOKEN={minted.operator}" in lines
     assert f"  export READ_TOKEN={minted.viewer}" in lines
+    assert f"  export SERVICE_TOKEN={minted.service}" in lines
     assert '  export ALICE_TOKEN=$(make -s token SUB=alice SCOPES="tenants:read")' in lines
     post = next(line for line in lines if "curl -s -X POST" in line)
     assert '-H "Authorization: Bearer $TOKEN"' in post
@@ -630,10 +631,15 @@ async def test_make_dev_banner_hands_out_working_tokens(tmp_path: Path) -> None:
                 "rollouts:write",
                 "rollouts:read",
                 "servers:write",
+                "directory:read",
             }
         ),
     )
+    assert operator.scopes == frozenset(ALL_SCOPES)
     assert viewer == Principal("viewer", frozenset({"tenants:read"}))
+    assert await verifier.verify(minted.service) == Principal(
+        "directory-client", frozenset({"directory:read"})
+    )
     payload = jwt.decode(minted.operator, options={"verify_signature": False})
     assert payload["exp"] - payload["iat"] == 12 * 3600
 

@@ -74,7 +74,19 @@ def test_a_tenant_event_as_it_leaves_the_relay_matches_its_schema() -> None:
     )
     # What the writing statement adds from the row (see infra.db.repository.append_event).
     stored = pending.envelope | {"time": "2026-11-30T16:00:00.123456Z"}
-    stored["data"] = stored["data"] | {"storageMode": "SCHEMA", "slaTier": "PREMIUM"}
+    stored["data"] = stored["data"] | {
+        "storageMode": "SCHEMA",
+        "slaTier": "PREMIUM",
+        "epoch": 3,
+        "location": {
+            "tenantId": "acme_corp",
+            "status": "MIGRATING",
+            "storageMode": "SCHEMA",
+            "storageServer": "default",
+            "jdbcUrl": "jdbc:postgresql://127.0.0.1:5432/tenants?currentSchema=tenant_acme_corp",
+            "epoch": 3,
+        },
+    }
     row = OutboxRow(
         id=pending.event_id,
         seq=1,
@@ -105,3 +117,27 @@ def test_a_schema_refuses_an_event_of_another_shape() -> None:
     event["type"] = "io.platform-service.rollout.started.v1"
     with pytest.raises(jsonschema.ValidationError):
         validate(event)
+
+
+def test_a_tenant_schema_takes_a_location_only_of_the_directory_s_shape() -> None:
+    pending = tenant_event("acme_corp", EventAction.CREATED, "alice", None, None, None)
+    event = with_source(pending.envelope, "/platform-service") | {"time": "2026-11-30T16:00:00Z"}
+    location = {
+        "tenantId": "acme_corp",
+        "status": "PROVISIONING",
+        "storageMode": "SCHEMA",
+        "storageServer": None,
+        "jdbcUrl": None,
+        "epoch": 1,
+    }
+    event["data"] = event["data"] | {
+        "storageMode": "SCHEMA",
+        "slaTier": "BASIC",
+        "epoch": 1,
+        "location": location,
+    }
+    validate(event)
+    for broken in ({**location, "epoch": "1"}, {**location, "extra": 1}, {"tenantId": "acme"}):
+        event["data"]["location"] = broken
+        with pytest.raises(jsonschema.ValidationError):
+            validate(event)
