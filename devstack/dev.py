@@ -515,7 +515,32 @@ def spawn_service(stack: Stack, plan: Plan, name: str, *, essential: bool) -> No
     port, _ = plan.dev.service_ports()[name]
     plan.dev.service_migrations_dir(name).mkdir(parents=True, exist_ok=True)
     write_passfile(plan, name)
-    stack.spawn(name, service_command(name, port), plan.service_env(name), essential=essential)
+    env = {**plan.service_env(name), **directory_env(plan, name)}
+    stack.spawn(name, service_command(name, port), env, essential=essential)
+
+
+def directory_env(plan: Plan, name: str) -> dict[str, str]:
+    """How reference service `name` finds tenants for its runtime endpoints: the API's
+    directory with a `directory:read` token of its own, following the lifecycle events when
+    they go to NATS. Nothing when the API trusts another identity provider (no token to mint)."""
+    if not plan.dev_idp:
+        return {}
+    token = mint(
+        plan.dev.idp_key_file,
+        subject=name,
+        scopes=[DIRECTORY_SCOPE],
+        audience=plan.audience,
+        ttl=BANNER_TOKEN_TTL,
+    )
+    env = {
+        "DOWNSTREAM_DIRECTORY_URL": f"http://127.0.0.1:{plan.api_port}",
+        "DOWNSTREAM_DIRECTORY_TOKEN": token,
+    }
+    if plan.env.get("PLATFORM_EVENTS_BACKEND", "nats") == "nats":
+        env["DOWNSTREAM_DIRECTORY_EVENTS_URL"] = plan.env.get(
+            "PLATFORM_EVENTS_URL", "nats://127.0.0.1:4222"
+        )
+    return env
 
 
 def start_stack(stack: Stack, plan: Plan) -> None:

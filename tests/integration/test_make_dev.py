@@ -323,6 +323,13 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
             assert dedicated["jdbcUrl"] == (
                 f"jdbc:postgresql://127.0.0.1:{ports['dedicated_postgres']}/tenant_globex"
             )
+            # The reference service's runtime endpoint finds globex through the directory (the
+            # token make dev gave it) and writes into its database on pg-dedicated.
+            backend = f"http://127.0.0.1:{ports['backend']}"
+            note = http.post(f"{backend}/tenants/globex/notes", json={"text": "hello"})
+            assert note.status_code == 201, note.text
+            notes = http.get(f"{backend}/tenants/globex/notes")
+            assert [n["text"] for n in notes.json()["items"]] == ["hello"]
         # The services reached it as their own roles (their passwords from PGPASSFILE).
         dedicated_db = f"postgresql://postgres@127.0.0.1:{ports['dedicated_postgres']}"
         globex = _owners(
