@@ -6,13 +6,23 @@ needs no restart) or, for development, from one PEM file (`PLATFORM_AUTH_PUBLIC_
 `make dev` sets up). Only the asymmetric algorithms of `PLATFORM_AUTH_ALGORITHMS` are accepted,
 and each key verifies only with its own algorithm, so `alg: none`, HMAC tokens and algorithm
 confusion are refused (RFC 8725 section 3.1). Audience, issuer and expiry are always checked.
+
+A verified token is remembered, by its sha256, until its own `exp` (never past it, and never
+longer than `remember_for`, the key set's lifespan, so a key the provider withdrew stops
+verifying as soon as it would without the memory), in an LRU of `remembered_tokens` entries:
+a service presenting the same token on every read costs one signature check, not one per
+request. Only verification is remembered: the console still asks PostgreSQL on every page
+whether the token's session was signed out (`api.console.session.was_signed_out`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -50,6 +60,10 @@ ALL_SCOPES = (
 DEFAULT_LEEWAY = timedelta(seconds=30)
 _REQUIRED_CLAIMS = ("exp", "iat", "sub")
 MAX_SUBJECT_LENGTH = 200
+# The JWKS key set's lifespan (JwksKeys): a remembered token outlives its key by no more.
+DEFAULT_REMEMBER_FOR = timedelta(seconds=300)
+# Distinct tokens in use at once: services and operators, a few hundred bytes each remembered.
+DEFAULT_REMEMBERED_TOKENS = 4096
 
 
 @dataclass(frozen=True)
@@ -171,6 +185,9 @@ class TokenVerifier:
         issuer: str | None,
         algorithms: Sequence[str],
         leeway: timedelta = DEFAULT_LEEWAY,
+        remember_for: timedelta = DEFAULT_REMEMBER_FOR,
+        remembered_tokens: int = DEFAULT_REMEMBERED_TOKENS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = keys
         self._audience = audience
@@ -178,6 +195,11 @@ class TokenVerifier:
         self._algorithms = tuple(algorithms)
         self._leeway = leeway
         self._required = [*_REQUIRED_CLAIMS, "aud"] + (["iss"] if issuer else [])
+        self._remember_for = remember_for.total_seconds()
+        self._capacity = remembered_tokens
+        self._clock = clock
+        # sha256 of the token -> (its principal, the time it must be verified again by).
+        self._remembered: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
 
     @property
     def leeway(self) -> timedelta:
@@ -215,6 +237,25 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Principal:
         """The principal `token` speaks for, or Unauthorized saying what is wrong with it."""
+        digest = hashlib.sha256(token.encode(errors="surrogatepass")).digest()
+        now = self._clock()
+        remembered = self._remembered.get(digest)
+        if remembered is not None:
+            principal, until = remembered
+            if now < until:
+                self._remembered.move_to_end(digest)
+                return principal
+            del self._remembered[digest]
+        principal, expires = await self._verify(token)
+        until = min(expires, now + self._remember_for)
+        if until > now:
+            self._remembered[digest] = (principal, until)
+            while len(self._remembered) > self._capacity:
+                self._remembered.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
+        """The principal and the token's `exp`, checked in full."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -246,7 +287,7 @@ class TokenVerifier:
             raise self._reject(f"the token's sub claim is longer than {MAX_SUBJECT_LENGTH}")
         if not subject.isprintable():
             raise self._reject("the token's sub claim holds non-printable characters")
-        return Principal(subject=subject, scopes=scopes_from(claims))
+        return Principal(subject=subject, scopes=scopes_from(claims)), float(claims["exp"])
 
     @staticmethod
     def _reject(description: str) -> Unauthorized:

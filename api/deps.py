@@ -70,57 +70,59 @@ _bearer = HTTPBearer(
 )
 
 
-def _tenants(request: Request) -> TenantRepository:
+# Dependencies are coroutines, even those that await nothing: FastAPI runs a plain function
+# on its thread pool, a hop to a thread and back on every request.
+async def _tenants(request: Request) -> TenantRepository:
     tenants: TenantRepository = request.state.tenants
     return tenants
 
 
-def _rollouts(request: Request) -> RolloutRepository:
+async def _rollouts(request: Request) -> RolloutRepository:
     rollouts: RolloutRepository = request.state.rollouts
     return rollouts
 
 
-def _deletions(request: Request) -> DeletionRepository:
+async def _deletions(request: Request) -> DeletionRepository:
     deletions: DeletionRepository = request.state.deletions
     return deletions
 
 
-def _service_versions(request: Request) -> ServiceVersions:
+async def _service_versions(request: Request) -> ServiceVersions:
     service_versions: ServiceVersions = request.state.service_versions
     return service_versions
 
 
-def _servers(request: Request) -> ServerRepository:
+async def _servers(request: Request) -> ServerRepository:
     servers: ServerRepository = request.state.servers
     return servers
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.state.settings
     return settings
 
 
-def _workflows(request: Request) -> WorkflowGateway:
+async def _workflows(request: Request) -> WorkflowGateway:
     gateway: WorkflowGateway = request.state.workflows
     return gateway
 
 
-def _command_bus(request: Request) -> BusProbe | None:
+async def _command_bus(request: Request) -> BusProbe | None:
     probe: BusProbe | None = request.state.command_bus
     return probe
 
 
-def _directory(request: Request) -> DirectoryRepository:
+async def _directory(request: Request) -> DirectoryRepository:
     directory: DirectoryRepository = request.state.directory
     return directory
 
 
-def _events_position(request: Request) -> StreamPosition | None:
+async def _events_position(request: Request) -> StreamPosition | None:
     position: StreamPosition | None = request.state.events_position
     return position
 
 
-def _temporal(request: Request) -> Client:
+async def _temporal(request: Request) -> Client:
     client: Client = request.state.temporal
     return client
 

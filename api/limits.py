@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import re
+import socket
 from typing import Any
 
 import h11
@@ -94,6 +95,18 @@ class LimitedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
         self._refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Send each write at once (TCP_NODELAY), then let uvicorn take the connection.
+
+        asyncio sets it only on sockets made with proto IPPROTO_TCP; the one uvicorn's
+        supervisor binds for several workers (PLATFORM_API_WORKERS) has proto 0, so an
+        answer's body, written after its head, waited for the client's delayed ACK (40 ms).
+        """
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         """Check the head waiting in h11's buffer, then let uvicorn handle the events."""

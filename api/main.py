@@ -1,5 +1,5 @@
-"""FastAPI application factory. Entry point:
-`uvicorn api.main:app --http api.limits:LimitedH11Protocol` (request head limits, api/limits.py)."""
+"""FastAPI application factory. Entry point: `python -m api.serve` (api/serve.py: uvicorn with
+the request head limits of api/limits.py, in `PLATFORM_API_WORKERS` processes)."""
 
 from __future__ import annotations
 

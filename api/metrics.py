@@ -6,10 +6,17 @@ tests, never share counters), a middleware that records every HTTP request, and
 (`/api/tenants/{tenant_id}`), never by the raw path, so tenant ids cannot explode the
 number of series; static files by their mount (`/console/static/{path}`); a request no route
 matches is labelled `unmatched`.
+
+Served by several worker processes (`PLATFORM_API_WORKERS`, `api.serve` sets
+`PROMETHEUS_MULTIPROC_DIR`), every process writes its counts to files in that folder and
+`/metrics` adds them all up (prometheus_client's multiprocess mode); the `process_*`,
+`python_*` and `python_gc_*` series of one process are then left out, since a scrape would
+show whichever process answered it.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -23,6 +30,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from starlette.staticfiles import StaticFiles
@@ -32,6 +40,8 @@ _log = structlog.get_logger("platform.api.access")
 METRICS_PATH = "/metrics"
 UNMATCHED = "unmatched"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# prometheus_client's multiprocess mode: the folder every worker process counts into.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class RequestMetrics:
@@ -99,6 +109,8 @@ class MetricsMiddleware:
             tenant_id = scope.get("path_params", {}).get("tenant_id")
             _log.info(
                 "request",
+                # Which worker process served it (PLATFORM_API_WORKERS).
+                pid=os.getpid(),
                 method=method,
                 route=route,
                 status=status,
@@ -114,13 +126,22 @@ def install_metrics(app: FastAPI) -> CollectorRegistry:
     Call once in `create_app()`, before the app serves (middleware cannot be added later).
     """
     registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
+    shared = os.environ.get(MULTIPROCESS_DIR_ENV)
+    if shared is None:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
     app.add_middleware(MetricsMiddleware, metrics=RequestMetrics(registry))
 
+    def every_process() -> bytes:
+        # A fresh registry per scrape, as prometheus_client's multiprocess mode asks.
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, path=shared)  # type: ignore[no-untyped-call]
+        return generate_latest(combined)
+
     async def metrics(_: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(registry) if shared is None else every_process()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     app.add_api_route(METRICS_PATH, metrics, methods=["GET"], include_in_schema=False)
     app.state.metrics_registry = registry

@@ -1,4 +1,5 @@
-"""`python -m bench` (what `make bench` runs); `python -m bench fleet ...` for fleet rollouts."""
+"""`python -m bench` (what `make bench` runs); `python -m bench fleet ...` for fleet rollouts;
+`python -m bench directory ...` for the directory reads."""
 
 import sys
 
@@ -6,6 +7,10 @@ if sys.argv[1:2] == ["fleet"]:
     from bench.fleet import main as fleet_main
 
     sys.exit(fleet_main(sys.argv[2:]))
+if sys.argv[1:2] == ["directory"]:
+    from bench.directory import main as directory_main
+
+    sys.exit(directory_main(sys.argv[2:]))
 
 from bench.run import main
 

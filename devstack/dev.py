@@ -568,8 +568,8 @@ def start_stack(stack: Stack, plan: Plan) -> None:
     _log.info("starting the worker")
     stack.spawn("worker", [sys.executable, "worker.py"], plan.env, essential=True)
     _log.info("starting the API on 127.0.0.1:%d", plan.api_port)
-    api = ["-m", "uvicorn", "api.main:app", "--http", "api.limits:LimitedH11Protocol"]
-    api += ["--host", "127.0.0.1", "--port", str(plan.api_port)]
+    # PLATFORM_API_WORKERS processes, with the request head limits (api/serve.py).
+    api = ["-m", "api.serve", "--host", "127.0.0.1", "--port", str(plan.api_port)]
     stack.spawn("api", [sys.executable, *api], plan.env, essential=True)
     stack.wait_until(
         "the API and the services", lambda: all(http_ok(url) for url in probes), timeout=90

@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     # How often the worker checks that each storage server answers (GET /api/storage-servers).
     storage_check_interval: Seconds = timedelta(seconds=15)
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # uvicorn worker processes serving the API (`python -m api.serve`); /metrics adds them up.
+    api_workers: int = Field(default=1, ge=1, le=64)
     # The largest request body the API reads; a tenant spec is a few hundred bytes.
     api_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     downstream_services: tuple[DownstreamService, ...] = DEFAULT_DOWNSTREAM_SERVICES

@@ -12,6 +12,7 @@ terminal that shows the console log nor forge a line.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -90,18 +91,42 @@ def printable(text: str, *, multiline: bool = False) -> str:
     return "".join(c if c.isprintable() or c in kept else _escape(c) for c in text)
 
 
+# Masking is what a line costs most, and a line repeats most of its strings (the event, the
+# logger, the level, the route, a tenant id; the API writes one per request): a short string is
+# masked once and the result remembered. Longer text (a traceback, a payload) is masked anew.
+_REMEMBERED_TEXT = 256
+_REMEMBERED_STRINGS = 4096
+
+
+@functools.lru_cache(maxsize=_REMEMBERED_STRINGS)
+def _masked_short(text: str, multiline: bool) -> str:
+    return printable(redact(text), multiline=multiline)
+
+
+def masked(text: str, *, multiline: bool = False) -> str:
+    """`text` as a log line may show it: `redact`ed, then `printable`."""
+    if len(text) <= _REMEMBERED_TEXT:
+        return _masked_short(text, multiline)
+    return printable(redact(text), multiline=multiline)
+
+
+@functools.lru_cache(maxsize=_REMEMBERED_STRINGS)
+def _secret_key(key: str) -> bool:
+    return _SECRET_KEY.match(key) is not None
+
+
 def _redact_value(key: object, value: object) -> object:
-    if isinstance(key, str) and _SECRET_KEY.match(key) and not isinstance(value, bool | None):
+    if isinstance(key, str) and _secret_key(key) and not isinstance(value, bool | None):
         return MASK
     if isinstance(value, str):
-        return printable(redact(value), multiline=key in _MULTILINE_KEYS)
+        return masked(value, multiline=key in _MULTILINE_KEYS)
     if isinstance(value, _PLAIN):
         return value
     if isinstance(value, Mapping):
         return {k: _redact_value(k, v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_redact_value(None, v) for v in value]
-    return printable(redact(repr(value)))
+    return masked(repr(value))
 
 
 def redact_event(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:

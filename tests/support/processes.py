@@ -226,6 +226,15 @@ def api_process(
     )
 
 
+def api_serve_process(env: Mapping[str, str], port: int, log_dir: Path) -> ManagedProcess:
+    """`python -m api.serve` on `port`, as `make dev` and the image start the API (with
+    `PLATFORM_API_WORKERS` processes); ready once `/healthz` answers 200."""
+    command = [sys.executable, "-m", "api.serve", "--host", "127.0.0.1", "--port", str(port)]
+    return ManagedProcess(
+        "api", command, env, log_dir / "api.log", _http_ok(f"http://127.0.0.1:{port}/healthz")
+    )
+
+
 def temporal_process(db_file: Path, port: int, ui_port: int, log_dir: Path) -> ManagedProcess:
     """The Temporal dev server persisting to `db_file`; ready once its frontend answers the
     health check."""

@@ -308,3 +308,25 @@ def test_each_request_is_logged_once_not_also_by_uvicorns_access_log(
     )
     logging.getLogger("platform.api").info("request")
     assert [line["event"] for line in json_logs()] == ["request"]
+
+
+def test_the_strings_a_line_repeats_are_masked_once(
+    json_logs: Callable[[], list[dict[str, Any]]],
+) -> None:
+    from infra.telemetry import logging as platform_logging
+
+    secret = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+    access = structlog.stdlib.get_logger("platform.api.access")
+
+    def line() -> None:
+        access.info("request", route="/api/tenants/{tenant_id}", tenant_id="acme", auth=secret)
+
+    line()
+    remembered = platform_logging._masked_short.cache_info().hits
+    line()
+
+    # The event, logger, level, route, tenant id and token: every short string but the time.
+    assert platform_logging._masked_short.cache_info().hits - remembered >= 6
+    first, second = json_logs()
+    assert first["auth"] == second["auth"] == "***"
+    assert (first["route"], first["tenant_id"]) == ("/api/tenants/{tenant_id}", "acme")
