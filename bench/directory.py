@@ -20,6 +20,7 @@ saying so. Requests/s, p50 and p99 go to `--out` (results.json, results.md).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -34,8 +35,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from api.auth import READ_SCOPE, WRITE_SCOPE
-from bench import rawload
+from api.auth import DELETE_SCOPE, DIRECTORY_SCOPE, READ_SCOPE, WRITE_SCOPE
+from bench import event_to_cache, rawload
+from bench.event_to_cache import EventToCache
 from bench.load import CpuMeter
 from bench.stack import RunningStack, running_stack
 from devstack.dev import REPO_ROOT
@@ -102,7 +104,7 @@ def provision(http: httpx.Client, token: str, count: int) -> list[str]:
 
 def measure(
     stack: RunningStack, api_workers: int, clients: int, duration: float, tenants: int
-) -> list[ReadResult | Skipped]:
+) -> tuple[list[ReadResult | Skipped], list[str]]:
     """Each read in turn on the running stack."""
     token = mint(
         stack.plan.dev.idp_key_file,
@@ -115,7 +117,8 @@ def measure(
     url = urlsplit(stack.api_url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     with httpx.Client(base_url=stack.api_url, timeout=30, trust_env=False) as http:
-        tenant_id = provision(http, token, tenants)[0]
+        ids = provision(http, token, tenants)
+        tenant_id = ids[0]
         full = http.get(f"/api/tenants/{tenant_id}", headers=auth)
         location = http.get(f"/api/tenants/{tenant_id}/location", headers=auth)
     reads: list[tuple[str, rawload.Target | str]] = [
@@ -163,7 +166,41 @@ def measure(
         )
         _log.info("%s", result)
         results.append(result)
-    return results
+    return results, ids
+
+
+def measure_events(stack: RunningStack, tenant_ids: list[str], rounds: int) -> EventToCache | None:
+    """Event to cache over `rounds` deletions and restores (two changes each), when the stack
+    publishes its lifecycle events to NATS."""
+    if stack.plan.env.get("PLATFORM_EVENTS_BACKEND", "nats") != "nats":
+        return None
+
+    def token(subject: str, *scopes: str) -> str:
+        return mint(
+            stack.plan.dev.idp_key_file,
+            subject=subject,
+            scopes=list(scopes),
+            audience=stack.plan.audience,
+            ttl=timedelta(hours=1),
+        )
+
+    measured = asyncio.run(
+        event_to_cache.measure(
+            stack.api_url,
+            token("bench-operator", READ_SCOPE, DELETE_SCOPE),
+            token("bench-service", DIRECTORY_SCOPE),
+            stack.plan.env.get("PLATFORM_EVENTS_URL", "nats://127.0.0.1:4222"),
+            tenant_ids,
+            rounds,
+        )
+    )
+    _log.info(
+        "event to cache over %d changes: p50 %.1f ms, p99 %.1f ms",
+        len(measured.latencies_ms),
+        measured.percentile(50),
+        measured.percentile(99),
+    )
+    return measured
 
 
 def report_lines(
@@ -206,6 +243,12 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         default="1",
         help="PLATFORM_API_WORKERS, or counts to compare (1,2): the stack starts again per count",
     )
+    parser.add_argument(
+        "--event-rounds",
+        type=int,
+        default=50,
+        help="deletions and restores timed from commit to a following client's cache (0: none)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help="the stack's data")
     args = parser.parse_args(argv)
@@ -226,10 +269,14 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     results: list[ReadResult | Skipped] = []
+    events: EventToCache | None = None
     for workers in args.api_workers:
         extra = {"PLATFORM_API_WORKERS": str(workers)}
         with running_stack(args.work_dir, extra_env=extra) as stack:
-            results += measure(stack, workers, args.clients, args.duration, args.tenants)
+            reads, ids = measure(stack, workers, args.clients, args.duration, args.tenants)
+            results += reads
+            if events is None and args.event_rounds:
+                events = measure_events(stack, ids, args.event_rounds)
     info = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
@@ -239,10 +286,26 @@ def main(argv: Sequence[str]) -> int:
     }
     command = "python -m bench directory " + " ".join(argv)
     lines = report_lines(command.strip(), info, results)
+    if events is not None:
+        lines += [
+            "",
+            f"Event to cache (a status change's commit to a directory client following the "
+            f"events holding it), {len(events.latencies_ms)} changes: p50 "
+            f"{events.percentile(50):.1f} ms, p99 {events.percentile(99):.1f} ms, max "
+            f"{max(events.latencies_ms):.1f} ms.",
+        ]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     (args.out / "results.json").write_text(
-        json.dumps({"context": info, "results": [asdict(r) for r in results]}, indent=2) + "\n"
+        json.dumps(
+            {
+                "context": info,
+                "results": [asdict(r) for r in results],
+                "event_to_cache_ms": events.latencies_ms if events else None,
+            },
+            indent=2,
+        )
+        + "\n"
     )
     sys.stdout.write("\n".join(lines) + "\n")
     measured = [r for r in results if isinstance(r, ReadResult)]
