@@ -13,11 +13,13 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from yoyo import get_backend, read_migrations
 
 from api.auth import ALL_SCOPES, DIRECTORY_SCOPE, READ_SCOPE
 from api.main import create_app
+from devstack.roles import Layout
 from infra.db.repository import TenantRepository
 from infra.db.schema import MIGRATIONS_DIR, apply_platform_migrations
 from infra.events.nats import STREAM
@@ -35,6 +37,7 @@ from tests.support.directory import (
 from tests.support.events import validate
 from tests.support.polling import eventually
 from tests.support.servers import free_port
+from tests.support.storage_fleet import own_metadata_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -322,71 +325,81 @@ async def test_listing_then_following_the_events_misses_no_change_made_between_p
     temporal_client: Client,
     make_settings: Callable[..., Settings],
     keys_dir: Path,
-    tenants: TenantRepository,
     nats_url: str,
-    platform_db_url: str,
+    pg_server_url: str,
+    database_roles: Layout,
 ) -> None:
+    # A metadata database of its own: the session's holds every other test's events, which
+    # none of them published (their relays are off), and a relay would publish that backlog
+    # before this test's changes; how long that takes depends on which tests ran before.
+    platform_db_url = own_metadata_database(pg_server_url)
     prefix = unique_id("dw")
     ids = [f"{prefix}_{n}" for n in range(1, 7)]
-    for tenant_id in ids:
-        await seed_tenant(tenants, tenant_id)
-    # Created between pages with the smallest id: never listed, known only from its events.
-    late = f"{prefix}_0"
-    settings = make_settings(events_backend="nats", events_url=nats_url)
-    service = directory_headers(keys_dir)
+    settings = make_settings(
+        events_backend="nats", events_url=nats_url, database_url=platform_db_url
+    )
+    async with AsyncConnectionPool(platform_db_url, min_size=1, max_size=2) as pool:
+        tenants = TenantRepository(pool)
+        for tenant_id in ids:
+            await seed_tenant(tenants, tenant_id)
+        # Created between pages with the smallest id: never listed, known only from its events.
+        late = f"{prefix}_0"
+        service = directory_headers(keys_dir)
 
-    stages: list[str] = []
+        stages: list[str] = []
 
-    async def change(listing: Listing) -> None:
-        # Other tests' tenants are listed too: the changes start once the walk reached ours,
-        # when ids[0] is listed and ids[5] is not yet.
-        if not stages and ids[0] in listing.locations:
-            stages.append("first")
-            assert ids[5] not in listing.locations
-            await tenants.transition(ids[0], TenantStatus.MIGRATING, None, "tester")
-            await tenants.transition(ids[5], TenantStatus.MIGRATING, None, "tester")
-            await tenants.set_jdbc_url(ids[4], "jdbc:postgresql://db:5432/t4")
-            await seed_tenant(tenants, late)
-        elif stages == ["first"]:
-            stages.append("second")
-            await tenants.transition(ids[0], TenantStatus.ACTIVE, None, "tester")
-            for target in (
-                TenantStatus.DELETION_SCHEDULED,
-                TenantStatus.DELETING,
-                TenantStatus.DELETED,
-            ):
-                await tenants.transition(ids[3], target, None, "tester")
+        async def change(listing: Listing) -> None:
+            # The changes start once the walk reached ours, when ids[0] is listed and ids[5]
+            # is not yet.
+            if not stages and ids[0] in listing.locations:
+                stages.append("first")
+                assert ids[5] not in listing.locations
+                await tenants.transition(ids[0], TenantStatus.MIGRATING, None, "tester")
+                await tenants.transition(ids[5], TenantStatus.MIGRATING, None, "tester")
+                await tenants.set_jdbc_url(ids[4], "jdbc:postgresql://db:5432/t4")
+                await seed_tenant(tenants, late)
+            elif stages == ["first"]:
+                stages.append("second")
+                await tenants.transition(ids[0], TenantStatus.ACTIVE, None, "tester")
+                for target in (
+                    TenantStatus.DELETION_SCHEDULED,
+                    TenantStatus.DELETING,
+                    TenantStatus.DELETED,
+                ):
+                    await tenants.transition(ids[3], target, None, "tester")
 
-    async with running_worker(temporal_client, settings), api_client(settings, keys_dir) as http:
-        # Only this test's tenants matter; the walk covers every tenant of the database.
-        listing = await walk_locations(http, service, limit=2, between_pages=change)
-        position = listing.pages[0]["eventsPosition"]
-        assert position is not None
-        assert position["stream"] == STREAM
-        assert isinstance(position["sequence"], int)
-        assert all(page["eventsPosition"] is None for page in listing.pages[1:])
-        assert stages == ["first", "second"]
-        assert late not in listing.locations
+        async with (
+            running_worker(temporal_client, settings),
+            api_client(settings, keys_dir) as http,
+        ):
+            listing = await walk_locations(http, service, limit=2, between_pages=change)
+            position = listing.pages[0]["eventsPosition"]
+            assert position is not None
+            assert position["stream"] == STREAM
+            assert isinstance(position["sequence"], int)
+            assert all(page["eventsPosition"] is None for page in listing.pages[1:])
+            assert stages == ["first", "second"]
+            assert late not in listing.locations
 
-        async with following(nats_url, position["sequence"], listing.locations) as follower:
-            truth = {
-                tenant_id: (
-                    await http.get(f"/api/tenants/{tenant_id}/location", headers=service)
-                ).json()
-                for tenant_id in [late, *ids]
-            }
+            async with following(nats_url, position["sequence"], listing.locations) as follower:
+                truth = {
+                    tenant_id: (
+                        await http.get(f"/api/tenants/{tenant_id}/location", headers=service)
+                    ).json()
+                    for tenant_id in [late, *ids]
+                }
 
-            async def mine() -> dict[str, Any]:
-                return {t: listing.locations.get(t) for t in truth}
+                async def mine() -> dict[str, Any]:
+                    return {t: listing.locations.get(t) for t in truth}
 
-            await eventually(mine, lambda held: held == truth, timeout=30)
-        assert truth[ids[3]]["status"] == "DELETED"
-        assert truth[ids[0]]["status"] == "ACTIVE"
-        for event in follower.events:
-            validate(event)
-            assert event["data"]["epoch"] == event["data"]["location"]["epoch"]
-        for tenant_id in truth:
-            assert truth[tenant_id]["epoch"] == row_of(platform_db_url, tenant_id)["epoch"]
+                await eventually(mine, lambda held: held == truth, timeout=30)
+            assert truth[ids[3]]["status"] == "DELETED"
+            assert truth[ids[0]]["status"] == "ACTIVE"
+            for event in follower.events:
+                validate(event)
+                assert event["data"]["epoch"] == event["data"]["location"]["epoch"]
+            for tenant_id in truth:
+                assert truth[tenant_id]["epoch"] == row_of(platform_db_url, tenant_id)["epoch"]
 
 
 async def test_the_openapi_document_describes_the_directory(

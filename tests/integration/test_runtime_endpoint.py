@@ -12,9 +12,11 @@ from typing import Any
 
 import httpx
 import pytest
+from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
 from api.auth import DIRECTORY_SCOPE
+from devstack.roles import Layout
 from examples.downstream_service.app import create_app as create_downstream_app
 from examples.downstream_service.settings import DownstreamSettings
 from infra.db.repository import TenantRepository
@@ -24,6 +26,7 @@ from tests.support.api_client import api_client, token_of
 from tests.support.polling import eventually
 from tests.support.servers import serve
 from tests.support.storage import tenant_row
+from tests.support.storage_fleet import own_metadata_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -53,14 +56,24 @@ async def test_the_runtime_endpoint_follows_the_tenant_through_the_directory(
     reference_services: list[tuple[str, str]],
     service_database_urls: dict[str, str],
     keys_dir: Path,
-    tenants: TenantRepository,
     nats_url: str,
+    pg_server_url: str,
+    database_roles: Layout,
 ) -> None:
     events = follow == "events"
-    settings = make_settings(
-        *reference_services,
-        **({"events_backend": "nats", "events_url": nats_url} if events else {}),
+    # Following events: a metadata database of its own, whose outbox holds only this test's
+    # events (the session's holds every other test's, unpublished, which a relay would
+    # publish first).
+    following = (
+        {
+            "events_backend": "nats",
+            "events_url": nats_url,
+            "database_url": own_metadata_database(pg_server_url),
+        }
+        if events
+        else {}
     )
+    settings = make_settings(*reference_services, **following)
     tenant_id, waiting = unique_id("rt"), unique_id("rtw")
     async with api_client(settings, keys_dir, temporal=temporal_client) as api:
         runtime_settings = DownstreamSettings(
@@ -79,7 +92,10 @@ async def test_the_runtime_endpoint_follows_the_tenant_through_the_directory(
             lambda r: r.json()["status"] == "ACTIVE",
             timeout=60,
         )
-        await tenant_row(tenants, waiting)
+        async with AsyncConnectionPool(
+            settings.require_database_url(), min_size=1, max_size=1
+        ) as pool:
+            await tenant_row(TenantRepository(pool), waiting)
         with serve(create_downstream_app(runtime_settings)) as url:
             async with httpx.AsyncClient(base_url=url, timeout=30) as service:
                 written = await service.post(f"/tenants/{tenant_id}/notes", json={"text": "hi"})
