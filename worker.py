@@ -122,7 +122,7 @@ async def worker_activities(
         settings.require_database_url(), open=False, min_size=1, max_size=10
     )
     servers = ServerRepository(metadata_pool)
-    fleet = StorageFleet(
+    fleet = StorageFleet.connect(
         settings.storage_fleet(),
         settings.service_db_roles(),
         servers,

@@ -35,18 +35,32 @@ class StorageFleet:
 
     def __init__(
         self,
+        admins: Mapping[StorageServer, StorageAdmin],
+        placements: ServerRepository,
+        pools: Sequence[AsyncConnectionPool[Any]] = (),
+    ) -> None:
+        """Over `admins` in configuration order; `pools` are opened and closed with the fleet
+        (none when the caller owns them, as tests that stage servers do)."""
+        self.servers = tuple(admins)
+        self._admins = {server.name: admin for server, admin in admins.items()}
+        self._placements = placements
+        self._pools = tuple(pools)
+        self._stack = AsyncExitStack()
+
+    @classmethod
+    def connect(
+        cls,
         servers: Sequence[StorageServer],
         service_roles: Sequence[str],
         placements: ServerRepository,
         *,
         max_connections: int,
         connect_wait: timedelta,
-    ) -> None:
-        self.servers = tuple(servers)
-        self._placements = placements
-        self._pools: dict[str, AsyncConnectionPool[Any]] = {}
-        self._admins: dict[str, StorageAdmin] = {}
-        for server in self.servers:
+    ) -> StorageFleet:
+        """A fleet with a pool of its own per server, opened with it."""
+        admins: dict[StorageServer, StorageAdmin] = {}
+        pools: list[AsyncConnectionPool[Any]] = []
+        for server in servers:
             # CREATE DATABASE cannot run inside a transaction block: autocommit.
             pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                 server.dsn,
@@ -59,23 +73,13 @@ class StorageFleet:
                 timeout=connect_wait.total_seconds(),
                 name=f"storage-{server.name}",
             )
-            self._pools[server.name] = pool
-            self._admins[server.name] = StorageAdmin(pool, server.dsn, service_roles)
-        self._stack = AsyncExitStack()
-
-    @classmethod
-    def of_admins(
-        cls, admins: Mapping[StorageServer, StorageAdmin], placements: ServerRepository
-    ) -> StorageFleet:
-        """A fleet over admins (and pools) the caller owns: tests stage servers this way."""
-        fleet = cls((), (), placements, max_connections=1, connect_wait=timedelta(seconds=1))
-        fleet.servers = tuple(admins)
-        fleet._admins = {server.name: admin for server, admin in admins.items()}
-        return fleet
+            pools.append(pool)
+            admins[server] = StorageAdmin(pool, server.dsn, service_roles)
+        return cls(admins, placements, pools)
 
     async def __aenter__(self) -> StorageFleet:
         async with AsyncExitStack() as stack:
-            for pool in self._pools.values():
+            for pool in self._pools:
                 await stack.enter_async_context(pool)
             self._stack = stack.pop_all()
         return self

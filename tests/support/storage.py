@@ -34,7 +34,7 @@ def one_server_fleet(
     server = StorageServer.model_validate(
         {"name": DEFAULT_SERVER, "url": server_url, "maxTenants": UNBOUNDED_TENANTS}
     )
-    return StorageFleet.of_admins({server: admin}, placements)
+    return StorageFleet({server: admin}, placements)
 
 
 async def tenant_row(
