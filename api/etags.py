@@ -5,8 +5,10 @@ Not Modified` with no body when the caller already holds the current representat
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,9 +17,11 @@ CACHE_CONTROL = "no-cache"
 _TAG = re.compile(r'(?:W/)?("[^"]*")')
 
 
-def etag_of(body: bytes) -> str:
-    """A strong entity tag of `body`: it changes whenever any byte of it does."""
-    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+def shape_of(model: type[BaseModel]) -> str:
+    """A short digest of `model`'s JSON schema, for tags made of the values an answer is built
+    from: a release that changes the answer's shape changes them too."""
+    schema = json.dumps(model.model_json_schema(mode="serialization"), sort_keys=True)
+    return hashlib.blake2b(schema.encode(), digest_size=4).hexdigest()
 
 
 def none_match(header: str | None, etag: str) -> bool:
@@ -33,7 +37,12 @@ def none_match(header: str | None, etag: str) -> bool:
 def conditional_json(request: Request, body: bytes, etag: str) -> Response:
     """The JSON `body` with its `etag`, or 304 without a body when the request's
     If-None-Match matches it; both say `Cache-Control: no-cache`."""
-    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
     if none_match(request.headers.get("if-none-match"), etag):
-        return Response(status_code=304, headers=headers)
+        return not_modified(etag)
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
     return Response(body, media_type="application/json", headers=headers)
+
+
+def not_modified(etag: str) -> Response:
+    """304 without a body: the caller's representation, tagged `etag`, is current."""
+    return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})

@@ -86,6 +86,16 @@ def create_app(
             database_url, open=False, min_size=1, max_size=10, timeout=5
         )
         await pool.open()
+        # The GETs of one statement (a tenant, a location): autocommit, so a read ends without a
+        # COMMIT round trip. Separate, so no write ever runs outside its transaction.
+        reads: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            database_url,
+            open=False,
+            min_size=1,
+            max_size=10,
+            timeout=5,
+            kwargs={"autocommit": True},
+        )
         # Only a deployment whose services take commands over the bus needs it to be ready.
         command_bus = BusProbe(config.events_url) if config.events_services() else None
         # Connected on the directory's first listing, not here: the API serves without NATS.
@@ -93,12 +103,13 @@ def create_app(
             StreamPosition(config.events_url) if config.events_backend == "nats" else None
         )
         try:
+            await reads.open()
             # Refused before serving: a server list that forgot a server tenants live on.
             servers = ServerRepository(pool)
             await refuse_missing_servers(config.storage_fleet(), servers)
             client = await connect_client(config, interceptors=client_interceptors(tracer_provider))
             yield AppState(
-                tenants=TenantRepository(pool),
+                tenants=TenantRepository(pool, reads=reads),
                 deletions=DeletionRepository(pool),
                 rollouts=RolloutRepository(pool),
                 service_versions=ServiceVersions(pool),
@@ -111,7 +122,7 @@ def create_app(
                 max_body_bytes=config.api_max_body_bytes,
                 console_sign_outs=ConsoleSignOuts(pool),
                 command_bus=command_bus,
-                directory=DirectoryRepository(pool),
+                directory=DirectoryRepository(reads),
                 events_position=events_position,
             )
         finally:
@@ -119,6 +130,7 @@ def create_app(
                 await events_position.close()
             if command_bus is not None:
                 await command_bus.close()
+            await reads.close()
             await pool.close()
             shutdown_tracing(tracer_provider)
 

@@ -13,7 +13,8 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from api import cursor as cursors
 from api.deps import Reader, Tenants, Workflows, Writer
-from api.etags import conditional_json, etag_of
+from api.errors import TenantNotFound
+from api.etags import conditional_json, none_match, not_modified, shape_of
 from api.guard import GuardedRoute
 from api.routes.common import (
     AUTH_RESPONSES,
@@ -35,6 +36,8 @@ from tenancy.models import (
 )
 from tenancy.status import TenantStatus
 
+# In every tenant's ETag: a release that changes the answer's shape changes the tags.
+TENANT_SHAPE = shape_of(Tenant)
 # A prefix of a tenant id: the id's characters, at most its length.
 ID_PREFIX_PATTERN = r"^[a-z0-9_]{1,40}$"
 
@@ -93,8 +96,14 @@ async def get_tenant(
 ) -> Response:
     """One tenant with its per-service migration state, with a strong `ETag` of the answer;
     304 without a body when `If-None-Match` names it."""
-    body = (await load(tenants, tenant_id)).model_dump_json().encode()
-    return conditional_json(request, body, etag_of(body))
+    snapshot = await tenants.snapshot(tenant_id)
+    if snapshot is None:
+        raise TenantNotFound(f"no tenant {tenant_id}")
+    # Of the values the answer is made of, and of its shape: a 304 builds no answer.
+    etag = f'"{TENANT_SHAPE}-{snapshot.version}"'
+    if none_match(request.headers.get("if-none-match"), etag):
+        return not_modified(etag)
+    return conditional_json(request, snapshot.tenant().model_dump_json().encode(), etag)
 
 
 @tenants_router.get(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -163,11 +164,55 @@ class TenantLeaving(Exception):
     """The tenant's deletion was asked: its storage must not be created any more."""
 
 
-class TenantRepository:
-    """Reads and guarded writes of tenants and their per-service migration records."""
+_MIGRATION_COLUMNS = ("service", "status", "version", "attempts", "last_error", "updated_at")
+# One tenant and its migrations in one statement (one snapshot): a row per migration, the
+# tenant's columns repeated, its migration columns null when it has none.
+_TENANT_NAMES = [name.strip() for name in _TENANT_COLUMNS.split(",")]
+_TENANT_WITH_MIGRATIONS = f"""
+    SELECT {", ".join("t." + c for c in _TENANT_NAMES)},
+           {", ".join("m." + c for c in _MIGRATION_COLUMNS)}
+    FROM tenants t LEFT JOIN tenant_migrations m ON m.tenant_id = t.id
+    WHERE t.id = %s ORDER BY m.service
+"""
+_TENANT_WIDTH = len(_TENANT_NAMES)
 
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+
+@dataclass(frozen=True)
+class TenantSnapshot:
+    """One tenant's columns and its migrations' as read in one statement, and their `version`:
+    a digest of every value the tenant's answer is made of, so it changes whenever the answer
+    does, and is known without building the answer (the ETag of `GET /api/tenants/{id}`)."""
+
+    rows: list[tuple[Any, ...]]
+
+    @property
+    def version(self) -> str:
+        """The digest of the values read (their reprs: a datetime, a dict and a None differ)."""
+        return hashlib.blake2b(repr(self.rows).encode(), digest_size=16).hexdigest()
+
+    def tenant(self) -> Tenant:
+        """The tenant these values make."""
+        row = dict(zip(_TENANT_NAMES, self.rows[0][:_TENANT_WIDTH], strict=True))
+        migrations = [
+            MigrationRecord(**dict(zip(_MIGRATION_COLUMNS, r[_TENANT_WIDTH:], strict=True)))
+            for r in self.rows
+            if r[_TENANT_WIDTH] is not None
+        ]
+        deletion = _deletion(row)  # takes its columns out of `row`
+        return Tenant(**row, deletion=deletion, migrations=migrations)
+
+
+class TenantRepository:
+    """Reads and guarded writes of tenants and their per-service migration records.
+
+    `reads`, when given, is an autocommit pool for the reads made of one statement: no
+    transaction to end, so no COMMIT round trip per read (the API's many GETs)."""
+
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], reads: AsyncConnectionPool[Any] | None = None
+    ) -> None:
         self._pool = pool
+        self._reads = reads or pool
 
     async def ping(self) -> None:
         """Raise unless the metadata database answers."""
@@ -276,10 +321,15 @@ class TenantRepository:
 
     async def get(self, tenant_id: str) -> Tenant | None:
         """The tenant with its migration records, or None."""
-        found = await self._select(
-            f"SELECT {_TENANT_COLUMNS} FROM tenants WHERE id = %s", [tenant_id]
-        )
-        return found[0] if found else None
+        snapshot = await self.snapshot(tenant_id)
+        return snapshot.tenant() if snapshot else None
+
+    async def snapshot(self, tenant_id: str) -> TenantSnapshot | None:
+        """The tenant's values and its migrations', read in one statement, or None."""
+        async with self._reads.connection() as conn, conn.cursor() as cur:
+            await cur.execute(_TENANT_WITH_MIGRATIONS, (tenant_id,))
+            rows = await cur.fetchall()
+        return TenantSnapshot(rows) if rows else None
 
     async def page(
         self,

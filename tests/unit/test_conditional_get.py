@@ -6,16 +6,36 @@ import pytest
 
 from api import cursor as cursors
 from api.errors import InvalidRequest
-from api.etags import etag_of, none_match
+from api.etags import none_match, shape_of
+from infra.db.repository import TenantSnapshot
+from tenancy.models import CamelModel
 from tests.support.api_client import tenant_cursor
 
 
-def test_a_strong_tag_changes_with_any_byte() -> None:
-    tag = etag_of(b'{"status":"ACTIVE"}')
-    assert tag.startswith('"')
-    assert tag.endswith('"')
-    assert etag_of(b'{"status":"ACTIVE"}') == tag
-    assert etag_of(b'{"status":"ACTIVF"}') != tag
+def test_a_tenant_s_version_changes_with_any_value_read_and_only_then() -> None:
+    rows = [("acme", "ACTIVE", 3, None), ("acme", "ACTIVE", 3, "backend")]
+    version = TenantSnapshot(rows).version
+    assert TenantSnapshot([tuple(r) for r in rows]).version == version
+    for changed in (
+        [("acme", "ACTIVF", 3, None), rows[1]],
+        [rows[0], ("acme", "ACTIVE", 3, "backenc")],
+        [rows[0], ("acme", "ACTIVE", 3, "")],
+        [rows[0], ("acme", "ACTIVE", "3", "backend")],
+        rows[:1],
+    ):
+        assert TenantSnapshot(changed).version != version
+
+
+def test_a_model_s_shape_changes_with_its_fields() -> None:
+    class Before(CamelModel):
+        tenant_id: str
+
+    class After(CamelModel):
+        tenant_id: str
+        epoch: int
+
+    assert shape_of(Before) == shape_of(Before)
+    assert shape_of(After) != shape_of(Before)
 
 
 @pytest.mark.parametrize(
