@@ -103,8 +103,16 @@ def _masked_short(text: str, multiline: bool) -> str:
     return printable(redact(text), multiline=multiline)
 
 
+# Text of hex digits and a timestamp's signs only: no pattern above can match it (each needs a
+# letter past `f` or a `/`, `=`, `@` or space), and it is printable. Every line has two such
+# values no other line repeats (its timestamp, its request id): passed as they are, not masked.
+_INERT = re.compile(r"[0-9a-fA-FTZ:.+-]*+")
+
+
 def masked(text: str, *, multiline: bool = False) -> str:
     """`text` as a log line may show it: `redact`ed, then `printable`."""
+    if _INERT.fullmatch(text):
+        return text
     if len(text) <= _REMEMBERED_TEXT:
         return _masked_short(text, multiline)
     return printable(redact(text), multiline=multiline)
