@@ -6,8 +6,9 @@
 
 It starts the stack `make bench` measures (bench/stack.py), provisions a few tenants through
 the API and waits until they are ACTIVE, then, for each read in turn, keeps `--clients`
-keep-alive connections busy for `--duration` seconds (bench/rawload.py, in processes of its
-own on the same machine):
+keep-alive connections busy for `--duration` seconds, from `wrk` (bench/wrkload.py) when it is
+on the PATH, else from Python clients in two processes (bench/rawload.py), on the same machine
+(`--load` chooses):
 
     full        GET /api/tenants/{id}                         200
     304         GET /api/tenants/{id} with If-None-Match      304 (needs the answer's ETag)
@@ -36,7 +37,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from api.auth import DELETE_SCOPE, DIRECTORY_SCOPE, READ_SCOPE, WRITE_SCOPE
-from bench import event_to_cache, rawload
+from bench import event_to_cache, rawload, wrkload
 from bench.event_to_cache import EventToCache
 from bench.load import CpuMeter
 from bench.stack import RunningStack, running_stack
@@ -44,6 +45,7 @@ from devstack.dev import REPO_ROOT
 from devstack.tokens import mint
 
 _log = logging.getLogger("bench")
+Outcome = rawload.Outcome | wrkload.WrkOutcome
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "directory"
 WORK_DIR = REPO_ROOT / ".benchdata"
 ACTIVE_WAIT = 120.0
@@ -102,8 +104,20 @@ def provision(http: httpx.Client, token: str, count: int) -> list[str]:
     return ids
 
 
+def load(load: str, target: rawload.Target, clients: int, duration: float) -> Outcome:
+    """`clients` keep-alive connections sending `target` for `duration` seconds."""
+    if load == "wrk":
+        return wrkload.run(target, clients=clients, duration=duration)
+    return rawload.run(target, clients=clients, duration=duration)
+
+
 def measure(
-    stack: RunningStack, api_workers: int, clients: int, duration: float, tenants: int
+    stack: RunningStack,
+    api_workers: int,
+    clients: int,
+    duration: float,
+    tenants: int,
+    load_with: str,
 ) -> tuple[list[ReadResult | Skipped], list[str]]:
     """Each read in turn on the running stack."""
     token = mint(
@@ -149,7 +163,7 @@ def measure(
             continue
         meter = CpuMeter({"api": stack.pids["api"]})
         before = meter.read()
-        outcome = rawload.run(target, clients=clients, duration=duration)
+        outcome = load(load_with, target, clients, duration)
         used = CpuMeter.used(before, meter.read())["api"]
         result = ReadResult(
             read=name,
@@ -249,6 +263,13 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         default=50,
         help="deletions and restores timed from commit to a following client's cache (0: none)",
     )
+    parser.add_argument(
+        "--load",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="the load generator: wrk (C, needs `wrk` on the PATH), python (bench/rawload.py), "
+        "or auto (wrk when found)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
     parser.add_argument("--work-dir", type=Path, default=WORK_DIR, help="the stack's data")
     args = parser.parse_args(argv)
@@ -260,6 +281,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         parser.error("--api-workers takes positive counts, e.g. 2 or 1,2")
     if args.clients < 1 or args.duration <= 0 or args.tenants < 1:
         parser.error("--clients, --duration and --tenants must be positive")
+    if args.load == "auto":
+        args.load = "wrk" if wrkload.available() else "python"
+    elif args.load == "wrk" and not wrkload.available():
+        parser.error("--load wrk needs `wrk` on the PATH (Debian: apt-get install wrk)")
     return args
 
 
@@ -273,7 +298,9 @@ def main(argv: Sequence[str]) -> int:
     for workers in args.api_workers:
         extra = {"PLATFORM_API_WORKERS": str(workers)}
         with running_stack(args.work_dir, extra_env=extra) as stack:
-            reads, ids = measure(stack, workers, args.clients, args.duration, args.tenants)
+            reads, ids = measure(
+                stack, workers, args.clients, args.duration, args.tenants, args.load
+            )
             results += reads
             if events is None and args.event_rounds:
                 events = measure_events(stack, ids, args.event_rounds)
@@ -281,8 +308,9 @@ def main(argv: Sequence[str]) -> int:
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
         f"{platform.python_version()}",
-        "load": f"{args.clients} keep-alive clients in 2 processes on the same machine, "
-        f"{args.duration:g} s per read",
+        "load": f"{args.clients} keep-alive clients from "
+        + ("wrk (2 threads)" if args.load == "wrk" else "Python (2 processes, bench/rawload.py)")
+        + f" on the same machine, {args.duration:g} s per read",
     }
     command = "python -m bench directory " + " ".join(argv)
     lines = report_lines(command.strip(), info, results)
