@@ -97,6 +97,16 @@ class StorageLocation(CamelModel):
     jdbc_url: str
 
 
+class MovePhase(StrEnum):
+    """Where a tenant's move between storage servers stands (the tenant's `move.phase`)."""
+
+    PREPARING = "PREPARING"
+    FROZEN = "FROZEN"
+    COPYING = "COPYING"
+    VERIFYING = "VERIFYING"
+    SWITCHED = "SWITCHED"
+
+
 class MigrationRecord(CamelModel):
     """One downstream service's migration state for one tenant."""
 

@@ -1,0 +1,1 @@
+"""MoveTenantWorkflow: a tenant's storage moved to another server (see contracts)."""
