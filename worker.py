@@ -1,5 +1,6 @@
-"""The Temporal worker: runs `ProvisionTenantWorkflow`, `DeleteTenantWorkflow` and their activities,
-and the outbox relay that publishes lifecycle events (`PLATFORM_EVENTS_BACKEND`).
+"""The Temporal worker: runs `ProvisionTenantWorkflow`, `DeleteTenantWorkflow`,
+`MoveTenantWorkflow` and their activities, and the outbox relay that publishes lifecycle
+events (`PLATFORM_EVENTS_BACKEND`).
 
 Run with `python worker.py`. It applies the platform's metadata migrations, registers the
 search attributes it needs, and on SIGTERM/SIGINT stops polling and lets in-flight
@@ -40,9 +41,11 @@ from activities.deletion import DeletionActivities
 from activities.interceptor import ActivityContextInterceptor
 from activities.metadata import MetadataActivities
 from activities.migrations import MigrationActivities
+from activities.moves import MoveActivities
 from activities.replies import ReplyListener, consuming_replies
 from activities.rollouts import RolloutActivities
 from activities.storage import StorageActivities
+from infra.background import in_background, repeat
 from infra.db.commands import CommandRepository
 from infra.db.deletions import DeletionRepository
 from infra.db.fleet import StorageFleet
@@ -51,6 +54,7 @@ from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
 from infra.db.server_checks import checking_servers, refuse_missing_servers
 from infra.db.servers import ServerRepository
+from infra.db.tenant_moves import MoveRepository
 from infra.events.buses import outbox_relay
 from infra.events.command_bus import CommandBus, consumer_name
 from infra.events.commands import load_reply_keys
@@ -70,6 +74,7 @@ from infra.temporal import connect_client, ensure_search_attributes, exit_proces
 from tenancy.naming import migration_task_queue
 from tenancy.settings import Settings, get_settings
 from workflows.delete.workflow import DeleteTenantWorkflow
+from workflows.move.workflow import MoveTenantWorkflow
 from workflows.provision.workflow import ProvisionTenantWorkflow
 from workflows.rollout.contracts import rollout_task_queue
 from workflows.rollout.workflow import FleetRolloutWorkflow
@@ -84,6 +89,8 @@ STORAGE_CONNECT_WAIT = timedelta(seconds=10)
 # Connections to each storage server beyond the creations' slots, for deletions' drops:
 # creations that are slow or wait for a lock must not hold every connection a drop could use.
 STORAGE_DROP_CONNECTIONS = 2
+# How often the worker looks for moved tenants' sources whose retention is over.
+SOURCE_DROP_INTERVAL = timedelta(minutes=1)
 _log = structlog.stdlib.get_logger("platform.worker")
 # The sandbox with every module passed through: a new run no longer re-imports (and, without
 # bytecode files, recompiles) its workflow module, which cost the worker about a third of its
@@ -186,6 +193,7 @@ async def worker_activities(
             settings,
             commands,
         )
+        moves = MoveActivities(MoveRepository(metadata_pool), tenants, fleet, settings)
         replies: AbstractAsyncContextManager[None] = nullcontext()
         if reply_keys:
             assert client is not None
@@ -215,6 +223,11 @@ async def worker_activities(
                 settings.storage_check_interval,
             ),
             replies,
+            # Moved tenants' sources, dropped once their retention is over.
+            in_background(
+                repeat(moves.drop_due_sources, SOURCE_DROP_INTERVAL, "drop moved sources"),
+                "drop-moved-sources",
+            ),
             outbox_relay(settings, meter=metric_meter),
             running_pruner(metadata_pool, settings.events_retention),
         ):
@@ -234,6 +247,16 @@ async def worker_activities(
                 deletion.backup_storage,
                 deletion.teardown_service,
                 deletion.drop_storage,
+                moves.load_move,
+                moves.set_move_phase,
+                moves.set_move_reason,
+                moves.prepare_move_target,
+                moves.freeze_move_source,
+                moves.copy_move,
+                moves.verify_move,
+                moves.switch_move,
+                moves.undo_move_storage,
+                moves.roll_back_move,
                 rollouts.run_rollout_batch,
                 rollouts.set_rollout_status,
                 rollouts.set_wave_status,
@@ -302,7 +325,7 @@ def build_worker(
     platform = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[ProvisionTenantWorkflow, DeleteTenantWorkflow],
+        workflows=[ProvisionTenantWorkflow, DeleteTenantWorkflow, MoveTenantWorkflow],
         activities=activities,
         interceptors=[ActivityContextInterceptor()],
         graceful_shutdown_timeout=SHUTDOWN_GRACE,

@@ -14,4 +14,7 @@ STORAGE_MODE = SearchAttributeKey.for_keyword("StorageMode")
 # A fleet rollout's status (`FleetRolloutWorkflow`), so the Web UI lists rollouts by status.
 ROLLOUT_STATUS = SearchAttributeKey.for_keyword("RolloutStatus")
 
-ALL = (TENANT_ID, TENANT_STATUS, SLA_TIER, STORAGE_MODE, ROLLOUT_STATUS)
+# A tenant move's phase (`MoveTenantWorkflow`): PREPARING ... SWITCHED.
+MOVE_PHASE = SearchAttributeKey.for_keyword("MovePhase")
+
+ALL = (TENANT_ID, TENANT_STATUS, SLA_TIER, STORAGE_MODE, ROLLOUT_STATUS, MOVE_PHASE)

@@ -53,6 +53,10 @@ class FailureType(StrEnum):
     TEARDOWN_UNAVAILABLE = "TeardownUnavailable"
     DROP_FAILED = "StorageDropFailed"
     DROP_REFUSED = "StorageDropRefused"
+    # Moves between storage servers: a step that failed for good (the move rolls back), and
+    # a copy whose content differs from its source (never switched to).
+    MOVE_FAILED = "MoveFailed"
+    MOVE_VERIFY_FAILED = "MoveVerifyFailed"
     # Event-driven calls.
     BUS_UNAVAILABLE = "CommandBusUnavailable"
     # A local attempt (run inside the workflow task) that the worker declined to make: no

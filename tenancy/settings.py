@@ -170,6 +170,10 @@ class Settings(BaseSettings):
     deletion_backup_dir: Path | None = None
     # Bounds one pg_dump, so a hung dump shows as a failed (retryable) backup.
     deletion_backup_timeout: Seconds = timedelta(minutes=30)
+    # Moves between storage servers: a moved tenant's frozen source is dropped this long after
+    # the switch (a way back while it lasts); one copy (pg_dump and pg_restore) is bounded.
+    move_source_retention: Seconds = timedelta(hours=1)
+    move_copy_timeout: Seconds = timedelta(hours=2)
     # Per tenant storage server and worker process: a burst of provisionings queues for these
     # slots instead of exhausting the server's connections (see infra.limits).
     max_concurrent_storage_creations: int = Field(default=4, ge=1, le=64)

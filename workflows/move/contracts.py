@@ -9,6 +9,8 @@ from tenancy.models import CamelModel, MovePhase
 # The names operators' scripts and the API address the workflow by (README, Temporal contract).
 WORKFLOW_NAME = "MoveTenantWorkflow"
 CANCEL_SIGNAL = "cancel_move"
+# The same, answering whether the move will be rolled back (not once its switch has begun).
+CANCEL_UPDATE = "request_cancel_move"
 STATUS_QUERY = "get_status"
 
 
@@ -34,3 +36,16 @@ class MoveState(CamelModel):
     # Why the move waits (a rollback that cannot finish yet), or how it failed.
     status_reason: str | None = None
     cancel_requested: bool = False
+
+
+class CancelMove(CamelModel):
+    """Argument of the cancel signal and update: who asked."""
+
+    requested_by: str | None = None
+
+
+class CancelDecision(CamelModel):
+    """The cancel update's answer: True when the move will be rolled back, and its phase."""
+
+    accepted: bool
+    phase: MovePhase
