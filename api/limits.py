@@ -47,6 +47,9 @@ LINGER_SECONDS = 2.0
 _SHOWN = 64
 # The most of a chunked body fed to httptools at once.
 _CHUNK = 64 * 1024
+# The start of a chunk-size line that is read for the size.
+_SIZE_LINE = 64
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 _log = logging.getLogger("platform.api.limits")
 
@@ -155,6 +158,17 @@ class LimitedH11Protocol(H11Protocol):
         super().handle_events()
 
 
+def _chunk_size(line: bytes | bytearray) -> int | None:
+    """The size a chunk-size line (its first `_SIZE_LINE` bytes) gives; None if it is not one
+    (httptools refuses it then) or its digits run past them."""
+    if b";" not in line and not line.endswith(b"\n"):
+        return None
+    digits = bytes(line).split(b";", 1)[0].rstrip(b"\r\n")
+    if not digits or digits.strip(_HEX_DIGITS):
+        return None
+    return int(digits, 16)
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, refusing a request head over a limit before httptools
     parses it.
@@ -163,7 +177,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     where one ends, so the bytes are fed in pieces that end where a head or a body does: a
     head once it is complete and within the limits (the bytes of a head still arriving are
     kept, at most the limits' worth, and checked again with each read), a body by its
-    Content-Length, a chunked one up to each line's end. A refused head behind requests still
+    Content-Length, a chunked one by its chunk sizes. A refused head behind requests still
     being answered (pipelined) is refused once they are, so the answers keep their order.
     """
 
@@ -176,6 +190,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = True
         # Body bytes still to come by Content-Length; None for a chunked body.
         self._body_left: int | None = 0
+        # A chunked body: the data and CRLF of its chunk still to come, the start of its
+        # chunk-size line so far, the last bytes of its trailer section once there.
+        self._chunk_left = 0
+        self._size_line = bytearray()
+        self._trailers: bytes | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Set TCP_NODELAY, then let uvicorn take the connection."""
@@ -204,9 +223,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                     # on_headers_complete, called while it is fed, turns to the body.
                     self._head.clear()
             elif self._body_left is None:
-                # A chunked body ends with a line's end: feed up to each one.
-                line_end = data.find(b"\n", start, start + _CHUNK)
-                size = line_end + 1 - start if line_end >= 0 else _CHUNK
+                size = self._chunked_piece(data, start)
             else:
                 size = self._body_left or len(data) - start
             super().data_received(view[start : start + size])  # type: ignore[arg-type]
@@ -214,10 +231,40 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 return
             start += size
 
+    def _chunked_piece(self, data: bytes, start: int) -> int:
+        """How many bytes of `data` from `start` to feed next of a chunked body: a chunk-size
+        line up to its end, the chunk's data with its CRLF at once, the trailer section up to
+        its blank line (the body's end), noting which comes next."""
+        rest = len(data) - start
+        if self._chunk_left:
+            size = min(self._chunk_left, rest)
+            self._chunk_left -= size
+            return size
+        if self._trailers is not None:
+            buffer = self._trailers + data[start : start + _CHUNK]
+            blank = _BLANK_LINE.search(buffer)
+            fed = blank.end() if blank else len(buffer)
+            self._trailers = buffer[fed - 2 : fed]
+            return fed - (len(buffer) - min(rest, _CHUNK))
+        line_end = data.find(b"\n", start, start + _CHUNK)
+        size = line_end + 1 - start if line_end >= 0 else min(rest, _CHUNK)
+        self._size_line += data[start : start + min(size, _SIZE_LINE - len(self._size_line))]
+        if line_end >= 0:
+            chunk = _chunk_size(self._size_line)
+            self._size_line.clear()
+            if chunk == 0:
+                self._trailers = b"\n"
+            elif chunk is not None:
+                self._chunk_left = chunk + 2
+        return size
+
     def on_headers_complete(self) -> None:
         """Note how the body ends, then let uvicorn start the request."""
         self._reading_head = False
         self._body_left = 0
+        self._chunk_left = 0
+        self._size_line.clear()
+        self._trailers = None
         for name, value in self.headers:
             if name == b"transfer-encoding":
                 self._body_left = None
