@@ -46,9 +46,17 @@ def _grantees(roles: Sequence[str]) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(role) for role in roles)
 
 
-async def lock_storage(conn: psycopg.AsyncConnection[Any], name: str) -> None:
-    """Serialise, until this transaction ends, the DDL and grants of one tenant's storage."""
-    await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_NAMESPACE, name))
+async def lock_storage(
+    conn: psycopg.AsyncConnection[Any], name: str, *, session: bool = False
+) -> None:
+    """Serialise, until this transaction ends (or, with `session`, until the connection
+    closes), the DDL and grants of one tenant's storage."""
+    query = (
+        "SELECT pg_advisory_lock(%s, hashtext(%s))"
+        if session
+        else "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+    )
+    await conn.execute(query, (_LOCK_NAMESPACE, name))
 
 
 @contextlib.asynccontextmanager
