@@ -19,6 +19,7 @@ import pytest_asyncio
 from psycopg import errors, sql
 
 from infra.db.moves import CopyFailed, copy_storage, freeze, unfreeze, verify
+from infra.db.storage import lock_storage
 from tenancy.models import StorageLocation, StorageMode
 from tests.support.move_storage import (
     AUTH,
@@ -96,9 +97,11 @@ async def test_freeze_closes_the_services_out_and_ends_a_session_in_flight_then_
             qualified(location, "orders")
         )
     )
-    # A session of the other service that used the storage, then went idle (no lock held).
+    # A session of the other service that wrote with a prepared statement, then went idle
+    # (no lock held, the plan kept).
     idle = psycopg.connect(service_url(source, AUTH, location), autocommit=True)
-    idle.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified(location, "accounts")))
+    prepared = sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(qualified(location, "accounts"))
+    idle.execute(prepared, ("before the freeze",), prepare=True)
 
     try:
         await freeze(source.platform_url, location, SERVICE_ROLES)
@@ -107,7 +110,7 @@ async def test_freeze_closes_the_services_out_and_ends_a_session_in_flight_then_
         with pytest.raises(psycopg.OperationalError):
             in_flight.commit()
         with pytest.raises(psycopg.Error) as refused:
-            idle.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified(location, "accounts")))
+            idle.execute(prepared, ("after the freeze",), prepare=True)
     finally:
         in_flight.close()
         idle.close()
@@ -116,7 +119,8 @@ async def test_freeze_closes_the_services_out_and_ends_a_session_in_flight_then_
         # Every session on the tenant's database is ended.
         assert isinstance(refused.value, psycopg.OperationalError)
     else:
-        # Sessions holding nothing of the tenant stay (they may serve others), refused.
+        # Sessions holding nothing of the tenant stay (they may serve others), refused: the
+        # prepared plan is planned, and checked, again.
         assert isinstance(refused.value, errors.InsufficientPrivilege)
     for role in SERVICE_ROLES:
         assert_closed_to(source, role, location)
@@ -133,7 +137,7 @@ async def test_freeze_closes_the_services_out_and_ends_a_session_in_flight_then_
     }
     with as_service(source, BACKEND, location) as conn:
         conn.execute("INSERT INTO orders (account_id, amount) VALUES (2, 3)")
-        assert conn.execute("SELECT count(*) FROM accounts").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM accounts").fetchone() == (6,)
     # The write in flight at the freeze was never committed; the one after unfreeze was.
     assert count_rows(source, location, "orders") == FILLED_ROWS["orders"] + 1
 
@@ -296,3 +300,22 @@ async def test_two_copies_at_once_take_turns_and_end_equal(
     assert [report.tables for report in reports] == [len(FILLED_TABLES)] * 2
     assert storage_snapshot(target, location) == storage_snapshot(source, location)
     assert await verify(source.platform_url, target.platform_url, location) == []
+
+
+async def test_a_copy_waiting_past_its_timeout_fails_as_transient(
+    sides: tuple[StorageSide, StorageSide],
+) -> None:
+    source, target = sides
+    location = await filled_tenant(sides, StorageMode.SCHEMA)
+    await freeze(source.platform_url, location, SERVICE_ROLES)
+    # Another copy onto the same storage, still running.
+    async with await psycopg.AsyncConnection.connect(target.platform_url, autocommit=True) as other:
+        await lock_storage(other, location.schema_name, session=True)
+
+        with pytest.raises(CopyFailed) as late:
+            await copy_storage(source.platform_url, target.platform_url, location, timeout=1)
+
+    assert late.value.transient
+    assert "did not finish within 1s" in str(late.value)
+    report = await copy_storage(source.platform_url, target.platform_url, location, timeout=TIMEOUT)
+    assert report.tables == len(FILLED_TABLES)
