@@ -14,7 +14,10 @@ describes:
   sequence, writes nothing) so its `pg_dump` can back a tenant up before deletion, and
   `pg_signal_backend` so `DROP DATABASE ... WITH (FORCE)` may end the services' sessions on a
   tenant database. It still cannot write or alter the services' tables, nor connect to their
-  own databases.
+  own databases;
+- the platform's role is also a member of each service's role `WITH INHERIT FALSE, SET TRUE`
+  (PostgreSQL 16+): it holds none of their privileges, but may `SET ROLE` to one, which a move
+  between servers needs to restore each service's objects as their owner (infra.db.moves).
 
 Tenant schemas and databases are granted to the service roles by the platform itself, when it
 creates them (infra.db.storage).
@@ -157,6 +160,13 @@ def apply_layout(superuser_url: str, layout: Layout) -> None:
             )
         for service in layout.services:
             _ensure_login(conn, service, createdb=False)
+        if layout.platform is not None and layout.services:
+            # Also on an existing membership: its options become these.
+            conn.execute(
+                sql.SQL("GRANT {} TO {} WITH INHERIT FALSE, SET TRUE").format(
+                    _grantees(layout.services), sql.Identifier(layout.platform.role)
+                )
+            )
         owner = layout.platform.role if layout.platform else superuser
         for name in dict.fromkeys([layout.metadata_database, layout.storage_database]):
             _ensure_database(conn, name, owner)

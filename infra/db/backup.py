@@ -35,12 +35,13 @@ import re
 import secrets
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from infra.db.binaries import pg_program
+from infra.db.binaries import client_connection, error_summary, pg_program, run_program
 from tenancy.models import CamelModel, StorageLocation, StorageMode
 
 _log = logging.getLogger(__name__)
@@ -48,10 +49,6 @@ _LABEL = re.compile(r"[A-Za-z0-9._-]{1,200}")
 SUFFIX = ".dump"
 # Shown in pg_stat_activity, so an operator sees what holds the locks.
 APPLICATION_NAME = "platform-backup"
-# Lines of pg_dump's error output kept in the failure's message.
-_STDERR_LINES = 3
-_CHECK_CLIENT = "-c client_connection_check_interval=1000"
-_MAX_MESSAGE = 500
 
 _DATABASE_EXISTS = "SELECT 1 FROM pg_database WHERE datname = %s"
 _SCHEMA_EXISTS = "SELECT 1 FROM pg_namespace WHERE nspname = %s"
@@ -102,14 +99,6 @@ def _schema_pattern(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _one_line(text: str, secret: str | None) -> str:
-    lines = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
-    message = "; ".join(lines[-_STDERR_LINES:]) or "no error output"
-    if secret:
-        message = message.replace(secret, "***")
-    return message[:_MAX_MESSAGE]
-
-
 async def _check_storage(server_url: str, location: StorageLocation) -> None:
     """Raise `StorageNotFound` when the location is missing, `BackupFailed` when the server
     cannot be asked (transient) or refuses the question (permanent)."""
@@ -131,60 +120,72 @@ async def _check_storage(server_url: str, location: StorageLocation) -> None:
         detail = exc.pgconn.error_message.decode(errors="replace") if exc.pgconn else str(exc)
         password = conninfo_to_dict(server_url).get("password")
         raise BackupFailed(
-            f"cannot reach the storage server: {_one_line(detail, str(password or ''))}",
+            f"cannot reach the storage server: {error_summary(detail, str(password or ''))}",
             transient=True,
         ) from None
     except psycopg.Error as exc:
         raise BackupFailed(
-            f"cannot check {_describe(location)}: {exc.sqlstate} {_one_line(str(exc), None)}",
+            f"cannot check {_describe(location)}: {exc.sqlstate} {error_summary(str(exc), None)}",
             transient=False,
         ) from None
     if not found:
         raise StorageNotFound(f"{_describe(location)} does not exist")
 
 
-def _dump_command(
-    pg_dump: Path, server_url: str, location: StorageLocation
-) -> tuple[list[str], dict[str, str], str | None]:
-    """pg_dump's argv (no password in it), its environment (the password) and the password."""
-    params = conninfo_to_dict(server_url)
-    password = params.pop("password", None)
-    params["dbname"] = location.database
-    params.setdefault("application_name", APPLICATION_NAME)
-    # A killed pg_dump's server session would otherwise live on while it waits for a lock.
-    params["options"] = f"{params.get('options') or ''} {_CHECK_CLIENT}".strip()
-    argv = [
-        str(pg_dump),
-        "--format=custom",
-        "--no-password",
-        f"--dbname={make_conninfo('', **params)}",
-    ]
+@dataclass(frozen=True)
+class DumpCommand:
+    """pg_dump's command line (no password in it), its environment (the password) and the
+    password, to be masked in what pg_dump prints."""
+
+    argv: list[str]
+    env: dict[str, str]
+    password: str | None
+
+
+def dump_command(
+    server_url: str,
+    location: StorageLocation,
+    *,
+    pg_dump: Path | None = None,
+    application_name: str = APPLICATION_NAME,
+    compress: bool = True,
+) -> DumpCommand:
+    """The pg_dump of `location` (see the module's docstring) as the role of `server_url`;
+    `pg_dump` defaults to the pgserver wheel's. Raises `BackupFailed` (permanent) when there is
+    no pg_dump or `server_url` is not a libpq URL."""
+    try:
+        program = pg_dump if pg_dump is not None else pg_program("pg_dump")
+        client = client_connection(server_url, location.database, application_name=application_name)
+    except FileNotFoundError as exc:
+        raise BackupFailed(str(exc), transient=False) from None
+    except psycopg.ProgrammingError:
+        # Not the URL itself in the message: it may carry the password.
+        raise BackupFailed(
+            "the storage server URL is not a valid libpq URL", transient=False
+        ) from None
+    argv = [str(program), "--format=custom", *client.args]
+    if not compress:
+        argv.append("--compress=0")
     if location.mode is StorageMode.SCHEMA:
         # --strict-names: a schema that vanished fails the dump instead of writing an empty one.
         argv += ["--strict-names", f"--schema={_schema_pattern(location.schema_name)}"]
-    env = dict(os.environ)
-    if password is not None:
-        env["PGPASSWORD"] = str(password)
-    return argv, env, None if password is None else str(password)
+    return DumpCommand(argv, client.env, client.password)
 
 
-async def _run(argv: list[str], env: dict[str, str], out_fd: int) -> tuple[int, bytes]:
-    """Run pg_dump with stdout on `out_fd`; kill it if this task is cancelled or times out."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=out_fd,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
+async def dump_storage(
+    command: DumpCommand, server_url: str, location: StorageLocation, out_fd: int
+) -> None:
+    """Check that `location` exists, then run `command` with its output on `out_fd`. Raises
+    `StorageNotFound` or `BackupFailed`; the caller bounds the time (pg_dump is killed when
+    the task is cancelled)."""
+    await _check_storage(server_url, location)
     try:
-        _, stderr = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, stderr
+        returncode, _, stderr = await run_program(command.argv, command.env, out_fd)
+    except OSError as exc:
+        raise BackupFailed(f"cannot run {command.argv[0]}: {exc}", transient=False) from None
+    if returncode != 0:
+        message = error_summary(stderr.decode(errors="replace"), command.password)
+        raise await _dump_failure(server_url, location, returncode, message)
 
 
 def _seal(temp: Path, final: Path) -> Backup:
@@ -244,17 +245,7 @@ async def take_backup(
     directory = directory.absolute()
     # Its own name: another attempt of the same backup may be writing beside it.
     final = directory / f"{label}.{secrets.token_hex(4)}{SUFFIX}"
-    try:
-        argv, env, password = _dump_command(
-            pg_dump if pg_dump is not None else pg_program("pg_dump"), server_url, location
-        )
-    except FileNotFoundError as exc:
-        raise BackupFailed(str(exc), transient=False) from None
-    except psycopg.ProgrammingError:
-        # Not the URL itself in the message: it may carry the password.
-        raise BackupFailed(
-            "the storage server URL is not a valid libpq URL", transient=False
-        ) from None
+    command = dump_command(server_url, location, pg_dump=pg_dump)
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{label}.", suffix=".partial", dir=directory)
@@ -268,20 +259,14 @@ async def take_backup(
         try:
             async with asyncio.timeout(timeout):
                 try:
-                    await _check_storage(server_url, location)
-                    returncode, stderr = await _run(argv, env, fd)
+                    await dump_storage(command, server_url, location, fd)
                 finally:
                     os.close(fd)
-                if returncode != 0:
-                    message = _one_line(stderr.decode(errors="replace"), password)
-                    raise await _dump_failure(server_url, location, returncode, message)
         except TimeoutError:
             raise BackupFailed(
                 f"backup of {_describe(location)} did not finish within {timeout:g}s",
                 transient=True,
             ) from None
-        except OSError as exc:
-            raise BackupFailed(f"cannot run {argv[0]}: {exc}", transient=False) from None
         try:
             backup = await asyncio.to_thread(_seal, temp, final)
         except OSError as exc:

@@ -302,3 +302,24 @@ async def test_a_db_role_missing_on_the_server_ends_in_provision_error_with_the_
     assert "ghost_service" in tenant.status_reason
     assert tenant.jdbc_url is None
     assert service.calls_for(request.id) == []
+
+
+async def test_the_platform_role_may_set_each_service_role_and_inherits_nothing_of_it(
+    pg_server_url: str, database_roles: Layout
+) -> None:
+    with psycopg.connect(pg_server_url) as conn:
+        memberships = conn.execute(
+            "SELECT r.rolname, m.admin_option, m.inherit_option, m.set_option "
+            "FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid "
+            "WHERE m.member = %s::regrole AND r.rolname = ANY(%s)",
+            (PLATFORM_ROLE, [BACKEND, AUTH]),
+        ).fetchall()
+        privileges = conn.execute(
+            "SELECT r, pg_has_role(%s, r, 'SET'), pg_has_role(%s, r, 'USAGE') "
+            "FROM unnest(%s::text[]) AS r ORDER BY r",
+            (PLATFORM_ROLE, PLATFORM_ROLE, [BACKEND, AUTH]),
+        ).fetchall()
+
+    # Restoring a service's objects as their owner (a move) needs SET; nothing more.
+    assert sorted(memberships) == [(AUTH, False, False, True), (BACKEND, False, False, True)]
+    assert privileges == [(AUTH, True, False), (BACKEND, True, False)]

@@ -1,10 +1,12 @@
 """Request line, header and JSON body limits on the real API process (issue 19, points 14, 19).
 
-The API is started as the tests and `make dev` start it, with uvicorn's access lines on (as
-under `make dev`): every access line passes the log's secret masking, which once cost the
-square of a URL's length, so one long URL froze every route. A request line over 8 KiB is
-refused with 414 and header fields over 16 KiB with 431, before anything reads them, and
-`/healthz` stays fast meanwhile.
+The API is started as the tests and `make dev` start it (`api.limits.LimitedHttpToolsProtocol`
+on uvloop), and once more with `api.limits.LimitedH11Protocol`: every test runs against both.
+uvicorn's access lines are on (as under `make dev`): every access line passes the log's secret
+masking, which once cost the square of a URL's length, so one long URL froze every route. A
+request line over 8 KiB is refused with 414 and header fields over 16 KiB with 431, before
+anything reads them, and `/healthz` stays fast meanwhile. Each head on a kept-alive connection,
+pipelined or not, is held to the limits from its own first byte.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ MB = 1024 * 1024
 KB = 1024
 # A run no log line may carry: the refused targets below are made of it.
 LONG_RUN = "z" * 1000
+# The warning `api.limits` logs for each head its protocol refuses.
+REFUSAL_LINE = "refused a request head"
+
+
+PROTOCOLS = ["api.limits:LimitedHttpToolsProtocol", "api.limits:LimitedH11Protocol"]
 
 
 @dataclass
@@ -46,8 +53,14 @@ class Api:
     process: ManagedProcess
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(
+    scope="module",
+    loop_scope="session",
+    params=PROTOCOLS,
+    ids=[protocol.rpartition(":")[2] for protocol in PROTOCOLS],
+)
 async def api(
+    request: pytest.FixtureRequest,
     temporal_client: Client,
     platform_db_url: str,
     storage_db_url: str,
@@ -66,7 +79,7 @@ async def api(
         TEMPORAL_ADDRESS=str(temporal_client.service_client.config.target_host),
     )
     port = free_port()
-    process = api_process(env, port, folder, log_level="info")
+    process = api_process(env, port, folder, log_level="info", http=request.param)
     await process.start()
     try:
         yield Api(f"http://127.0.0.1:{port}", port, process)
@@ -209,6 +222,121 @@ async def test_a_head_sent_slowly_is_refused_once_it_passes_the_limit(api: Api) 
         writer.close()
 
     assert status_line.startswith(b"HTTP/1.1 414 "), status_line
+
+
+async def assert_refused_by_the_protocol(api: Api, refusals_before: int) -> None:
+    """One more head was refused by the protocol, whose warning names no target (the app's own
+    `RequestLimits` layer would answer the same status, but only after uvicorn parsed it)."""
+    log = await eventually(
+        lambda: asyncio.to_thread(api.process.output),
+        lambda text: text.count(REFUSAL_LINE) > refusals_before,
+        timeout=10,
+    )
+    assert log.count(REFUSAL_LINE) == refusals_before + 1
+    assert LONG_RUN not in log
+
+
+async def read_answer(reader: asyncio.StreamReader) -> RawAnswer:
+    """One response off a kept-alive connection, its body by Content-Length."""
+    started = time.monotonic()
+    status_line, _, header_block = (await reader.readuntil(b"\r\n\r\n")).partition(b"\r\n")
+    headers = {}
+    for line in header_block.decode("latin-1").split("\r\n"):
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers["content-length"]))
+    return RawAnswer(int(status_line.split()[1]), headers, body, time.monotonic() - started)
+
+
+async def test_each_head_on_a_kept_alive_connection_is_held_to_the_limits(api: Api) -> None:
+    """A request within the limits is answered and the connection kept; the oversized head sent
+    next on it is refused, counted from its own first byte (the first request's bytes do not
+    count towards it, nor let it through)."""
+    refusals_before = api.process.output().count(REFUSAL_LINE)
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    try:
+        async with asyncio.timeout(10):
+            writer.write(request_head("GET", target_of_line_length(MAX_REQUEST_LINE)))
+            first = await read_answer(reader)
+            # Within the limits though it arrives in two reads, split inside its fields.
+            second_head = request_head("GET", target_of_line_length(MAX_REQUEST_LINE))
+            writer.write(second_head[: MAX_REQUEST_LINE + 10])
+            await writer.drain()
+            writer.write(second_head[MAX_REQUEST_LINE + 10 :])
+            second = await read_answer(reader)
+            writer.write(request_head("GET", "/healthz", headers_of_size(MAX_HEADER_BYTES + 1)))
+            third = await read_answer(reader)
+            rest = await reader.read()
+    finally:
+        writer.close()
+
+    assert first.status == 200, first
+    assert "connection" not in first.headers
+    assert second.status == 200, second
+    assert_refused(third, 431)
+    assert rest == b""
+    await assert_refused_by_the_protocol(api, refusals_before)
+
+
+@pytest.mark.parametrize("pipelined", ["line", "fields"])
+async def test_pipelined_heads_are_each_held_to_the_limits_in_order(
+    api: Api, pipelined: str
+) -> None:
+    """Requests sent in one write, POSTs with a body by Content-Length and a chunked one
+    among them: those within the limits are answered in order, then the oversized head after
+    them is refused; no route sees it."""
+    body = b'{"id": "x"}'
+    post = request_head("POST", "/healthz", {"Content-Length": str(len(body))}) + body
+    chunked = (
+        request_head("POST", "/healthz", {"Transfer-Encoding": "chunked"})
+        + b'5\r\n{"a":\r\n3\r\n 1}\r\n0\r\n\r\n'
+    )
+    oversized = (
+        request_head("GET", target_of_line_length(MAX_REQUEST_LINE + 1, "z"))
+        if pipelined == "line"
+        else request_head("GET", "/healthz", {"Cookie": LONG_RUN * 20})
+    )
+    heads = request_head("GET", "/healthz") + post + chunked + request_head("GET", "/healthz")
+    refusals_before = api.process.output().count(REFUSAL_LINE)
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    try:
+        async with asyncio.timeout(10):
+            writer.write(heads + oversized)
+            answers = [await read_answer(reader) for _ in range(5)]
+            rest = await reader.read()
+    finally:
+        writer.close()
+
+    assert [answer.status for answer in answers[:4]] == [200, 405, 405, 200], answers
+    assert_refused(answers[4], 414 if pipelined == "line" else 431)
+    assert rest == b""
+    await assert_refused_by_the_protocol(api, refusals_before)
+
+
+async def test_a_chunked_body_of_line_ends_costs_no_more_than_its_chunks(api: Api) -> None:
+    """A chunked body is fed to the parser chunk by chunk, not line by line: 4 MB of line ends in
+    one chunk, then a request after it on the connection, are answered within a second (fed a
+    line at a time, they took 5 s of the API's CPU)."""
+    data = b"\n" * (4 * MB)
+    chunked = (
+        request_head("POST", "/healthz", {"Transfer-Encoding": "chunked"})
+        + b"%x\r\n" % len(data)
+        + data
+        + b"\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
+    started = time.monotonic()
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    try:
+        async with asyncio.timeout(30):
+            writer.write(chunked + request_head("GET", "/healthz"))
+            answers = [await read_answer(reader) for _ in range(2)]
+    finally:
+        writer.close()
+    seconds = time.monotonic() - started
+
+    assert [answer.status for answer in answers] == [405, 200], answers
+    assert seconds < 1, f"{seconds:.1f} s"
 
 
 async def test_refused_targets_never_reach_the_log(api: Api) -> None:

@@ -24,6 +24,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.service import RPCError
 
+from api.serve import EVENT_LOOP, HTTP_PROTOCOL
 from devstack.temporal import dev_server_command
 
 REPO = Path(__file__).resolve().parents[2]
@@ -201,10 +202,17 @@ def worker_process(env: Mapping[str, str], log_dir: Path) -> ManagedProcess:
 
 
 def api_process(
-    env: Mapping[str, str], port: int, log_dir: Path, *, log_level: str = "warning"
+    env: Mapping[str, str],
+    port: int,
+    log_dir: Path,
+    *,
+    log_level: str = "warning",
+    http: str = HTTP_PROTOCOL,
 ) -> ManagedProcess:
-    """`python -m uvicorn api.main:app` on `port`, with the request head limits of
-    `api.limits.LimitedH11Protocol` as `make dev` runs it; ready once `/healthz` answers 200.
+    """`python -m uvicorn api.main:app` on `port` with the protocol and event loop `python -m
+    api.serve` uses (`api.limits.LimitedHttpToolsProtocol` on uvloop, the request head limits in
+    the protocol), or the protocol `http` names (`api.limits:LimitedH11Protocol`); ready once
+    `/healthz` answers 200.
 
     uvicorn's access lines are written from `log_level="info"` on, as under `make dev`."""
     command = [
@@ -213,7 +221,9 @@ def api_process(
         "uvicorn",
         "api.main:app",
         "--http",
-        "api.limits:LimitedH11Protocol",
+        http,
+        "--loop",
+        EVENT_LOOP,
         "--host",
         "127.0.0.1",
         "--port",
