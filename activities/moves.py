@@ -51,11 +51,10 @@ def storage_failures(step: str, server: str) -> Iterator[None]:
     try:
         yield
     except storage_moves.MoveStorageError as exc:
-        raise ApplicationError(
-            summarize(f"{step} on {server} failed: {exc}"),
-            type=FailureType.MOVE_FAILED,
-            non_retryable=True,
-        ) from None
+        reason = summarize(f"{step} on {server} failed: {exc}")
+        if exc.transient:
+            raise ApplicationError(reason, type=FailureType.STORAGE_FAILED) from None
+        raise ApplicationError(reason, type=FailureType.MOVE_FAILED, non_retryable=True) from None
     except _STORAGE_ERRORS as exc:
         reason = summarize(f"{step} on {server} failed: {exc or type(exc).__name__}")
         if classify(exc) is ErrorKind.TRANSIENT:
@@ -159,7 +158,7 @@ class MoveActivities:
                     timeout=self._copy_timeout.total_seconds(),
                 )
         return CopyResult(
-            bytes=report.bytes,
+            bytes=report.bytes_dumped,
             tables=report.tables,
             seconds=round(time.monotonic() - started, 3),
         )
@@ -176,7 +175,7 @@ class MoveActivities:
                     self._location(request.from_server, request),
                 )
         if mismatches:
-            shown = "; ".join(str(m) for m in mismatches[:5])
+            shown = "; ".join(m.reason for m in mismatches[:5])
             raise ApplicationError(
                 summarize(f"the copy differs from its source: {shown}"),
                 type=FailureType.MOVE_VERIFY_FAILED,
