@@ -107,6 +107,18 @@ class MovePhase(StrEnum):
     SWITCHED = "SWITCHED"
 
 
+class Move(CamelModel):
+    """A tenant's move to another storage server, as asked and as far as it went: present only
+    while the tenant is MOVING."""
+
+    requested_at: datetime
+    requested_by: str
+    reason: str | None = None
+    from_server: str
+    to_server: str
+    phase: MovePhase
+
+
 class MigrationRecord(CamelModel):
     """One downstream service's migration state for one tenant."""
 
@@ -159,6 +171,8 @@ class Tenant(CamelModel):
     updated_at: datetime
     # Present from the deletion request on (also on a DELETED tombstone); absent after restore.
     deletion: Deletion | None = None
+    # Present only while the tenant is MOVING.
+    move: Move | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -195,6 +209,14 @@ class EventAction(StrEnum):
     BACKUP_TAKEN = "BACKUP_TAKEN"
     # A fleet rollout changed a service's version of the tenant (reason: service, old -> new).
     VERSION_CHANGED = "VERSION_CHANGED"
+    # A move: asked (reason = the operator's), switched to the target (reason: from -> to),
+    # rolled back by itself (reason = the failure) or by cancel-move.
+    MOVE_REQUESTED = "MOVE_REQUESTED"
+    TENANT_MOVED = "TENANT_MOVED"
+    MOVE_FAILED = "MOVE_FAILED"
+    MOVE_CANCELLED = "MOVE_CANCELLED"
+    # PATCH changed its name or tier (reason: each field's old -> new).
+    TENANT_UPDATED = "TENANT_UPDATED"
 
 
 class TenantEvent(CamelModel):
