@@ -119,6 +119,21 @@ class Move(CamelModel):
     phase: MovePhase
 
 
+class RetainedSource(CamelModel):
+    """A move's frozen source, kept on its server after the switch until `drop_after`, then
+    dropped (`StorageAdmin.drop`); no orphan meanwhile. `id` once it is recorded."""
+
+    tenant_id: str
+    server: str
+    mode: StorageMode
+    database: str
+    schema_name: str
+    drop_after: datetime
+    id: int | None = None
+    retained_at: datetime | None = None
+    dropped_at: datetime | None = None
+
+
 class MigrationRecord(CamelModel):
     """One downstream service's migration state for one tenant."""
 
