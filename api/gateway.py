@@ -22,10 +22,17 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ServiceUnavailable, StatusConflict, TenantConflict, TenantNotFound
+from infra import search_attributes as sa
 from infra.db.repository import TenantOwnedElsewhere, TenantRepository
 from tenancy.failures import FailureType
 from tenancy.models import Tenant, TenantSpec
@@ -33,6 +40,7 @@ from tenancy.naming import deletion_workflow_id, provision_workflow_id
 from tenancy.settings import Settings
 from workflows.delete import contracts as deletion
 from workflows.delete import starts as deletion_starts
+from workflows.move import contracts as move
 from workflows.provision import starts
 from workflows.provision.contracts import (
     RECORDED_UPDATE,
@@ -82,6 +90,10 @@ def _unconfirmed(tenant_id: str) -> ServiceUnavailable:
 
 
 ResultT = TypeVar("ResultT")
+
+
+class MoveRunOpen(StatusConflict):
+    """A run of the tenant's move is still open (the last one ending): no second one starts."""
 
 
 class RolloutRunNotStarted(ServiceUnavailable):
@@ -278,6 +290,37 @@ class WorkflowGateway:
             ) from None
         except (RPCError, TimeoutError) as exc:
             raise ServiceUnavailable(f"Temporal is unavailable: {exc}") from None
+
+    async def start_move(self, tenant_id: str, actor: str) -> None:
+        """Start the tenant's `MoveTenantWorkflow` (the move is on its row already). Never a
+        second run while one is open (conflict policy FAIL: `MoveRunOpen`); a closed run does
+        not stop a new move (reuse policy ALLOW_DUPLICATE). 503 when Temporal does not answer."""
+        try:
+            await asyncio.wait_for(
+                self._client.start_workflow(
+                    move.WORKFLOW_NAME,
+                    move.MoveInput(tenant_id=tenant_id, requested_by=actor),
+                    id=move.move_workflow_id(tenant_id),
+                    task_queue=self._settings.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    search_attributes=TypedSearchAttributes(
+                        [SearchAttributePair(sa.TENANT_ID, tenant_id)]
+                    ),
+                ),
+                timeout=self._timeout,
+            )
+        except WorkflowAlreadyStartedError:
+            raise MoveRunOpen(
+                f"a run of tenant {tenant_id}'s move is still open; try again when it ends",
+                tenantId=tenant_id,
+            ) from None
+        except (RPCError, TimeoutError) as exc:
+            raise ServiceUnavailable(f"Temporal is unavailable: {exc}") from None
+
+    async def cancel_move(self, tenant_id: str) -> bool:
+        """Send `cancel_move` to the open run of the tenant's move; False when none is open."""
+        return await self.signal(move.move_workflow_id(tenant_id), move.CANCEL_SIGNAL)
 
     async def _start_recorded(self, request: ProvisionInput) -> ProvisionState:
         tenant_id = request.spec.id
