@@ -23,17 +23,26 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from api.auth import READ_SCOPE, SERVERS_WRITE_SCOPE, WRITE_SCOPE
 from infra.db.repository import TransitionRefused
+from infra.db.schema import apply_platform_migrations
 from tenancy.models import EventAction, MovePhase, RetainedSource, SlaTier, StorageMode
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from tests.conftest import unique_id
 from tests.support.api_client import api_client, fields_of, token_of
-from tests.support.moves import MoveStage, end_move_runs, move_fleet_settings, move_run, move_stage
+from tests.support.moves import (
+    MoveStage,
+    end_move_runs,
+    move_fleet_settings,
+    move_run,
+    move_stage,
+    roll_back_migration,
+)
 from tests.support.storage_fleet import FleetStage
 from workflows.move.contracts import WORKFLOW_NAME
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
+MOVES_MIGRATION = "0017_tenant_moves"
 MOVE_FIELDS = {"requestedAt", "requestedBy", "reason", "fromServer", "toServer", "phase"}
 
 
@@ -512,3 +521,30 @@ async def test_retained_sources_come_due_and_are_marked_dropped(
     await stage.moves.mark_dropped(due[0].id)
     assert ours(await stage.moves.retained_due(datetime.now(UTC) + timedelta(hours=2))) == []
     assert (await stage.retained(tenant_id))[0]["dropped_at"] is not None
+
+
+async def test_the_moves_migration_rolls_back_a_moving_tenant_and_applies_again(
+    settings: Settings, stage: MoveStage
+) -> None:
+    tenant_id = unique_id("mg")
+    await stage.active(tenant_id)
+    await stage.moves.begin(
+        tenant_id, "olga", None, "pg-b", settings.storage_fleet(), settings.placement_map()
+    )
+    url = settings.require_database_url()
+
+    roll_back_migration(url, MOVES_MIGRATION)
+    with psycopg.connect(url) as conn:
+        columns = {
+            row[0]
+            for row in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'tenants'"
+            )
+        }
+        status = conn.execute("SELECT status FROM tenants WHERE id = %s", (tenant_id,)).fetchone()
+        tables = conn.execute("SELECT to_regclass('retained_storage')").fetchone()
+    assert not {c for c in columns if c.startswith("move_")}
+    # Abandoned where its row stands: on its source, as before the move.
+    assert status == ("ACTIVE",)
+    assert tables == (None,)
+    assert apply_platform_migrations(url) == [MOVES_MIGRATION]

@@ -13,8 +13,10 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.service import RPCError
+from yoyo import get_backend, read_migrations
 
 from infra.db.repository import TenantRepository
+from infra.db.schema import MIGRATIONS_DIR
 from infra.db.servers import ServerRepository
 from infra.db.tenant_moves import MoveRepository
 from tenancy.fleet import ServerState
@@ -137,3 +139,15 @@ async def end_move_runs(client: Client, tenant_ids: list[str]) -> None:
     for tenant_id in tenant_ids:
         with suppress(RPCError):
             await client.get_workflow_handle(move_workflow_id(tenant_id)).terminate("test over")
+
+
+def roll_back_migration(url: str, migration_id: str) -> None:
+    """Run one metadata migration's rollback on the database at `url`, as yoyo does."""
+    backend = get_backend(f"postgresql+psycopg://{url.partition('://')[2]}")
+    try:
+        with backend.lock():
+            migrations = read_migrations(str(MIGRATIONS_DIR))
+            one = migrations.__class__([m for m in migrations if m.id == migration_id])
+            backend.rollback_migrations(backend.to_rollback(one))
+    finally:
+        backend.connection.close()
