@@ -10,6 +10,7 @@ on a server, and a cordon is a server's row."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from api.auth import READ_SCOPE, SERVERS_WRITE_SCOPE, WRITE_SCOPE
 from infra.db.repository import TransitionRefused
 from infra.db.schema import apply_platform_migrations
+from infra.db.tenant_moves import MoveTargetRefused
 from tenancy.models import EventAction, MovePhase, RetainedSource, SlaTier, StorageMode
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
@@ -548,3 +550,37 @@ async def test_the_moves_migration_rolls_back_a_moving_tenant_and_applies_again(
     assert status == ("ACTIVE",)
     assert tables == (None,)
     assert apply_platform_migrations(url) == [MOVES_MIGRATION]
+
+
+async def test_a_move_holds_its_place_on_the_target_so_concurrent_moves_never_overfill_it(
+    fleet_stage: FleetStage,
+) -> None:
+    small = fleet_stage.settings(
+        (),
+        servers=[
+            fleet_stage.server("pg-a", 0, "shared", 10),
+            fleet_stage.server("pg-one", 1, "spare", 1),
+        ],
+        placement={"BASIC": "shared", "STANDARD": "shared", "PREMIUM": "shared"},
+    )
+    ids = [unique_id("hd") for _ in range(3)]
+    async with move_stage(small) as stage:
+        for tenant_id in ids:
+            await stage.active(tenant_id)
+        fleet, placement = small.storage_fleet(), small.placement_map()
+
+        async def begin(tenant_id: str) -> str:
+            try:
+                await stage.moves.begin(tenant_id, "olga", None, "pg-one", fleet, placement)
+            except MoveTargetRefused as refused:
+                return str(refused)
+            return "begun"
+
+        answers = await asyncio.gather(*(begin(tenant_id) for tenant_id in ids[:2]))
+        # Still on pg-a until its switch, yet pg-one's one place is taken.
+        late = await begin(ids[2])
+        statuses = [(await stage.tenants.get(t)).status for t in ids]  # type: ignore[union-attr]
+
+    assert sorted(answers) == ["begun", "storage server pg-one has no room (1 of 1)"]
+    assert late == "storage server pg-one has no room (1 of 1)"
+    assert sorted(statuses) == [TenantStatus.ACTIVE, TenantStatus.ACTIVE, TenantStatus.MOVING]
