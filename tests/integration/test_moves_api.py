@@ -584,3 +584,24 @@ async def test_a_move_holds_its_place_on_the_target_so_concurrent_moves_never_ov
     assert sorted(answers) == ["begun", "storage server pg-one has no room (1 of 1)"]
     assert late == "storage server pg-one has no room (1 of 1)"
     assert sorted(statuses) == [TenantStatus.ACTIVE, TenantStatus.ACTIVE, TenantStatus.MOVING]
+
+
+async def test_reconciliation_reports_a_moving_tenant_without_its_move_run(
+    settings: Settings, stage: MoveStage, keys_dir: Path, temporal_client: Client
+) -> None:
+    running, lost = unique_id("rc"), unique_id("rc")
+    async with api_client(settings, keys_dir) as api:
+        for tenant_id in (running, lost):
+            await stage.active(tenant_id)
+            assert (await api.post(f"/api/tenants/{tenant_id}/move")).status_code == 202
+        await end_move_runs(temporal_client, [lost])
+        report = await api.get("/api/admin/reconciliation")
+
+    assert report.status_code == 200, report.text
+    stuck = {
+        d["tenantId"]: d["detail"]
+        for d in report.json()["drift"]
+        if d["kind"] == "STUCK_WITHOUT_WORKFLOW"
+    }
+    assert set(stuck) == {lost}
+    assert "tenant is MOVING" in stuck[lost]
