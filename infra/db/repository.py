@@ -443,6 +443,21 @@ class TenantRepository:
             [id_prefix],
         )
 
+    async def retained_storage(self, id_prefix: str = "") -> list[tuple[str, str]]:
+        """(tenant id, server) of each source a move kept after its switch and that is not
+        dropped yet (`infra.db.tenant_moves` writes them), of the tenants whose id starts
+        with `id_prefix`: storage that has its reason to be, for the reconciler."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT tenant_id, server FROM retained_storage
+                WHERE dropped_at IS NULL AND starts_with(tenant_id, %s)
+                ORDER BY id
+                """,
+                (id_prefix,),
+            )
+            return [(tenant_id, server) for tenant_id, server in await cur.fetchall()]
+
     async def count_by_status(self) -> dict[TenantStatus, int]:
         """How many tenants are in each status; every status is present, zero included."""
         async with self._pool.connection() as conn:

@@ -29,17 +29,18 @@ from infra.db.tenant_moves import MoveTargetRefused
 from tenancy.models import EventAction, MovePhase, RetainedSource, SlaTier, StorageMode
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
-from tests.conftest import unique_id
+from tests.conftest import unique_id, with_database
 from tests.support.api_client import api_client, fields_of, token_of
 from tests.support.moves import (
     MoveStage,
     end_move_runs,
+    make_schema,
     move_fleet_settings,
     move_run,
     move_stage,
     roll_back_migration,
 )
-from tests.support.storage_fleet import FleetStage
+from tests.support.storage_fleet import STORAGE_DATABASE, FleetStage
 from workflows.move.contracts import WORKFLOW_NAME
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -605,3 +606,43 @@ async def test_reconciliation_reports_a_moving_tenant_without_its_move_run(
     }
     assert set(stuck) == {lost}
     assert "tenant is MOVING" in stuck[lost]
+
+
+async def test_reconciliation_calls_neither_a_move_s_target_nor_a_retained_source_an_orphan(
+    settings: Settings,
+    stage: MoveStage,
+    keys_dir: Path,
+    fleet_stage: FleetStage,
+) -> None:
+    moving, moved = unique_id("rc"), unique_id("rc")
+    pg_a = with_database(fleet_stage.main, fleet_stage.storage_database)
+    pg_b = with_database(fleet_stage.extra[0], STORAGE_DATABASE)
+    fleet, placement = settings.storage_fleet(), settings.placement_map()
+    for tenant_id in (moving, moved):
+        await stage.active(tenant_id)
+        await stage.moves.begin(tenant_id, "olga", None, "pg-b", fleet, placement)
+        # The source, and the target made by the move's PREPARING.
+        make_schema(pg_a, tenant_id)
+        make_schema(pg_b, tenant_id)
+    await stage.moves.switch(moved, "pg-b", "jdbc:x", retained_source(moved))
+    stray = unique_id("rc")
+    make_schema(pg_b, stray)
+    try:
+        async with api_client(settings, keys_dir) as api:
+            report = await api.get("/api/admin/reconciliation")
+    finally:
+        for tenant_id in (moving, moved, stray):
+            make_schema(pg_a, tenant_id, drop=True)
+            make_schema(pg_b, tenant_id, drop=True)
+
+    assert report.status_code == 200, report.text
+    orphans = {
+        (d["tenantId"], d["server"])
+        for d in report.json()["drift"]
+        if d["kind"] == "ORPHAN_STORAGE"
+        and d["tenantId"] in (moving, moved, stray)
+        # pg-c and pg-full share pg-b's database, pg-db pg-a's: they see the same schemas.
+        and d["server"] in ("pg-a", "pg-b")
+    }
+    # Only the storage no row accounts for.
+    assert orphans == {(stray, "pg-b")}

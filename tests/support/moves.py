@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.service import RPCError
@@ -151,3 +153,11 @@ def roll_back_migration(url: str, migration_id: str) -> None:
             backend.rollback_migrations(backend.to_rollback(one))
     finally:
         backend.connection.close()
+
+
+def make_schema(url: str, tenant_id: str, *, drop: bool = False) -> None:
+    """Create (or drop) tenant `tenant_id`'s schema in the database at `url` (superuser): the
+    storage a move leaves on a server, as the reconciler finds it."""
+    statement = "DROP SCHEMA IF EXISTS {} CASCADE" if drop else "CREATE SCHEMA {}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL(statement).format(sql.Identifier(f"tenant_{tenant_id}")))
