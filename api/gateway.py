@@ -96,6 +96,10 @@ class MoveRunOpen(StatusConflict):
     """A run of the tenant's move is still open (the last one ending): no second one starts."""
 
 
+class MoveRunNotStarted(ServiceUnavailable):
+    """Temporal answered that it did not start the move's run (not a lost answer)."""
+
+
 class RolloutRunNotStarted(ServiceUnavailable):
     """Temporal did not start the rollout's run (it says no run of this start exists)."""
 
@@ -294,7 +298,9 @@ class WorkflowGateway:
     async def start_move(self, tenant_id: str, actor: str) -> None:
         """Start the tenant's `MoveTenantWorkflow` (the move is on its row already). Never a
         second run while one is open (conflict policy FAIL: `MoveRunOpen`); a closed run does
-        not stop a new move (reuse policy ALLOW_DUPLICATE). 503 when Temporal does not answer."""
+        not stop a new move (reuse policy ALLOW_DUPLICATE). `MoveRunNotStarted` when Temporal
+        answered an error, `ServiceUnavailable` when its answer was lost (the start may still
+        be committed: the reconciler reports a MOVING tenant whose run is missing)."""
         try:
             await asyncio.wait_for(
                 self._client.start_workflow(
@@ -315,8 +321,16 @@ class WorkflowGateway:
                 f"a run of tenant {tenant_id}'s move is still open; try again when it ends",
                 tenantId=tenant_id,
             ) from None
-        except (RPCError, TimeoutError) as exc:
-            raise ServiceUnavailable(f"Temporal is unavailable: {exc}") from None
+        except RPCError as exc:
+            if exc.status in _UNSETTLED:
+                raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
+            raise MoveRunNotStarted(
+                f"Temporal did not start tenant {tenant_id}'s move: {exc.message}"
+            ) from None
+        except TimeoutError:
+            raise ServiceUnavailable(
+                f"Temporal did not confirm the start of tenant {tenant_id}'s move in time"
+            ) from None
 
     async def cancel_move(self, tenant_id: str) -> bool:
         """Send `cancel_move` to the open run of the tenant's move; False when none is open."""

@@ -4,8 +4,9 @@ which moves it when the tier's pool is not its server's).
 `POST /api/tenants/{id}/move` and `/cancel-move` need `servers:write`; `PATCH /api/tenants/{id}`
 needs `tenants:write`. A move is recorded on the tenant's row first (MOVING, phase PREPARING: one
 guarded write with the target's checks, `infra.db.tenant_moves`), then `MoveTenantWorkflow`
-(`tenant-move-{id}`) is started; it reads the move from the row. A start Temporal refuses for
-sure (a run still open) rolls the row back, so no tenant is left MOVING without a run.
+(`tenant-move-{id}`) is started; it reads the move from the row. A start Temporal surely did not
+make (a run still open, an error it answered) rolls the row back, so no tenant is left MOVING
+without a run; a lost answer is a 503 and the reconciler reports a MOVING tenant without one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from api.deps import Config, Moves, ServerWriter, Tenants, Workflows, Writer
 from api.errors import InvalidRequest, StatusConflict, TenantNotFound
-from api.gateway import MoveRunOpen, WorkflowGateway
+from api.gateway import MoveRunNotStarted, MoveRunOpen, WorkflowGateway
 from api.guard import GuardedRoute
 from api.routes.common import AUTH_RESPONSES, TenantIdPath, load
 from infra.db.tenant_moves import (
@@ -75,11 +76,12 @@ def _conflict(conflict: MoveConflict) -> StatusConflict:
 async def _start(
     moves: MoveRepository, workflows: WorkflowGateway, tenant_id: str, actor: str
 ) -> None:
-    """Start the move's run; when Temporal surely did not (a run still open), the move
-    recorded a moment ago is rolled back, so the tenant is not left MOVING without a run."""
+    """Start the move's run; when Temporal surely did not (a run still open, an error it
+    answered), the move recorded a moment ago is rolled back, so the tenant is not left MOVING
+    without a run. A lost answer leaves it (the start may have been made)."""
     try:
         await workflows.start_move(tenant_id, actor)
-    except MoveRunOpen:
+    except (MoveRunOpen, MoveRunNotStarted):
         await moves.roll_back(
             tenant_id, "the move's workflow could not start", cancelled=True, actor=actor
         )

@@ -646,3 +646,22 @@ async def test_reconciliation_calls_neither_a_move_s_target_nor_a_retained_sourc
     }
     # Only the storage no row accounts for.
     assert orphans == {(stray, "pg-b")}
+
+
+async def test_a_start_temporal_refuses_rolls_the_move_back_and_answers_503(
+    settings: Settings, stage: MoveStage, keys_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant_id = unique_id("mv")
+    await stage.active(tenant_id)
+    # Temporal answers NOT_FOUND for a namespace it does not have: the run surely did not start.
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", "no-such-namespace")
+    async with api_client(settings, keys_dir) as api:
+        refused = await api.post(f"/api/tenants/{tenant_id}/move", json={"toServer": "pg-b"})
+        after = (await api.get(f"/api/tenants/{tenant_id}")).json()
+
+    assert "did not start" in problem(refused, 503)["detail"]
+    assert (after["status"], after["move"], after["storageServer"]) == ("ACTIVE", None, "pg-a")
+    assert [a for a, _ in await actions(stage, tenant_id)][-2:] == [
+        "MOVE_CANCELLED",
+        "STATUS_CHANGED",
+    ]
