@@ -30,6 +30,7 @@ from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.servers import ServerRepository
 from infra.db.services import ServiceVersions
+from infra.db.tenant_moves import MoveRepository
 from infra.events.nats import BusProbe, StreamPosition
 from tenancy.settings import Settings
 
@@ -39,6 +40,7 @@ class AppState(TypedDict):
 
     tenants: TenantRepository
     deletions: DeletionRepository
+    moves: MoveRepository
     rollouts: RolloutRepository
     service_versions: ServiceVersions
     servers: ServerRepository
@@ -75,6 +77,11 @@ _bearer = HTTPBearer(
 async def _tenants(request: Request) -> TenantRepository:
     tenants: TenantRepository = request.state.tenants
     return tenants
+
+
+async def _moves(request: Request) -> MoveRepository:
+    moves: MoveRepository = request.state.moves
+    return moves
 
 
 async def _rollouts(request: Request) -> RolloutRepository:
@@ -192,6 +199,7 @@ ServerWriter = Annotated[Principal, Depends(require_scope(SERVERS_WRITE_SCOPE))]
 # The directory's reads: a service's directory:read, or an operator's tenants:read.
 DirectoryReader = Annotated[Principal, Depends(require_scope(DIRECTORY_SCOPE, READ_SCOPE))]
 Deletions = Annotated[DeletionRepository, Depends(_deletions)]
+Moves = Annotated[MoveRepository, Depends(_moves)]
 Rollouts = Annotated[RolloutRepository, Depends(_rollouts)]
 ServiceVersionReader = Annotated[ServiceVersions, Depends(_service_versions)]
 Servers = Annotated[ServerRepository, Depends(_servers)]

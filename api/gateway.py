@@ -22,10 +22,17 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ServiceUnavailable, StatusConflict, TenantConflict, TenantNotFound
+from infra import search_attributes as sa
 from infra.db.repository import TenantOwnedElsewhere, TenantRepository
 from tenancy.failures import FailureType
 from tenancy.models import Tenant, TenantSpec
@@ -33,6 +40,7 @@ from tenancy.naming import deletion_workflow_id, provision_workflow_id
 from tenancy.settings import Settings
 from workflows.delete import contracts as deletion
 from workflows.delete import starts as deletion_starts
+from workflows.move import contracts as move
 from workflows.provision import starts
 from workflows.provision.contracts import (
     RECORDED_UPDATE,
@@ -82,6 +90,14 @@ def _unconfirmed(tenant_id: str) -> ServiceUnavailable:
 
 
 ResultT = TypeVar("ResultT")
+
+
+class MoveRunOpen(StatusConflict):
+    """A run of the tenant's move is still open (the last one ending): no second one starts."""
+
+
+class MoveRunNotStarted(ServiceUnavailable):
+    """Temporal answered that it did not start the move's run (not a lost answer)."""
 
 
 class RolloutRunNotStarted(ServiceUnavailable):
@@ -278,6 +294,47 @@ class WorkflowGateway:
             ) from None
         except (RPCError, TimeoutError) as exc:
             raise ServiceUnavailable(f"Temporal is unavailable: {exc}") from None
+
+    async def start_move(self, tenant_id: str, actor: str) -> None:
+        """Start the tenant's `MoveTenantWorkflow` (the move is on its row already). Never a
+        second run while one is open (conflict policy FAIL: `MoveRunOpen`); a closed run does
+        not stop a new move (reuse policy ALLOW_DUPLICATE). `MoveRunNotStarted` when Temporal
+        answered an error, `ServiceUnavailable` when its answer was lost (the start may still
+        be committed: the reconciler reports a MOVING tenant whose run is missing)."""
+        try:
+            await asyncio.wait_for(
+                self._client.start_workflow(
+                    move.WORKFLOW_NAME,
+                    move.MoveInput(tenant_id=tenant_id, requested_by=actor),
+                    id=move.move_workflow_id(tenant_id),
+                    task_queue=self._settings.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    search_attributes=TypedSearchAttributes(
+                        [SearchAttributePair(sa.TENANT_ID, tenant_id)]
+                    ),
+                ),
+                timeout=self._timeout,
+            )
+        except WorkflowAlreadyStartedError:
+            raise MoveRunOpen(
+                f"a run of tenant {tenant_id}'s move is still open; try again when it ends",
+                tenantId=tenant_id,
+            ) from None
+        except RPCError as exc:
+            if exc.status in _UNSETTLED:
+                raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
+            raise MoveRunNotStarted(
+                f"Temporal did not start tenant {tenant_id}'s move: {exc.message}"
+            ) from None
+        except TimeoutError:
+            raise ServiceUnavailable(
+                f"Temporal did not confirm the start of tenant {tenant_id}'s move in time"
+            ) from None
+
+    async def cancel_move(self, tenant_id: str) -> bool:
+        """Send `cancel_move` to the open run of the tenant's move; False when none is open."""
+        return await self.signal(move.move_workflow_id(tenant_id), move.CANCEL_SIGNAL)
 
     async def _start_recorded(self, request: ProvisionInput) -> ProvisionState:
         tenant_id = request.spec.id

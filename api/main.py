@@ -27,6 +27,7 @@ from api.routes.deletion import deletion_router
 from api.routes.directory import directory_router
 from api.routes.health import health_router
 from api.routes.jwks import router as jwks_router
+from api.routes.moves import moves_router
 from api.routes.rollouts import rollouts_router
 from api.routes.services import services_router
 from api.routes.stats import stats_router
@@ -41,6 +42,7 @@ from infra.db.schema import apply_platform_migrations
 from infra.db.server_checks import refuse_missing_servers
 from infra.db.servers import ServerRepository
 from infra.db.services import ServiceVersions
+from infra.db.tenant_moves import MoveRepository
 from infra.events.nats import BusProbe, StreamPosition
 from infra.security.signing import jwks_document
 from infra.telemetry.logging import configure_logging
@@ -111,6 +113,7 @@ def create_app(
             yield AppState(
                 tenants=TenantRepository(pool, reads=reads),
                 deletions=DeletionRepository(pool),
+                moves=MoveRepository(pool),
                 rollouts=RolloutRepository(pool),
                 service_versions=ServiceVersions(pool),
                 servers=servers,
@@ -150,6 +153,7 @@ def create_app(
     app.include_router(tenants_router)
     app.include_router(directory_router)
     app.include_router(deletion_router)
+    app.include_router(moves_router)
     app.include_router(rollouts_router)
     app.include_router(services_router)
     app.include_router(storage_servers_router)

@@ -11,9 +11,11 @@ Kinds of drift:
 - `STORAGE_MISSING`: a row whose schema or database does not exist on its server, for a tenant
   past PROVISIONING (or in PROVISIONING with its `jdbcUrl` already recorded).
 - `ORPHAN_STORAGE`: a `tenant_*` schema or database that no row of that storage mode places on
-  that server (databases: on that PostgreSQL instance).
+  that server (databases: on that PostgreSQL instance); a MOVING tenant's target and a move's
+  source kept until it is dropped (`retained_storage`) are placed there too.
 - `STUCK_WITHOUT_WORKFLOW`: a tenant in a status that needs an open run of its workflow
-  (`reconciliation.rules`: PROVISIONING, MIGRATING or MIGRATION_ERROR for provisioning) whose
+  (`reconciliation.rules`: PROVISIONING, MIGRATING or MIGRATION_ERROR for provisioning, MOVING
+  for the move) whose
   workflow is not running, so nothing will ever move it (or receive its retry signal).
 - `STATUS_MISMATCH`: the row's status differs from the running workflow's `get_status`, from
   its `TenantStatus` search attribute, or the workflow completed while the row is in a status
@@ -173,7 +175,7 @@ class Reconciler:
         suspects = [t for t in rows if self._suspect(t, listed.get(self._workflow_id(t)))]
         confirmed = await asyncio.gather(*(self._confirm(t, limit) for t in suspects))
         views = {t.id: v for t, v in zip(suspects, confirmed, strict=True)}
-        drift = self._orphans(rows, storage)
+        drift = self._orphans(rows, storage, await self._tenants.retained_storage(self._id_prefix))
         calling = []
         for tenant in rows:
             drift.extend(self._storage_drift(tenant, storage))
@@ -283,13 +285,22 @@ class Reconciler:
             DriftKind.STORAGE_MISSING, f"{where} does not exist, tenant is {tenant.status.value}"
         )
 
-    def _orphans(self, rows: list[Tenant], storage: FleetInventory) -> list[Drift]:
-        """Storage on each server (in configuration order) that no row places there."""
+    def _orphans(
+        self,
+        rows: list[Tenant],
+        storage: FleetInventory,
+        retained: Sequence[tuple[str, str]] = (),
+    ) -> list[Drift]:
+        """Storage on each server (in configuration order) that no row places there, but a
+        move's target (while MOVING) and a move's source kept until it is dropped."""
         by_id = {t.id: t for t in rows}
+        held = [(t, t.storage_server) for t in rows]
+        held += [(t, t.move.to_server) for t in rows if t.move is not None]
+        held += [(by_id[tenant_id], server) for tenant_id, server in retained if tenant_id in by_id]
         owned = {
-            self._owner_key(t.storage_server, *self._expected_storage(t))
-            for t in rows
-            if t.storage_server is not None
+            self._owner_key(server, *self._expected_storage(tenant))
+            for tenant, server in held
+            if server is not None
         }
         found: list[Drift] = []
         listed: set[tuple[str, str, str]] = set()

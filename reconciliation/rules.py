@@ -14,11 +14,12 @@ from typing import Protocol
 from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from tenancy.models import Tenant
+from tenancy.models import CamelModel, Tenant
 from tenancy.naming import deletion_workflow_id, provision_workflow_id
 from tenancy.status import DELETION_STATUSES, TenantStatus
 from workflows.delete import contracts as deletion
 from workflows.delete import starts as deletion_starts
+from workflows.move import contracts as move
 from workflows.provision import contracts as provision
 from workflows.provision import starts as provision_starts
 
@@ -124,7 +125,31 @@ DELETION = WorkflowRules(
     restart=_resume_deletion,
 )
 
-ALL_RULES: tuple[WorkflowRules, ...] = (PROVISIONING, DELETION)
+
+class _MoveLiveState(CamelModel):
+    """The status a move run would report; never asked (MOVING always needs its run)."""
+
+    status: TenantStatus | None = None
+
+
+async def _no_restart(client: Client, tenant: Tenant, actor: str, task_queue: str) -> bool:
+    # A move run lost while MOVING is reported; starting it again is left to the operator.
+    return False
+
+
+MOVE = WorkflowRules(
+    workflow_type=move.WORKFLOW_NAME,
+    workflow_id=move.move_workflow_id,
+    governs=frozenset({TenantStatus.MOVING}),
+    needs_run=frozenset({TenantStatus.MOVING}),
+    restartable=frozenset(),
+    completes_in=frozenset({TenantStatus.ACTIVE}),
+    status_query=move.STATUS_QUERY,
+    state_type=_MoveLiveState,
+    restart=_no_restart,
+)
+
+ALL_RULES: tuple[WorkflowRules, ...] = (PROVISIONING, DELETION, MOVE)
 
 
 def rules_for(status: TenantStatus, rules: tuple[WorkflowRules, ...] = ALL_RULES) -> WorkflowRules:

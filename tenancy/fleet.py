@@ -93,6 +93,19 @@ def candidates(
     return [s for s in servers if s.pool == pool and s.takes(mode)]
 
 
+_IDLE = ServerLoad(ServerState.ACTIVE, 0)
+
+
+def unavailable(server: StorageServer, load: ServerLoad) -> str | None:
+    """Why `server` may take no tenant now (not ACTIVE, no room), or None when it may: the
+    rule placement and a move's target share."""
+    if load.state is not ServerState.ACTIVE:
+        return f"storage server {server.name} is {load.state.value}"
+    if load.tenants >= server.max_tenants:
+        return f"storage server {server.name} has no room ({load.tenants} of {server.max_tenants})"
+    return None
+
+
 def choose_server(
     servers: Sequence[StorageServer], loads: Mapping[str, ServerLoad]
 ) -> StorageServer | None:
@@ -101,8 +114,8 @@ def choose_server(
     entry holds no tenant and is ACTIVE."""
     best: tuple[int, str, StorageServer] | None = None
     for server in servers:
-        load = loads.get(server.name, ServerLoad(ServerState.ACTIVE, 0))
-        if load.state is not ServerState.ACTIVE or load.tenants >= server.max_tenants:
+        load = loads.get(server.name, _IDLE)
+        if unavailable(server, load) is not None:
             continue
         key = (load.tenants, server.name, server)
         if best is None or key[:2] < best[:2]:

@@ -107,6 +107,33 @@ class MovePhase(StrEnum):
     SWITCHED = "SWITCHED"
 
 
+class Move(CamelModel):
+    """A tenant's move to another storage server, as asked and as far as it went: present only
+    while the tenant is MOVING."""
+
+    requested_at: datetime
+    requested_by: str
+    reason: str | None = None
+    from_server: str
+    to_server: str
+    phase: MovePhase
+
+
+class RetainedSource(CamelModel):
+    """A move's frozen source, kept on its server after the switch until `drop_after`, then
+    dropped (`StorageAdmin.drop`); no orphan meanwhile. `id` once it is recorded."""
+
+    tenant_id: str
+    server: str
+    mode: StorageMode
+    database: str
+    schema_name: str
+    drop_after: datetime
+    id: int | None = None
+    retained_at: datetime | None = None
+    dropped_at: datetime | None = None
+
+
 class MigrationRecord(CamelModel):
     """One downstream service's migration state for one tenant."""
 
@@ -159,6 +186,8 @@ class Tenant(CamelModel):
     updated_at: datetime
     # Present from the deletion request on (also on a DELETED tombstone); absent after restore.
     deletion: Deletion | None = None
+    # Present only while the tenant is MOVING.
+    move: Move | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -195,6 +224,14 @@ class EventAction(StrEnum):
     BACKUP_TAKEN = "BACKUP_TAKEN"
     # A fleet rollout changed a service's version of the tenant (reason: service, old -> new).
     VERSION_CHANGED = "VERSION_CHANGED"
+    # A move: asked (reason = the operator's), switched to the target (reason: from -> to),
+    # rolled back by itself (reason = the failure) or by cancel-move.
+    MOVE_REQUESTED = "MOVE_REQUESTED"
+    TENANT_MOVED = "TENANT_MOVED"
+    MOVE_FAILED = "MOVE_FAILED"
+    MOVE_CANCELLED = "MOVE_CANCELLED"
+    # PATCH changed its name or tier (reason: each field's old -> new).
+    TENANT_UPDATED = "TENANT_UPDATED"
 
 
 class TenantEvent(CamelModel):

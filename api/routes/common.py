@@ -38,7 +38,16 @@ async def load(tenants: Tenants, tenant_id: str) -> Tenant:
     return tenant
 
 
+def refuse_while_moving(tenant_id: str, status: TenantStatus) -> None:
+    """409 for a MOVING tenant: DELETE, retry-* and restore wait for its move to end."""
+    if status is TenantStatus.MOVING:
+        raise StatusConflict(
+            f"tenant {tenant_id} is MOVING: a move is under way", tenantStatus=status.value
+        )
+
+
 def require(tenant: Tenant, needed: TenantStatus, operation: str) -> None:
+    refuse_while_moving(tenant.id, tenant.status)
     if tenant.status is not needed:
         raise StatusConflict(
             f"tenant {tenant.id} is {tenant.status}; {operation} needs {needed}",

@@ -16,7 +16,14 @@ from temporalio.service import RPCError
 from api.deps import Deleter, Deletions, TemporalClient, Tenants, Workflows
 from api.errors import ServiceUnavailable, StatusConflict, TenantNotFound
 from api.guard import GuardedRoute
-from api.routes.common import AUTH_RESPONSES, TenantIdPath, load, require, take_retry
+from api.routes.common import (
+    AUTH_RESPONSES,
+    TenantIdPath,
+    load,
+    refuse_while_moving,
+    require,
+    take_retry,
+)
 from infra.db.deletions import RestoreRefused, TenantMissing
 from infra.db.repository import TransitionRefused
 from tenancy.models import Tenant
@@ -47,7 +54,10 @@ _log = logging.getLogger("platform.api.deletion")
     responses={
         **AUTH_RESPONSES,
         404: {"description": "No such tenant"},
-        409: {"description": "A deletion is already scheduled, running or done"},
+        409: {
+            "description": "A deletion is already scheduled, running or done, or a move is "
+            "under way"
+        },
         422: {"description": "Invalid graceSeconds or reason"},
         503: {"description": "Temporal is unavailable"},
     },
@@ -73,6 +83,7 @@ async def delete_tenant(
     teardown, storage dropped) once the grace period is over, unless restored before. An open
     provisioning run is cancelled first."""
     tenant = await load(tenants, tenant_id)
+    refuse_while_moving(tenant_id, tenant.status)
     if tenant.status in DELETION_STATUSES:
         raise StatusConflict(
             f"tenant {tenant_id} is {tenant.status}; its deletion was already asked",
@@ -96,7 +107,7 @@ async def delete_tenant(
         404: {"description": "No such tenant"},
         409: {
             "description": "Not in DELETION_SCHEDULED (restored already, the purge has "
-            "started, or no deletion); of concurrent restores all but one"
+            "started, no deletion, or a move is under way); of concurrent restores all but one"
         },
         503: {"description": "PostgreSQL is unavailable"},
     },
@@ -120,6 +131,7 @@ async def restore_tenant(
     except TenantMissing:
         raise TenantNotFound(f"no tenant {tenant_id}") from None
     except RestoreRefused as refused:
+        refuse_while_moving(tenant_id, refused.status)
         raise StatusConflict(str(refused), tenantStatus=refused.status.value) from None
     except TransitionRefused as refused:
         raise StatusConflict(str(refused), tenantId=tenant_id) from None
@@ -149,7 +161,10 @@ async def _run_closed(client: Client, tenant_id: str, timeout: timedelta) -> Non
     responses={
         **AUTH_RESPONSES,
         404: {"description": "No such tenant"},
-        409: {"description": "Not in DELETION_ERROR, or a retry is already under way"},
+        409: {
+            "description": "Not in DELETION_ERROR (a move under way among others), or a "
+            "retry is already under way"
+        },
         503: {"description": "Temporal is unavailable"},
     },
 )

@@ -159,7 +159,10 @@ async def list_tenants(
     responses={
         **AUTH_RESPONSES,
         404: {"description": "No such tenant"},
-        409: {"description": "Not in MIGRATION_ERROR, or a retry is already under way"},
+        409: {
+            "description": "Not in MIGRATION_ERROR (a move under way among others), or a "
+            "retry is already under way"
+        },
         503: {"description": "Temporal is unavailable"},
     },
 )
@@ -188,7 +191,10 @@ async def retry_migration(
     responses={
         **AUTH_RESPONSES,
         404: {"description": "No such tenant"},
-        409: {"description": "Not in PROVISION_ERROR, or a run is already under way"},
+        409: {
+            "description": "Not in PROVISION_ERROR (a move under way among others), or a run "
+            "is already under way"
+        },
         503: {"description": "Temporal is unavailable"},
     },
 )

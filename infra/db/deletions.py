@@ -32,10 +32,15 @@ class TenantMissing(Exception):
 
 
 class DeletionConflict(Exception):
-    """The tenant's deletion is already scheduled, under way or done."""
+    """The tenant's deletion is already scheduled, under way or done, or a move is under way."""
 
     def __init__(self, tenant_id: str, status: TenantStatus) -> None:
-        super().__init__(f"tenant {tenant_id} is {status.value}; its deletion was already asked")
+        why = (
+            "a move is under way"
+            if status is TenantStatus.MOVING
+            else "its deletion was already asked"
+        )
+        super().__init__(f"tenant {tenant_id} is {status.value}; {why}")
         self.status = status
 
 
@@ -97,6 +102,9 @@ class DeletionRepository:
         `DeletionConflict`."""
         async with self._pool.connection() as conn, conn.transaction():
             current = await _lock(conn, tenant_id)
+            if current is TenantStatus.MOVING:
+                # Asked while its move began (the API checked before): the move ends first.
+                raise DeletionConflict(tenant_id, current)
             if current in DELETION_STATUSES:
                 cur = await conn.execute(
                     "SELECT deletion_requested_at FROM tenants WHERE id = %s", (tenant_id,)

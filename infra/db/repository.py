@@ -21,6 +21,7 @@ from tenancy.models import (
     Deletion,
     EventAction,
     MigrationRecord,
+    Move,
     SlaTier,
     StorageMode,
     Tenant,
@@ -40,7 +41,8 @@ from tenancy.status import (
 _TENANT_COLUMNS = """
     id, name, storage_mode, sla_tier, status, status_reason, jdbc_url, storage_server, workflow_id,
     workflow_run_id, created_by, created_at, updated_at, deletion_requested_at,
-    deletion_requested_by, deletion_reason, deletion_purge_at, deletion_backup
+    deletion_requested_by, deletion_reason, deletion_purge_at, deletion_backup,
+    move_requested_at, move_requested_by, move_reason, move_from_server, move_to_server, move_phase
 """
 
 
@@ -60,6 +62,18 @@ def _deletion(row: dict[str, Any]) -> Deletion | None:
         purge_at=purge_at,
         backup=BackupRecord.model_validate(backup) if backup else None,
     )
+
+
+def _move(row: dict[str, Any]) -> Move | None:
+    """The row's move (its columns are taken out of `row`), or None: present only while the
+    tenant is MOVING."""
+    values = {name: row.pop(f"move_{name}") for name in _MOVE_FIELDS}
+    if row["status"] != TenantStatus.MOVING.value or values["requested_at"] is None:
+        return None
+    return Move(**values)
+
+
+_MOVE_FIELDS = ("requested_at", "requested_by", "reason", "from_server", "to_server", "phase")
 
 
 class TenantOwnedElsewhere(Exception):
@@ -199,7 +213,8 @@ class TenantSnapshot:
             if r[_TENANT_WIDTH] is not None
         ]
         deletion = _deletion(row)  # takes its columns out of `row`
-        return Tenant(**row, deletion=deletion, migrations=migrations)
+        move = _move(row)  # likewise
+        return Tenant(**row, deletion=deletion, move=move, migrations=migrations)
 
 
 class TenantRepository:
@@ -427,6 +442,21 @@ class TenantRepository:
             """,
             [id_prefix],
         )
+
+    async def retained_storage(self, id_prefix: str = "") -> list[tuple[str, str]]:
+        """(tenant id, server) of each source a move kept after its switch and that is not
+        dropped yet (`infra.db.tenant_moves` writes them), of the tenants whose id starts
+        with `id_prefix`: storage that has its reason to be, for the reconciler."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT tenant_id, server FROM retained_storage
+                WHERE dropped_at IS NULL AND starts_with(tenant_id, %s)
+                ORDER BY id
+                """,
+                (id_prefix,),
+            )
+            return [(tenant_id, server) for tenant_id, server in await cur.fetchall()]
 
     async def count_by_status(self) -> dict[TenantStatus, int]:
         """How many tenants are in each status; every status is present, zero included."""
@@ -704,7 +734,8 @@ class TenantRepository:
         tenants = []
         for row in rows:
             deletion = _deletion(row)
+            move = _move(row)
             tenants.append(
-                Tenant(**row, deletion=deletion, migrations=by_tenant.get(row["id"], []))
+                Tenant(**row, deletion=deletion, move=move, migrations=by_tenant.get(row["id"], []))
             )
         return tenants

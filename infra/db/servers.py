@@ -132,7 +132,7 @@ class ServerRepository:
             tier, mode = SlaTier(tier), StorageMode(mode)
             pool = pool_of[tier]
             choices = candidates(servers, pool, mode)
-            chosen = choose_server(choices, await _loads(conn, [s.name for s in choices]))
+            chosen = choose_server(choices, await lock_loads(conn, [s.name for s in choices]))
             if chosen is None:
                 raise NoRoom(no_room_reason(pool, tier, mode))
             await conn.execute(
@@ -244,8 +244,23 @@ class ServerRepository:
             )
 
 
-async def _loads(conn: AsyncConnection[Any], names: list[str]) -> dict[str, ServerLoad]:
-    """Lock the servers' rows (in name order) and read their states and tenant counts."""
+# What a placement counts on a server: its tenants, and the moves on their way to it (a
+# move's target holds its place from the move's begin, so the two never both take the last).
+_LOADS = """
+    SELECT server, count(*) FROM (
+        SELECT storage_server AS server FROM tenants
+        WHERE storage_server = ANY(%(names)s) AND status <> 'DELETED'
+        UNION ALL
+        SELECT move_to_server FROM tenants
+        WHERE move_to_server = ANY(%(names)s) AND status = 'MOVING'
+    ) AS held GROUP BY server
+"""
+
+
+async def lock_loads(conn: AsyncConnection[Any], names: list[str]) -> dict[str, ServerLoad]:
+    """Lock the servers' rows (in name order) and read their states and tenant counts (the
+    moves on their way to each included): what placement and a move's target are checked
+    against, in the caller's transaction."""
     if not names:
         return {}
     await conn.execute(
@@ -258,6 +273,6 @@ async def _loads(conn: AsyncConnection[Any], names: list[str]) -> dict[str, Serv
         (names,),
     )
     states = {name: ServerState(state) for name, state in await cur.fetchall()}
-    cur = await conn.execute(_COUNTS, (names,))
+    cur = await conn.execute(_LOADS, {"names": names})
     counts = dict(await cur.fetchall())
     return {name: ServerLoad(states[name], counts.get(name, 0)) for name in names}

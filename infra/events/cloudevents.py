@@ -1,14 +1,15 @@
 """The lifecycle events' format: CloudEvents 1.0, JSON structured mode.
 
 Every tenant audit action and rollout milestone has one event type,
-`io.platform-service.tenant.<name>.v1` or `io.platform-service.rollout.<name>.v1`, where
-`<name>` is the action in kebab case (`STATUS_CHANGED` -> `status-changed`,
-`ROLLOUT_STARTED` -> `started`). The envelope is built here; what only the database row knows
-at the moment of the write (the event's `time`, the tenant's storage mode and tier, the rollout's
-services and status) is merged in by the statement that writes the outbox row (`infra.db`), so
-the event says what the committed row said. `source` names the deployment that publishes
-(`PLATFORM_EVENTS_SOURCE`): the relay stamps it on the way out (`with_source`), so the API and
-the worker, which both write events, need no setting for it.
+`io.platform-service.tenant.<name>.v1` or `io.platform-service.rollout.<name>.v1`, where `<name>`
+is the action in kebab case (`STATUS_CHANGED` -> `status-changed`, `ROLLOUT_STARTED` -> `started`),
+except the few named by what happened to the tenant (`TENANT_MOVED` -> `moved`, `_TENANT_NAMES`).
+The envelope is built here; what only the database row knows at the moment of the write (the
+event's `time`, the tenant's storage mode and tier, the rollout's services and status) is merged in
+by the statement that writes the outbox row (`infra.db`), so the event says what the committed row
+said. `source` names the deployment that publishes (`PLATFORM_EVENTS_SOURCE`): the relay stamps it
+on the way out (`with_source`), so the API and the worker, which both write events, need no setting
+for it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ class Family(StrEnum):
     ROLLOUTS = "rollouts"
 
 
+# Tenant actions whose event is not their kebab case: the tenant is the event's subject
+# already (`tenant.moved`, not `tenant.tenant-moved`). Every other name is unchanged.
+_TENANT_NAMES = {
+    EventAction.TENANT_MOVED: "moved",
+    EventAction.TENANT_UPDATED: "updated",
+}
+
 # The singular used in the event type.
 _TYPE_NOUN = {Family.TENANTS: "tenant", Family.ROLLOUTS: "rollout"}
 
@@ -48,8 +56,8 @@ def _kebab(value: str) -> str:
 
 
 def tenant_event_name(action: EventAction) -> str:
-    """The short name of a tenant action's event, e.g. `status-changed`."""
-    return _kebab(action.value)
+    """The short name of a tenant action's event, e.g. `status-changed`, `moved`."""
+    return _TENANT_NAMES.get(action) or _kebab(action.value)
 
 
 def rollout_event_name(action: RolloutAction) -> str:

@@ -39,4 +39,8 @@ RESTORE = frozenset(
         (S.DELETION_SCHEDULED, S.MIGRATION_ERROR),
     }
 )
-DOCUMENTED = FORWARD | RESTORE
+# A move (ACTIVE -> MOVING -> ACTIVE): taken only by a move's own writes (begin, switch, roll
+# back), never by a transition, and a move takes nothing else. MOVING is no deletion status and
+# is not deletable (DELETE answers 409 "a move is under way").
+MOVE = frozenset({(S.ACTIVE, S.MOVING), (S.MOVING, S.ACTIVE)})
+DOCUMENTED = FORWARD | RESTORE | MOVE

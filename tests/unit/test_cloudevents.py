@@ -34,6 +34,12 @@ from tests.support.events import SCHEMAS, schema_for, validate
         (EventAction.CREATED, "created"),
         (EventAction.DELETION_REQUESTED, "deletion-requested"),
         (EventAction.VERSION_CHANGED, "version-changed"),
+        # A move's: named by what happened to the tenant, as the issue writes them.
+        (EventAction.TENANT_MOVED, "moved"),
+        (EventAction.MOVE_FAILED, "move-failed"),
+        (EventAction.MOVE_REQUESTED, "move-requested"),
+        (EventAction.MOVE_CANCELLED, "move-cancelled"),
+        (EventAction.TENANT_UPDATED, "updated"),
     ],
 )
 def test_tenant_actions_are_named_in_kebab_case(action: EventAction, name: str) -> None:
@@ -49,6 +55,10 @@ def test_the_issue_s_example_type() -> None:
     assert (
         event_type(Family.TENANTS, tenant_event_name(EventAction.STATUS_CHANGED))
         == "io.platform-service.tenant.status-changed.v1"
+    )
+    assert (
+        event_type(Family.TENANTS, tenant_event_name(EventAction.TENANT_MOVED))
+        == "io.platform-service.tenant.moved.v1"
     )
 
 
@@ -141,3 +151,39 @@ def test_a_tenant_schema_takes_a_location_only_of_the_directory_s_shape() -> Non
         event["data"]["location"] = broken
         with pytest.raises(jsonschema.ValidationError):
             validate(event)
+
+
+def test_a_move_s_events_with_moving_statuses_match_their_schemas() -> None:
+    for action, old, new, status in (
+        (EventAction.MOVE_REQUESTED, None, None, "MOVING"),
+        (EventAction.STATUS_CHANGED, TenantStatus.ACTIVE, TenantStatus.MOVING, "MOVING"),
+        (EventAction.TENANT_MOVED, None, None, "ACTIVE"),
+        (EventAction.MOVE_FAILED, None, None, "ACTIVE"),
+        (EventAction.TENANT_UPDATED, None, None, "ACTIVE"),
+    ):
+        pending = tenant_event("acme_corp", action, "alice", old, new, "pg-a -> pg-b")
+        stored = pending.envelope | {"time": "2026-12-06T19:00:00Z"}
+        stored["data"] = stored["data"] | {
+            "storageMode": "SCHEMA",
+            "slaTier": "PREMIUM",
+            "epoch": 4,
+            "location": {
+                "tenantId": "acme_corp",
+                "status": status,
+                "storageMode": "SCHEMA",
+                "storageServer": "pg-b",
+                "jdbcUrl": "jdbc:postgresql://127.0.0.1:5433/tenants?currentSchema=tenant_acme",
+                "epoch": 4,
+            },
+        }
+        row = OutboxRow(
+            id=pending.event_id,
+            seq=1,
+            family=pending.family.value,
+            subject_key="acme_corp",
+            name=pending.name,
+            event=stored,
+        )
+        message = message_of(row, "/platform-service")
+        validate(json.loads(message.body))
+        assert subject_of(message) == f"platform.tenants.acme_corp.{tenant_event_name(action)}"

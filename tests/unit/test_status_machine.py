@@ -16,7 +16,7 @@ from tenancy.status import (
     can_transition,
     decide,
 )
-from tests.unit.documented_machine import DELETION, DOCUMENTED, FORWARD, LIFE, RESTORE
+from tests.unit.documented_machine import DELETION, DOCUMENTED, FORWARD, LIFE, MOVE, RESTORE
 
 S = TenantStatus
 
@@ -25,7 +25,7 @@ ALL_PAIRS = list(product(TenantStatus, TenantStatus))
 
 
 def test_table_covers_every_pair() -> None:
-    assert len(ALL_PAIRS) == len(TenantStatus) ** 2 == 81
+    assert len(ALL_PAIRS) == len(TenantStatus) ** 2 == 100
     assert set(ALLOWED_SOURCES) == set(TenantStatus)
 
 
@@ -36,12 +36,16 @@ def test_can_transition_matches_the_documented_machine(
     assert can_transition(source, target) is ((source, target) in DOCUMENTED)
 
 
-@pytest.mark.parametrize("restoring", [False, True], ids=["transition", "restore"])
+@pytest.mark.parametrize(
+    ("restoring", "moving"),
+    [(False, False), (True, False), (False, True)],
+    ids=["transition", "restore", "move"],
+)
 @pytest.mark.parametrize(("source", "target"), ALL_PAIRS, ids=lambda s: str(s))
-def test_decide_takes_restore_edges_only_when_restoring(
-    source: TenantStatus, target: TenantStatus, restoring: bool
+def test_decide_takes_restore_and_move_edges_only_when_asked(
+    source: TenantStatus, target: TenantStatus, restoring: bool, moving: bool
 ) -> None:
-    edges = RESTORE if restoring else FORWARD
+    edges = RESTORE if restoring else MOVE if moving else FORWARD
     expected = (
         Decision.NO_OP
         if source is target
@@ -49,7 +53,7 @@ def test_decide_takes_restore_edges_only_when_restoring(
         if (source, target) in edges
         else Decision.REFUSE
     )
-    assert decide(source, target, restoring=restoring) is expected
+    assert decide(source, target, restoring=restoring, moving=moving) is expected
 
 
 def test_the_named_sets_are_the_documented_ones() -> None:
@@ -78,8 +82,32 @@ def test_deleted_is_entered_only_from_deleting() -> None:
     assert [s for s in TenantStatus if can_transition(s, S.DELETED)] == [S.DELETING]
 
 
-def test_active_is_left_only_by_a_deletion() -> None:
-    assert [t for t in TenantStatus if can_transition(S.ACTIVE, t)] == [S.DELETION_SCHEDULED]
+def test_active_is_left_only_by_a_deletion_or_a_move() -> None:
+    assert {t for t in TenantStatus if can_transition(S.ACTIVE, t)} == {
+        S.DELETION_SCHEDULED,
+        S.MOVING,
+    }
+
+
+def test_moving_is_entered_only_from_active_and_left_only_for_active() -> None:
+    assert [s for s in TenantStatus if can_transition(s, S.MOVING)] == [S.ACTIVE]
+    assert [t for t in TenantStatus if can_transition(S.MOVING, t)] == [S.ACTIVE]
+
+
+def test_a_moving_tenant_is_neither_deletable_nor_being_deleted() -> None:
+    assert S.MOVING not in DELETABLE
+    assert S.MOVING not in DELETION_STATUSES
+    assert decide(S.MOVING, S.DELETION_SCHEDULED) is Decision.REFUSE
+
+
+@pytest.mark.parametrize("status", sorted(set(TenantStatus) - {S.ACTIVE, S.MOVING}), ids=str)
+def test_a_transition_never_starts_or_ends_a_move(status: TenantStatus) -> None:
+    # Only a move's own writes (infra.db.tenant_moves) take these edges: a late provisioning
+    # step asking for ACTIVE must not end a move, nor a plain transition begin one.
+    assert decide(S.ACTIVE, S.MOVING) is Decision.REFUSE
+    assert decide(S.MOVING, S.ACTIVE) is Decision.REFUSE
+    assert decide(status, S.MOVING, moving=True) is Decision.REFUSE
+    assert decide(S.MOVING, status, moving=True) is Decision.REFUSE
 
 
 def test_a_failed_provisioning_is_left_by_starting_over_or_a_deletion() -> None:

@@ -22,7 +22,7 @@ from hypothesis.stateful import (
 )
 
 from tenancy.status import Decision, TenantStatus, decide
-from tests.unit.documented_machine import DELETION, DOCUMENTED, FORWARD, LIFE, RESTORE
+from tests.unit.documented_machine import DELETION, DOCUMENTED, FORWARD, LIFE, MOVE, RESTORE
 
 S = TenantStatus
 # Nothing leaves DELETED; every other status has a way out.
@@ -38,8 +38,17 @@ class Restore:
     target: TenantStatus
 
 
-Attempt = TenantStatus | Restore
-Edge = tuple[TenantStatus, TenantStatus, bool]
+@dataclass(frozen=True)
+class Move:
+    """A move's own write to `target` (what `MoveRepository` begins, switches or rolls back)."""
+
+    target: TenantStatus
+
+
+Attempt = TenantStatus | Restore | Move
+# (source, target, how): "transition", "restore" or "move".
+Edge = tuple[TenantStatus, TenantStatus, str]
+_EDGES = {"transition": FORWARD, "restore": RESTORE, "move": MOVE}
 
 
 def _reachable() -> frozenset[TenantStatus]:
@@ -56,16 +65,19 @@ def _reachable() -> frozenset[TenantStatus]:
 
 REACHABLE = _reachable()
 statuses = st.sampled_from(list(TenantStatus))
-attempts = st.one_of(statuses, statuses.map(Restore))
+attempts = st.one_of(statuses, statuses.map(Restore), statuses.map(Move))
 
 
 def deliver(current: TenantStatus, attempt: Attempt) -> tuple[Decision, Edge]:
     """The guarded transition's decision for one attempt, and the edge it would take."""
     if isinstance(attempt, Restore):
-        target, restoring = attempt.target, True
+        target, how = attempt.target, "restore"
+    elif isinstance(attempt, Move):
+        target, how = attempt.target, "move"
     else:
-        target, restoring = attempt, False
-    return decide(current, target, restoring=restoring), (current, target, restoring)
+        target, how = attempt, "transition"
+    decision = decide(current, target, restoring=how == "restore", moving=how == "move")
+    return decision, (current, target, how)
 
 
 def applied_edges(attempted: Sequence[Attempt], start: TenantStatus = S.PROVISIONING) -> list[Edge]:
@@ -86,15 +98,16 @@ def apply_all(targets: Sequence[Attempt], start: TenantStatus = S.PROVISIONING) 
 
 
 def assert_legal_edges(edges: list[Edge]) -> None:
-    """Each edge is documented, restore edges are taken by restores alone, and a deletion is
-    left for the tenant's life only by a restore from DELETION_SCHEDULED."""
-    for source, target, restoring in edges:
-        assert (source, target) in (RESTORE if restoring else FORWARD), (
-            f"{source} -> {target} (restoring={restoring}) is not in the machine"
+    """Each edge is documented, restore edges are taken by restores alone and move edges by
+    moves alone, and a deletion is left for the tenant's life only by a restore from
+    DELETION_SCHEDULED."""
+    for source, target, how in edges:
+        assert (source, target) in _EDGES[how], (
+            f"{source} -> {target} ({how}) is not in the machine"
         )
         assert source not in TERMINAL, f"left terminal {source}"
         if source in DELETION and target in LIFE:
-            assert restoring, f"{source} -> {target} undid a deletion without a restore"
+            assert how == "restore", f"{source} -> {target} undid a deletion without a restore"
             assert source is S.DELETION_SCHEDULED, f"{source} -> {target} restored a purge"
 
 
@@ -137,19 +150,22 @@ def deletion_run() -> st.SearchStrategy[list[TenantStatus]]:
     )
 
 
-@given(st.one_of(statuses.map(lambda s: None), statuses), statuses, st.booleans())
+@given(
+    st.one_of(statuses.map(lambda s: None), statuses),
+    statuses,
+    st.sampled_from(sorted(_EDGES)),
+)
 def test_decide_is_the_documented_rule(
-    current: TenantStatus | None, target: TenantStatus, restoring: bool
+    current: TenantStatus | None, target: TenantStatus, how: str
 ) -> None:
-    edges = RESTORE if restoring else FORWARD
     expected = (
         Decision.NO_OP
         if current is target
         else Decision.APPLY
-        if (current, target) in edges
+        if (current, target) in _EDGES[how]
         else Decision.REFUSE
     )
-    assert decide(current, target, restoring=restoring) is expected
+    assert decide(current, target, restoring=how == "restore", moving=how == "move") is expected
 
 
 @given(st.lists(attempts, max_size=40))
@@ -173,10 +189,31 @@ def test_no_path_leads_out_of_deleted(start: TenantStatus, attempted: list[Attem
 def test_restore_only_from_deletion_scheduled(
     start: TenantStatus, attempted: list[Attempt]
 ) -> None:
-    for source, target, restoring in applied_edges(attempted, start):
-        if restoring:
+    for source, target, how in applied_edges(attempted, start):
+        if how == "restore":
             assert source is S.DELETION_SCHEDULED
             assert target in {S.ACTIVE, S.PROVISION_ERROR, S.MIGRATION_ERROR}
+
+
+@given(statuses, st.lists(attempts, max_size=40))
+def test_a_move_starts_only_from_active_and_ends_only_by_a_move(
+    start: TenantStatus, attempted: list[Attempt]
+) -> None:
+    for source, target, how in applied_edges(attempted, start):
+        if S.MOVING in (source, target):
+            assert how == "move", f"{source} -> {target} taken by a {how}"
+            assert {source, target} == {S.ACTIVE, S.MOVING}
+        if how == "move":
+            assert S.MOVING in (source, target)
+
+
+@given(st.lists(attempts, max_size=40))
+def test_a_moving_tenant_is_never_scheduled_for_deletion(attempted: list[Attempt]) -> None:
+    path = apply_all([*attempted], S.MOVING)
+
+    if S.DELETION_SCHEDULED in path:
+        # Only after its move ended (switched or rolled back): MOVING -> ACTIVE first.
+        assert path.index(S.ACTIVE) < path.index(S.DELETION_SCHEDULED)
 
 
 @given(st.sampled_from(sorted(DELETION)), st.lists(statuses, max_size=40))
@@ -196,7 +233,7 @@ def test_a_repeat_is_a_no_op(start: TenantStatus, attempted: list[tuple[Attempt,
 
     assert apply_all(repeated, start) == apply_all(once, start)
     for attempt in once:
-        target = attempt.target if isinstance(attempt, Restore) else attempt
+        target = attempt.target if isinstance(attempt, Restore | Move) else attempt
         assert deliver(target, attempt)[0] is Decision.NO_OP
 
 
@@ -272,6 +309,7 @@ class LateCompletions(RuleBasedStateMachine):
         self.edges: list[Edge] = []
         self.issued: list[TenantStatus] = []
         self.restores: list[TenantStatus] = []
+        self.moves: list[TenantStatus] = []
         self.disturbed = False
 
     def _deliver(self, attempt: Attempt) -> Decision:
@@ -323,6 +361,35 @@ class LateCompletions(RuleBasedStateMachine):
         self.deleting = False
         self.workflow = self.restore_to
 
+    @precondition(lambda self: not self.deleting and self.workflow is S.ACTIVE)
+    @rule()
+    def move_begins(self) -> None:
+        before = self.row
+        decision = self._deliver(Move(S.MOVING))
+        if before is S.ACTIVE:
+            assert decision is Decision.APPLY
+        self.moves.append(S.MOVING)
+        self.workflow = S.MOVING
+
+    @precondition(lambda self: self.workflow is S.MOVING)
+    @rule()
+    def move_ends(self) -> None:
+        # Switched or rolled back: ACTIVE either way (on the target or on the source).
+        before = self.row
+        decision = self._deliver(Move(S.ACTIVE))
+        if before is S.MOVING:
+            assert decision is Decision.APPLY
+        self.moves.append(S.ACTIVE)
+        self.workflow = S.ACTIVE
+
+    @precondition(lambda self: bool(self.moves))
+    @rule(data=st.data())
+    def late_move_write(self, data: st.DataObject) -> None:
+        before = self.row
+        if self._deliver(Move(data.draw(st.sampled_from(self.moves)))) is Decision.APPLY:
+            assert before in {S.ACTIVE, S.MOVING}
+            self.disturbed = True
+
     @precondition(lambda self: bool(self.issued))
     @rule(data=st.data())
     def late_completion(self, data: st.DataObject) -> None:
@@ -333,6 +400,9 @@ class LateCompletions(RuleBasedStateMachine):
             assert decision is not Decision.APPLY
         if before in DELETION and target in LIFE:
             # A late provisioning activity cannot undo a deletion.
+            assert decision is not Decision.APPLY
+        if S.MOVING in (before, target):
+            # Nor start or end a move.
             assert decision is not Decision.APPLY
         if decision is Decision.APPLY:
             self.disturbed = True
@@ -365,7 +435,7 @@ class LateCompletions(RuleBasedStateMachine):
     def a_deletion_holds_until_restored(self) -> None:
         # Only a restore ends a deletion: the workflow's own, or a late or arbitrary one (a
         # restore cannot tell which deletion it was meant for; `decide` only sees statuses).
-        restored = any(restoring for _, _, restoring in self.edges[self.asked_at :])
+        restored = any(how == "restore" for _, _, how in self.edges[self.asked_at :])
         if self.deleting and not restored:
             assert self.row in DELETION
 

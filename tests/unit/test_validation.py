@@ -227,6 +227,7 @@ def test_tenant_serializes_in_camel_case() -> None:
         "createdAt",
         "updatedAt",
         "deletion",
+        "move",
     }
     assert body["workflowId"] == "tenant-provision-acme"
     assert body["jdbcUrl"].endswith("?currentSchema=tenant_acme")
