@@ -225,7 +225,11 @@ async def worker_activities(
             replies,
             # Moved tenants' sources, dropped once their retention is over.
             in_background(
-                repeat(moves.drop_due_sources, SOURCE_DROP_INTERVAL, "drop moved sources"),
+                repeat(
+                    moves.drop_due_sources,
+                    min(SOURCE_DROP_INTERVAL, settings.move_source_retention),
+                    "drop moved sources",
+                ),
                 "drop-moved-sources",
             ),
             outbox_relay(settings, meter=metric_meter),

@@ -10,6 +10,7 @@ server; anything else fails the step for good, and the workflow rolls the move b
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,9 +26,9 @@ from infra.db import moves as storage_moves
 from infra.db.errors import ErrorKind, classify
 from infra.db.fleet import StorageFleet
 from infra.db.repository import TenantRepository
-from infra.db.tenant_moves import MoveRepository, RetainedSource
+from infra.db.tenant_moves import MoveRepository
 from tenancy.failures import FailureType, summarize
-from tenancy.models import StorageLocation
+from tenancy.models import RetainedSource, StorageLocation
 from tenancy.moves import (
     CopyResult,
     LoadMoveInput,
@@ -40,6 +41,7 @@ from tenancy.moves import (
 )
 from tenancy.settings import Settings
 
+_log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = timedelta(seconds=2)
 _STORAGE_ERRORS = (psycopg.Error, OSError, TimeoutError)
 
@@ -228,12 +230,12 @@ class MoveActivities:
                 request.tenant_id, request.reason, cancelled=request.cancelled
             )
 
-    async def drop_due_sources(self) -> int:
+    async def drop_due_sources(self) -> None:
         """Drop every kept source whose retention is over, unless the tenant lives on that
         server again (moved back meanwhile: the storage is its own again), and record it
-        dropped; the number dropped. The worker runs this every minute (`dropping_sources`)."""
-        dropped = 0
+        dropped. The worker runs this every `SOURCE_DROP_INTERVAL`."""
         for source in await self._moves.retained_due(datetime.now(UTC)):
+            assert source.id is not None  # read from its row
             tenant = await self._tenants.get(source.tenant_id)
             if tenant is not None and source.server in (
                 tenant.storage_server,
@@ -245,8 +247,7 @@ class MoveActivities:
             location = self._fleet.locate(source.server, source.tenant_id, source.mode)
             await self._fleet.admin(source.server).drop(location)
             await self._moves.mark_dropped(source.id)
-            dropped += 1
-        return dropped
+            _log.info("dropped the source %s kept on %s", source.tenant_id, source.server)
 
 
 def _step(request: SwitchInput) -> MoveStepInput:

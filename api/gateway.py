@@ -332,9 +332,15 @@ class WorkflowGateway:
                 f"Temporal did not confirm the start of tenant {tenant_id}'s move in time"
             ) from None
 
-    async def cancel_move(self, tenant_id: str) -> bool:
-        """Send `cancel_move` to the open run of the tenant's move; False when none is open."""
-        return await self.signal(move.move_workflow_id(tenant_id), move.CANCEL_SIGNAL)
+    async def cancel_move(self, tenant_id: str, actor: str) -> move.CancelDecision | None:
+        """Ask the open run of the tenant's move to roll it back: whether it will (not once
+        its switch has begun), or None when no run is open."""
+        return await self.update(
+            move.move_workflow_id(tenant_id),
+            move.CANCEL_UPDATE,
+            move.CancelMove(requested_by=actor),
+            move.CancelDecision,
+        )
 
     async def _start_recorded(self, request: ProvisionInput) -> ProvisionState:
         tenant_id = request.spec.id

@@ -149,7 +149,7 @@ async def move_tenant(
     },
 )
 async def cancel_move(
-    _: ServerWriter, tenant_id: TenantIdPath, tenants: Tenants, workflows: Workflows
+    principal: ServerWriter, tenant_id: TenantIdPath, tenants: Tenants, workflows: Workflows
 ) -> Tenant:
     """Roll back a move before its switch (needs `servers:write`): the run is told
     (`cancel_move`), unfreezes the source, drops the partial target and leaves the tenant
@@ -166,10 +166,18 @@ async def cancel_move(
             tenantStatus=tenant.status.value,
             phase=tenant.move.phase.value,
         )
-    if not await workflows.cancel_move(tenant_id):
+    decision = await workflows.cancel_move(tenant_id, principal.subject)
+    if decision is None:
         raise StatusConflict(
             f"no run of tenant {tenant_id}'s move is open (the reconciler resumes it)",
             tenantStatus=tenant.status.value,
+        )
+    if not decision.accepted:
+        # The run began its switch after the row was read: the move completes.
+        raise StatusConflict(
+            f"tenant {tenant_id}'s move has switched; it cannot be cancelled",
+            tenantStatus=tenant.status.value,
+            phase=decision.phase.value,
         )
     return await load(tenants, tenant_id)
 

@@ -39,7 +39,7 @@ from tenancy.models import (
     StorageMode,
     Tenant,
 )
-from tenancy.naming import workflow_actor
+from tenancy.naming import server_authority, workflow_actor
 from tenancy.status import Decision, TenantStatus, decide
 from workflows.move.contracts import move_workflow_id
 
@@ -117,10 +117,18 @@ async def _target(
     pool: str,
     fleet: Sequence[StorageServer],
 ) -> str:
-    """The server the tenant moves to, checked (its row locked) as placement checks one."""
+    """The server the tenant moves to, checked (its row locked) as placement checks one. Never
+    one on the tenant's own PostgreSQL server (two entries may name one host and port): its
+    storage there has the same name as the source's."""
+    current = _configured(fleet, row.server) if row.server else None
+    here = server_authority(current.dsn) if current else None
     if to_server is None:
         # Placement in the pool, never the tenant's own server.
-        choices = [s for s in candidates(fleet, pool, row.mode) if s.name != row.server]
+        choices = [
+            s
+            for s in candidates(fleet, pool, row.mode)
+            if s.name != row.server and server_authority(s.dsn) != here
+        ]
         chosen = choose_server(choices, await lock_loads(conn, [s.name for s in choices]))
         if chosen is None:
             raise MoveTargetRefused(
@@ -139,6 +147,11 @@ async def _target(
     why = unavailable(server, (await lock_loads(conn, [to_server]))[to_server])
     if why is not None:
         raise MoveTargetRefused(why)
+    if server_authority(server.dsn) == here:
+        raise MoveTargetRefused(
+            f"storage server {to_server} is on the same PostgreSQL server as {row.server} "
+            f"({here}), where the tenant's storage already is"
+        )
     return to_server
 
 
@@ -370,6 +383,17 @@ class MoveRepository:
             )
             due: list[RetainedSource] = await cur.fetchall()
         return due
+
+    async def release_retained(self, tenant_id: str, server: str) -> None:
+        """The tenant moves back onto `server`, where a source of an earlier move of it is
+        kept: that storage becomes the move's target (its copy empties it first), so it is
+        recorded as no longer kept, and never dropped when its retention ends."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE retained_storage SET dropped_at = clock_timestamp() "
+                "WHERE tenant_id = %s AND server = %s AND dropped_at IS NULL",
+                (tenant_id, server),
+            )
 
     async def mark_dropped(self, retained_id: int) -> None:
         """Record that a retained source was dropped (a repeat keeps the first time)."""

@@ -147,8 +147,9 @@ async def test_a_move_of_no_tenant_is_404_and_of_a_tenant_not_active_409(
         ("pg-b", "storage server pg-b is CORDONED"),
         ("pg-full", "storage server pg-full has no room (0 of 0)"),
         ("pg-db", "storage server pg-db does not take SCHEMA tenants"),
+        ("pg-twin", "storage server pg-twin is on the same PostgreSQL server as pg-a"),
     ],
-    ids=["unknown", "current", "cordoned", "no-room", "storage-mode"],
+    ids=["unknown", "current", "cordoned", "no-room", "storage-mode", "same-postgresql"],
 )
 async def test_a_target_that_may_not_take_the_tenant_is_422_naming_why(
     settings: Settings,
@@ -201,9 +202,10 @@ async def test_without_to_server_placement_chooses_in_the_pool_never_the_current
     assert "(other than pg-c)" in body["detail"]
 
 
-async def test_cancel_move_is_409_unless_moving_and_signals_the_run_when_moving(
-    settings: Settings, stage: MoveStage, keys_dir: Path, temporal_client: Client
+async def test_cancel_move_is_409_unless_moving_and_once_switched(
+    settings: Settings, stage: MoveStage, keys_dir: Path
 ) -> None:
+    # A cancel the run takes is tests/integration/test_moves.py's (a worker runs the move).
     idle, moving = unique_id("mv"), unique_id("mv")
     await stage.active(idle)
     await stage.active(moving)
@@ -211,22 +213,12 @@ async def test_cancel_move_is_409_unless_moving_and_signals_the_run_when_moving(
         not_moving = await api.post(f"/api/tenants/{idle}/cancel-move")
         missing = await api.post("/api/tenants/nobody_here/cancel-move")
         assert (await api.post(f"/api/tenants/{moving}/move")).status_code == 202
-        cancelled = await api.post(f"/api/tenants/{moving}/cancel-move")
         await stage.moves.set_phase(moving, MovePhase.SWITCHED)
         switched = await api.post(f"/api/tenants/{moving}/cancel-move")
 
     assert "cancel-move needs MOVING" in problem(not_moving, 409)["detail"]
     problem(missing, 404)
-    assert cancelled.status_code == 202, cancelled.text
-    assert cancelled.json()["status"] == "MOVING"
     assert problem(switched, 409)["phase"] == "SWITCHED"
-    history = await temporal_client.get_workflow_handle(f"tenant-move-{moving}").fetch_history()
-    signals = [
-        e.workflow_execution_signaled_event_attributes.signal_name
-        for e in history.events
-        if e.HasField("workflow_execution_signaled_event_attributes")
-    ]
-    assert signals == ["cancel_move"]
 
 
 async def test_a_moving_tenant_s_delete_retries_and_restore_are_409_a_move_is_under_way(

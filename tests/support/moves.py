@@ -30,8 +30,8 @@ from tests.support.storage_fleet import FleetStage
 from workflows.move.contracts import move_workflow_id
 
 # shared: pg-a, pg-b (BASIC, STANDARD); dedicated: pg-c (PREMIUM); spare (no tier): pg-full
-# (room for none) and pg-db (DATABASE tenants only). pg-a and pg-db are the session's server,
-# the others the first extra one.
+# (room for none), pg-db (DATABASE tenants only) and pg-twin. pg-a, pg-db and pg-twin are the
+# session's server, the others the first extra one.
 PLACEMENT = {"BASIC": "shared", "STANDARD": "shared", "PREMIUM": "dedicated"}
 
 
@@ -45,6 +45,7 @@ def move_fleet_settings(fleet_stage: FleetStage, **overrides: object) -> Setting
             fleet_stage.server("pg-c", 1, "dedicated", 5),
             fleet_stage.server("pg-full", 1, "spare", 0),
             fleet_stage.server("pg-db", 0, "spare", 5, storageModes=["DATABASE"]),
+            fleet_stage.server("pg-twin", 0, "spare", 5),
         ],
         placement=PLACEMENT,
         **overrides,
