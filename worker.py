@@ -193,7 +193,13 @@ async def worker_activities(
             settings,
             commands,
         )
-        moves = MoveActivities(MoveRepository(metadata_pool), tenants, fleet, settings)
+        moves = MoveActivities(
+            MoveRepository(metadata_pool),
+            tenants,
+            RolloutRepository(metadata_pool),
+            fleet,
+            settings,
+        )
         replies: AbstractAsyncContextManager[None] = nullcontext()
         if reply_keys:
             assert client is not None

@@ -10,6 +10,7 @@ server; anything else fails the step for good, and the workflow rolls the move b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,7 @@ from infra.db import moves as storage_moves
 from infra.db.errors import ErrorKind, classify
 from infra.db.fleet import StorageFleet
 from infra.db.repository import TenantRepository
+from infra.db.rollouts import RolloutRepository
 from infra.db.tenant_moves import MoveRepository
 from tenancy.failures import FailureType, summarize
 from tenancy.models import RetainedSource, StorageLocation
@@ -43,6 +45,8 @@ from tenancy.settings import Settings
 
 _log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = timedelta(seconds=2)
+# How often a freeze looks whether a rollout's calls on the tenant are done.
+ROLLOUT_POLL = timedelta(milliseconds=500)
 _STORAGE_ERRORS = (psycopg.Error, OSError, TimeoutError)
 
 
@@ -72,11 +76,13 @@ class MoveActivities:
         self,
         moves: MoveRepository,
         tenants: TenantRepository,
+        rollouts: RolloutRepository,
         fleet: StorageFleet,
         settings: Settings,
     ) -> None:
         self._moves = moves
         self._tenants = tenants
+        self._rollouts = rollouts
         self._fleet = fleet
         self._roles: Sequence[str] = settings.service_db_roles()
         self._copy_timeout = settings.move_copy_timeout
@@ -138,7 +144,15 @@ class MoveActivities:
     @activity.defn(name="freeze_move_source")
     async def freeze_move_source(self, request: MoveStepInput) -> None:
         """FROZEN: the services' roles can no longer use the tenant's storage on the source,
-        and their sessions that hold it are ended."""
+        and their sessions that hold it are ended. First, a rollout's calls in flight on the
+        tenant are waited for (a rollout takes no MOVING tenant's calls, but may have started
+        them before the move began): a migration is never cut off by the freeze."""
+        async with heartbeating(HEARTBEAT_INTERVAL):
+            while True:
+                with metadata_failures("rollout calls in flight"):
+                    if not await self._rollouts.calls_in_flight(request.tenant_id):
+                        break
+                await asyncio.sleep(ROLLOUT_POLL.total_seconds())
         with storage_failures("freezing the source", request.from_server):
             async with heartbeating(HEARTBEAT_INTERVAL):
                 await storage_moves.freeze(

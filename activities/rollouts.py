@@ -45,7 +45,7 @@ from tenancy.rollouts import (
     halts_since,
 )
 from tenancy.settings import DownstreamService
-from tenancy.status import DELETION_STATUSES
+from tenancy.status import DELETION_STATUSES, TenantStatus
 from workflows.rollout.contracts import (
     BatchInput,
     BatchResult,
@@ -55,6 +55,10 @@ from workflows.rollout.contracts import (
 )
 
 HEARTBEAT_INTERVAL = timedelta(seconds=2)
+# How often a rollout looks whether a MOVING tenant it waits for is done moving.
+MOVE_POLL = timedelta(milliseconds=500)
+# What a rollout's tenant list says of a tenant whose calls wait for its move.
+MOVING_REASON = "waiting: the tenant is MOVING"
 
 
 class CallFailed(Exception):
@@ -152,13 +156,23 @@ class RolloutActivities:
                 if tally.halted:
                     return
                 with metadata_failures("rollout status"):
-                    rollout, current = await self._rollouts.standing(
+                    rollout, current, server = await self._rollouts.standing(
                         request.rollout_id, tenant.tenant_id
                     )
+                    if current is TenantStatus.MOVING:
+                        # Not while its storage moves; taken once the move is over, on the
+                        # server it ended on.
+                        if not await self._after_move(request, tenant.tenant_id):
+                            return
+                        rollout, current, server = await self._rollouts.standing(
+                            request.rollout_id, tenant.tenant_id
+                        )
                 if rollout is not RolloutStatus.RUNNING or tally.halted:
                     return
                 result = await self._tenant(
-                    request, replace(tenant, tenant_status=current), pass_number
+                    request,
+                    replace(tenant, tenant_status=current, storage_server=server),
+                    pass_number,
                 )
                 tally.add(result)
 
@@ -185,6 +199,19 @@ class RolloutActivities:
             counts = await self._rollouts.wave_counts(request.rollout_id, request.wave)
             status = await self._rollouts.status(request.rollout_id)
         return BatchResult(claimed=len(claimed), counts=counts, rollout_status=status)
+
+    async def _after_move(self, request: BatchInput, tenant_id: str) -> bool:
+        """Hand a MOVING tenant back (its move waits for claimed tenants' calls, so holding it
+        would hold the move), wait until it is no longer MOVING, and claim it again; False when
+        it was taken meanwhile or the rollout stopped running."""
+        await self._rollouts.defer(request.rollout_id, tenant_id, MOVING_REASON)
+        while True:
+            rollout, current, _ = await self._rollouts.standing(request.rollout_id, tenant_id)
+            if rollout is not RolloutStatus.RUNNING:
+                return False
+            if current is not TenantStatus.MOVING:
+                return await self._rollouts.reclaim(request.rollout_id, tenant_id, request.batch)
+            await asyncio.sleep(MOVE_POLL.total_seconds())
 
     async def _tenant(
         self, request: BatchInput, tenant: Claimed, pass_number: int

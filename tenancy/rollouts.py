@@ -85,7 +85,8 @@ ServiceNameItem = Annotated[
 
 
 class Selector(RequestModel):
-    """Which tenants a rollout takes: every filter given must match (default: ACTIVE ones)."""
+    """Which tenants a rollout takes: every filter given must match (default: ACTIVE ones).
+    ACTIVE takes MOVING tenants too: their calls wait until the move is over."""
 
     status: list[Annotated[TenantStatus, BY_VALUE]] = Field(
         default_factory=lambda: [TenantStatus.ACTIVE]

@@ -242,7 +242,10 @@ class RolloutRepository:
                            'PENDING'
                     FROM (
                         SELECT t.id, t.created_at FROM tenants t
-                        WHERE t.status = ANY(%(statuses)s)
+                        -- A MOVING tenant is an ACTIVE one whose storage moves: taken as
+                        -- ACTIVE, its calls wait until the move is over.
+                        WHERE (t.status = ANY(%(statuses)s)
+                               OR t.status = 'MOVING' AND 'ACTIVE' = ANY(%(statuses)s))
                           AND t.status <> ALL(%(never)s)
                           AND (%(tiers)s::text[] IS NULL OR t.sla_tier = ANY(%(tiers)s))
                           AND (%(ids)s::text[] IS NULL OR t.id = ANY(%(ids)s))
@@ -519,12 +522,15 @@ class RolloutRepository:
             rows = sorted(await cur.fetchall(), key=lambda r: r[3])
         return [Claimed(r[0], TenantStatus(r[1]), r[2], r[4]) for r in rows]
 
-    async def standing(self, rollout_id: str, tenant_id: str) -> tuple[RolloutStatus, TenantStatus]:
-        """The rollout's status and the tenant's, now (read before each tenant's calls)."""
+    async def standing(
+        self, rollout_id: str, tenant_id: str
+    ) -> tuple[RolloutStatus, TenantStatus, str | None]:
+        """The rollout's status, the tenant's and its storage server, now (read before each
+        tenant's calls: a move may have changed the server since the claim)."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 """
-                SELECT r.status, t.status FROM rollouts r, tenants t
+                SELECT r.status, t.status, t.storage_server FROM rollouts r, tenants t
                 WHERE r.id = %s AND t.id = %s
                 """,
                 (rollout_id, tenant_id),
@@ -532,7 +538,44 @@ class RolloutRepository:
             row = await cur.fetchone()
         if row is None:
             raise RolloutMissing(rollout_id)
-        return RolloutStatus(row[0]), TenantStatus(row[1])
+        return RolloutStatus(row[0]), TenantStatus(row[1]), row[2]
+
+    async def defer(self, rollout_id: str, tenant_id: str, reason: str) -> None:
+        """Hand one claimed tenant back, pending, with why it waits (shown as its `error`
+        until its calls end, in the rollout's tenant list)."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                """
+                UPDATE rollout_tenants SET status = 'PENDING', batch = NULL, error = %s,
+                                           updated_at = clock_timestamp()
+                WHERE rollout_id = %s AND tenant_id = %s AND status = 'RUNNING'
+                """,
+                (reason, rollout_id, tenant_id),
+            )
+
+    async def reclaim(self, rollout_id: str, tenant_id: str, batch: int) -> bool:
+        """Claim one tenant handed back by this batch (it was MOVING) once more; False when it
+        is no longer pending (another batch took it, or the rollout ended)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                UPDATE rollout_tenants SET status = 'RUNNING', batch = %s,
+                                           updated_at = clock_timestamp()
+                WHERE rollout_id = %s AND tenant_id = %s AND status = 'PENDING'
+                """,
+                (batch, rollout_id, tenant_id),
+            )
+            return bool(cur.rowcount == 1)
+
+    async def calls_in_flight(self, tenant_id: str) -> bool:
+        """Whether a rollout holds the tenant claimed (its calls may be running): a move does
+        not freeze the tenant's storage under them."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM rollout_tenants WHERE tenant_id = %s AND status = 'RUNNING' LIMIT 1",
+                (tenant_id,),
+            )
+            return await cur.fetchone() is not None
 
     async def release(
         self, rollout_id: str, wave: int, tenant_ids: Sequence[str] | None = None

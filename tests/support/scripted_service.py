@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,14 @@ class ScriptedService:
     calls: list[Call] = field(default_factory=list)
     teardown_scripts: dict[str, list[int]] = field(default_factory=dict)
     teardowns: list[Call] = field(default_factory=list)
+    # Tenants whose migrate calls are held (recorded, then answered once the event is set).
+    holds: dict[str, threading.Event] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hold(self, tenant_id: str) -> threading.Event:
+        """Hold the tenant's migrate calls until the returned event is set (at most 60 s)."""
+        with self._lock:
+            return self.holds.setdefault(tenant_id, threading.Event())
 
     def script(self, tenant_id: str, *statuses: int) -> None:
         """Answer the next calls for `tenant_id` with these statuses, in order."""
@@ -72,6 +80,9 @@ class ScriptedService:
             self.calls.append(Call(tenant_id, request.headers.get("Idempotency-Key"), body))
             script = self.scripts.get(tenant_id, [])
             status = script.pop(0) if len(script) > 1 else (script[0] if script else 200)
+            held = self.holds.get(tenant_id)
+        if held is not None:
+            await asyncio.to_thread(held.wait, 60)
         if 200 <= status < 300:
             return JSONResponse({"version": self.version}, status_code=status)
         return JSONResponse({"detail": f"scripted failure {status}"}, status_code=status)
