@@ -180,6 +180,15 @@ async def _in_storage(
 
 
 def _ensure_table(conn: psycopg.Connection[Any], table: sql.Composed) -> None:
+    """Make the notes table unless it is there (inside the caller's transaction). First writes
+    made at once would race in CREATE TABLE IF NOT EXISTS (the loser fails on the catalog's
+    unique index), so the making is serialised by a transaction-level advisory lock on the
+    table's name; a table already there costs one lookup and no lock."""
+    name = table.as_string(conn)
+    found = conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()
+    if found is not None and found[0] is not None:
+        return
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
     conn.execute(
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
