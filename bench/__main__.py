@@ -1,5 +1,6 @@
 """`python -m bench` (what `make bench` runs); `python -m bench fleet ...` for fleet rollouts;
-`python -m bench directory ...` for the directory reads."""
+`python -m bench directory ...` for the directory reads; `python -m bench moves ...` for tenant
+moves."""
 
 import sys
 
@@ -11,6 +12,10 @@ if sys.argv[1:2] == ["directory"]:
     from bench.directory import main as directory_main
 
     sys.exit(directory_main(sys.argv[2:]))
+if sys.argv[1:2] == ["moves"]:
+    from bench.moves import main as moves_main
+
+    sys.exit(moves_main(sys.argv[2:]))
 
 from bench.run import main
 
