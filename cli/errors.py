@@ -37,7 +37,8 @@ class ExitCode(IntEnum):
 # Shown under every `--help` and in the README: keep it in step with ExitCode.
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 the checked condition failed (--wait not ACTIVE or a move not "
-    "switched, --watch not SUCCEEDED, --require not met); 2 usage or invalid input (also API 400/413/415/422); "
+    "switched, --watch not SUCCEEDED, --require not met); "
+    "2 usage or invalid input (also API 400/413/415/422); "
     "3 not found (404); 4 conflict (409); 5 auth (401/403, no token); "
     "6 server (5xx, cannot connect, timeout)."
 )
