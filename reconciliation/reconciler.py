@@ -34,11 +34,11 @@ Kinds of drift:
 
 Each workflow type has its rules (`reconciliation.rules`); a tenant's status picks the rules it
 is checked against. The only repair is restarting the workflow of a stuck tenant in a status its
-rules call restartable (provisioning: PROVISIONING or MIGRATING): a new run adopts the tenant from
-the closed one (the same path as the API's retries, with the operator who asked in the audit
-trail), and every step is idempotent, so it finishes what the old run left. Nothing is ever
-deleted or rewritten: orphans, missing storage and
-mismatches need an operator.
+rules call restartable (provisioning: PROVISIONING or MIGRATING; the deletion statuses; MOVING): a
+new run takes the tenant over from the closed one (for provisioning the same path as the API's
+retries, with the operator who asked in the audit trail; a deletion or a move run reads where it
+stands from the row), and every step is idempotent, so it finishes what the old run left. Nothing
+is ever deleted or rewritten: orphans, missing storage and mismatches need an operator.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from tenancy.status import DELETION_STATUSES, TenantStatus
 from workflows.delete import contracts as deletion
 from workflows.delete import starts as deletion_starts
 from workflows.move import contracts as move
+from workflows.move import starts as move_starts
 from workflows.provision import contracts as provision
 from workflows.provision import starts as provision_starts
 
@@ -132,9 +133,14 @@ class _MoveLiveState(CamelModel):
     status: TenantStatus | None = None
 
 
-async def _no_restart(client: Client, tenant: Tenant, actor: str, task_queue: str) -> bool:
-    # A move run lost while MOVING is reported; starting it again is left to the operator.
-    return False
+async def _resume_move(client: Client, tenant: Tenant, actor: str, task_queue: str) -> bool:
+    # The new run reads the move on the row and carries on: every step before the switch again
+    # from PREPARING (each is idempotent), or the switch alone once the row says SWITCHED.
+    try:
+        await move_starts.start(client, tenant.id, actor, task_queue)
+    except WorkflowAlreadyStartedError:
+        return False
+    return True
 
 
 MOVE = WorkflowRules(
@@ -142,11 +148,11 @@ MOVE = WorkflowRules(
     workflow_id=move.move_workflow_id,
     governs=frozenset({TenantStatus.MOVING}),
     needs_run=frozenset({TenantStatus.MOVING}),
-    restartable=frozenset(),
+    restartable=frozenset({TenantStatus.MOVING}),
     completes_in=frozenset({TenantStatus.ACTIVE}),
     status_query=move.STATUS_QUERY,
     state_type=_MoveLiveState,
-    restart=_no_restart,
+    restart=_resume_move,
 )
 
 ALL_RULES: tuple[WorkflowRules, ...] = (PROVISIONING, DELETION, MOVE)
