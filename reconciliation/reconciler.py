@@ -139,7 +139,9 @@ _NOT_FOUND = WorkflowView(status=None)
 
 class Reconciler:
     """Compares rows (optionally only ids starting with `id_prefix`), workflows and the
-    storage on every server of `servers` (`Settings.storage_fleet()`)."""
+    storage on every server of `servers` (`Settings.storage_fleet()`). A run that the row's
+    writer starts after the row (a move's) is restarted only once the row asked for it
+    `settled_for` ago (twice PLATFORM_CREATE_TIMEOUT from the API and the command line)."""
 
     def __init__(
         self,
@@ -151,8 +153,10 @@ class Reconciler:
         id_prefix: str = "",
         rules: tuple[WorkflowRules, ...] = ALL_RULES,
         rollouts: RolloutRule | None = None,
+        settled_for: timedelta = timedelta(0),
     ) -> None:
         self._rules = rules
+        self._settled_for = settled_for
         self._rollout_rule = rollouts
         self._tenants = tenants
         self._client = client
@@ -448,6 +452,9 @@ class Reconciler:
         they restart."""
         rules = self._rules_of(tenant)
         if tenant.status not in rules.restartable:
+            return False
+        asked = rules.asked_at(tenant)
+        if asked is not None and datetime.now(UTC) - asked < self._settled_for:
             return False
         who = f"reconciler:{actor}" if actor else "reconciler"
         restarted = await rules.restart(self._client, tenant, who, self._task_queue)

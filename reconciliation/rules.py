@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from temporalio.client import Client
@@ -38,6 +39,10 @@ class LiveState(Protocol):
 Restart = Callable[[Client, Tenant, str, str], Awaitable[bool]]
 
 
+def _never_asked(tenant: Tenant) -> datetime | None:
+    return None
+
+
 @dataclass(frozen=True)
 class WorkflowRules:
     """One workflow type's expectations (see the module docstring)."""
@@ -56,6 +61,10 @@ class WorkflowRules:
     status_query: str
     state_type: type[LiveState]
     restart: Restart
+    # When the row asked for a run that its writer starts a moment after (a move: the API);
+    # None when the run writes the row itself. The reconciler leaves such a run to its writer
+    # for a while: both starting it, the writer's start would fail and it would undo the row.
+    asked_at: Callable[[Tenant], datetime | None] = _never_asked
 
     @property
     def settled(self) -> frozenset[TenantStatus]:
@@ -153,6 +162,7 @@ MOVE = WorkflowRules(
     status_query=move.STATUS_QUERY,
     state_type=_MoveLiveState,
     restart=_resume_move,
+    asked_at=lambda tenant: tenant.move.requested_at if tenant.move else None,
 )
 
 ALL_RULES: tuple[WorkflowRules, ...] = (PROVISIONING, DELETION, MOVE)
