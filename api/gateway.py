@@ -22,17 +22,10 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import ServiceUnavailable, StatusConflict, TenantConflict, TenantNotFound
-from infra import search_attributes as sa
 from infra.db.repository import TenantOwnedElsewhere, TenantRepository
 from tenancy.failures import FailureType
 from tenancy.models import Tenant, TenantSpec
@@ -41,6 +34,7 @@ from tenancy.settings import Settings
 from workflows.delete import contracts as deletion
 from workflows.delete import starts as deletion_starts
 from workflows.move import contracts as move
+from workflows.move import starts as move_starts
 from workflows.provision import starts
 from workflows.provision.contracts import (
     RECORDED_UPDATE,
@@ -300,20 +294,10 @@ class WorkflowGateway:
         second run while one is open (conflict policy FAIL: `MoveRunOpen`); a closed run does
         not stop a new move (reuse policy ALLOW_DUPLICATE). `MoveRunNotStarted` when Temporal
         answered an error, `ServiceUnavailable` when its answer was lost (the start may still
-        be committed: the reconciler reports a MOVING tenant whose run is missing)."""
+        be committed: the reconciler starts a MOVING tenant's missing run again)."""
         try:
             await asyncio.wait_for(
-                self._client.start_workflow(
-                    move.WORKFLOW_NAME,
-                    move.MoveInput(tenant_id=tenant_id, requested_by=actor),
-                    id=move.move_workflow_id(tenant_id),
-                    task_queue=self._settings.task_queue,
-                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                    search_attributes=TypedSearchAttributes(
-                        [SearchAttributePair(sa.TENANT_ID, tenant_id)]
-                    ),
-                ),
+                move_starts.start(self._client, tenant_id, actor, self._settings.task_queue),
                 timeout=self._timeout,
             )
         except WorkflowAlreadyStartedError:

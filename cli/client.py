@@ -133,6 +133,10 @@ class ApiClient:
         """POST `body` as JSON (or nothing) to `path`."""
         return self.request("POST", path, params=params, json=body)
 
+    def patch(self, path: str, body: Any) -> Any:
+        """PATCH `path` with `body` as JSON."""
+        return self.request("PATCH", path, json=body)
+
     def delete(self, path: str, **params: Any) -> Any:
         """DELETE `path` with query `params`."""
         return self.request("DELETE", path, params=params)

@@ -6,8 +6,9 @@
 Exit codes, by kind (automation branches on them, so they are part of the CLI's contract):
 
     0  OK            the command did what it was asked
-    1  CHECK_FAILED  the checked condition did not hold: `--wait` not ACTIVE, `--watch` not
-                     SUCCEEDED, `--require` not met, a confirmation declined
+    1  CHECK_FAILED  the checked condition did not hold: `--wait` not ACTIVE (a move's: not
+                     switched), `--watch` not SUCCEEDED, `--require` not met, a confirmation
+                     declined
     2  USAGE         usage or invalid input: bad options (Click), API 400/413/415/422 and
                      any other 4xx not listed below
     3  NOT_FOUND     API 404
@@ -35,8 +36,9 @@ class ExitCode(IntEnum):
 
 # Shown under every `--help` and in the README: keep it in step with ExitCode.
 EXIT_CODES_HELP = (
-    "Exit codes: 0 ok; 1 the checked condition failed (--wait not ACTIVE, --watch not "
-    "SUCCEEDED, --require not met); 2 usage or invalid input (also API 400/413/415/422); "
+    "Exit codes: 0 ok; 1 the checked condition failed (--wait not ACTIVE or a move not "
+    "switched, --watch not SUCCEEDED, --require not met); "
+    "2 usage or invalid input (also API 400/413/415/422); "
     "3 not found (404); 4 conflict (409); 5 auth (401/403, no token); "
     "6 server (5xx, cannot connect, timeout)."
 )

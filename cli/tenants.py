@@ -1,4 +1,5 @@
-"""`platformctl tenants ...`: provision, list, inspect, retry, delete and restore tenants."""
+"""`platformctl tenants ...`: provision, list, inspect, update, move, retry, delete and restore
+tenants."""
 
 from __future__ import annotations
 
@@ -12,16 +13,23 @@ from cli.errors import EXIT_CODES_HELP, CliError, ExitCode
 from cli.live import StatusLine, progress_console
 from cli.session import OutputOption, Session, session_of
 from cli.views import events_view, tenant_list_view, tenant_view
-from tenancy.models import SlaTier, StorageMode
+from tenancy.models import EventAction, SlaTier, StorageMode
 from tenancy.status import TenantStatus
 
 tenants_app = typer.Typer(
-    help="Provision, list, inspect, retry, delete and restore tenants.", no_args_is_help=True
+    help="Provision, list, inspect, update, move, retry, delete and restore tenants.",
+    no_args_is_help=True,
 )
 
 TenantIdArgument = Annotated[str, typer.Argument(metavar="ID", help="The tenant's id.")]
 # `--wait` waits while a tenant is in one of these; any other status ends the wait.
 IN_FLIGHT = frozenset({TenantStatus.PROVISIONING, TenantStatus.MIGRATING})
+# `tenants move --wait` waits while the tenant is MOVING.
+MOVING = frozenset({TenantStatus.MOVING})
+# What ends a move: its switch, or its rollback (by itself or by cancel-move).
+MOVE_ENDS = frozenset(
+    {EventAction.TENANT_MOVED, EventAction.MOVE_FAILED, EventAction.MOVE_CANCELLED}
+)
 # `tenants retry`: the way out of each error status (README, Recovery).
 RETRY_PATHS = {
     TenantStatus.MIGRATION_ERROR: "retry-migration",
@@ -43,6 +51,9 @@ def describe(tenant: dict[str, Any]) -> str:
     line = f"{tenant['id']}: {tenant['status']}"
     if tenant.get("statusReason"):
         line += f" ({tenant['statusReason']})"
+    move = tenant.get("move")
+    if move:
+        line += f" - {move['fromServer']} -> {move['toServer']} {move['phase']}"
     services = [
         f"{m['service']} {m['status']}"
         + (f" {m['version']}" if m.get("version") else "")
@@ -59,17 +70,38 @@ def describe(tenant: dict[str, Any]) -> str:
     return line
 
 
-def wait_until_settled(session: Session, tenant: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Poll the tenant until it leaves PROVISIONING/MIGRATING or `timeout` seconds pass,
-    showing a live status line; returns the last tenant read."""
+def wait_until_settled(
+    session: Session,
+    tenant: dict[str, Any],
+    timeout: float,
+    in_flight: frozenset[TenantStatus] = IN_FLIGHT,
+) -> dict[str, Any]:
+    """Poll the tenant until it leaves `in_flight` (PROVISIONING/MIGRATING unless given) or
+    `timeout` seconds pass, showing a live status line; returns the last tenant read."""
     deadline = time.monotonic() + timeout
     with StatusLine(progress_console()) as line:
         while True:
             line.update(describe(tenant))
-            if tenant["status"] not in IN_FLIGHT or time.monotonic() > deadline:
+            if tenant["status"] not in in_flight or time.monotonic() > deadline:
                 return tenant
             time.sleep(POLL_INTERVAL)
             tenant = session.api.get(_path(tenant["id"]))
+
+
+def move_outcome(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The event that ended the tenant's latest move (TENANT_MOVED, MOVE_FAILED or
+    MOVE_CANCELLED), or None when none has since it was requested."""
+    for event in reversed(events):
+        if event.get("action") in MOVE_ENDS:
+            return dict(event)
+        if event.get("action") == EventAction.MOVE_REQUESTED:
+            return None
+    return None
+
+
+WaitOption = Annotated[
+    float, typer.Option("--timeout", min=0, help="Seconds --wait waits at most.")
+]
 
 
 @tenants_app.command("create", epilog=EXIT_CODES_HELP)
@@ -89,9 +121,7 @@ def create(
             help="Follow the tenant until ACTIVE or an error status; exit 0 only if ACTIVE.",
         ),
     ] = False,
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=0, help="Seconds --wait waits at most.")
-    ] = 600,
+    timeout: WaitOption = 600,
     output: OutputOption = None,
 ) -> None:
     """Provision a tenant (POST /api/tenants)."""
@@ -224,4 +254,96 @@ def restore(
     """Cancel a scheduled deletion (POST /api/tenants/ID/restore): back to the status before."""
     session = session_of(ctx)
     tenant = session.api.post(_path(tenant_id, "restore"), reason=reason)
+    session.printer(output).show(tenant, tenant_view)
+
+
+@tenants_app.command("update", epilog=EXIT_CODES_HELP)
+def update(
+    ctx: typer.Context,
+    tenant_id: TenantIdArgument,
+    name: Annotated[
+        str | None, typer.Option("--name", help="New display name (1-200 characters).")
+    ] = None,
+    tier: Annotated[
+        SlaTier | None, typer.Option("--tier", case_sensitive=False, help="New SLA tier.")
+    ] = None,
+    output: OutputOption = None,
+) -> None:
+    """Change a tenant's name or SLA tier (PATCH /api/tenants/ID; needs tenants:write). A new
+    name is immediate; a tier whose pool is not the pool of the tenant's server moves the
+    tenant there (MOVING: follow it with `tenants get`). The storage mode never changes."""
+    session = session_of(ctx)
+    body: dict[str, str] = {}
+    if name is not None:
+        body["name"] = name
+    if tier is not None:
+        body["slaTier"] = tier.value
+    if not body:
+        raise CliError(ExitCode.USAGE, "nothing to update: give --name or --tier")
+    session.printer(output).show(session.api.patch(_path(tenant_id), body), tenant_view)
+
+
+@tenants_app.command("move", epilog=EXIT_CODES_HELP)
+def move(
+    ctx: typer.Context,
+    tenant_id: TenantIdArgument,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            metavar="SERVER",
+            help="The storage server to move to (default: placement in the tenant's pool, "
+            "never its current server).",
+        ),
+    ] = None,
+    reason: ReasonOption = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Follow the move until the tenant leaves MOVING; exit 0 only if it switched "
+            "(a move that failed or was cancelled is rolled back: exit 1).",
+        ),
+    ] = False,
+    timeout: WaitOption = 600,
+    output: OutputOption = None,
+) -> None:
+    """Move an ACTIVE tenant's storage to another server (POST /api/tenants/ID/move; needs
+    servers:write): MOVING at once, then frozen, copied, verified and switched by its
+    workflow, or rolled back by itself when a step fails."""
+    session = session_of(ctx)
+    body = {key: value for key, value in (("toServer", to), ("reason", reason)) if value}
+    tenant = session.api.post(_path(tenant_id, "move"), body)
+    if wait:
+        tenant = wait_until_settled(session, tenant, timeout, MOVING)
+    session.printer(output).show(tenant, tenant_view)
+    if not wait:
+        return
+    where = f"{tenant['status']} on {tenant.get('storageServer')}"
+    if tenant["status"] in MOVING:
+        raise CliError(ExitCode.CHECK_FAILED, f"tenant {tenant_id} is still {describe(tenant)}")
+    ended = move_outcome(session.api.get(_path(tenant_id, "events"))["items"])
+    if ended is None or ended["action"] != EventAction.TENANT_MOVED:
+        what = (
+            f"{ended['action']}: {ended.get('reason') or 'no reason given'}"
+            if ended
+            else "no end of it is recorded"
+        )
+        raise CliError(
+            ExitCode.CHECK_FAILED,
+            f"tenant {tenant_id}'s move did not complete ({what}); it is {where}",
+        )
+    typer.echo(f"tenant {tenant_id} moved to {tenant.get('storageServer')}", err=True)
+
+
+@tenants_app.command("cancel-move", epilog=EXIT_CODES_HELP)
+def cancel_move(
+    ctx: typer.Context, tenant_id: TenantIdArgument, output: OutputOption = None
+) -> None:
+    """Roll a tenant's move back before its switch (POST /api/tenants/ID/cancel-move; needs
+    servers:write): its run unfreezes the source and drops the partial target, and the
+    tenant is ACTIVE on its source a moment later. Exit 4 when it is not MOVING or its move
+    has switched."""
+    session = session_of(ctx)
+    tenant = session.api.post(_path(tenant_id, "cancel-move"))
     session.printer(output).show(tenant, tenant_view)

@@ -62,6 +62,16 @@ def tenant_view(tenant: dict[str, Any]) -> list[RenderableType]:
         ("updatedAt", _when(tenant.get("updatedAt"))),
         ("workflowId", tenant.get("workflowId")),
     ]
+    move = tenant.get("move")
+    if move:
+        rows += [
+            ("move.fromServer", move.get("fromServer")),
+            ("move.toServer", move.get("toServer")),
+            ("move.phase", move.get("phase")),
+            ("move.requestedBy", move.get("requestedBy")),
+            ("move.reason", move.get("reason")),
+            ("move.requestedAt", _when(move.get("requestedAt"))),
+        ]
     deletion = tenant.get("deletion")
     if deletion:
         rows += [

@@ -56,6 +56,8 @@ async def reconcile(
             client,
             servers=settings.storage_fleet(),
             task_queue=settings.task_queue,
+            # The API records a move, then starts its run within its own timeout.
+            settled_for=settings.create_timeout * 2,
             id_prefix=id_prefix,
             # A prefix narrows the pass to some tenants: rollouts are checked by a whole pass.
             rollouts=None if id_prefix else RolloutRule(RolloutRepository(pool), client, settings),

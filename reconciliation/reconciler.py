@@ -34,11 +34,11 @@ Kinds of drift:
 
 Each workflow type has its rules (`reconciliation.rules`); a tenant's status picks the rules it
 is checked against. The only repair is restarting the workflow of a stuck tenant in a status its
-rules call restartable (provisioning: PROVISIONING or MIGRATING): a new run adopts the tenant from
-the closed one (the same path as the API's retries, with the operator who asked in the audit
-trail), and every step is idempotent, so it finishes what the old run left. Nothing is ever
-deleted or rewritten: orphans, missing storage and
-mismatches need an operator.
+rules call restartable (provisioning: PROVISIONING or MIGRATING; the deletion statuses; MOVING): a
+new run takes the tenant over from the closed one (for provisioning the same path as the API's
+retries, with the operator who asked in the audit trail; a deletion or a move run reads where it
+stands from the row), and every step is idempotent, so it finishes what the old run left. Nothing
+is ever deleted or rewritten: orphans, missing storage and mismatches need an operator.
 """
 
 from __future__ import annotations
@@ -139,7 +139,9 @@ _NOT_FOUND = WorkflowView(status=None)
 
 class Reconciler:
     """Compares rows (optionally only ids starting with `id_prefix`), workflows and the
-    storage on every server of `servers` (`Settings.storage_fleet()`)."""
+    storage on every server of `servers` (`Settings.storage_fleet()`). A run that the row's
+    writer starts after the row (a move's) is restarted only once the row asked for it
+    `settled_for` ago (twice PLATFORM_CREATE_TIMEOUT from the API and the command line)."""
 
     def __init__(
         self,
@@ -151,8 +153,10 @@ class Reconciler:
         id_prefix: str = "",
         rules: tuple[WorkflowRules, ...] = ALL_RULES,
         rollouts: RolloutRule | None = None,
+        settled_for: timedelta = timedelta(0),
     ) -> None:
         self._rules = rules
+        self._settled_for = settled_for
         self._rollout_rule = rollouts
         self._tenants = tenants
         self._client = client
@@ -448,6 +452,9 @@ class Reconciler:
         they restart."""
         rules = self._rules_of(tenant)
         if tenant.status not in rules.restartable:
+            return False
+        asked = rules.asked_at(tenant)
+        if asked is not None and datetime.now(UTC) - asked < self._settled_for:
             return False
         who = f"reconciler:{actor}" if actor else "reconciler"
         restarted = await rules.restart(self._client, tenant, who, self._task_queue)

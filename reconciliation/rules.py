@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from temporalio.client import Client
@@ -20,6 +21,7 @@ from tenancy.status import DELETION_STATUSES, TenantStatus
 from workflows.delete import contracts as deletion
 from workflows.delete import starts as deletion_starts
 from workflows.move import contracts as move
+from workflows.move import starts as move_starts
 from workflows.provision import contracts as provision
 from workflows.provision import starts as provision_starts
 
@@ -35,6 +37,10 @@ class LiveState(Protocol):
 
 # Restart(client, tenant, actor, task_queue) -> whether a new run was started.
 Restart = Callable[[Client, Tenant, str, str], Awaitable[bool]]
+
+
+def _never_asked(tenant: Tenant) -> datetime | None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,10 @@ class WorkflowRules:
     status_query: str
     state_type: type[LiveState]
     restart: Restart
+    # When the row asked for a run that its writer starts a moment after (a move: the API);
+    # None when the run writes the row itself. The reconciler leaves such a run to its writer
+    # for a while: both starting it, the writer's start would fail and it would undo the row.
+    asked_at: Callable[[Tenant], datetime | None] = _never_asked
 
     @property
     def settled(self) -> frozenset[TenantStatus]:
@@ -132,9 +142,14 @@ class _MoveLiveState(CamelModel):
     status: TenantStatus | None = None
 
 
-async def _no_restart(client: Client, tenant: Tenant, actor: str, task_queue: str) -> bool:
-    # A move run lost while MOVING is reported; starting it again is left to the operator.
-    return False
+async def _resume_move(client: Client, tenant: Tenant, actor: str, task_queue: str) -> bool:
+    # The new run reads the move on the row and carries on: every step before the switch again
+    # from PREPARING (each is idempotent), or the switch alone once the row says SWITCHED.
+    try:
+        await move_starts.start(client, tenant.id, actor, task_queue)
+    except WorkflowAlreadyStartedError:
+        return False
+    return True
 
 
 MOVE = WorkflowRules(
@@ -142,11 +157,12 @@ MOVE = WorkflowRules(
     workflow_id=move.move_workflow_id,
     governs=frozenset({TenantStatus.MOVING}),
     needs_run=frozenset({TenantStatus.MOVING}),
-    restartable=frozenset(),
+    restartable=frozenset({TenantStatus.MOVING}),
     completes_in=frozenset({TenantStatus.ACTIVE}),
     status_query=move.STATUS_QUERY,
     state_type=_MoveLiveState,
-    restart=_no_restart,
+    restart=_resume_move,
+    asked_at=lambda tenant: tenant.move.requested_at if tenant.move else None,
 )
 
 ALL_RULES: tuple[WorkflowRules, ...] = (PROVISIONING, DELETION, MOVE)

@@ -1,6 +1,7 @@
 """What the tenant pages show, decided from the API's answers alone (pure, unit-tested): which
-actions a status and a token allow, whether a page follows its tenant live and how fast, the
-list's paging links, and the tenant's runs in the Temporal Web UI."""
+actions a status and a token allow, the servers a tenant may be moved to, whether a page follows
+its tenant live and how fast, the list's paging links, and the tenant's runs in the Temporal Web
+UI."""
 
 from __future__ import annotations
 
@@ -9,17 +10,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from api.auth import DELETE_SCOPE, WRITE_SCOPE
+from api.auth import DELETE_SCOPE, SERVERS_WRITE_SCOPE, WRITE_SCOPE
 from api.console.internal import ApiAnswer
 from api.console.links import run_url
 from api.console.session import Session
 from api.console.web import CONSOLE, query_with
-from tenancy.models import EventAction
+from tenancy.fleet import ServerState
+from tenancy.models import EventAction, MovePhase
 from tenancy.naming import deletion_workflow_id
 from tenancy.status import DELETABLE, TenantStatus
+from workflows.move.contracts import move_workflow_id
 
 # Statuses a workflow is moving the tenant out of by itself: their pages follow it live.
-IN_FLIGHT = frozenset({TenantStatus.PROVISIONING, TenantStatus.MIGRATING, TenantStatus.DELETING})
+IN_FLIGHT = frozenset(
+    {
+        TenantStatus.PROVISIONING,
+        TenantStatus.MIGRATING,
+        TenantStatus.DELETING,
+        TenantStatus.MOVING,
+    }
+)
 # Statuses whose retry, once requested, the run takes up a moment later (the API answers first).
 RETRYABLE = frozenset(
     {TenantStatus.MIGRATION_ERROR, TenantStatus.PROVISION_ERROR, TenantStatus.DELETION_ERROR}
@@ -77,6 +87,8 @@ class Actions:
     retry_deletion: bool = False
     delete: bool = False
     restore: bool = False
+    move: bool = False
+    cancel_move: bool = False
 
     @property
     def any(self) -> bool:
@@ -84,18 +96,49 @@ class Actions:
         return any(vars(self).values())
 
 
-def allowed_actions(status: TenantStatus | None, session: Session, pending: bool) -> Actions:
+def allowed_actions(
+    status: TenantStatus | None,
+    session: Session,
+    pending: bool,
+    move_phase: MovePhase | None = None,
+) -> Actions:
     """The actions of a tenant in `status` for this operator; a retry the run has not taken up
-    yet is not offered twice."""
+    yet is not offered twice, nor a cancel of a move that has switched (`move_phase`)."""
     write = session.can(WRITE_SCOPE) and not pending
     delete = session.can(DELETE_SCOPE)
+    servers = session.can(SERVERS_WRITE_SCOPE)
     return Actions(
         retry_migration=write and status is TenantStatus.MIGRATION_ERROR,
         retry_provisioning=write and status is TenantStatus.PROVISION_ERROR,
         retry_deletion=delete and not pending and status is TenantStatus.DELETION_ERROR,
         delete=delete and status in DELETABLE,
         restore=delete and status is TenantStatus.DELETION_SCHEDULED,
+        move=servers and status is TenantStatus.ACTIVE,
+        cancel_move=servers
+        and status is TenantStatus.MOVING
+        and move_phase is not MovePhase.SWITCHED,
     )
+
+
+def move_phase(tenant: Mapping[str, Any]) -> MovePhase | None:
+    """The phase of the tenant's move, or None without one (or a phase this console does not
+    know)."""
+    try:
+        return MovePhase(str((tenant.get("move") or {}).get("phase")))
+    except ValueError:
+        return None
+
+
+def move_targets(servers: ApiAnswer, tenant: Mapping[str, Any]) -> list[str]:
+    """The servers the move form offers (`GET /api/storage-servers`): the ACTIVE ones other
+    than the tenant's own. The API checks the rest (room, storage mode) when the move is asked."""
+    items: list[dict[str, Any]] = servers.body.get("items", []) if servers.ok else []
+    return [
+        str(s["name"])
+        for s in items
+        if s.get("state") == ServerState.ACTIVE.value
+        and s.get("name") != tenant.get("storageServer")
+    ]
 
 
 def retry_pending(status: TenantStatus | None, events: list[dict[str, Any]]) -> bool:
@@ -124,8 +167,11 @@ def temporal_links(
     ui_url: str | None, namespace: str, tenant: Mapping[str, Any]
 ) -> list[tuple[str, str]]:
     """Links to the tenant's runs in the Temporal Web UI (none without PLATFORM_TEMPORAL_UI_URL):
-    its provisioning run and, once a deletion is asked, its deletion run."""
+    its provisioning run, its move's run while it is moving and, once a deletion is asked, its
+    deletion run."""
     ids = [("Provisioning run", str(tenant["workflowId"]))]
+    if tenant.get("move"):
+        ids.append(("Move run", move_workflow_id(str(tenant["id"]))))
     if tenant.get("deletion"):
         ids.append(("Deletion run", deletion_workflow_id(str(tenant["id"]))))
     links = [(label, run_url(ui_url, namespace, workflow_id)) for label, workflow_id in ids]

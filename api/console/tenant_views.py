@@ -1,6 +1,7 @@
 """The tenant pages: the list at `/console/tenants` (counts by status, filters, paging, the
-provision form) and one tenant at `/console/tenants/{id}` (fields, migration ledger, audit trail,
-Temporal links and the actions its status allows).
+provision form) and one tenant at `/console/tenants/{id}` (fields, its move while MOVING,
+migration ledger, audit trail, Temporal links and the actions its status allows: a move to
+another server and its cancel among them).
 
 Every read and every action is a call of the REST API as the signed-in operator
 (api.console.internal): the console decides only what to *show*; whether an action is allowed
@@ -8,8 +9,8 @@ Every read and every action is a call of the REST API as the signed-in operator
 
 Live parts: the list's table and the tenant's live fragment carry `data-poll` while something in
 them is in flight, and the same URL answers the fragment alone (`?fragment=...` or the
-`X-Console-Fragment` header console.js sends), so a provisioning is followed to ACTIVE without a
-reload.
+`X-Console-Fragment` header console.js sends), so a provisioning is followed to ACTIVE, and a
+move through its phases, without a reload.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from api.console.internal import api_for
 from api.console.session import Session
 from api.console.tenant_state import (
     allowed_actions,
+    move_phase,
+    move_targets,
     parse_status,
     poll_interval,
     retry_pending,
@@ -43,6 +46,8 @@ router = APIRouter(prefix=f"{CONSOLE}/tenants", include_in_schema=False)
 LIST_FILTERS = ("status", "slaTier", "storageMode", "idPrefix")
 SPEC_FIELDS = ("id", "name", "storageMode", "slaTier")
 DELETE_FIELDS = ("graceSeconds", "reason", "confirm")
+# The move form's server choice that leaves the target to placement (no `toServer`).
+PLACEMENT = ""
 
 
 def _wants_fragment(request: Request, name: str) -> bool:
@@ -172,6 +177,11 @@ async def _tenant_response(
     trail: list[dict[str, Any]] = events.body.get("items", []) if events and events.ok else []
     pending = retry_pending(status, trail)
     interval = poll_interval(status, tenant, pending, datetime.now(UTC))
+    actions = allowed_actions(status, session, pending, move_phase(tenant))
+    targets: list[str] = []
+    if actions.move:
+        async with api_for(request, session.token) as api:
+            targets = move_targets(await api.get("/api/storage-servers"), tenant)
     return render(
         request,
         "_tenant_live.html" if fragment else "tenant.html",
@@ -182,7 +192,9 @@ async def _tenant_response(
         events=list(reversed(trail)),
         events_problem=None if events is None or events.ok else events.problem,
         retry_pending=pending,
-        actions=allowed_actions(status, session, pending),
+        actions=actions,
+        move_targets=targets,
+        placement=PLACEMENT,
         poll_url=f"{tenant_path(tenant_id)}?fragment=live" if interval else None,
         poll_interval=interval,
         temporal_links=temporal_links(_ui_url(request), request.state.temporal.namespace, tenant),
@@ -219,12 +231,18 @@ async def _act(
     notice: str,
     *,
     params: Mapping[str, str] | None = None,
+    json: Mapping[str, str] | None = None,
     delete_form: Mapping[str, str] | None = None,
 ) -> Response:
     """Call the API's action for the tenant; back to its page with a notice, or with the API's
     refusal (and its status code) when it refuses."""
     async with api_for(request, session.token) as api:
-        answer = await api.call(method, _api_path(tenant_id, action), params=dict(params or {}))
+        answer = await api.call(
+            method,
+            _api_path(tenant_id, action),
+            params=dict(params or {}),
+            json=None if json is None else dict(json),
+        )
     if answer.ok:
         return redirect(request, tenant_path(tenant_id), notice)
     if answer.status == 404:
@@ -314,4 +332,39 @@ async def restore(request: Request, session: Signed, tenant_id: str) -> Response
         "/restore",
         f"Deletion of {tenant_id} cancelled.",
         params={"reason": reason},
+    )
+
+
+@router.post("/{tenant_id}/move")
+async def move(request: Request, session: Signed, tenant_id: str) -> Response:
+    """Move an ACTIVE tenant to the chosen server, or where placement puts it."""
+    form = await checked_form(request, session)
+    target = form.get("toServer", PLACEMENT).strip()
+    reason = form.get("reason", "").strip()
+    body = {"toServer": target} if target != PLACEMENT else {}
+    if reason:
+        body["reason"] = reason
+    where = f"to {target}" if target != PLACEMENT else "by placement"
+    return await _act(
+        request,
+        session,
+        tenant_id,
+        "POST",
+        "/move",
+        f"Move of {tenant_id} started ({where}).",
+        json=body,
+    )
+
+
+@router.post("/{tenant_id}/cancel-move")
+async def cancel_move(request: Request, session: Signed, tenant_id: str) -> Response:
+    """Roll a tenant's move back before its switch."""
+    await checked_form(request, session)
+    return await _act(
+        request,
+        session,
+        tenant_id,
+        "POST",
+        "/cancel-move",
+        f"Cancel of {tenant_id}'s move requested: it is rolled back to its source.",
     )

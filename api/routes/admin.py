@@ -48,6 +48,8 @@ def admin_router(settings: Settings | None = None) -> APIRouter:
             client,
             servers=config.storage_fleet(),
             task_queue=config.task_queue,
+            # The API records a move, then starts its run within its own timeout.
+            settled_for=config.create_timeout * 2,
             rollouts=RolloutRule(rollouts, client, config),
         )
 

@@ -6,7 +6,7 @@ needs `tenants:write`. A move is recorded on the tenant's row first (MOVING, pha
 guarded write with the target's checks, `infra.db.tenant_moves`), then `MoveTenantWorkflow`
 (`tenant-move-{id}`) is started; it reads the move from the row. A start Temporal surely did not
 make (a run still open, an error it answered) rolls the row back, so no tenant is left MOVING
-without a run; a lost answer is a 503 and the reconciler reports a MOVING tenant without one.
+without a run; a lost answer is a 503, and the reconciler starts a MOVING tenant's missing run.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The tenant pages' pure rules: which actions a status and a token allow, when a page follows
-its tenant live and how fast, and the list's paging links."""
+"""The tenant pages' pure rules: which actions a status and a token allow, the servers a move
+may go to, when a page follows its tenant live and how fast, and the list's paging links."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from api.auth import DELETE_SCOPE, READ_SCOPE, WRITE_SCOPE, Principal
+from api.auth import DELETE_SCOPE, READ_SCOPE, SERVERS_WRITE_SCOPE, WRITE_SCOPE, Principal
 from api.console.internal import ApiAnswer
 from api.console.session import Session
 from api.console.tenant_state import (
@@ -16,11 +16,14 @@ from api.console.tenant_state import (
     SLOW_POLL_MS,
     Actions,
     allowed_actions,
+    move_phase,
+    move_targets,
     poll_interval,
     retry_pending,
     rows_context,
     temporal_links,
 )
+from tenancy.models import MovePhase
 from tenancy.status import TenantStatus as S
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -45,6 +48,7 @@ OPERATOR = session(READ_SCOPE, WRITE_SCOPE, DELETE_SCOPE)
         (S.DELETING, Actions()),
         (S.DELETION_ERROR, Actions(retry_deletion=True)),
         (S.DELETED, Actions()),
+        (S.MOVING, Actions()),
     ],
 )
 def test_each_status_offers_its_actions(status: S, expected: Actions) -> None:
@@ -59,6 +63,34 @@ def test_scopes_hide_what_the_token_cannot_do() -> None:
         retry_migration=True
     )
     assert allowed_actions(S.DELETION_SCHEDULED, writer, pending=False) == Actions()
+
+
+def test_servers_write_moves_an_active_tenant_and_cancels_a_move_until_its_switch() -> None:
+    mover = session(READ_SCOPE, SERVERS_WRITE_SCOPE)
+    assert allowed_actions(S.ACTIVE, mover, pending=False) == Actions(move=True)
+    assert allowed_actions(S.MOVING, mover, False, MovePhase.COPYING) == Actions(cancel_move=True)
+    assert allowed_actions(S.MOVING, mover, False, MovePhase.SWITCHED) == Actions()
+    assert allowed_actions(S.MIGRATION_ERROR, mover, pending=False) == Actions()
+    assert allowed_actions(S.MOVING, OPERATOR, False, MovePhase.COPYING) == Actions()
+
+
+def test_a_move_goes_to_an_active_server_other_than_the_tenant_s_own() -> None:
+    servers = ApiAnswer(
+        200,
+        {
+            "items": [
+                {"name": "pg-a", "state": "ACTIVE"},
+                {"name": "pg-b", "state": "CORDONED"},
+                {"name": "pg-c", "state": "ACTIVE"},
+                {"name": "pg-d", "state": "DRAINING"},
+            ]
+        },
+    )
+    assert move_targets(servers, {"storageServer": "pg-a"}) == ["pg-c"]
+    assert move_targets(ApiAnswer(403, {"detail": "no"}), {"storageServer": "pg-a"}) == []
+    assert move_phase({"move": {"phase": "FROZEN"}}) is MovePhase.FROZEN
+    assert move_phase({"move": None}) is None
+    assert move_phase({"move": {"phase": "LATER"}}) is None
 
 
 def test_a_retry_already_asked_is_not_offered_again() -> None:
@@ -84,7 +116,7 @@ def deletion(purge_in: timedelta) -> dict[str, Any]:
 
 
 def test_what_is_in_flight_is_followed_and_a_due_purge_faster() -> None:
-    for status in (S.PROVISIONING, S.MIGRATING, S.DELETING):
+    for status in (S.PROVISIONING, S.MIGRATING, S.DELETING, S.MOVING):
         assert poll_interval(status, {}, False, NOW) == FAST_POLL_MS
     for settled in (S.ACTIVE, S.MIGRATION_ERROR, S.DELETED, S.DELETION_ERROR, None):
         assert poll_interval(settled, {}, False, NOW) is None
@@ -132,4 +164,9 @@ def test_temporal_links_name_the_provisioning_run_and_the_deletion_run_once_aske
     assert temporal_links(ui, "default", deleted)[1] == (
         "Deletion run",
         "https://temporal.internal/ui/namespaces/default/workflows/tenant-delete-acme",
+    )
+    moving = tenant | {"move": {"phase": "COPYING"}}
+    assert temporal_links(ui, "default", moving)[1] == (
+        "Move run",
+        "https://temporal.internal/ui/namespaces/default/workflows/tenant-move-acme",
     )

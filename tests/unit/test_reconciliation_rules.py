@@ -1,4 +1,5 @@
-"""Every tenant status is governed by exactly one workflow's rules, MOVING by the move's."""
+"""Every tenant status is governed by exactly one workflow's rules, MOVING by the move's (which
+restart a lost run)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def test_a_moving_tenant_needs_its_move_run() -> None:
     assert rules.workflow_type == "MoveTenantWorkflow"
     assert rules.workflow_id("acme") == "tenant-move-acme"
     assert rules.needs_run == {TenantStatus.MOVING}
+    # A lost run is started again: the new one carries the move on from the row.
+    assert rules.restartable == {TenantStatus.MOVING}
     # The run leaves the tenant ACTIVE (switched or rolled back).
     assert rules.completes_in == {TenantStatus.ACTIVE}
     # Never asked for its live state: a MOVING tenant always needs its run.
