@@ -115,6 +115,7 @@ class MoveActivities:
             to_server=move.to_server if move else None,
             phase=move.phase if move else None,
             requested_at=move.requested_at if move else None,
+            status_reason=tenant.status_reason,
             retention_seconds=self._retention.total_seconds(),
         )
 

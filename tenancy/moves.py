@@ -28,7 +28,34 @@ class MoveRecord(CamelModel):
     to_server: str | None = None
     phase: MovePhase | None = None
     requested_at: datetime | None = None
+    # The tenant's statusReason: names a rollback under way (`rollback_under_way`).
+    status_reason: str | None = None
     retention_seconds: float
+
+
+# A rollback under way is written on the row before it starts, so that a run started again
+# (a lost run, the reconciler's) finishes it rather than trying the move again.
+ROLLING_BACK = "rolling back: "
+ROLLING_BACK_CANCELLED = "rolling back (cancelled): "
+_WAITING = " (waiting: "
+
+
+def rollback_reason(reason: str, *, cancelled: bool, waiting: str | None = None) -> str:
+    """The statusReason of a rollback under way, for `reason`, maybe waiting for `waiting`."""
+    prefix = ROLLING_BACK_CANCELLED if cancelled else ROLLING_BACK
+    return prefix + reason + (f"{_WAITING}{waiting})" if waiting else "")
+
+
+def rollback_under_way(status_reason: str | None) -> tuple[str, bool] | None:
+    """The reason and whether it was a cancel, of the rollback `status_reason` names; None
+    when it names none."""
+    if status_reason is None:
+        return None
+    for prefix, cancelled in ((ROLLING_BACK_CANCELLED, True), (ROLLING_BACK, False)):
+        if status_reason.startswith(prefix):
+            reason = status_reason.removeprefix(prefix)
+            return reason.rsplit(_WAITING, 1)[0] if _WAITING in reason else reason, cancelled
+    return None
 
 
 class MoveStepInput(CamelModel):

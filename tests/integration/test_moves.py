@@ -18,10 +18,13 @@ import httpx
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
 from infra.db.storage import lock_storage
+from infra.db.tenant_moves import MoveRepository
 from tenancy.models import StorageLocation, StorageMode
+from tenancy.moves import rollback_reason
 from tenancy.settings import Settings
 from tests.conftest import unique_id
 from tests.support.api_client import api_client
@@ -40,6 +43,7 @@ from tests.support.scripted_service import ScriptedService
 from tests.support.servers import serve
 from tests.support.storage import storage_exists
 from tests.support.storage_fleet import FleetStage, platform_url
+from workflows.move.starts import start as start_move
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -239,4 +243,43 @@ async def test_a_move_cancelled_before_its_switch_is_rolled_back(
     ]
     assert again.status_code == 409
     assert service_writes(side_a, at_a) == FILLED_ROWS["order_notes"] + 1
+    assert not storage_exists(platform_url(fleet_stage.extra[1]), tenant_id, "SCHEMA")
+
+
+async def test_a_run_started_over_a_rollback_under_way_finishes_it_and_never_moves(
+    fleet_stage: FleetStage,
+    services: tuple[tuple[str, str], ...],
+    temporal_client: Client,
+    keys_dir: Path,
+) -> None:
+    settings = fleet_settings(fleet_stage, services)
+    tenant_id = unique_id("mvr")
+    async with (
+        AsyncConnectionPool(settings.require_database_url(), min_size=1, max_size=2) as pool,
+        api_client(settings, keys_dir, temporal=temporal_client) as api,
+    ):
+        await provision(api, tenant_id, "SCHEMA")
+        moves = MoveRepository(pool)
+        await moves.begin(
+            tenant_id, "op", None, "pg-b", settings.storage_fleet(), settings.placement_map()
+        )
+        # What a run that began rolling a cancelled move back, then died, leaves on the row.
+        await moves.set_status_reason(tenant_id, rollback_reason("cancelled by op", cancelled=True))
+        handle = await start_move(temporal_client, tenant_id, "reconciler", settings.task_queue)
+        await handle.result()
+        after = await tenant_becomes(api, tenant_id, "ACTIVE")
+        trail = await actions(api, tenant_id)
+        history = await handle.fetch_history()
+
+    assert (after["storageServer"], after["statusReason"]) == ("pg-a", "cancelled by op")
+    assert [a for a, _ in trail if a in ("MOVE_CANCELLED", "MOVE_FAILED", "TENANT_MOVED")] == [
+        "MOVE_CANCELLED"
+    ]
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert "prepare_move_target" not in scheduled
+    assert "undo_move_storage" in scheduled
     assert not storage_exists(platform_url(fleet_stage.extra[1]), tenant_id, "SCHEMA")

@@ -43,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
         MoveStepInput,
         RollBackInput,
         SwitchInput,
+        rollback_reason,
+        rollback_under_way,
     )
     from tenancy.status import TenantStatus
     from workflows.common import ActivityOptions, failure_reason, follow_status, run_activity
@@ -57,6 +59,11 @@ with workflow.unsafe.imports_passed_through():
         MoveInput,
         MoveState,
     )
+
+
+# Runs from this one on write a rollback on the row before it starts, and a run started again
+# over one finishes it.
+RECORDED_ROLLBACK_PATCH = "move-rollback-recorded"
 
 
 class MoveAborted(Exception):
@@ -103,7 +110,15 @@ class MoveTenantWorkflow:
             from_server=record.from_server,
             to_server=record.to_server,
         )
+        # A run started again over a rollback under way finishes it (a cancel stays a cancel).
+        under_way = (
+            rollback_under_way(record.status_reason)
+            if workflow.patched(RECORDED_ROLLBACK_PATCH)
+            else None
+        )
         try:
+            if under_way is not None and record.phase is not MovePhase.SWITCHED:
+                raise MoveAborted(under_way[0], cancelled=under_way[1])
             if record.phase is not MovePhase.SWITCHED:
                 await self._before_switch(step)
         except MoveAborted as aborted:
@@ -208,6 +223,16 @@ class MoveTenantWorkflow:
         """Undo the storage until it is undone, then the tenant ACTIVE on its source."""
         self._state.status_reason = reason
         workflow.logger.info("rolling back the move of %s: %s", step.tenant_id, reason)
+        recorded = workflow.patched(RECORDED_ROLLBACK_PATCH)
+        if recorded:
+            await run_activity(
+                MoveActivities.set_move_reason,
+                MoveReasonInput(
+                    tenant_id=step.tenant_id,
+                    reason=rollback_reason(reason, cancelled=cancelled),
+                ),
+                options.REASON,
+            )
         while True:
             try:
                 await run_activity(MoveActivities.undo_move_storage, step, options.UNDO)
@@ -215,7 +240,11 @@ class MoveTenantWorkflow:
             except FailureError as err:
                 if is_cancelled_exception(err):
                     raise
-                waiting = f"rolling back ({reason}), waiting: {failure_reason(err)}"
+                waiting = (
+                    rollback_reason(reason, cancelled=cancelled, waiting=failure_reason(err))
+                    if recorded
+                    else f"rolling back ({reason}), waiting: {failure_reason(err)}"
+                )
                 self._state.status_reason = waiting
                 await run_activity(
                     MoveActivities.set_move_reason,
