@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from tenancy.naming import storage_name
 from tests.support.storage_fleet import STORAGE_DATABASE
 
 # The reference service's notes table (examples.downstream_service.runtime) for backend-service.
@@ -107,13 +108,20 @@ def refused_windows(writes: list[Write]) -> list[float]:
     return windows
 
 
-def notes_on(superuser_url: str, tenant_id: str) -> set[str] | None:
-    """The notes' texts of a SCHEMA tenant on the server of `superuser_url` (its storage
-    database), or None when the tenant's storage or the table is not there."""
-    table = sql.Identifier(f"tenant_{tenant_id}", NOTES_TABLE)
-    with psycopg.connect(make_conninfo(superuser_url, dbname=STORAGE_DATABASE)) as conn:
-        try:
+def notes_on(superuser_url: str, tenant_id: str, mode: str = "SCHEMA") -> set[str] | None:
+    """The notes' texts of the tenant on the server of `superuser_url` (its schema in the
+    storage database, or its own database), or None when its storage or the table is not
+    there."""
+    name = storage_name(tenant_id)
+    database, schema = (STORAGE_DATABASE, name) if mode == "SCHEMA" else (name, "public")
+    table = sql.Identifier(schema, NOTES_TABLE)
+    try:
+        with psycopg.connect(make_conninfo(superuser_url, dbname=database)) as conn:
             rows = conn.execute(sql.SQL("SELECT text FROM {}").format(table)).fetchall()
-        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-            return None
+    except (
+        psycopg.errors.UndefinedTable,
+        psycopg.errors.InvalidSchemaName,
+        psycopg.OperationalError,
+    ):
+        return None
     return {text for (text,) in rows}
