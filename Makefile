@@ -51,7 +51,7 @@ BENCH_ARGS ?=
 bench: $(STAMP)  ## Benchmark provisioning (Temporal vs direct); report in bench/results/
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-# `make record-history ONLY=deletion` records one workflow's scenarios (provision, deletion).
+# `make record-history ONLY=deletion` records one workflow's scenarios (provision, deletion, rollout, moves).
 ONLY ?=
 
 record-history: $(STAMP)  ## Record workflow histories for the replay test into tests/histories/

@@ -28,6 +28,7 @@ from infra.db.errors import ErrorKind, classify
 from infra.db.fleet import StorageFleet
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
+from infra.db.storage import StorageStillPresent
 from infra.db.tenant_moves import MoveRepository
 from tenancy.failures import FailureType, summarize
 from tenancy.models import RetainedSource, StorageLocation
@@ -248,7 +249,8 @@ class MoveActivities:
     async def drop_due_sources(self) -> None:
         """Drop every kept source whose retention is over, unless the tenant lives on that
         server again (moved back meanwhile: the storage is its own again), and record it
-        dropped. The worker runs this every `SOURCE_DROP_INTERVAL`."""
+        dropped. A source whose server is away stays kept until a later round, and holds
+        back no other. The worker runs this every `SOURCE_DROP_INTERVAL`."""
         for source in await self._moves.retained_due(datetime.now(UTC)):
             assert source.id is not None  # read from its row
             tenant = await self._tenants.get(source.tenant_id)
@@ -260,7 +262,16 @@ class MoveActivities:
                 await self._moves.mark_dropped(source.id)
                 continue
             location = self._fleet.locate(source.server, source.tenant_id, source.mode)
-            await self._fleet.admin(source.server).drop(location)
+            try:
+                await self._fleet.admin(source.server).drop(location)
+            except (*_STORAGE_ERRORS, StorageStillPresent) as exc:
+                _log.warning(
+                    "could not drop the source %s kept on %s (tried again later): %s",
+                    source.tenant_id,
+                    source.server,
+                    exc or type(exc).__name__,
+                )
+                continue
             await self._moves.mark_dropped(source.id)
             _log.info("dropped the source %s kept on %s", source.tenant_id, source.server)
 

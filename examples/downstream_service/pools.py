@@ -103,11 +103,17 @@ class StoragePools:
             except PoolClosed:
                 pool = None  # closed to make room by another call just now: start afresh
             else:
-                try:
-                    yield conn
-                finally:
-                    pool.putconn(conn)
-                return
+                if _alive(conn):
+                    try:
+                        yield conn
+                    finally:
+                        pool.putconn(conn)
+                    return
+                # The server ended it (a restart; a move's freeze ends the service's sessions
+                # and refuses new ones): the pool would wait its whole timeout for one it may
+                # not get. Its others are likely gone too: start afresh, told at once.
+                pool.putconn(conn)
+                self._forget(address, pool)
         # A pool opens connections in background workers, retries failures for minutes and
         # answers only "timed out": the first connection is made here instead, so a missing
         # database or a refused port is reported at once and never gets a pool.
@@ -159,8 +165,6 @@ class StoragePools:
                 max_size=self._max_size,
                 max_idle=self._max_idle,
                 timeout=self._timeout,
-                # A connection broken by a server restart is replaced instead of failing a call.
-                check=ConnectionPool.check_connection,
                 name=f"{address.host}:{address.port}/{address.database}",
                 num_workers=1,
                 open=False,
@@ -182,6 +186,15 @@ class StoragePools:
         except psycopg.OperationalError as exc:
             raise self._explain_connect_failure(address, args, exc) from exc
 
+    def _forget(
+        self, address: StorageAddress, pool: ConnectionPool[psycopg.Connection[Any]]
+    ) -> None:
+        """Close `pool` and forget it, unless another call replaced it already."""
+        with self._lock:
+            if self._pools.get(address) is pool:
+                del self._pools[address]
+        pool.close()
+
     def _explain_timeout(
         self, address: StorageAddress, pool: ConnectionPool[psycopg.Connection[Any]]
     ) -> DownstreamError:
@@ -191,10 +204,7 @@ class StoragePools:
             with self._connect(address, self._require_args()):
                 pass
         except DownstreamError as error:
-            with self._lock:
-                if self._pools.get(address) is pool:
-                    del self._pools[address]
-            pool.close()
+            self._forget(address, pool)
             return error
         return StorageUnavailable(
             f"all {self._max_size} connections to {address.database!r} stayed busy for "
@@ -219,3 +229,12 @@ class StoragePools:
             return TargetMissing(f"database {address.database!r} does not exist")
         _log.warning("could not connect to database %r on %s: %s", address.database, server, exc)
         return StorageUnavailable(f"could not connect to database {address.database!r}")
+
+
+def _alive(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the server still serves `conn` (one empty round trip, as the pool's check)."""
+    try:
+        ConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        return False
+    return True

@@ -11,7 +11,9 @@ What the service does in each status of the tenant (the directory's answer):
 - DELETION_SCHEDULED: reads; writes 409 (still restorable, so its data stays readable, but a
   write would be lost at the purge).
 - PROVISIONING, MIGRATING, PROVISION_ERROR, MIGRATION_ERROR, MOVING: 503 with Retry-After
-  (storage absent, not migrated yet, or being moved: come back later).
+  (storage absent, not migrated yet, or being moved: come back later). MOVING is not kept:
+  the next call asks the directory again, so the service serves the tenant on its target as
+  soon as the move switches, not once its entry is old.
 - DELETING, DELETED: 410 (its data is gone or going).
 - An unknown tenant: 404; the directory unreachable with nothing known: 503.
 
@@ -50,6 +52,8 @@ ResultT = TypeVar("ResultT")
 READABLE = {"ACTIVE", "DELETION_SCHEDULED"}
 WRITABLE = {"ACTIVE"}
 GONE = {"DELETING", "DELETED"}
+# A move's freeze: the tenant is served again, elsewhere, within seconds.
+PASSING = {"MOVING"}
 RETRY_AFTER_SECONDS = 5
 
 
@@ -157,6 +161,10 @@ async def _in_storage(
             location = await directory.get(tenant_id)
         except Exception as exc:
             raise _directory_failure(exc, tenant_id) from exc
+        if location.status in PASSING:
+            # Over in moments: the next call asks the directory again rather than refusing
+            # until the entry is old (the tenant is ACTIVE on its target by then).
+            directory.invalidate(tenant_id)
         _allowed(location.status, write, tenant_id)
         if location.jdbc_url is None:
             raise TenantNotServed(

@@ -4,6 +4,10 @@ Starts its own embedded PostgreSQL, Temporal dev server and scripted downstream 
 provisions tenants through scenarios that cover every branch of the workflow, and writes
 each history to `tests/histories/<scenario>_<suffix>.json`, never overwriting one. Commit new
 files; never edit old ones: they are what runs already in flight look like.
+
+The `moves` family (`make record-history ONLY=moves`) is `tests.support.record_move_history`:
+MoveTenantWorkflow needs two storage servers with the deployment's roles, which it starts
+itself (a completed move, a rolled-back one, a cancelled one).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from tenancy.naming import deletion_workflow_id, provision_workflow_id
 from tenancy.rollouts import RolloutAction, RolloutRequest, RolloutStatus, WaveSpec
 from tenancy.settings import DownstreamService, Settings
 from tenancy.status import TenantStatus
+from tests.support import record_move_history
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import free_port, serve
 from tests.support.workers import worker_not_polling
@@ -52,7 +57,7 @@ from workflows.rollout.starts import rollout_input
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 # Which workflow's scenarios to record: a new workflow's histories need not re-record the others.
-FAMILIES = frozenset({"provision", "deletion", "rollout"})
+FAMILIES = frozenset({"provision", "deletion", "rollout", "moves"})
 _log = logging.getLogger("record_history")
 
 
@@ -436,6 +441,11 @@ async def _record_rollouts(
 
 async def main(suffix: str, families: frozenset[str] = FAMILIES) -> None:
     """Bring up the real infrastructure in a temporary folder and record."""
+    if "moves" in families:
+        await record_move_history.main(suffix)
+        families = families - {"moves"}
+    if not families:
+        return
     with (
         tempfile.TemporaryDirectory() as scratch,
         EmbeddedPostgres(Path(scratch) / "pg", free_port(), durable=False) as pg,

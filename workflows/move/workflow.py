@@ -18,7 +18,8 @@ Before the switch, a step that fails for good, a cancel (`request_cancel_move`, 
 cancellation) rolls the move back: the source unfrozen, the partial target dropped, the tenant
 ACTIVE on its source with MOVE_FAILED (MOVE_CANCELLED). A rollback that cannot finish yet (the
 source away) keeps the tenant MOVING with the reason and tries again until it can. After the
-switch nothing is rolled back: the tenant lives on the target.
+switch nothing is rolled back: the tenant lives on the target; a run cancelled during the
+switch finishes it first.
 """
 
 from __future__ import annotations
@@ -200,6 +201,16 @@ class MoveTenantWorkflow:
 
     async def _switch(self, step: MoveStepInput, record: MoveRecord) -> None:
         self._switching = True
+        # Once begun, the switch is finished even when the run is cancelled meanwhile: cut
+        # short, it would leave the tenant MOVING on its frozen source with no run to go on.
+        switching = asyncio.ensure_future(self._switch_steps(step, record))
+        try:
+            await asyncio.shield(switching)
+        except asyncio.CancelledError:
+            await switching
+            raise
+
+    async def _switch_steps(self, step: MoveStepInput, record: MoveRecord) -> None:
         await self._phase(MovePhase.SWITCHED, cancellable=False)
         drop_after = workflow.now() + timedelta(seconds=record.retention_seconds)
         await run_activity(
