@@ -229,7 +229,9 @@ async def test_open_endpoints_need_no_token(api: httpx.AsyncClient) -> None:
     assert "security" not in schema["paths"]["/healthz"]["get"]
     # Offboarding is documented with its own scope and what each error means for it.
     delete = schema["paths"]["/api/tenants/{tenant_id}"]["delete"]["responses"]
-    assert delete["409"]["description"] == "A deletion is already scheduled, running or done"
+    assert delete["409"]["description"] == (
+        "A deletion is already scheduled, running or done, or a move is under way"
+    )
     assert delete["422"]["description"] == "Invalid graceSeconds or reason"
     assert {"202", "401", "403", "404", "409", "422", "503"} <= set(delete)
     retry = schema["paths"]["/api/tenants/{tenant_id}/retry-migration"]["post"]["responses"]

@@ -67,10 +67,11 @@ def test_repository_follows_the_model(platform_db_url: str, targets: list[Tenant
 
 
 # A fleet of two servers of one pool for `begin` to check a target against (rows only: no
-# storage is made); a move goes to the one the tenant is not on.
+# storage is made); a move goes to the one the tenant is not on (another PostgreSQL server:
+# a move never goes to the one it is on).
 _FLEET = [
-    StorageServer(name=name, url="postgresql://platform@127.0.0.1:5432/x", max_tenants=1000)
-    for name in ("default", "prop-b")
+    StorageServer(name=name, url=f"postgresql://platform@127.0.0.1:{port}/x", max_tenants=1000)
+    for name, port in (("default", 5432), ("prop-b", 5433))
 ]
 _PLACEMENT = dict.fromkeys(SlaTier, DEFAULT_POOL)
 moves_and_transitions = st.lists(
