@@ -10,10 +10,13 @@ What the service does in each status of the tenant (the directory's answer):
 - ACTIVE: reads and writes (migrated and usable).
 - DELETION_SCHEDULED: reads; writes 409 (still restorable, so its data stays readable, but a
   write would be lost at the purge).
-- PROVISIONING, MIGRATING, PROVISION_ERROR, MIGRATION_ERROR, MOVING: 503 with Retry-After
-  (storage absent, not migrated yet, or being moved: come back later). MOVING is not kept:
-  the next call asks the directory again, so the service serves the tenant on its target as
-  soon as the move switches, not once its entry is old.
+- MOVING: reads and writes where the tenant is, until its storage there refuses the service
+  (frozen while it is copied: what was written before is copied, nothing after is accepted);
+  then 503 with Retry-After 1. MOVING is not kept: the next call asks the directory again,
+  so the service serves the tenant on its target as soon as the move switches, not once its
+  entry is old.
+- PROVISIONING, MIGRATING, PROVISION_ERROR, MIGRATION_ERROR: 503 with Retry-After (storage
+  absent, or not migrated yet: come back later).
 - DELETING, DELETED: 410 (its data is gone or going).
 - An unknown tenant: 404; the directory unreachable with nothing known: 503.
 
@@ -49,12 +52,13 @@ runtime = APIRouter(prefix="/tenants", tags=["runtime"])
 TenantIdPath = Annotated[str, PathParam(pattern=r"^[a-z][a-z0-9_]{2,39}$")]
 ResultT = TypeVar("ResultT")
 
-READABLE = {"ACTIVE", "DELETION_SCHEDULED"}
-WRITABLE = {"ACTIVE"}
+READABLE = {"ACTIVE", "DELETION_SCHEDULED", "MOVING"}
+WRITABLE = {"ACTIVE", "MOVING"}
 GONE = {"DELETING", "DELETED"}
 # A move's freeze: the tenant is served again, elsewhere, within seconds.
 PASSING = {"MOVING"}
 RETRY_AFTER_SECONDS = 5
+MOVING_RETRY_AFTER_SECONDS = 1
 
 
 class TenantNotServed(DownstreamError):
@@ -180,10 +184,21 @@ async def _in_storage(
         try:
             return await run_in_threadpool(run)
         except Exception as exc:
-            if attempt == 2 or not _refused(exc):
+            if not _refused(exc):
+                raise
+            directory.invalidate(tenant_id)
+            if location.status in PASSING:
+                # Frozen for the copy: back in moments, on its target.
+                raise TenantNotServed(
+                    503,
+                    "tenant_moving",
+                    "Tenant moving",
+                    f"tenant {tenant_id} is moving to another storage server: try again",
+                    retry_after=MOVING_RETRY_AFTER_SECONDS,
+                ) from exc
+            if attempt == 2:
                 raise
             _log.info("storage of %s refused the service (%s): resolving again", tenant_id, exc)
-            directory.invalidate(tenant_id)
     raise AssertionError("unreachable")
 
 
