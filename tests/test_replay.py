@@ -15,6 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.delete.workflow import DeleteTenantWorkflow
+from workflows.drain.workflow import DrainServerWorkflow
 from workflows.provision.workflow import ProvisionTenantWorkflow
 from workflows.rollout.workflow import FleetRolloutWorkflow
 
@@ -40,6 +41,7 @@ def test_histories_are_recorded() -> None:
         "rollout_halted_resumed",
         "rollout_paused_resumed",
         "rollout_cancelled",
+        "drain_three_tenants",
     }
 
 
@@ -53,7 +55,12 @@ async def test_history_replays_deterministically(path: Path) -> None:
     # The SDK's full sandbox on purpose: the worker passes every module through
     # (worker.WORKFLOW_RUNNER), so this is where a workflow reaching outside it is caught.
     replayer = Replayer(
-        workflows=[ProvisionTenantWorkflow, DeleteTenantWorkflow, FleetRolloutWorkflow],
+        workflows=[
+            ProvisionTenantWorkflow,
+            DeleteTenantWorkflow,
+            FleetRolloutWorkflow,
+            DrainServerWorkflow,
+        ],
         data_converter=pydantic_data_converter,
     )
     result = await replayer.replay_workflow(history)

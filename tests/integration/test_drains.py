@@ -9,6 +9,7 @@ leave the settings."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from infra.db.drains import DrainRepository
+from infra.db.schema import apply_platform_migrations
 from infra.db.server_checks import FleetMismatch, refuse_missing_servers
 from infra.db.storage import lock_storage
 from infra.db.tenant_moves import MoveTargetRefused
@@ -40,7 +42,7 @@ from tests.support.drains import (
     tenant_of,
 )
 from tests.support.move_storage import storage_side
-from tests.support.moves import move_stage
+from tests.support.moves import move_stage, roll_back_migration
 from tests.support.polling import eventually
 from tests.support.scripted_service import ScriptedService
 from tests.support.servers import serve
@@ -185,6 +187,49 @@ async def test_cancel_drain_lets_the_move_in_flight_finish_and_leaves_the_server
     assert (again.status_code, again.json()["serverState"]) == (409, "CORDONED")
 
 
+async def test_a_tenant_moving_already_is_waited_for_and_counts_as_moved(
+    fleet_stage: FleetStage,
+    services: tuple[tuple[str, str], ...],
+    temporal_client: Client,
+    keys_dir: Path,
+) -> None:
+    source, target = names("oa", "ob")
+    settings = fleet(fleet_stage, services, [(source, 1, 10), (target, 2, 10)])
+    tenant_ids = sorted(unique_id("dro") for _ in range(2))
+    operators = tenant_ids[0]
+    async with (
+        api_client(settings, keys_dir, temporal=temporal_client) as api,
+        storage_side(fleet_stage.extra[1]) as side_b,
+    ):
+        await provision_onto(api, source, [target], tenant_ids)
+        at_target = side_b.admin.locate(operators, StorageMode.SCHEMA)
+        # An operator's move, held in PREPARING by its target's lock, when the drain starts.
+        async with await psycopg.AsyncConnection.connect(
+            side_b.platform_url, autocommit=True
+        ) as holder:
+            await lock_storage(holder, at_target.schema_name, session=True)
+            moved = await api.post(f"/api/tenants/{operators}/move", json={"toServer": target})
+            assert moved.status_code == 202, moved.text
+            asked = await api.post(f"/api/storage-servers/{source}/drain", json={"concurrency": 2})
+            assert asked.status_code == 202, asked.text
+            # The other tenant's move ends; the operator's is followed, not counted yet.
+            waiting = await eventually(
+                lambda: server_of(api, source),
+                lambda s: s["drain"]["moved"] == 1 and s["drain"]["running"] == 1,
+                timeout=90,
+            )
+        drained = await drain_ends(api, source)
+        tenants = [await tenant_of(api, tenant_id) for tenant_id in tenant_ids]
+        trail = (await api.get(f"/api/tenants/{operators}/events")).json()["items"]
+
+    assert progress(waiting) == (2, 1, 0, 1)
+    assert drained["state"] == "DRAINED"
+    assert progress(drained) == (2, 2, 0, 0)
+    assert [(t["status"], t["storageServer"]) for t in tenants] == [("ACTIVE", target)] * 2
+    # One move of the operator's tenant: the drain began none of its own.
+    assert [e["action"] for e in trail].count("MOVE_REQUESTED") == 1
+
+
 async def test_a_tenant_with_nowhere_to_go_leaves_the_server_draining_until_a_new_drain(
     fleet_stage: FleetStage,
     services: tuple[tuple[str, str], ...],
@@ -276,6 +321,37 @@ async def test_placement_and_moves_never_pick_a_draining_or_drained_server(
             )
 
     assert placed == [busy] * 3
+
+
+async def test_migration_0018_rolls_back_with_a_server_draining_and_applies_again(
+    fleet_stage: FleetStage,
+) -> None:
+    draining, drained = names("ma", "mb")
+    settings = fleet_stage.settings(
+        (),
+        [
+            fleet_stage.server(draining, 0, "shared", 10),
+            fleet_stage.server(drained, 1, "shared", 10),
+        ],
+        ONE_POOL,
+    )
+    url = settings.require_database_url()
+    async with move_stage(settings) as stage:
+        drains = DrainRepository(stage.pool)
+        await stage.active(unique_id("mig"))
+        await drains.start(draining, "op", None, 4)
+        await drains.start(drained, "op", None, 4)
+        assert await drains.finish(drained, "op", cancelled=False) is ServerState.DRAINED
+        await asyncio.to_thread(roll_back_migration, url, "0018_server_drains")
+        rolled_back = await stage.servers.records([draining, drained])
+        await asyncio.to_thread(apply_platform_migrations, url)
+        applied = await stage.servers.records([draining, drained])
+        again = await drains.start(draining, "op", None, 4)
+
+    assert [r.state for r in rolled_back.values()] == [ServerState.CORDONED] * 2
+    assert [r.state for r in applied.values()] == [ServerState.CORDONED] * 2
+    assert [r.drain for r in applied.values()] == [None, None]
+    assert again is False
 
 
 async def test_drain_requests_are_checked(
