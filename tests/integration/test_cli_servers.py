@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from cli.main import app
 from tenancy.models import SlaTier, StorageMode
 from tests.conftest import unique_id
 from tests.support.api_client import api_client, token_of
-from tests.support.drains import ONE_POOL
+from tests.support.drains import stranded_fleet
 from tests.support.logs import platform_logs_to
 from tests.support.moves import move_stage
 from tests.support.server_api import (
@@ -125,17 +124,8 @@ async def test_servers_list_show_cordon_uncordon_with_json_and_exit_codes(
 async def test_servers_drain_watch_and_cancel_drain(
     fleet_stage: FleetStage, keys_dir: Path, temporal_client: Client
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    source, full = f"cli-src-{suffix}", f"cli-full-{suffix}"
     # The tenant has nowhere to go: the other entry has no room.
-    settings = fleet_stage.settings(
-        (),
-        [
-            fleet_stage.server(source, 1, "shared", 10),
-            fleet_stage.server(full, 2, "shared", 0),
-        ],
-        ONE_POOL,
-    )
+    settings, source, full = stranded_fleet(fleet_stage)
     tenant_id = unique_id("cli_drn")
     async with move_stage(settings) as stage:
         await stage.active(tenant_id)

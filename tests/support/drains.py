@@ -4,6 +4,7 @@ run left on the rows."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -79,3 +80,17 @@ async def server_events(api: httpx.AsyncClient, name: str) -> list[str]:
     answer = await api.get(f"/api/storage-servers/{name}/events")
     assert answer.status_code == 200, answer.text
     return [event["type"] for event in answer.json()["items"]]
+
+
+def stranded_fleet(fleet_stage: Any) -> tuple[Any, str, str]:
+    """Settings of two servers of one pool, `source` and `full` (room for none), over a
+    metadata database of their own: a drain of `source` cannot move its tenants. Unique names:
+    a drain's run id is its server's name."""
+    suffix = uuid.uuid4().hex[:8]
+    source, full = f"src-{suffix}", f"full-{suffix}"
+    settings = fleet_stage.settings(
+        (),
+        [fleet_stage.server(source, 1, "shared", 10), fleet_stage.server(full, 2, "shared", 0)],
+        ONE_POOL,
+    )
+    return settings, source, full
