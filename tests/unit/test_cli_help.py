@@ -23,7 +23,9 @@ def test_every_command_shows_the_exit_codes_under_its_help() -> None:
     assert ("tenants", "create") in paths
     assert ("rollouts", "retry-failed") in paths
     assert ("servers", "uncordon") in paths
-    assert len(paths) == 25
+    assert ("servers", "drain") in paths
+    assert ("servers", "cancel-drain") in paths
+    assert len(paths) == 27
     runner = CliRunner()
     for path in paths:
         result = runner.invoke(app, [*path, "--help"])
