@@ -38,6 +38,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.commands import CommandChannel
 from activities.deletion import DeletionActivities
+from activities.drains import DrainActivities
 from activities.interceptor import ActivityContextInterceptor
 from activities.metadata import MetadataActivities
 from activities.migrations import MigrationActivities
@@ -48,6 +49,7 @@ from activities.storage import StorageActivities
 from infra.background import in_background, repeat
 from infra.db.commands import CommandRepository
 from infra.db.deletions import DeletionRepository
+from infra.db.drains import DrainRepository
 from infra.db.fleet import StorageFleet
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
@@ -74,6 +76,7 @@ from infra.temporal import connect_client, ensure_search_attributes, exit_proces
 from tenancy.naming import migration_task_queue
 from tenancy.settings import Settings, get_settings
 from workflows.delete.workflow import DeleteTenantWorkflow
+from workflows.drain.workflow import DrainServerWorkflow
 from workflows.move.workflow import MoveTenantWorkflow
 from workflows.provision.workflow import ProvisionTenantWorkflow
 from workflows.rollout.contracts import rollout_task_queue
@@ -200,6 +203,9 @@ async def worker_activities(
             fleet,
             settings,
         )
+        drains = DrainActivities(
+            DrainRepository(metadata_pool), MoveRepository(metadata_pool), tenants, settings
+        )
         replies: AbstractAsyncContextManager[None] = nullcontext()
         if reply_keys:
             assert client is not None
@@ -267,6 +273,11 @@ async def worker_activities(
                 moves.switch_move,
                 moves.undo_move_storage,
                 moves.roll_back_move,
+                drains.load_drain,
+                drains.begin_drain_move,
+                drains.drain_tenant_state,
+                drains.record_drain_progress,
+                drains.finish_drain,
                 rollouts.run_rollout_batch,
                 rollouts.set_rollout_status,
                 rollouts.set_wave_status,
@@ -335,7 +346,12 @@ def build_worker(
     platform = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[ProvisionTenantWorkflow, DeleteTenantWorkflow, MoveTenantWorkflow],
+        workflows=[
+            ProvisionTenantWorkflow,
+            DeleteTenantWorkflow,
+            MoveTenantWorkflow,
+            DrainServerWorkflow,
+        ],
         activities=activities,
         interceptors=[ActivityContextInterceptor()],
         graceful_shutdown_timeout=SHUTDOWN_GRACE,

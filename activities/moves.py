@@ -174,6 +174,7 @@ class MoveActivities:
                     self._url(request.to_server),
                     self._location(request.from_server, request),
                     timeout=self._copy_timeout.total_seconds(),
+                    target=self._location(request.to_server, request),
                 )
         return CopyResult(
             bytes=report.bytes_dumped,
@@ -191,6 +192,7 @@ class MoveActivities:
                     self._url(request.from_server),
                     self._url(request.to_server),
                     self._location(request.from_server, request),
+                    self._location(request.to_server, request),
                 )
         if mismatches:
             shown = "; ".join(m.reason for m in mismatches[:5])

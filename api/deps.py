@@ -26,6 +26,7 @@ from api.gateway import WorkflowGateway
 from infra.db.console_sessions import ConsoleSignOuts
 from infra.db.deletions import DeletionRepository
 from infra.db.directory import DirectoryRepository
+from infra.db.drains import DrainRepository
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.servers import ServerRepository
@@ -41,6 +42,7 @@ class AppState(TypedDict):
     tenants: TenantRepository
     deletions: DeletionRepository
     moves: MoveRepository
+    drains: DrainRepository
     rollouts: RolloutRepository
     service_versions: ServiceVersions
     servers: ServerRepository
@@ -82,6 +84,11 @@ async def _tenants(request: Request) -> TenantRepository:
 async def _moves(request: Request) -> MoveRepository:
     moves: MoveRepository = request.state.moves
     return moves
+
+
+async def _drains(request: Request) -> DrainRepository:
+    drains: DrainRepository = request.state.drains
+    return drains
 
 
 async def _rollouts(request: Request) -> RolloutRepository:
@@ -200,6 +207,7 @@ ServerWriter = Annotated[Principal, Depends(require_scope(SERVERS_WRITE_SCOPE))]
 DirectoryReader = Annotated[Principal, Depends(require_scope(DIRECTORY_SCOPE, READ_SCOPE))]
 Deletions = Annotated[DeletionRepository, Depends(_deletions)]
 Moves = Annotated[MoveRepository, Depends(_moves)]
+Drains = Annotated[DrainRepository, Depends(_drains)]
 Rollouts = Annotated[RolloutRepository, Depends(_rollouts)]
 ServiceVersionReader = Annotated[ServiceVersions, Depends(_service_versions)]
 Servers = Annotated[ServerRepository, Depends(_servers)]

@@ -33,6 +33,7 @@ from tenancy.naming import deletion_workflow_id, provision_workflow_id
 from tenancy.settings import Settings
 from workflows.delete import contracts as deletion
 from workflows.delete import starts as deletion_starts
+from workflows.drain import contracts as drain
 from workflows.move import contracts as move
 from workflows.move import starts as move_starts
 from workflows.provision import starts
@@ -92,6 +93,14 @@ class MoveRunOpen(StatusConflict):
 
 class MoveRunNotStarted(ServiceUnavailable):
     """Temporal answered that it did not start the move's run (not a lost answer)."""
+
+
+class DrainRunOpen(StatusConflict):
+    """A run of the server's drain is still open (the last one ending): no second one starts."""
+
+
+class DrainRunNotStarted(ServiceUnavailable):
+    """Temporal answered that it did not start the drain's run (not a lost answer)."""
 
 
 class RolloutRunNotStarted(ServiceUnavailable):
@@ -324,6 +333,49 @@ class WorkflowGateway:
             move.CANCEL_UPDATE,
             move.CancelMove(requested_by=actor),
             move.CancelDecision,
+        )
+
+    async def start_drain(self, request: drain.DrainInput) -> None:
+        """Start the server's `DrainServerWorkflow` (the server is DRAINING on its row
+        already). Never a second run while one is open (`DrainRunOpen`); a closed run does not
+        stop a new drain. `DrainRunNotStarted` when Temporal answered an error,
+        `ServiceUnavailable` when its answer was lost."""
+        try:
+            await asyncio.wait_for(
+                self._client.start_workflow(
+                    drain.WORKFLOW_NAME,
+                    request,
+                    id=drain.drain_workflow_id(request.server),
+                    task_queue=self._settings.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                ),
+                timeout=self._timeout,
+            )
+        except WorkflowAlreadyStartedError:
+            raise DrainRunOpen(
+                f"a run of storage server {request.server}'s drain is still open; try again "
+                "when it ends",
+                server=request.server,
+            ) from None
+        except RPCError as exc:
+            if exc.status in _UNSETTLED:
+                raise ServiceUnavailable(f"Temporal is unavailable: {exc.message}") from None
+            raise DrainRunNotStarted(
+                f"Temporal did not start storage server {request.server}'s drain: {exc.message}"
+            ) from None
+        except TimeoutError:
+            raise ServiceUnavailable(
+                f"Temporal did not confirm the start of {request.server}'s drain in time"
+            ) from None
+
+    async def cancel_drain(self, server: str, actor: str) -> bool:
+        """Tell the open run of the server's drain to start no further move; False when no
+        run is open."""
+        return await self.signal(
+            drain.drain_workflow_id(server),
+            drain.CANCEL_SIGNAL,
+            drain.CancelDrain(requested_by=actor),
         )
 
     async def _start_recorded(self, request: ProvisionInput) -> ProvisionState:

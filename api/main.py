@@ -25,6 +25,7 @@ from api.openapi import install_openapi
 from api.routes.admin import admin_router
 from api.routes.deletion import deletion_router
 from api.routes.directory import directory_router
+from api.routes.drains import drains_router
 from api.routes.health import health_router
 from api.routes.jwks import router as jwks_router
 from api.routes.moves import moves_router
@@ -36,6 +37,7 @@ from api.routes.tenants import tenants_router
 from infra.db.console_sessions import ConsoleSignOuts
 from infra.db.deletions import DeletionRepository
 from infra.db.directory import DirectoryRepository
+from infra.db.drains import DrainRepository
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
@@ -114,6 +116,7 @@ def create_app(
                 tenants=TenantRepository(pool, reads=reads),
                 deletions=DeletionRepository(pool),
                 moves=MoveRepository(pool),
+                drains=DrainRepository(pool),
                 rollouts=RolloutRepository(pool),
                 service_versions=ServiceVersions(pool),
                 servers=servers,
@@ -157,6 +160,7 @@ def create_app(
     app.include_router(rollouts_router)
     app.include_router(services_router)
     app.include_router(storage_servers_router)
+    app.include_router(drains_router)
     app.include_router(stats_router)
     app.include_router(health_router)
     app.include_router(jwks_router)

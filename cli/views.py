@@ -221,6 +221,19 @@ def _server_state(server: dict[str, Any]) -> str:
     return f"{server['state']} ({reason})" if reason else str(server["state"])
 
 
+def drain_progress(server: dict[str, Any]) -> str:
+    """A server's drain in one line ("-" when it was never drained)."""
+    drain = server.get("drain")
+    if not drain:
+        return "-"
+    done = drain["moved"] + drain["failed"]
+    text = (
+        f"{done}/{drain['total']}: {drain['moved']} moved, {drain['failed']} failed, "
+        f"{drain['running']} running"
+    )
+    return text + (", ended" if drain.get("endedAt") else "")
+
+
 def server_list_view(servers: dict[str, Any]) -> list[RenderableType]:
     """Storage servers in configuration order."""
     table = Table(title=f"Storage servers ({len(servers['items'])})", title_justify="left")
@@ -254,8 +267,17 @@ def server_view(server: dict[str, Any]) -> list[RenderableType]:
         ("serverVersion", server.get("serverVersion")),
         ("stateChangedBy", server.get("stateChangedBy")),
         ("stateChangedAt", _when(server.get("stateChangedAt"))),
+        ("drain", drain_progress(server)),
     ]
     views: list[RenderableType] = [_fields(f"Storage server {server['name']}", rows)]
+    failures = (server.get("drain") or {}).get("failures")
+    if failures:
+        table = Table(title="Drain failures", title_justify="left")
+        for column in ("tenantId", "reason"):
+            table.add_column(column, overflow="fold", no_wrap=column == "tenantId")
+        for failure in failures:
+            table.add_row(_cell(failure.get("tenantId")), _cell(failure.get("reason")))
+        views.append(table)
     events = server.get("events")
     if events:
         table = Table(title="Events", title_justify="left")

@@ -28,10 +28,15 @@ DEFAULT_POOL = "default"
 
 
 class ServerState(StrEnum):
-    """Whether a server takes new tenants. A cordoned one keeps serving its own."""
+    """Whether a server takes new tenants: only an ACTIVE one does. A cordoned one keeps
+    serving its own; a DRAINING one has its tenants moved off (`DrainServerWorkflow`); a
+    DRAINED one holds none (every tenant but DELETED ones moved off) and may leave the
+    settings."""
 
     ACTIVE = "ACTIVE"
     CORDONED = "CORDONED"
+    DRAINING = "DRAINING"
+    DRAINED = "DRAINED"
 
 
 class ServerEventType(StrEnum):
@@ -39,6 +44,11 @@ class ServerEventType(StrEnum):
 
     CORDONED = "CORDONED"
     UNCORDONED = "UNCORDONED"
+    DRAIN_STARTED = "DRAIN_STARTED"
+    DRAIN_CANCELLED = "DRAIN_CANCELLED"
+    # The drain's run ended with tenants left on the server (it stays DRAINING).
+    DRAIN_STOPPED = "DRAIN_STOPPED"
+    DRAINED = "DRAINED"
 
 
 def _check_dsn(value: object) -> object:

@@ -15,6 +15,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.delete.workflow import DeleteTenantWorkflow
+from workflows.drain.workflow import DrainServerWorkflow
 from workflows.move.workflow import MoveTenantWorkflow
 from workflows.provision.workflow import ProvisionTenantWorkflow
 from workflows.rollout.workflow import FleetRolloutWorkflow
@@ -44,6 +45,7 @@ def test_histories_are_recorded() -> None:
         "move_completed",
         "move_rolled_back",
         "move_cancelled",
+        "drain_three_tenants",
     }
 
 
@@ -62,6 +64,7 @@ async def test_history_replays_deterministically(path: Path) -> None:
             DeleteTenantWorkflow,
             FleetRolloutWorkflow,
             MoveTenantWorkflow,
+            DrainServerWorkflow,
         ],
         data_converter=pydantic_data_converter,
     )

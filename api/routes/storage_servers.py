@@ -22,7 +22,13 @@ from api.deps import Config, Reader, Servers, ServerWriter
 from api.errors import ApiError, StatusConflict
 from api.guard import GuardedRoute
 from api.routes.common import AUTH_RESPONSES
-from infra.db.servers import AlreadyInState, ServerEvent, ServerRecord, ServerRepository
+from infra.db.servers import (
+    AlreadyInState,
+    DrainProgress,
+    ServerEvent,
+    ServerRecord,
+    ServerRepository,
+)
 from tenancy.fleet import (
     SERVER_NAME_PATTERN,
     ServerEventType,
@@ -51,6 +57,46 @@ class StorageServerNotFound(ApiError):
     slug = "storage-server-not-found"
 
 
+class DrainFailureItem(CamelModel):
+    """A tenant the drain could not move, and why."""
+
+    tenant_id: str
+    reason: str
+
+
+class DrainItem(CamelModel):
+    """The server's last drain: its tenants (`total`), those moved off, failed and moving now;
+    `endedAt` once its run ended (the server then DRAINED, CORDONED, or DRAINING with
+    `failures`)."""
+
+    total: int
+    moved: int
+    failed: int
+    running: int
+    reason: str | None
+    concurrency: int | None
+    started_at: datetime
+    ended_at: datetime | None
+    failures: list[DrainFailureItem]
+
+    @classmethod
+    def of(cls, drain: DrainProgress | None) -> DrainItem | None:
+        """The answer for a server's drain (None: never drained)."""
+        if drain is None:
+            return None
+        return cls(
+            total=drain.total,
+            moved=drain.moved,
+            failed=drain.failed,
+            running=drain.running,
+            reason=drain.reason,
+            concurrency=drain.concurrency,
+            started_at=drain.started_at,
+            ended_at=drain.ended_at,
+            failures=[DrainFailureItem.model_validate(f) for f in drain.failures],
+        )
+
+
 class StorageServerItem(CamelModel):
     """A configured storage server: its configuration (never its URL), its state, its tenants
     (every status but DELETED), the SLA tiers placed into its pool, and its last check
@@ -71,6 +117,7 @@ class StorageServerItem(CamelModel):
     state_changed_at: datetime | None
     state_changed_by: str | None
     check_error: str | None
+    drain: DrainItem | None = None
 
     @classmethod
     def of(
@@ -93,6 +140,7 @@ class StorageServerItem(CamelModel):
             state_changed_at=record.state_changed_at,
             state_changed_by=record.state_changed_by,
             check_error=_without_password(record.check_error, server),
+            drain=DrainItem.of(record.drain),
         )
 
 
@@ -116,7 +164,7 @@ class StorageServerList(CamelModel):
 
 
 class StorageServerEventItem(CamelModel):
-    """One cordon or uncordon of a server."""
+    """One cordon, uncordon or drain event of a server."""
 
     type: ServerEventType
     actor: str
@@ -146,15 +194,17 @@ class StateChange(RequestModel):
     reason: Annotated[PrintableText, StringConstraints(min_length=1, max_length=500)] | None = None
 
 
-def _configured(settings: Settings, name: str) -> StorageServer:
+def configured(settings: Settings, name: str) -> StorageServer:
     for server in settings.storage_fleet():
         if server.name == name:
             return server
     raise StorageServerNotFound(f"no storage server {name} is configured", server=name)
 
 
-async def _item(servers: ServerRepository, settings: Settings, name: str) -> StorageServerItem:
-    server = _configured(settings, name)
+async def server_item(
+    servers: ServerRepository, settings: Settings, name: str
+) -> StorageServerItem:
+    server = configured(settings, name)
     record = (await servers.records([name]))[name]
     return StorageServerItem.of(server, record, settings.placement_map())
 
@@ -184,7 +234,7 @@ async def get_storage_server(
     _: Reader, name: ServerNamePath, servers: Servers, config: Config
 ) -> StorageServerItem:
     """One storage server (needs `tenants:read`)."""
-    return await _item(servers, config, name)
+    return await server_item(servers, config, name)
 
 
 @storage_servers_router.get(
@@ -197,7 +247,7 @@ async def storage_server_events(
 ) -> StorageServerEvents:
     """Who cordoned and uncordoned the server, when and why, oldest first (needs
     `tenants:read`)."""
-    _configured(config, name)
+    configured(config, name)
     return StorageServerEvents(
         items=[StorageServerEventItem.of(e) for e in await servers.events(name)]
     )
@@ -213,13 +263,13 @@ def _state_route(verb: str, target: ServerState, already: str, doc: str) -> None
         config: Config,
         change: StateChange | None = None,
     ) -> StorageServerItem:
-        _configured(config, name)
+        configured(config, name)
         reason = change.reason if change is not None else None
         try:
             await servers.set_state(name, target, principal.subject, reason)
         except AlreadyInState as exc:
             raise StatusConflict(str(exc), serverState=exc.state.value) from None
-        return await _item(servers, config, name)
+        return await server_item(servers, config, name)
 
     endpoint.__name__ = f"{verb}_storage_server"
     endpoint.__doc__ = doc

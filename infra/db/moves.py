@@ -259,19 +259,25 @@ async def unfreeze(
 
 
 async def copy_storage(
-    source_url: str, target_url: str, location: StorageLocation, *, timeout: float
+    source_url: str,
+    target_url: str,
+    location: StorageLocation,
+    *,
+    timeout: float,
+    target: StorageLocation | None = None,
 ) -> CopyReport:
     """Copy the storage at `location` from the source server onto the target's (existing,
-    granted) storage, emptied first; see the module's docstring. `timeout` (seconds) bounds
-    all of it. Raises `CopyFailed`; the source is only read."""
+    granted) storage at `target` (default: `location`; a SCHEMA tenant's database is its
+    server's storage database, which may be named otherwise there), emptied first; see the
+    module's docstring. `timeout` (seconds) bounds all of it. Raises `CopyFailed`; the
+    source is only read."""
+    into = target or location
     if not timeout > 0:
         raise ValueError(f"timeout must be positive, not {timeout!r}")
     started = time.monotonic()
     try:
         dump = dump_command(source_url, location, application_name=APPLICATION_NAME, compress=False)
-        restore = client_connection(
-            target_url, location.database, application_name=APPLICATION_NAME
-        )
+        restore = client_connection(target_url, into.database, application_name=APPLICATION_NAME)
         pg_restore = pg_program("pg_restore")
     except BackupFailed as exc:
         raise CopyFailed(str(exc), transient=False) from None
@@ -282,16 +288,16 @@ async def copy_storage(
     try:
         async with (
             asyncio.timeout(timeout),
-            await _connect_target(target_url, location) as target,
+            await _connect_target(target_url, into) as conn,
         ):
             # Until this connection closes: another copy onto the same storage (an attempt
             # that timed out but still runs, and its retry) would empty it under this one.
-            await lock_storage(target, _storage_name(location), session=True)
+            await lock_storage(conn, _storage_name(into), session=True)
             with tempfile.TemporaryDirectory(prefix="platform-move-") as work:
                 archive = Path(work) / "storage.dump"
                 size = await _dump(dump, source_url, location, archive)
                 plan = await _plan(pg_restore, archive)
-                await _empty(target, location)
+                await _empty(conn, into)
                 for step in plan.steps:
                     await _at_once(
                         _restore(pg_restore, restore, archive, run, target_url) for run in step
@@ -473,12 +479,16 @@ async def _reachable(server_url: str) -> bool:
 
 
 async def verify(
-    source_url: str, target_url: str, location: StorageLocation
+    source_url: str,
+    target_url: str,
+    location: StorageLocation,
+    target_location: StorageLocation | None = None,
 ) -> list[TableMismatch]:
     """Every table of the storage at `location` whose row count or content checksum differs
-    between the source and the target servers, or which is on one side only; `[]`: equal."""
+    between the source and the target (at `target_location`, default `location`) servers, or
+    which is on one side only; `[]`: equal."""
     source, target = await asyncio.gather(
-        _table_sums(source_url, location), _table_sums(target_url, location)
+        _table_sums(source_url, location), _table_sums(target_url, target_location or location)
     )
     mismatches = []
     for table in sorted(source.keys() | target.keys()):

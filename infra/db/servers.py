@@ -42,11 +42,31 @@ class UnknownServer(Exception):
 
 
 class AlreadyInState(Exception):
-    """A cordon of a cordoned server, or an uncordon of an active one."""
+    """A cordon of a cordoned server, or an uncordon of an active one; either of a DRAINING
+    one (its drain is cancelled with cancel-drain)."""
 
     def __init__(self, name: str, state: ServerState) -> None:
-        super().__init__(f"storage server {name} is already {state.value}")
+        super().__init__(
+            f"storage server {name} is DRAINING: cancel its drain first"
+            if state is ServerState.DRAINING
+            else f"storage server {name} is already {state.value}"
+        )
         self.state = state
+
+
+@dataclass(frozen=True)
+class DrainProgress:
+    """A server's last drain, as its row has it."""
+
+    started_at: datetime
+    ended_at: datetime | None
+    reason: str | None
+    concurrency: int | None
+    total: int
+    moved: int
+    failed: int
+    running: int
+    failures: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,8 @@ class ServerRecord:
     server_version: str | None
     check_error: str | None
     tenants: int
+    # None until the server is first drained.
+    drain: DrainProgress | None = None
 
 
 @dataclass(frozen=True)
@@ -175,6 +197,7 @@ class ServerRepository:
                 server_version=row.get("server_version"),
                 check_error=row.get("check_error"),
                 tenants=counts.get(name, 0),
+                drain=_drain_of(row),
             )
         return records
 
@@ -198,13 +221,18 @@ class ServerRepository:
                 UPDATE storage_servers
                 SET state = %s, state_reason = %s, state_changed_at = clock_timestamp(),
                     state_changed_by = %s
-                WHERE name = %s AND state <> %s
+                WHERE name = %s AND state <> %s AND state <> %s
                 RETURNING name
                 """,
-                (target.value, reason, actor, name, target.value),
+                (target.value, reason, actor, name, target.value, ServerState.DRAINING.value),
             )
             if await cur.fetchone() is None:
-                raise AlreadyInState(name, target)
+                state = await conn.execute(
+                    "SELECT state FROM storage_servers WHERE name = %s", (name,)
+                )
+                found = await state.fetchone()
+                draining = found is not None and found[0] == ServerState.DRAINING.value
+                raise AlreadyInState(name, ServerState.DRAINING if draining else target)
             await conn.execute(
                 "INSERT INTO storage_server_events (server, type, actor, reason) "
                 "VALUES (%s, %s, %s, %s)",
@@ -242,6 +270,22 @@ class ServerRepository:
                 """,
                 {"name": name, "reachable": reachable, "version": version, "error": error},
             )
+
+
+def _drain_of(row: dict[str, Any]) -> DrainProgress | None:
+    if row.get("drain_started_at") is None:
+        return None
+    return DrainProgress(
+        started_at=row["drain_started_at"],
+        ended_at=row["drain_ended_at"],
+        reason=row["drain_reason"],
+        concurrency=row["drain_concurrency"],
+        total=row["drain_total"],
+        moved=row["drain_moved"],
+        failed=row["drain_failed"],
+        running=row["drain_running"],
+        failures=list(row["drain_failures"] or []),
+    )
 
 
 # What a placement counts on a server: its tenants, and the moves on their way to it (a

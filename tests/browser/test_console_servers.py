@@ -14,6 +14,9 @@ from playwright.async_api import Dialog, Page, expect
 
 from api.auth import READ_SCOPE, SERVERS_WRITE_SCOPE
 from tenancy.models import SlaTier, StorageMode
+from tests.conftest import unique_id
+from tests.support.drains import stranded_fleet
+from tests.support.moves import move_stage
 from tests.support.polling import eventually
 from tests.support.server_api import SERVERS, fleet_settings, place_tenants
 from tests.support.storage_fleet import FleetStage
@@ -83,3 +86,48 @@ async def test_servers_are_cordoned_and_uncordoned_from_the_console(
         await expect(page.locator("table.servers tbody tr")).to_have_count(3)
         await expect(page.get_by_role("button", name="Cordon", exact=True)).to_have_count(0)
         await expect(page.get_by_role("button", name="Uncordon")).to_have_count(0)
+
+
+async def test_a_server_is_drained_and_its_drain_cancelled_from_the_console(
+    open_console: Callable[..., Any], fleet_stage: FleetStage
+) -> None:
+    settings, source, _ = stranded_fleet(fleet_stage)
+    tenant_id = unique_id("web_drn")
+    async with move_stage(settings) as stage:
+        await stage.active(tenant_id)
+    async with open_console(settings) as console:
+        page = console.page
+        await console.sign_in(
+            console.token(READ_SCOPE, SERVERS_WRITE_SCOPE, subject="olga"), then="/console/servers"
+        )
+        row = page.locator(f"#server-{source}")
+        await row.get_by_label("Moves at once").fill("2")
+        accept_next_dialog(page)
+        await row.get_by_role("button", name="Drain", exact=True).click()
+        await expect(page.get_by_role("status")).to_contain_text(
+            f"Storage server {source} is draining"
+        )
+
+        # The tenant has nowhere to go: the drain's run ends with it left, shown on reload.
+        async def progress() -> str:
+            await page.reload()
+            text: str = await page.locator(f"#drain-{source}").inner_text()
+            return text
+
+        await eventually(progress, lambda text: "1 failed" in text and "ended" in text)
+        row = page.locator(f"#server-{source}")
+        await expect(row.locator(".status").first).to_have_text("DRAINING")
+        await expect(
+            row.get_by_role("meter", name=f"drain of {source}: 1 of 1 tenants done")
+        ).to_be_visible()
+        await row.get_by_text("1 not moved").click()
+        await expect(row.get_by_role("link", name=tenant_id)).to_be_visible()
+        await expect(row.get_by_role("button", name="Cordon", exact=True)).to_have_count(0)
+        await console.screenshot("servers-draining")
+
+        accept_next_dialog(page)
+        await row.get_by_role("button", name="Cancel drain").click()
+        await expect(page.get_by_role("status")).to_contain_text(
+            f"The drain of {source} is cancelled"
+        )
+        await expect(page.locator(f"#server-{source} .status").first).to_have_text("CORDONED")

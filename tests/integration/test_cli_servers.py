@@ -12,13 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import Client
 from typer.testing import CliRunner, Result
 
 from api.auth import READ_SCOPE, SERVERS_WRITE_SCOPE
 from cli.main import app
 from tenancy.models import SlaTier, StorageMode
+from tests.conftest import unique_id
 from tests.support.api_client import api_client, token_of
+from tests.support.drains import stranded_fleet
 from tests.support.logs import platform_logs_to
+from tests.support.moves import move_stage
 from tests.support.server_api import (
     SERVERS,
     URL_SECRET,
@@ -115,3 +119,44 @@ async def test_servers_list_show_cordon_uncordon_with_json_and_exit_codes(
     assert tenant.exit_code == 0, tenant.stderr
     assert "storageServer" in tenant.stdout
     assert "pg-c" in tenant.stdout
+
+
+async def test_servers_drain_watch_and_cancel_drain(
+    fleet_stage: FleetStage, keys_dir: Path, temporal_client: Client
+) -> None:
+    # The tenant has nowhere to go: the other entry has no room.
+    settings, source, full = stranded_fleet(fleet_stage)
+    tenant_id = unique_id("cli_drn")
+    async with move_stage(settings) as stage:
+        await stage.active(tenant_id)
+    operator = token_of(keys_dir, "olga", READ_SCOPE, SERVERS_WRITE_SCOPE)
+    assert sys.__stderr__ is not None
+    with platform_logs_to(sys.__stderr__):
+        async with api_client(settings, keys_dir, temporal=temporal_client) as api:
+            url = str(api.base_url)
+            watched = await cli(
+                url, operator, "servers", "drain", source, "--concurrency", "2",
+                "--reason", "retired", "--watch", "-o", "json",
+            )  # fmt: skip
+            cancelled = document(
+                await cli(url, operator, "servers", "cancel-drain", source, "-o", "json")
+            )
+            again = await cli(url, operator, "servers", "cancel-drain", source)
+            emptied = await cli(url, operator, "servers", "drain", full, "--watch")
+            twice = await cli(url, operator, "servers", "drain", full)
+            too_many = await cli(url, operator, "servers", "drain", full, "--concurrency", "33")
+
+    assert watched.exit_code == 1, (watched.stdout, watched.stderr)
+    stopped = json.loads(watched.stdout)
+    assert (stopped["state"], stopped["drain"]["reason"]) == ("DRAINING", "retired")
+    assert [f["tenantId"] for f in stopped["drain"]["failures"]] == [tenant_id]
+    assert "1/1: 0 moved, 1 failed, 0 running, ended" in watched.stderr
+    assert f"storage server {source} ended DRAINING" in watched.stderr
+    assert cancelled["state"] == "CORDONED"
+    assert again.exit_code == 4
+    assert "cancel-drain needs DRAINING" in again.stderr
+    assert emptied.exit_code == 0, emptied.stderr
+    assert "DRAINED" in emptied.stdout
+    assert "0/0: 0 moved, 0 failed, 0 running, ended" in emptied.stdout
+    assert twice.exit_code == 4
+    assert too_many.exit_code == 2

@@ -10,11 +10,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.client import Client
 
 from api.auth import READ_SCOPE, SERVERS_WRITE_SCOPE
 from api.console.session import CSRF_FIELD, SESSION_COOKIE, csrf_token_for
 from tenancy.models import SlaTier, StorageMode
+from tests.conftest import unique_id
 from tests.support.api_client import api_client, token_of
+from tests.support.drains import drain_ends, stranded_fleet
+from tests.support.moves import move_stage
 from tests.support.server_api import (
     SERVERS,
     URL_SECRET,
@@ -103,3 +107,53 @@ async def test_the_servers_page_cordons_and_uncordons_for_servers_write_only(
     assert tenant_page.status_code == 200, tenant_page.text
     assert re.search(r"Storage server</dt>\s*<dd>.*?pg-c", tenant_page.text, re.S)
     assert anonymous.status_code == 303
+
+
+async def test_the_servers_page_drains_shows_the_progress_and_cancels_the_drain(
+    fleet_stage: FleetStage, keys_dir: Path, temporal_client: Client
+) -> None:
+    settings, source, full = stranded_fleet(fleet_stage)
+    tenant_id = unique_id("con_drn")
+    async with move_stage(settings) as stage:
+        await stage.active(tenant_id)
+    operator = token_of(keys_dir, "olga", READ_SCOPE, SERVERS_WRITE_SCOPE)
+    reader = token_of(keys_dir, "rita", READ_SCOPE)
+    async with (
+        api_client(settings, keys_dir, temporal=temporal_client) as api,
+        session(api, operator) as olga,
+        session(api, reader) as rita,
+    ):
+        page = await olga.get(PAGE)
+        invalid = await post_form(olga, operator, f"{PAGE}/{source}/drain", {"concurrency": "0"})
+        drained = await post_form(olga, operator, f"{PAGE}/{source}/drain", {"concurrency": "2"})
+        await drain_ends(api, source)
+        after = await olga.get(PAGE)
+        read_only = await rita.get(PAGE)
+        cancelled = await post_form(olga, operator, f"{PAGE}/{source}/cancel-drain", {})
+        final = await olga.get(PAGE)
+        emptied = await post_form(olga, operator, f"{PAGE}/{full}/drain", {"concurrency": "4"})
+        empty = await drain_ends(api, full)
+
+    assert page.text.count('name="concurrency"') == 2
+    assert page.text.count(">Drain</button>") == 2
+    assert "Cancel drain" not in page.text
+    assert invalid.status_code == 422
+    assert "concurrency" in invalid.text
+    assert drained.status_code == 303
+    assert "is draining" in after.text
+    row = re.search(rf'id="server-{source}".*?</tr>', after.text, re.S)
+    assert row is not None
+    assert "DRAINING" in row.group(0)
+    assert "0 moved, 1 failed, 0 running of 1" in row.group(0)
+    assert f'aria-label="drain of {source}: 1 of 1 tenants done"' in row.group(0)
+    assert tenant_id in row.group(0)
+    assert ">Drain again</button>" in row.group(0)
+    assert ">Cancel drain</button>" in row.group(0)
+    assert "Cordon</button>" not in row.group(0)
+    assert "Cancel drain" not in read_only.text
+    assert "0 moved, 1 failed" in read_only.text
+    assert cancelled.status_code == 303
+    assert f"The drain of {source} is cancelled" in final.text
+    assert re.search(rf'id="server-{source}".*?CORDONED', final.text, re.S)
+    assert emptied.status_code == 303
+    assert empty["state"] == "DRAINED"

@@ -24,7 +24,9 @@ def test_every_command_shows_the_exit_codes_under_its_help() -> None:
     assert ("rollouts", "retry-failed") in paths
     assert ("servers", "uncordon") in paths
     assert {("tenants", "move"), ("tenants", "cancel-move"), ("tenants", "update")} <= set(paths)
-    assert len(paths) == 28
+    assert ("servers", "drain") in paths
+    assert ("servers", "cancel-drain") in paths
+    assert len(paths) == 30
     runner = CliRunner()
     for path in paths:
         result = runner.invoke(app, [*path, "--help"])

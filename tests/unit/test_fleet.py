@@ -16,6 +16,7 @@ from tenancy.fleet import (
     choose_server,
     no_room_reason,
     tiers_of,
+    unavailable,
 )
 from tenancy.models import SlaTier, StorageMode
 from tenancy.settings import UNBOUNDED_TENANTS, Settings
@@ -62,6 +63,15 @@ def test_full_and_cordoned_servers_take_no_one() -> None:
     assert choose_server(servers, {"pg-a": load(0, ServerState.CORDONED), "pg-b": load(5)}) is None
     # A server of capacity 0 takes no tenant (an operator's way to keep one for moves only).
     assert choose_server([server("pg-z", max_tenants=0)], {}) is None
+
+
+@pytest.mark.parametrize("state", [ServerState.DRAINING, ServerState.DRAINED])
+def test_draining_and_drained_servers_take_no_one_even_when_emptier(state: ServerState) -> None:
+    servers = [server("pg-a"), server("pg-b")]
+
+    assert choose_server(servers, {"pg-a": load(9), "pg-b": load(0, state)}) == servers[0]
+    assert choose_server(servers, {"pg-a": load(10), "pg-b": load(0, state)}) is None
+    assert unavailable(servers[1], load(0, state)) == f"storage server pg-b is {state.value}"
 
 
 def test_candidates_are_the_pool_servers_that_take_the_mode() -> None:

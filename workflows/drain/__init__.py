@@ -1,0 +1,1 @@
+"""`DrainServerWorkflow`: every tenant of a storage server moved off it."""
