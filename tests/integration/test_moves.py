@@ -12,9 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from psycopg import sql
@@ -25,9 +23,16 @@ from infra.db.storage import lock_storage
 from infra.db.tenant_moves import MoveRepository
 from tenancy.models import StorageLocation, StorageMode
 from tenancy.moves import rollback_reason
-from tenancy.settings import Settings
 from tests.conftest import unique_id
 from tests.support.api_client import api_client
+from tests.support.move_fleet import (
+    Services,
+    actions,
+    provision,
+    scripted_services,
+    tenant_becomes,
+    two_server_settings,
+)
 from tests.support.move_storage import (
     BACKEND,
     FILLED_ROWS,
@@ -39,65 +44,23 @@ from tests.support.move_storage import (
     storage_snapshot,
 )
 from tests.support.polling import eventually
-from tests.support.scripted_service import ScriptedService
-from tests.support.servers import serve
 from tests.support.storage import storage_exists
 from tests.support.storage_fleet import FleetStage, platform_url
 from workflows.move.starts import start as start_move
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
-SHARED = {"BASIC": "shared", "STANDARD": "shared", "PREMIUM": "shared"}
-
 
 @pytest.fixture(scope="module")
-def services() -> Iterator[tuple[tuple[str, str], ...]]:
-    with (
-        serve(ScriptedService(version="backend-1").app()) as backend_url,
-        serve(ScriptedService(version="auth-1").app()) as auth_url,
-    ):
-        yield (("backend-service", backend_url), ("auth-service", auth_url))
-
-
-def fleet_settings(
-    fleet_stage: FleetStage, services: tuple[tuple[str, str], ...], **overrides: Any
-) -> Settings:
-    """pg-a on the first extra server, pg-b on the second, one pool for every tier."""
-    return fleet_stage.settings(
-        services,
-        [
-            fleet_stage.server("pg-a", 1, "shared", 10),
-            fleet_stage.server("pg-b", 2, "shared", 10),
-        ],
-        SHARED,
-        **overrides,
-    )
+def services() -> Iterator[Services]:
+    with scripted_services() as urls:
+        yield urls
 
 
 @pytest.fixture
 async def sides(fleet_stage: FleetStage) -> AsyncIterator[tuple[StorageSide, StorageSide]]:
     async with storage_side(fleet_stage.extra[0]) as a, storage_side(fleet_stage.extra[1]) as b:
         yield a, b
-
-
-async def tenant_becomes(api: httpx.AsyncClient, tenant_id: str, status: str) -> dict[str, Any]:
-    async def probe() -> dict[str, Any]:
-        return (await api.get(f"/api/tenants/{tenant_id}")).json()  # type: ignore[no-any-return]
-
-    found: dict[str, Any] = await eventually(probe, lambda t: t["status"] == status, timeout=90)
-    return found
-
-
-async def provision(api: httpx.AsyncClient, tenant_id: str, mode: str) -> dict[str, Any]:
-    body = {"id": tenant_id, "name": "Moving", "storageMode": mode, "slaTier": "STANDARD"}
-    created = await api.post("/api/tenants", json=body)
-    assert created.status_code == 202, created.text
-    return await tenant_becomes(api, tenant_id, "ACTIVE")
-
-
-async def actions(api: httpx.AsyncClient, tenant_id: str) -> list[tuple[str, str | None]]:
-    events = (await api.get(f"/api/tenants/{tenant_id}/events")).json()["items"]
-    return [(e["action"], e.get("reason")) for e in events]
 
 
 def service_refused(side: StorageSide, location: StorageLocation) -> bool:
@@ -124,13 +87,15 @@ def service_writes(side: StorageSide, location: StorageLocation) -> int:
 async def test_a_tenant_moves_with_everything_in_its_storage_and_its_row_follows(
     mode: str,
     fleet_stage: FleetStage,
-    services: tuple[tuple[str, str], ...],
+    services: Services,
     sides: tuple[StorageSide, StorageSide],
     temporal_client: Client,
     keys_dir: Path,
 ) -> None:
     side_a, side_b = sides
-    settings = fleet_settings(fleet_stage, services, move_source_retention=timedelta(seconds=4))
+    settings = two_server_settings(
+        fleet_stage, services, move_source_retention=timedelta(seconds=4)
+    )
     tenant_id = unique_id("mov")
     async with api_client(settings, keys_dir, temporal=temporal_client) as api:
         active = await provision(api, tenant_id, mode)
@@ -176,13 +141,13 @@ async def test_a_tenant_moves_with_everything_in_its_storage_and_its_row_follows
 
 async def test_a_copy_that_fails_rolls_the_move_back_and_the_source_serves_again(
     fleet_stage: FleetStage,
-    services: tuple[tuple[str, str], ...],
+    services: Services,
     sides: tuple[StorageSide, StorageSide],
     temporal_client: Client,
     keys_dir: Path,
 ) -> None:
     side_a, _ = sides
-    settings = fleet_settings(fleet_stage, services)
+    settings = two_server_settings(fleet_stage, services)
     tenant_id = unique_id("mvf")
     async with api_client(settings, keys_dir, temporal=temporal_client) as api:
         await provision(api, tenant_id, "SCHEMA")
@@ -211,13 +176,13 @@ async def test_a_copy_that_fails_rolls_the_move_back_and_the_source_serves_again
 
 async def test_a_move_cancelled_before_its_switch_is_rolled_back(
     fleet_stage: FleetStage,
-    services: tuple[tuple[str, str], ...],
+    services: Services,
     sides: tuple[StorageSide, StorageSide],
     temporal_client: Client,
     keys_dir: Path,
 ) -> None:
     side_a, side_b = sides
-    settings = fleet_settings(fleet_stage, services)
+    settings = two_server_settings(fleet_stage, services)
     tenant_id = unique_id("mvc")
     async with api_client(settings, keys_dir, temporal=temporal_client) as api:
         await provision(api, tenant_id, "SCHEMA")
@@ -248,11 +213,11 @@ async def test_a_move_cancelled_before_its_switch_is_rolled_back(
 
 async def test_a_run_started_over_a_rollback_under_way_finishes_it_and_never_moves(
     fleet_stage: FleetStage,
-    services: tuple[tuple[str, str], ...],
+    services: Services,
     temporal_client: Client,
     keys_dir: Path,
 ) -> None:
-    settings = fleet_settings(fleet_stage, services)
+    settings = two_server_settings(fleet_stage, services)
     tenant_id = unique_id("mvr")
     async with (
         AsyncConnectionPool(settings.require_database_url(), min_size=1, max_size=2) as pool,

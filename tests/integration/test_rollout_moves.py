@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,6 +21,7 @@ from infra.db.tenant_moves import MoveRepository
 from tenancy.models import RetainedSource, StorageMode
 from tenancy.settings import Settings
 from tests.support.api_client import api_client
+from tests.support.move_fleet import provision, tenant_becomes, two_server_settings
 from tests.support.move_storage import BACKEND, as_service, storage_side
 from tests.support.polling import eventually
 from tests.support.rollouts import rollout_reaches
@@ -30,8 +30,6 @@ from tests.support.servers import serve
 from tests.support.storage_fleet import FleetStage
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
-
-SHARED = {"BASIC": "shared", "STANDARD": "shared", "PREMIUM": "shared"}
 
 
 @pytest.fixture
@@ -42,29 +40,7 @@ def backend() -> Iterator[tuple[ScriptedService, str]]:
 
 
 def fleet_settings(fleet_stage: FleetStage, url: str) -> Settings:
-    return fleet_stage.settings(
-        (("backend-service", url),),
-        [
-            fleet_stage.server("pg-a", 1, "shared", 10),
-            fleet_stage.server("pg-b", 2, "shared", 10),
-        ],
-        SHARED,
-    )
-
-
-async def tenant_becomes(api: httpx.AsyncClient, tenant_id: str, status: str) -> dict[str, Any]:
-    async def probe() -> dict[str, Any]:
-        return (await api.get(f"/api/tenants/{tenant_id}")).json()  # type: ignore[no-any-return]
-
-    found: dict[str, Any] = await eventually(probe, lambda t: t["status"] == status, timeout=90)
-    return found
-
-
-async def provision(api: httpx.AsyncClient, tenant_id: str) -> dict[str, Any]:
-    body = {"id": tenant_id, "name": "Rolled", "storageMode": "SCHEMA", "slaTier": "STANDARD"}
-    created = await api.post("/api/tenants", json=body)
-    assert created.status_code == 202, created.text
-    return await tenant_becomes(api, tenant_id, "ACTIVE")
+    return two_server_settings(fleet_stage, (("backend-service", url),))
 
 
 async def waiting_for_move(api: httpx.AsyncClient, rollout_id: str) -> bool:
