@@ -22,8 +22,11 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from activities.moves import MoveActivities
 from api.auth import READ_SCOPE, SERVERS_WRITE_SCOPE, WRITE_SCOPE
+from infra.db.fleet import StorageFleet
 from infra.db.repository import TransitionRefused
+from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
 from infra.db.tenant_moves import MoveTargetRefused
 from tenancy.models import EventAction, MovePhase, RetainedSource, SlaTier, StorageMode
@@ -657,3 +660,50 @@ async def test_a_start_temporal_refuses_rolls_the_move_back_and_answers_503(
         "MOVE_CANCELLED",
         "STATUS_CHANGED",
     ]
+
+
+async def test_a_source_kept_on_a_server_no_longer_configured_holds_back_no_other_drop(
+    settings: Settings, stage: MoveStage
+) -> None:
+    # A drained server is taken out of PLATFORM_STORAGE_SERVERS while sources moved off it
+    # are still kept there: the sweep keeps those and drops the others that are due.
+    gone, moved = unique_id("rg"), unique_id("rg")
+    assert await stage.active(moved) == "pg-a"
+    await stage.active(gone)
+    fleet = StorageFleet.connect(
+        settings.storage_fleet(),
+        settings.service_db_roles(),
+        stage.servers,
+        max_connections=2,
+        connect_wait=timedelta(seconds=5),
+    )
+    async with fleet:
+        source = await fleet.admin("pg-a").ensure(moved, StorageMode.SCHEMA)
+        await stage.moves.begin(
+            moved, "olga", None, "pg-b", settings.storage_fleet(), settings.placement_map()
+        )
+        past = datetime.now(UTC) - timedelta(minutes=1)
+        await stage.moves.switch(
+            moved,
+            "pg-b",
+            "jdbc:x",
+            retained_source(moved).model_copy(
+                update={"database": source.database, "drop_after": past}
+            ),
+        )
+        async with stage.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO retained_storage "
+                "(tenant_id, server, mode, database, schema_name, drop_after) "
+                "VALUES (%s, 'pg-retired', 'SCHEMA', 'tenants', %s, %s)",
+                (gone, f"tenant_{gone}", past - timedelta(minutes=1)),
+            )
+        activities = MoveActivities(
+            stage.moves, stage.tenants, RolloutRepository(stage.pool), fleet, settings
+        )
+
+        await activities.drop_due_sources()
+
+        assert not await fleet.admin("pg-a").exists(source)
+    assert (await stage.retained(moved))[0]["dropped_at"] is not None
+    assert (await stage.retained(gone))[0]["dropped_at"] is None
