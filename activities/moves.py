@@ -43,6 +43,7 @@ from tenancy.moves import (
     RollBackInput,
     SwitchInput,
 )
+from tenancy.naming import server_authority
 from tenancy.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -257,9 +258,12 @@ class MoveActivities:
         for source in await self._moves.retained_due(datetime.now(UTC)):
             assert source.id is not None  # read from its row
             tenant = await self._tenants.get(source.tenant_id)
-            if tenant is not None and source.server in (
-                tenant.storage_server,
-                tenant.move.to_server if tenant.move else None,
+            if tenant is not None and any(
+                self._same_storage(source, server)
+                for server in (
+                    tenant.storage_server,
+                    tenant.move.to_server if tenant.move else None,
+                )
             ):
                 # Moved back (or moving back) there: the storage is the tenant's own again.
                 await self._moves.mark_dropped(source.id)
@@ -279,6 +283,26 @@ class MoveActivities:
                 continue
             await self._moves.mark_dropped(source.id)
             _log.info("dropped the source %s kept on %s", source.tenant_id, source.server)
+
+    def _same_storage(self, source: RetainedSource, server: str | None) -> bool:
+        """Whether the kept `source` is the tenant's storage on `server`: the same name, or
+        another name for the same PostgreSQL server whose storage is named alike there."""
+        if server is None:
+            return False
+        if server == source.server:
+            return True
+        try:
+            here = self._fleet.locate(source.server, source.tenant_id, source.mode)
+            there = self._fleet.locate(server, source.tenant_id, source.mode)
+            same_host = server_authority(self._fleet.server(source.server).dsn) == (
+                server_authority(self._fleet.server(server).dsn)
+            )
+        except UnknownServer:
+            return False
+        return same_host and (here.database, here.schema_name) == (
+            there.database,
+            there.schema_name,
+        )
 
 
 def _step(request: SwitchInput) -> MoveStepInput:

@@ -707,3 +707,43 @@ async def test_a_source_kept_on_a_server_no_longer_configured_holds_back_no_othe
         assert not await fleet.admin("pg-a").exists(source)
     assert (await stage.retained(moved))[0]["dropped_at"] is not None
     assert (await stage.retained(gone))[0]["dropped_at"] is None
+
+
+async def test_a_kept_source_is_not_dropped_when_the_tenant_lives_there_under_another_name(
+    settings: Settings, stage: MoveStage
+) -> None:
+    # pg-twin names pg-a's PostgreSQL server: a tenant moved pg-a -> pg-b -> pg-twin lives in
+    # the very storage kept on pg-a; its retention ending drops nothing.
+    tenant_id = unique_id("tw")
+    assert await stage.active(tenant_id) == "pg-a"
+    fleet = StorageFleet.connect(
+        settings.storage_fleet(),
+        settings.service_db_roles(),
+        stage.servers,
+        max_connections=2,
+        connect_wait=timedelta(seconds=5),
+    )
+    async with fleet:
+        source = await fleet.admin("pg-a").ensure(tenant_id, StorageMode.SCHEMA)
+        assert fleet.locate("pg-twin", tenant_id, StorageMode.SCHEMA) == source
+        fleet_now, placement = settings.storage_fleet(), settings.placement_map()
+        past = datetime.now(UTC) - timedelta(minutes=1)
+        await stage.moves.begin(tenant_id, "olga", None, "pg-b", fleet_now, placement)
+        await stage.moves.switch(
+            tenant_id,
+            "pg-b",
+            "jdbc:x",
+            retained_source(tenant_id).model_copy(
+                update={"database": source.database, "drop_after": past}
+            ),
+        )
+        await stage.moves.begin(tenant_id, "olga", None, "pg-twin", fleet_now, placement)
+        await stage.moves.switch(tenant_id, "pg-twin", "jdbc:y", retained_source(tenant_id, "pg-b"))
+        activities = MoveActivities(
+            stage.moves, stage.tenants, RolloutRepository(stage.pool), fleet, settings
+        )
+
+        await activities.drop_due_sources()
+
+        assert await fleet.admin("pg-twin").exists(source)
+    assert (await stage.retained(tenant_id))[0]["dropped_at"] is not None
