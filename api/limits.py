@@ -195,6 +195,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._chunk_left = 0
         self._size_line = bytearray()
         self._trailers: bytes | None = None
+        # The bytes of its trailer section so far: header fields, held to their limit.
+        self._trailer_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Set TCP_NODELAY, then let uvicorn take the connection."""
@@ -224,6 +226,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                     self._head.clear()
             elif self._body_left is None:
                 size = self._chunked_piece(data, start)
+                if self._trailers is not None and self._trailer_bytes > MAX_HEADER_BYTES + 2:
+                    self._refuse(header_fields_too_large())
+                    return
             else:
                 size = self._body_left or len(data) - start
             super().data_received(view[start : start + size])  # type: ignore[arg-type]
@@ -245,7 +250,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             blank = _BLANK_LINE.search(buffer)
             fed = blank.end() if blank else len(buffer)
             self._trailers = buffer[fed - 2 : fed]
-            return fed - (len(buffer) - min(rest, _CHUNK))
+            size = fed - (len(buffer) - min(rest, _CHUNK))
+            self._trailer_bytes += size
+            return size
         line_end = data.find(b"\n", start, start + _CHUNK)
         size = line_end + 1 - start if line_end >= 0 else min(rest, _CHUNK)
         self._size_line += data[start : start + min(size, _SIZE_LINE - len(self._size_line))]
@@ -258,6 +265,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self._chunk_left = chunk + 2
         return size
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """A field of the head; a trailer field (after the body) is dropped: uvicorn would add
+        it to the headers of the request the app already holds."""
+        if self._reading_head:
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         """Note how the body ends, then let uvicorn start the request."""
         self._reading_head = False
@@ -265,6 +278,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._chunk_left = 0
         self._size_line.clear()
         self._trailers = None
+        self._trailer_bytes = 0
         for name, value in self.headers:
             if name == b"transfer-encoding":
                 self._body_left = None

@@ -6,7 +6,8 @@ A drain is recorded on the server's row first (DRAINING, its progress zeroed: on
 server's tenants off by placement and writes its progress on the row, which
 `GET /api/storage-servers/{name}` shows as `drain`. A drain whose run ended with tenants left
 (the server still DRAINING) starts again on a new request; a start Temporal surely did not
-make ends the drain's run on the row, so the next request starts it again.
+make (an error it answered, or a run of the last drain still open) ends the drain's run on the
+row, so the next request starts it again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import Field, StringConstraints
 
 from api.deps import Config, Drains, Servers, ServerWriter, Workflows
 from api.errors import StatusConflict
-from api.gateway import DrainRunNotStarted
+from api.gateway import DrainRunNotStarted, DrainRunOpen
 from api.guard import GuardedRoute
 from api.routes.common import AUTH_RESPONSES
 from api.routes.storage_servers import (
@@ -96,7 +97,8 @@ async def drain_storage_server(
                 reason=body.reason,
             )
         )
-    except DrainRunNotStarted:
+    except (DrainRunNotStarted, DrainRunOpen):
+        # No run of this drain: its end goes back on the row, so the next request starts it.
         await drains.finish(
             name, principal.subject, cancelled=False, reason="the drain's workflow could not start"
         )

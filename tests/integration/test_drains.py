@@ -375,3 +375,39 @@ async def test_drain_requests_are_checked(
     assert forbidden.status_code == 403
     assert (not_draining.status_code, not_draining.json()["serverState"]) == (409, "ACTIVE")
     assert (before["state"], before["drain"]) == ("ACTIVE", None)
+
+
+async def test_a_drain_refused_for_a_run_still_open_leaves_the_drain_ended(
+    fleet_stage: FleetStage,
+    services: tuple[tuple[str, str], ...],
+    temporal_client: Client,
+    keys_dir: Path,
+) -> None:
+    """A drain asked while the last run is still open (its end written on the row, the run not
+    closed yet) is 409 and ends the drain it recorded (DRAINED here: the server holds no
+    tenant): before, the row was left DRAINING with a run under way and none open, and every
+    drain asked after it was 409."""
+    (name,) = names("oa")
+    settings = fleet(fleet_stage, services, [(name, 1, 10)])
+    # No worker: the first drain's run stays open.
+    async with api_client(settings, keys_dir) as api:
+        first = await api.post(f"/api/storage-servers/{name}/drain")
+        assert first.status_code == 202, first.text
+        try:
+            # The run wrote its end on the row and has not closed yet.
+            async with await psycopg.AsyncConnection.connect(
+                settings.require_database_url(), autocommit=True
+            ) as conn:
+                await conn.execute(
+                    "UPDATE storage_servers SET drain_ended_at = clock_timestamp() WHERE name = %s",
+                    (name,),
+                )
+            while_open = await api.post(f"/api/storage-servers/{name}/drain")
+            after: dict[str, Any] = await server_of(api, name)
+        finally:
+            await temporal_client.get_workflow_handle(drain_workflow_id(name)).terminate()
+
+    assert while_open.status_code == 409, while_open.text
+    assert "still open" in while_open.json()["detail"]
+    assert after["state"] == "DRAINED"
+    assert after["drain"]["endedAt"] is not None

@@ -51,6 +51,7 @@ class Api:
     url: str
     port: int
     process: ManagedProcess
+    protocol: str
 
 
 @pytest_asyncio.fixture(
@@ -82,7 +83,7 @@ async def api(
     process = api_process(env, port, folder, log_level="info", http=request.param)
     await process.start()
     try:
-        yield Api(f"http://127.0.0.1:{port}", port, process)
+        yield Api(f"http://127.0.0.1:{port}", port, process, request.param)
     finally:
         process.stop()
 
@@ -337,6 +338,62 @@ async def test_a_chunked_body_of_line_ends_costs_no_more_than_its_chunks(api: Ap
 
     assert [answer.status for answer in answers] == [405, 200], answers
     assert seconds < 1, f"{seconds:.1f} s"
+
+
+async def test_a_chunked_body_s_trailer_fields_are_held_to_the_header_limit(api: Api) -> None:
+    """The trailer section after a chunked body is header fields too (uvicorn adds them to the
+    request's headers): over 16 KiB of them is refused with 431, the request after it on the
+    connection never answered."""
+    if api.protocol != "api.limits:LimitedHttpToolsProtocol":
+        pytest.skip("h11 takes a trailer section that arrives in one read whatever its size")
+    trailers = b"".join(b"X-Trailer-%04d: %s\r\n" % (i, b"t" * 40) for i in range(400))
+    assert len(trailers) > MAX_HEADER_BYTES
+    chunked = (
+        request_head("POST", "/healthz", {"Transfer-Encoding": "chunked"})
+        + b"2\r\n{}\r\n0\r\n"
+        + trailers
+        + b"\r\n"
+    )
+    refusals_before = api.process.output().count(REFUSAL_LINE)
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    try:
+        async with asyncio.timeout(10):
+            writer.write(chunked + request_head("GET", "/healthz"))
+            answers = [await read_answer(reader) for _ in range(2)]
+            rest = await reader.read()
+    finally:
+        writer.close()
+
+    assert answers[0].status == 405, answers
+    assert_refused(answers[1], 431)
+    assert rest == b""
+    await assert_refused_by_the_protocol(api, refusals_before)
+
+
+async def test_a_chunked_body_s_trailer_fields_never_join_the_request_s_headers(
+    api: Api,
+) -> None:
+    """Trailer fields are not request headers: a head just within the limits with 1 KiB of
+    trailers after its body is answered as the head alone asks (405), and the request after it
+    too; uvicorn's httptools protocol added them to the headers the app already held (431)."""
+    if api.protocol != "api.limits:LimitedHttpToolsProtocol":
+        pytest.skip("the trailers are uvicorn's httptools protocol's")
+    fields = headers_of_size(MAX_HEADER_BYTES - len("Transfer-Encoding: chunked\r\n"))
+    chunked = (
+        request_head("POST", "/healthz", {**fields, "Transfer-Encoding": "chunked"})
+        + b"2\r\n{}\r\n0\r\nX-Trailer: "
+        + b"t" * KB
+        + b"\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    try:
+        async with asyncio.timeout(10):
+            writer.write(chunked + request_head("GET", "/healthz"))
+            answers = [await read_answer(reader) for _ in range(2)]
+    finally:
+        writer.close()
+
+    assert [answer.status for answer in answers] == [405, 200], answers
 
 
 async def test_refused_targets_never_reach_the_log(api: Api) -> None:
