@@ -323,6 +323,33 @@ async def test_placement_and_moves_never_pick_a_draining_or_drained_server(
     assert placed == [busy] * 3
 
 
+async def test_a_move_on_its_way_onto_the_server_keeps_it_from_being_drained(
+    fleet_stage: FleetStage,
+) -> None:
+    # A move begun before the drain (its target checked then) switches the tenant onto the
+    # server later: the drain's end must not call the server DRAINED while it comes.
+    source, target = names("ia", "ib")
+    settings = fleet_stage.settings(
+        (),
+        [
+            fleet_stage.server(source, 0, "shared", 10),
+            fleet_stage.server(target, 1, "shared", 10),
+        ],
+        ONE_POOL,
+    )
+    async with move_stage(settings) as stage:
+        drains = DrainRepository(stage.pool)
+        mover = unique_id("inc")
+        assert await stage.active(mover) == source
+        await stage.moves.begin(
+            mover, "op", None, target, settings.storage_fleet(), settings.placement_map()
+        )
+        await drains.start(target, "operator", "retired", 4)
+        ended = await drains.finish(target, "op", cancelled=False)
+
+    assert ended is ServerState.DRAINING
+
+
 async def test_migration_0018_rolls_back_with_a_server_draining_and_applies_again(
     fleet_stage: FleetStage,
 ) -> None:
