@@ -28,6 +28,7 @@ from infra.db.errors import ErrorKind, classify
 from infra.db.fleet import StorageFleet
 from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
+from infra.db.servers import UnknownServer
 from infra.db.storage import StorageStillPresent
 from infra.db.tenant_moves import MoveRepository
 from tenancy.failures import FailureType, summarize
@@ -263,10 +264,11 @@ class MoveActivities:
                 # Moved back (or moving back) there: the storage is the tenant's own again.
                 await self._moves.mark_dropped(source.id)
                 continue
-            location = self._fleet.locate(source.server, source.tenant_id, source.mode)
             try:
+                # A DRAINED server may leave the settings with its sources still kept.
+                location = self._fleet.locate(source.server, source.tenant_id, source.mode)
                 await self._fleet.admin(source.server).drop(location)
-            except (*_STORAGE_ERRORS, StorageStillPresent) as exc:
+            except (*_STORAGE_ERRORS, StorageStillPresent, UnknownServer) as exc:
                 _log.warning(
                     "could not drop the source %s kept on %s (tried again later): %s",
                     source.tenant_id,
