@@ -18,7 +18,7 @@ from pydantic import Field, StringConstraints
 
 from api.deps import Config, Drains, Servers, ServerWriter, Workflows
 from api.errors import StatusConflict
-from api.gateway import DrainRunNotStarted
+from api.gateway import DrainRunNotStarted, DrainRunOpen
 from api.guard import GuardedRoute
 from api.routes.common import AUTH_RESPONSES
 from api.routes.storage_servers import (
@@ -101,6 +101,13 @@ async def drain_storage_server(
             name, principal.subject, cancelled=False, reason="the drain's workflow could not start"
         )
         raise
+    except DrainRunOpen:
+        # The open run has ended its drain (the row said so): it stays ended, not under way
+        # with no run of it.
+        await drains.finish(
+            name, principal.subject, cancelled=False, reason="the last drain's run is still open"
+        )
+        raise
     return await server_item(servers, config, name)
 
 
@@ -128,7 +135,9 @@ async def cancel_drain(
             f"storage server {name} is {record.state.value}; cancel-drain needs DRAINING",
             serverState=record.state.value,
         )
-    if not await workflows.cancel_drain(name, principal.subject):
-        # No run is open (it ended with tenants left, or was lost): nothing is in flight.
+    ended = record.drain is not None and record.drain.ended_at is not None
+    if ended or not await workflows.cancel_drain(name, principal.subject):
+        # Its run has ended the drain (it may not have closed yet), or no run is open (it was
+        # lost): nothing is in flight.
         await drains.finish(name, principal.subject, cancelled=True)
     return await server_item(servers, config, name)

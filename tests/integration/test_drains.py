@@ -449,6 +449,41 @@ async def test_migration_0018_rolls_back_with_a_server_draining_and_applies_agai
     assert again is False
 
 
+async def test_requests_while_a_run_whose_drain_ended_is_still_open(
+    fleet_stage: FleetStage,
+    services: tuple[tuple[str, str], ...],
+    temporal_client: Client,
+    keys_dir: Path,
+) -> None:
+    # The run has written its drain's end (tenants left) and has not closed yet (here: no
+    # worker takes it further). A new drain is refused and leaves the drain ended, not under
+    # way with no run; a cancel cordons the server, which the run would no longer do.
+    (name,) = names("oa")
+    settings = fleet(fleet_stage, services, [(name, 1, 10)])
+    async with move_stage(settings) as stage:
+        await stage.active(unique_id("opn"))
+        drains = DrainRepository(stage.pool)
+        async with api_client(settings, keys_dir) as api:
+            try:
+                first = await api.post(f"/api/storage-servers/{name}/drain")
+                assert first.status_code == 202, first.text
+                assert await drains.finish(name, "op", cancelled=False) is ServerState.DRAINING
+                again = await api.post(f"/api/storage-servers/{name}/drain")
+                after_again = await server_of(api, name)
+                cancel = await api.post(f"/api/storage-servers/{name}/cancel-drain")
+                after_cancel = await server_of(api, name)
+            finally:
+                await temporal_client.get_workflow_handle(drain_workflow_id(name)).terminate(
+                    "test over"
+                )
+
+    assert again.status_code == 409, again.text
+    assert after_again["state"] == "DRAINING"
+    assert after_again["drain"]["endedAt"] is not None, after_again["drain"]
+    assert cancel.status_code == 202, cancel.text
+    assert after_cancel["state"] == "CORDONED"
+
+
 async def test_drain_requests_are_checked(
     fleet_stage: FleetStage, services: tuple[tuple[str, str], ...], keys_dir: Path
 ) -> None:
