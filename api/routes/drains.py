@@ -97,10 +97,17 @@ async def drain_storage_server(
                 reason=body.reason,
             )
         )
-    except (DrainRunNotStarted, DrainRunOpen):
+    except DrainRunNotStarted:
         # No run of this drain: its end goes back on the row, so the next request starts it.
         await drains.finish(
             name, principal.subject, cancelled=False, reason="the drain's workflow could not start"
+        )
+        raise
+    except DrainRunOpen:
+        # The open run has ended its drain (the row said so): it stays ended, not under way
+        # with no run of it.
+        await drains.finish(
+            name, principal.subject, cancelled=False, reason="the last drain's run is still open"
         )
         raise
     return await server_item(servers, config, name)
@@ -130,7 +137,9 @@ async def cancel_drain(
             f"storage server {name} is {record.state.value}; cancel-drain needs DRAINING",
             serverState=record.state.value,
         )
-    if not await workflows.cancel_drain(name, principal.subject):
-        # No run is open (it ended with tenants left, or was lost): nothing is in flight.
+    ended = record.drain is not None and record.drain.ended_at is not None
+    if ended or not await workflows.cancel_drain(name, principal.subject):
+        # Its run has ended the drain (it may not have closed yet), or no run is open (it was
+        # lost): nothing is in flight.
         await drains.finish(name, principal.subject, cancelled=True)
     return await server_item(servers, config, name)

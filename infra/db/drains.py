@@ -155,18 +155,20 @@ class DrainRepository:
         self, name: str, actor: str, *, cancelled: bool, reason: str | None = None
     ) -> ServerState:
         """End the drain's run: CORDONED when `cancelled` (also once its run has ended),
-        DRAINED when the server holds no tenant (every status but DELETED), else DRAINING
-        with the run ended; the state it is in afterwards. A server no longer DRAINING is left
-        as it is (a repeat)."""
+        DRAINED when the server holds no tenant (every status but DELETED) and none moves onto
+        it, else DRAINING with the run ended; the state it is in afterwards. A server no
+        longer DRAINING is left as it is (a repeat)."""
         async with self._pool.connection() as conn, conn.transaction():
             row = await _lock(conn, name)
             # A cancel of a drain whose run has ended cordons it still; any other repeat is
             # left as it is.
             if row.state is not ServerState.DRAINING or (row.ended and not cancelled):
                 return row.state
+            # A move on its way onto the server (begun before the drain) counts as on it.
             cur = await conn.execute(
-                "SELECT count(*) FROM tenants WHERE storage_server = %s AND status <> %s",
-                (name, TenantStatus.DELETED.value),
+                "SELECT count(*) FROM tenants WHERE status <> %s "
+                "AND (storage_server = %s OR status = %s AND move_to_server = %s)",
+                (TenantStatus.DELETED.value, name, TenantStatus.MOVING.value, name),
             )
             counted = await cur.fetchone()
             left = int(counted[0]) if counted else 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,17 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from activities.moves import MoveActivities
 from infra.db.drains import DrainRepository
+from infra.db.fleet import StorageFleet
+from infra.db.rollouts import RolloutRepository
 from infra.db.schema import apply_platform_migrations
 from infra.db.server_checks import FleetMismatch, refuse_missing_servers
 from infra.db.storage import lock_storage
 from infra.db.tenant_moves import MoveTargetRefused
 from tenancy.fleet import ServerState
-from tenancy.models import SlaTier, StorageMode
+from tenancy.models import RetainedSource, SlaTier, StorageMode
+from tenancy.naming import storage_location
 from tenancy.settings import Settings
 from tests.conftest import unique_id
 from tests.support.api_client import api_client, token_of
@@ -323,6 +328,96 @@ async def test_placement_and_moves_never_pick_a_draining_or_drained_server(
     assert placed == [busy] * 3
 
 
+async def test_a_move_on_its_way_onto_the_server_keeps_it_from_being_drained(
+    fleet_stage: FleetStage,
+) -> None:
+    # A move begun before the drain (its target checked then) switches the tenant onto the
+    # server later: the drain's end must not call the server DRAINED while it comes.
+    source, target = names("ia", "ib")
+    settings = fleet_stage.settings(
+        (),
+        [
+            fleet_stage.server(source, 0, "shared", 10),
+            fleet_stage.server(target, 1, "shared", 10),
+        ],
+        ONE_POOL,
+    )
+    async with move_stage(settings) as stage:
+        drains = DrainRepository(stage.pool)
+        mover = unique_id("inc")
+        assert await stage.active(mover) == source
+        await stage.moves.begin(
+            mover, "op", None, target, settings.storage_fleet(), settings.placement_map()
+        )
+        await drains.start(target, "operator", "retired", 4)
+        ended = await drains.finish(target, "op", cancelled=False)
+
+    assert ended is ServerState.DRAINING
+
+
+async def test_a_drained_server_out_of_the_settings_holds_back_no_other_source_drop(
+    fleet_stage: FleetStage,
+) -> None:
+    # A DRAINED server may leave the settings while the sources its moves kept are on it: the
+    # worker's drop round must still drop the other servers' due sources.
+    gone, kept, target = names("ra", "rb", "rc")
+    entries = [
+        fleet_stage.server(gone, 0, "shared", 10),
+        fleet_stage.server(kept, 1, "shared", 10),
+        fleet_stage.server(target, 2, "shared", 10),
+    ]
+    settings = fleet_stage.settings((), entries, ONE_POOL)
+    left = fleet_stage.settings((), entries[1:], ONE_POOL)
+    due = datetime.now(UTC) - timedelta(minutes=1)
+    async with move_stage(settings) as stage:
+        moved: dict[str, str] = {}
+        placed = {
+            await stage.active(tenant_id): tenant_id
+            for tenant_id in (unique_id("ret"), unique_id("ret"))
+        }
+        assert sorted(placed) == [gone, kept]
+        for source, to in ((gone, kept), (kept, target)):
+            tenant_id = placed[source]
+            await stage.moves.begin(
+                tenant_id, "op", None, to, settings.storage_fleet(), settings.placement_map()
+            )
+            where = storage_location(
+                next(s.dsn for s in settings.storage_fleet() if s.name == source),
+                StorageMode.SCHEMA,
+                tenant_id,
+            )
+            await stage.moves.switch(
+                tenant_id,
+                to,
+                f"jdbc:postgresql://{to}/{tenant_id}",
+                RetainedSource(
+                    tenant_id=tenant_id,
+                    server=source,
+                    mode=StorageMode.SCHEMA,
+                    database=where.database,
+                    schema_name=where.schema_name,
+                    # The gone server's source first, as a drain's would be.
+                    drop_after=due - timedelta(seconds=len(moved)),
+                ),
+            )
+            moved[source] = tenant_id
+        fleet = StorageFleet.connect(
+            left.storage_fleet(),
+            left.service_db_roles(),
+            stage.servers,
+            max_connections=2,
+            connect_wait=timedelta(seconds=5),
+        )
+        async with fleet:
+            activities = MoveActivities(
+                stage.moves, stage.tenants, RolloutRepository(stage.pool), fleet, left
+            )
+            await activities.drop_due_sources()
+        still_due = await stage.moves.retained_due(datetime.now(UTC))
+
+    assert [s.tenant_id for s in still_due if s.tenant_id in moved.values()] == [moved[gone]]
+
+
 async def test_migration_0018_rolls_back_with_a_server_draining_and_applies_again(
     fleet_stage: FleetStage,
 ) -> None:
@@ -352,6 +447,41 @@ async def test_migration_0018_rolls_back_with_a_server_draining_and_applies_agai
     assert [r.state for r in applied.values()] == [ServerState.CORDONED] * 2
     assert [r.drain for r in applied.values()] == [None, None]
     assert again is False
+
+
+async def test_requests_while_a_run_whose_drain_ended_is_still_open(
+    fleet_stage: FleetStage,
+    services: tuple[tuple[str, str], ...],
+    temporal_client: Client,
+    keys_dir: Path,
+) -> None:
+    # The run has written its drain's end (tenants left) and has not closed yet (here: no
+    # worker takes it further). A new drain is refused and leaves the drain ended, not under
+    # way with no run; a cancel cordons the server, which the run would no longer do.
+    (name,) = names("oa")
+    settings = fleet(fleet_stage, services, [(name, 1, 10)])
+    async with move_stage(settings) as stage:
+        await stage.active(unique_id("opn"))
+        drains = DrainRepository(stage.pool)
+        async with api_client(settings, keys_dir) as api:
+            try:
+                first = await api.post(f"/api/storage-servers/{name}/drain")
+                assert first.status_code == 202, first.text
+                assert await drains.finish(name, "op", cancelled=False) is ServerState.DRAINING
+                again = await api.post(f"/api/storage-servers/{name}/drain")
+                after_again = await server_of(api, name)
+                cancel = await api.post(f"/api/storage-servers/{name}/cancel-drain")
+                after_cancel = await server_of(api, name)
+            finally:
+                await temporal_client.get_workflow_handle(drain_workflow_id(name)).terminate(
+                    "test over"
+                )
+
+    assert again.status_code == 409, again.text
+    assert after_again["state"] == "DRAINING"
+    assert after_again["drain"]["endedAt"] is not None, after_again["drain"]
+    assert cancel.status_code == 202, cancel.text
+    assert after_cancel["state"] == "CORDONED"
 
 
 async def test_drain_requests_are_checked(
