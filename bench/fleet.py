@@ -53,6 +53,7 @@ from temporalio.testing import ActivityEnvironment
 
 from api.auth import READ_SCOPE, ROLLOUTS_READ_SCOPE, ROLLOUTS_WRITE_SCOPE, WRITE_SCOPE
 from bench.load import ApiProvisioner, CompletionWatcher, CpuMeter, MemorySampler, run_level
+from bench.polling import Polling
 from bench.run import WORK_DIR, Ids, Options, context
 from bench.stack import RunningStack, running_stack
 from devstack.dev import REPO_ROOT
@@ -162,7 +163,7 @@ class RolloutResult:
         }
 
 
-class RolloutWatcher:
+class RolloutWatcher(Polling):
     """Polls one rollout: when each tenant was claimed, and whether the rollout has ended."""
 
     def __init__(self, conn: AsyncConnection[Any], rollout_id: str) -> None:
@@ -170,17 +171,6 @@ class RolloutWatcher:
         self._id = rollout_id
         self.claimed: dict[str, float] = {}
         self.ended = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> RolloutWatcher:
-        self._task = asyncio.create_task(self._poll())
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
 
     async def _poll(self) -> None:
         while True:

@@ -51,6 +51,7 @@ from psycopg import AsyncConnection, sql
 
 from api.auth import READ_SCOPE, SERVERS_WRITE_SCOPE, WRITE_SCOPE
 from bench.load import CpuMeter
+from bench.polling import Polling
 from bench.run import WORK_DIR, Options, context
 from bench.stack import RunningStack, running_stack
 from devstack.dev import REPO_ROOT, STORAGE_DATABASE
@@ -364,7 +365,6 @@ class Writer:
         self._rate = rate
         self.answers: list[Answer] = []
         self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Writer:
         self._task = asyncio.create_task(self._run())
@@ -400,7 +400,7 @@ class Writer:
         await asyncio.gather(*writes)
 
 
-class PhaseWatcher:
+class PhaseWatcher(Polling):
     """Polls the tenant's row: when it entered each phase of its move (its `updated_at`, the
     database's clock), and when it is MOVING no more."""
 
@@ -414,16 +414,6 @@ class PhaseWatcher:
         self.settled = asyncio.Event()
         self._seen_moving = False
         self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> PhaseWatcher:
-        self._task = asyncio.create_task(self._poll())
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
 
     async def _poll(self) -> None:
         while True:

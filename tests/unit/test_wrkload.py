@@ -3,15 +3,18 @@ real HTTP server counting each status (when `wrk` is installed: `.ci/run` instal
 
 from __future__ import annotations
 
-import http.server
-import socketserver
-import threading
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from bench import wrkload
 from bench.rawload import Target
+from tests.support.servers import serve
 
 
 def test_the_result_line_is_parsed_into_an_outcome() -> None:
@@ -30,29 +33,17 @@ def test_the_result_line_is_parsed_into_an_outcome() -> None:
         wrkload.parse("Running 1s test\n")
 
 
-class _Revalidated(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        fresh = self.headers.get("If-None-Match") == '"v1"'
-        self.send_response(304 if fresh else 200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *_: object) -> None:
-        pass
+async def _revalidated(request: Request) -> Response:
+    fresh = request.headers.get("if-none-match") == '"v1"'
+    return Response(status_code=304 if fresh else 200)
 
 
 @pytest.fixture
 def server_port() -> Iterator[int]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Revalidated)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Starlette(routes=[Route("/x", _revalidated)])) as url:
+        port = urlsplit(url).port
+        assert port is not None
+        yield port
 
 
 @pytest.mark.skipif(not wrkload.available(), reason="wrk is not installed")
