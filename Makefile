@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev service token test lint bench record-history reconcile clean-dev
+.PHONY: help install dev service token test lint docs docs-serve bench record-history reconcile clean-dev
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -43,6 +43,16 @@ lint: $(STAMP)  ## ruff (lint + format) and mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+
+# The handbook: the reference pages are generated from the code first (`python -m docgen`), then
+# MkDocs builds strictly (a broken link or a missing page fails) into site/, offline.
+docs: $(STAMP)  ## Build the handbook into site/ (reference pages regenerated from the code)
+	$(BIN)/python -m docgen
+	$(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP)  ## Serve the handbook on http://127.0.0.1:8001 while you edit it
+	$(BIN)/python -m docgen
+	$(BIN)/mkdocs serve --strict
 
 # `make bench BENCH_ARGS="--tenants 200 --concurrency 1,32"`; `python -m bench --help` lists all.
 # Fleet rollouts: `make bench BENCH_ARGS="fleet --tenants 1000 --scale-factor 5"` (`python -m bench fleet --help`).

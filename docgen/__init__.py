@@ -1,0 +1,1 @@
+"""The handbook's reference pages, generated from the code so that they cannot drift from it."""

@@ -1,0 +1,1 @@
+"""`python -m docgen` writes the generated reference pages (placeholder until the generators land)."""
