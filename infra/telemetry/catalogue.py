@@ -115,6 +115,30 @@ METRICS: tuple[MetricDoc, ...] = (
         "worker",
     ),
     MetricDoc(
+        "platform_tenants_oldest_seconds",
+        "gauge",
+        ("status",),
+        "How long the longest-waiting tenant in each status has been in it, 0 when none is "
+        "(refreshed with platform_tenants).",
+        "worker",
+        "s",
+    ),
+    MetricDoc(
+        "platform_rollouts",
+        "gauge",
+        ("status",),
+        "Fleet rollouts in each status, zero included (refreshed with platform_tenants).",
+        "worker",
+    ),
+    MetricDoc(
+        "platform_outbox_relay_leader",
+        "gauge",
+        (),
+        "1 while this worker's event relay holds the outbox lock (publishes), 0 while it "
+        "stands by; not served when PLATFORM_EVENTS_BACKEND is none.",
+        "worker",
+    ),
+    MetricDoc(
         m.OUTBOX_BACKLOG,
         "gauge",
         (),
