@@ -34,7 +34,7 @@ class ExitCode(IntEnum):
     SERVER = 6
 
 
-# Shown under every `--help` and in the README: keep it in step with ExitCode.
+# Shown under every `--help` and in docs/operating/platformctl.md: keep it in step with ExitCode.
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok; 1 the checked condition failed (--wait not ACTIVE or a move not "
     "switched, --watch not SUCCEEDED, --require not met); "

@@ -30,7 +30,7 @@ MOVING = frozenset({TenantStatus.MOVING})
 MOVE_ENDS = frozenset(
     {EventAction.TENANT_MOVED, EventAction.MOVE_FAILED, EventAction.MOVE_CANCELLED}
 )
-# `tenants retry`: the way out of each error status (README, Recovery).
+# `tenants retry`: the way out of each error status (docs/operating/recovery.md).
 RETRY_PATHS = {
     TenantStatus.MIGRATION_ERROR: "retry-migration",
     TenantStatus.PROVISION_ERROR: "retry-provisioning",

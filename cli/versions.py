@@ -3,7 +3,8 @@ version spread the API answers (`GET /api/services/{name}/versions`).
 
 Versions compare as strings by code point, exactly as the API's `minVersion` does
 (infra/db/services.py), so a service's versions must sort as strings. The check is the deploy
-gate of the README: no failed record, every tenant with a recorded version, none below V.
+gate of docs/operating/rollouts.md: no failed record, every tenant with a recorded version,
+none below V.
 """
 
 from __future__ import annotations

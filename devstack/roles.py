@@ -1,7 +1,7 @@
 """A deployment's PostgreSQL roles and databases, created idempotently with the superuser.
 
 `make dev` (embedded PostgreSQL), the compose file's one-shot `db-roles` service and the test
-suite all call `apply_layout`, so all three run the privilege model README's "Privilege model"
+suite all call `apply_layout`, so all three run the privilege model docs/security.md
 describes:
 
 - the platform's role (LOGIN, CREATEDB, NOSUPERUSER, NOCREATEROLE) owns the metadata database,

@@ -41,7 +41,7 @@ def dev_server_command(db_file: Path, *, port: int = 7233, ui_port: int = 8233) 
         # writes are in the OS's cache), a power cut may lose or corrupt the dev database.
         # Development only; production runs a real Temporal cluster. With `synchronous=normal`
         # the file's syncs put 10-30 ms into every task hand-off (scheduled to started) on
-        # these disks; measured in README, Performance.
+        # these disks; measured in docs/performance.md.
         "--sqlite-pragma",
         "journal_mode=wal",
         "--sqlite-pragma",

@@ -1,1 +1,1 @@
-"""`python -m docgen` writes the generated reference pages (placeholder until the generators land)."""
+"""`python -m docgen` writes the generated reference pages (a placeholder until they land)."""

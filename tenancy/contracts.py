@@ -22,8 +22,9 @@ from tenancy.status import TenantStatus
 
 
 class AdoptRun(CamelModel):
-    """A run that takes the tenant over from a closed run of its workflow (see README,
-    Recovery): the row is handed over only while `replaces_run_id` still owns it."""
+    """A run that takes the tenant over from a closed run of its workflow (see
+    docs/operating/recovery.md): the row is handed over only while `replaces_run_id` still
+    owns it."""
 
     replaces_run_id: str
     # Who asked: an operator's subject, `reconciler:<subject>` or the workflow itself.

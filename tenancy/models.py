@@ -179,7 +179,7 @@ class Tenant(CamelModel):
     storage_server: str | None = None
     migrations: list[MigrationRecord] = Field(default_factory=list)
     workflow_id: str
-    # The run that owns the row; a run that adopts the tenant names it (see README, Recovery).
+    # The run that owns the row; a run that adopts the tenant names it (docs/operating/recovery.md).
     workflow_run_id: str | None = None
     created_by: str | None = None
     created_at: datetime

@@ -1,7 +1,7 @@
 """Every recorded history must replay against today's workflow code.
 
 A failure here means a change would break runs already in flight: guard it with
-`workflow.patched(...)` (see README, "Changing the workflow") instead of editing histories.
+`workflow.patched(...)` (see docs/development/workflows.md) instead of editing histories.
 """
 
 from __future__ import annotations

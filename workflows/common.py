@@ -61,8 +61,8 @@ METADATA_RETRY = RetryPolicy(
 # because another step of the same task failed.
 # Bounded: a metadata database away for longer than this ends the step (and the run) with
 # the reason, rather than a run retrying for ever; the tenant is then stuck without a workflow,
-# which the reconciler reports and restarts (README, Recovery). Errors that repeat on every
-# attempt (data, integrity) are not retried at all (activities/metadata.py).
+# which the reconciler reports and restarts (docs/operating/recovery.md). Errors that repeat on
+# every attempt (data, integrity) are not retried at all (activities/metadata.py).
 METADATA_WRITE = ActivityOptions(
     start_to_close=timedelta(seconds=10),
     schedule_to_close=timedelta(minutes=10),

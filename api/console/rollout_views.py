@@ -63,7 +63,7 @@ class Action:
     danger: bool = False
 
 
-# Which actions each status allows, as the API's rules say (README "Fleet rollouts").
+# Which actions each status allows, as the API's rules say (docs/operating/rollouts.md).
 _PAUSE = Action("pause", "Pause", "Pause this rollout? Calls in flight finish; no new ones start.")
 _RESUME = Action("resume", "Resume", "Resume this rollout with its next tenants?")
 _CANCEL = Action(

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 # How long verifiers may cache the key set. A rotation publishes the next key at least this
-# long before signing with it (README, "Rotating the signing key").
+# long before signing with it (docs/integrating/signed-calls.md).
 JWKS_MAX_AGE = timedelta(minutes=5)
 
 router = APIRouter(tags=["keys"])

@@ -5,8 +5,8 @@ A command is the HTTP call's content as one JSON message on `platform.commands.<
 storage body, the idempotency key and the platform-signed token (what HTTP sends as
 `Authorization: Bearer`), plus `commandId` (stable across re-sends) and `attempt` (one more per
 re-send). The service answers on `platform.replies.<service>` with a compact JWS signed by its
-own key, so a reply on the bus cannot be forged by whoever else can publish there. README,
-"Event-driven migrations", is the contract for service authors.
+own key, so a reply on the bus cannot be forged by whoever else can publish there. The handbook's
+docs/integrating/event-driven-migrations.md is the contract for service authors.
 
 A service may hold several keys while it rolls one: the platform holds each by its `kid`, the
 key's RFC 7638 thumbprint, which the service computes alike without being told. A reply whose

@@ -4,7 +4,7 @@ that publishes the public keys to verify them.
 Only the current key signs. The JWKS lists it first, then the next keys (published ahead of
 a rotation, so that a verifier that refetches on an unknown `kid` already finds the key the
 platform will switch to) and the previous ones (for tokens signed before the switch). The
-README's "Rotating the signing key" gives the order and the waits.
+docs/integrating/signed-calls.md gives the order and the waits.
 """
 
 from __future__ import annotations

@@ -195,7 +195,7 @@ def _kill_groups(pids: set[int]) -> None:
 def _offboard(
     api: str, tenant_id: str, token: str, read_token: str, data_dir: Path, tenants_db: str
 ) -> None:
-    """README's "offboard a tenant" with the banner's tokens: schedule, restore, purge with
+    """The walkthrough's "offboard a tenant" with the banner's tokens: schedule, restore, purge with
     the backup `make dev` keeps in its data folder."""
     url = f"/api/tenants/{tenant_id}"
     with httpx.Client(base_url=api, timeout=10, trust_env=False) as http:

@@ -164,8 +164,9 @@ async def test_a_service_removed_on_purpose_is_left_behind_by_cancel_then_retry(
     backend: tuple[ScriptedService, str],
     auth: tuple[ScriptedService, str],
 ) -> None:
-    # The run's plan has auth-service; the workers deployed since do not (README, Deploying
-    # a worker change): cancelling the run and retry-migration calls only today's services.
+    # The run's plan has auth-service; the workers deployed since do not (deploying a worker
+    # change, docs/development/workflows.md): cancelling the run and retry-migration calls
+    # only today's services.
     planned = make_settings(("backend-service", backend[1]), ("auth-service", auth[1]))
     today = planned.model_copy(update={"downstream_services": planned.downstream_services[:1]})
     request = spec(unique_id("uq"))

@@ -10,7 +10,7 @@ from pydantic import Field
 from tenancy.models import BackupRecord, CamelModel
 from tenancy.status import TenantStatus
 
-# The names operators' scripts and the API address the workflow by (README, Temporal contract).
+# The names operators' scripts and the API address the workflow by (docs/concepts/workflows.md).
 WORKFLOW_NAME = "DeleteTenantWorkflow"
 CANCEL_SIGNAL = "cancel_deletion"
 RETRY_SIGNAL = "retry_deletion"

@@ -9,7 +9,7 @@ from tenancy.drains import DrainFailure
 from tenancy.fleet import ServerState
 from tenancy.models import CamelModel
 
-# The names operators' scripts and the API address the workflow by (README, Temporal contract).
+# The names operators' scripts and the API address the workflow by (docs/concepts/workflows.md).
 WORKFLOW_NAME = "DrainServerWorkflow"
 CANCEL_SIGNAL = "cancel_drain"
 STATUS_QUERY = "get_status"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tenancy.models import CamelModel, MovePhase
 
-# The names operators' scripts and the API address the workflow by (README, Temporal contract).
+# The names operators' scripts and the API address the workflow by (docs/concepts/workflows.md).
 WORKFLOW_NAME = "MoveTenantWorkflow"
 CANCEL_SIGNAL = "cancel_move"
 # The same, answering whether the move will be rolled back (not once its switch has begun).

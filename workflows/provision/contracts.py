@@ -13,7 +13,7 @@ from tenancy.contracts import AdoptRun
 from tenancy.models import CamelModel, StorageLocation, TenantSpec
 from tenancy.status import MigrationStatus, TenantStatus
 
-# The names operators' scripts and the API address the workflow by (README, Temporal contract).
+# The names operators' scripts and the API address the workflow by (docs/concepts/workflows.md).
 WORKFLOW_NAME = "ProvisionTenantWorkflow"
 RETRY_SIGNAL = "retry_migration"
 STATUS_QUERY = "get_status"

@@ -10,7 +10,7 @@ from pydantic import Field
 from tenancy.models import CamelModel
 from tenancy.rollouts import RolloutCounts, RolloutStatus, WaveStatus
 
-# The names operators' scripts and the API address the workflow by (README, Temporal contract).
+# The names operators' scripts and the API address the workflow by (docs/concepts/workflows.md).
 WORKFLOW_NAME = "FleetRolloutWorkflow"
 PAUSE_SIGNAL = "pause"
 RESUME_SIGNAL = "resume"
