@@ -1,6 +1,6 @@
 """`python -m bench fleet`: fleet rollouts over N tenants, then over N x scale factor.
 
-    python -m bench fleet --tenants 1000 --scale-factor 5 --out bench/results/issue-11-fleet
+    python -m bench fleet --tenants 1000 --scale-factor 5 --out bench/results/fleet-rollouts
 
 On the stack `make bench` starts (bench/stack.py), it provisions N tenants (SCHEMA mode, both
 reference services) through the REST API, then measures four rollouts over the whole fleet:

@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     # Fleet rollouts: tenants called at once per rollout (per batch activity), and the share of a
     # wave's finished tenants that may fail before the rollout halts itself. 32 rather than 16:
     # 1.5x the tenants/s of a no-op rollout over 1,000 tenants here, 1.6x of an apply, worker
-    # RSS 155 MiB instead of 150 (bench/results/issue-11-fleet/NOTES.md).
+    # RSS 155 MiB instead of 150 (bench/results/fleet-rollouts/NOTES.md).
     rollout_concurrency: int = Field(default=32, ge=1, le=256)
     rollout_max_failure_ratio: float = Field(default=0.05, ge=0, le=1)
     # Offboarding: how long a deleted tenant can be restored before its data is purged (the
