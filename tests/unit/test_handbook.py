@@ -15,7 +15,7 @@ CHANGELOG = ROOT / "CHANGELOG.md"
 DOCS = ROOT / "docs"
 README_MAX_LINES = 250
 # "issue 11", "(issue 9)", "issues 22 and 23", "#24": what a tracker calls a change.
-TRACKER_REFERENCE = re.compile(r"\bissues? \d+|\(#\d+\)|\bGH-\d+", re.IGNORECASE)
+TRACKER_REFERENCE = re.compile(r"\bissues?[ -]#?\d+|\(#\d+\)|\bGH-\d+", re.IGNORECASE)
 LOCAL_LINK = re.compile(r"\]\((?!https?://|mailto:|#)([^)\s#]+)(?:#[^)\s]*)?\)")
 CHANGE_TYPES = {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}
 
