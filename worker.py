@@ -116,7 +116,7 @@ async def worker_activities(
     """The activity methods, bound to pools and one HTTP client that live as long as this.
 
     With a `tracer_provider` the HTTP client's calls are traced (and carry `traceparent`);
-    with a `metric_meter` the tenants-by-status gauge is refreshed every `gauge_interval`.
+    with a `metric_meter` the tenants' and rollouts' gauges are refreshed every `gauge_interval`.
     Unless `settings.events_backend` is `none`, the outbox relay publishes lifecycle events
     meanwhile (its metrics through `metric_meter`); published events and settled commands are
     pruned past `settings.events_retention`. When a service has transport events, the
@@ -220,7 +220,7 @@ async def worker_activities(
             )
             replies = consuming_replies(command_bus, listener.handle)
         gauge: AbstractAsyncContextManager[None] = (
-            tenant_gauge(tenants, metric_meter, gauge_interval)
+            tenant_gauge(tenants, RolloutRepository(metadata_pool), metric_meter, gauge_interval)
             if metric_meter is not None
             else nullcontext()
         )

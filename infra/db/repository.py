@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -464,6 +465,41 @@ class TenantRepository:
             cur = await conn.execute("SELECT status, count(*) FROM tenants GROUP BY status")
             counts = {TenantStatus(status): int(count) for status, count in await cur.fetchall()}
         return {status: counts.get(status, 0) for status in TenantStatus}
+
+    async def status_counts(self) -> dict[TenantStatus, tuple[int, timedelta]]:
+        """Every status's tenants, and how long the longest-waiting of them has been in it
+        (zero when none is), in one statement; every status is present.
+
+        A tenant entered its status when the audit trail's latest status event was written
+        (the CREATED or STATUS_CHANGED event every status change appends in its transaction).
+        Not `updated_at`: writes within a status move it too (a storage creation's retries
+        note their reason on a PROVISIONING tenant, a move records its phases), so a tenant
+        stuck retrying would look fresh. A row whose trail lacks its status falls back to
+        `updated_at`."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """
+                SELECT s.status, count(t.id),
+                       coalesce(greatest(clock_timestamp() - min(t.since), interval '0'),
+                                interval '0')
+                FROM unnest(%s::text[]) AS s(status)
+                LEFT JOIN (
+                    SELECT t.id, t.status,
+                           CASE WHEN e.new_status = t.status THEN e.occurred_at
+                                ELSE t.updated_at END AS since
+                    FROM tenants t
+                    LEFT JOIN LATERAL (
+                        SELECT new_status, occurred_at FROM tenant_events
+                        WHERE tenant_id = t.id AND new_status IS NOT NULL
+                        ORDER BY id DESC LIMIT 1
+                    ) e ON true
+                ) t ON t.status = s.status
+                GROUP BY s.status
+                """,
+                ([status.value for status in TenantStatus],),
+            )
+            rows = await cur.fetchall()
+        return {TenantStatus(status): (int(count), waited) for status, count, waited in rows}
 
     async def record_event(
         self,

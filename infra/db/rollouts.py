@@ -469,6 +469,13 @@ class RolloutRepository:
                 await _event(conn, rollout_id, actor, action, reason)
         return target
 
+    async def count_by_status(self) -> dict[RolloutStatus, int]:
+        """How many rollouts are in each status; every status is present, zero included."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT status, count(*) FROM rollouts GROUP BY status")
+            counts = {RolloutStatus(status): int(count) for status, count in await cur.fetchall()}
+        return {status: counts.get(status, 0) for status in RolloutStatus}
+
     async def status(self, rollout_id: str) -> RolloutStatus:
         """The rollout's status."""
         async with self._pool.connection() as conn:

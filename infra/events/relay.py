@@ -6,7 +6,8 @@ and it is the process that writes most events. No separate process to deploy, wa
 scale, and since one relay publishes at a time per database (the advisory lock of
 `infra.db.outbox.OutboxLease`), more worker processes add standbys, not duplicates: a relay
 that does not hold the lock waits and takes over when the holder's session ends (its process
-died or it stopped).
+died or it stopped). Each relay's `platform_outbox_relay_leader` gauge is 1 while it holds the
+lock and 0 while it stands by (or after it lost the lock).
 
 The holder reads unpublished events in `seq` order in batches, publishes them one by one and
 waiting for each acknowledgement (so a tenant's events reach the bus in the order they were
@@ -34,7 +35,7 @@ from temporalio.common import MetricMeter
 from infra.db.outbox import Backlog, OutboxLease, OutboxRow
 from infra.events.bus import BusMessage, BusUnavailable, EventBus
 from infra.events.cloudevents import with_source
-from infra.telemetry.metrics import outbox_backlog, outbox_published
+from infra.telemetry.metrics import outbox_backlog, outbox_published, relay_leader
 
 _log = logging.getLogger(__name__)
 
@@ -100,11 +101,12 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until `stop()`; a lost database connection or bus is waited out, never fatal."""
         backoff = self._timing.initial_backoff
+        self._lead(False)
         while not self._stop.is_set():
             try:
                 async with OutboxLease(self._url) as lease:
                     await self._hold_and_publish(lease)
-                self.holds_lock = False
+                self._lead(False)
                 backoff = self._timing.initial_backoff
             except Exception as exc:
                 # The relay never ends while the worker runs: a database that went away is
@@ -113,7 +115,7 @@ class OutboxRelay:
                     _log.warning("event relay waits %.2fs: %s", backoff.total_seconds(), exc)
                 else:
                     _log.exception("event relay failed; retry in %.2fs", backoff.total_seconds())
-                self.holds_lock = False
+                self._lead(False)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self._timing.max_backoff)
 
@@ -127,7 +129,7 @@ class OutboxRelay:
                 continue
             if not self.holds_lock:
                 _log.info("event relay holds the outbox lock")
-                self.holds_lock = True
+                self._lead(True)
                 await lease.listen()
             try:
                 # Connected once the lock is held: a standby needs no bus connection.
@@ -175,6 +177,12 @@ class OutboxRelay:
         if self._meter is not None:
             for row in rows:
                 outbox_published(self._meter, row.family)
+
+    def _lead(self, holds_lock: bool) -> None:
+        """Note whether this relay holds the outbox lock, and show it on its gauge."""
+        self.holds_lock = holds_lock
+        if self._meter is not None:
+            relay_leader(self._meter, holds_lock)
 
     def _record(self, backlog: Backlog) -> None:
         if self._meter is not None:

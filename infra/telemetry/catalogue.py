@@ -115,7 +115,7 @@ METRICS: tuple[MetricDoc, ...] = (
         "worker",
     ),
     MetricDoc(
-        "platform_tenants_oldest_seconds",
+        m.TENANTS_OLDEST,
         "gauge",
         ("status",),
         "How long the longest-waiting tenant in each status has been in it, 0 when none is "
@@ -124,14 +124,14 @@ METRICS: tuple[MetricDoc, ...] = (
         "s",
     ),
     MetricDoc(
-        "platform_rollouts",
+        m.ROLLOUTS,
         "gauge",
         ("status",),
         "Fleet rollouts in each status, zero included (refreshed with platform_tenants).",
         "worker",
     ),
     MetricDoc(
-        "platform_outbox_relay_leader",
+        m.RELAY_LEADER,
         "gauge",
         (),
         "1 while this worker's event relay holds the outbox lock (publishes), 0 while it "

@@ -18,6 +18,11 @@ counted once per real event and adds nothing to the history.
     platform_rollout_tenants        counter    result (SUCCEEDED|FAILED|SKIPPED)
     platform_rollout_duration       histogram  result (ms, rollout start -> its end)
     platform_tenants                gauge      status
+    platform_tenants_oldest_seconds gauge      status (s the longest-waiting tenant has been in
+                                               it, 0 when none is)
+    platform_rollouts               gauge      status (fleet rollouts, zero included)
+    platform_outbox_relay_leader    gauge      (1 while this worker's relay holds the outbox
+                                               lock, 0 while it stands by)
     platform_outbox_backlog         gauge      (lifecycle events not yet published)
     platform_outbox_oldest_seconds  gauge      (age of the oldest of them, 0 when none)
     platform_events_published_total counter    family (tenants|rollouts)
@@ -39,6 +44,7 @@ from temporalio.common import MetricMeter
 
 from infra.background import in_background, repeat
 from tenancy.models import TenantSpec
+from tenancy.rollouts import RolloutStatus
 from tenancy.status import TenantStatus
 
 PROVISIONS_STARTED = "platform_provisions_started"
@@ -47,6 +53,9 @@ PROVISION_DURATION = "platform_provision_duration"
 MIGRATION_ATTEMPTS = "platform_migration_attempts"
 STORAGE_ERRORS = "platform_storage_errors"
 TENANTS = "platform_tenants"
+TENANTS_OLDEST = "platform_tenants_oldest_seconds"
+ROLLOUTS = "platform_rollouts"
+RELAY_LEADER = "platform_outbox_relay_leader"
 DELETIONS_FINISHED = "platform_deletions_finished"
 DELETION_DURATION = "platform_deletion_duration"
 ROLLOUT_TENANTS = "platform_rollout_tenants"
@@ -194,28 +203,73 @@ def outbox_published(meter: MetricMeter, family: str) -> None:
     meter.create_counter(EVENTS_PUBLISHED, "Lifecycle events published").add(1, {"family": family})
 
 
-class TenantCounter(Protocol):
-    """What the tenants gauge reads (`TenantRepository` in the worker)."""
+def relay_leader(meter: MetricMeter, holds_lock: bool) -> None:
+    """Set the relay's gauge: 1 while it holds the outbox lock, 0 while it stands by."""
+    meter.create_gauge(RELAY_LEADER, "1 while this worker's relay holds the outbox lock").set(
+        1 if holds_lock else 0
+    )
 
-    async def count_by_status(self) -> dict[TenantStatus, int]:
-        """The number of tenants in each status, zero included."""
+
+# A status's tenants: how many, and how long the longest-waiting of them has been in it (zero
+# when there is none).
+StatusCount = tuple[int, timedelta]
+
+
+def tenant_statuses(meter: MetricMeter, statuses: Mapping[TenantStatus, StatusCount]) -> None:
+    """Set `platform_tenants{status}` and `platform_tenants_oldest_seconds{status}`."""
+    count = meter.create_gauge(TENANTS, "Tenants by status")
+    oldest = meter.create_gauge_float(
+        TENANTS_OLDEST, "How long the longest-waiting tenant has been in its status", "s"
+    )
+    for status, (tenants, waited) in statuses.items():
+        count.set(tenants, {"status": status.value})
+        oldest.set(waited.total_seconds(), {"status": status.value})
+
+
+def rollout_statuses(meter: MetricMeter, counts: Mapping[RolloutStatus, int]) -> None:
+    """Set `platform_rollouts{status}`."""
+    gauge = meter.create_gauge(ROLLOUTS, "Fleet rollouts by status")
+    for status, count in counts.items():
+        gauge.set(count, {"status": status.value})
+
+
+class TenantCounter(Protocol):
+    """What the tenants gauges read (`TenantRepository` in the worker)."""
+
+    async def status_counts(self) -> dict[TenantStatus, StatusCount]:
+        """Every status's tenants and the longest wait in it, zero included."""
         ...
 
 
-async def refresh_tenant_gauge(counter: TenantCounter, meter: MetricMeter) -> None:
-    """Set `platform_tenants{status}` from the metadata database once."""
-    gauge = meter.create_gauge(TENANTS, "Tenants by status")
-    for status, count in (await counter.count_by_status()).items():
-        gauge.set(count, {"status": status.value})
+class RolloutCounter(Protocol):
+    """What the rollouts gauge reads (`RolloutRepository` in the worker)."""
+
+    async def count_by_status(self) -> dict[RolloutStatus, int]:
+        """The number of rollouts in each status, zero included."""
+        ...
+
+
+async def refresh_tenant_gauge(
+    counter: TenantCounter, rollouts: RolloutCounter, meter: MetricMeter
+) -> None:
+    """Set the tenants' and the rollouts' gauges from the metadata database once."""
+    tenant_statuses(meter, await counter.status_counts())
+    rollout_statuses(meter, await rollouts.count_by_status())
 
 
 @asynccontextmanager
 async def tenant_gauge(
-    counter: TenantCounter, meter: MetricMeter, interval: timedelta = TENANT_GAUGE_INTERVAL
+    counter: TenantCounter,
+    rollouts: RolloutCounter,
+    meter: MetricMeter,
+    interval: timedelta = TENANT_GAUGE_INTERVAL,
 ) -> AsyncIterator[None]:
-    """Refresh the tenants gauge now and every `interval` while the context is open."""
+    """Refresh the tenants' and rollouts' gauges now and every `interval` while the context is
+    open."""
     refreshing = repeat(
-        lambda: refresh_tenant_gauge(counter, meter), interval, "refresh the tenants gauge"
+        lambda: refresh_tenant_gauge(counter, rollouts, meter),
+        interval,
+        "refresh the tenants gauge",
     )
     async with in_background(refreshing, "tenant-gauge"):
         yield

@@ -37,6 +37,7 @@ from infra.telemetry.tracing import client_interceptors
 from infra.temporal import connect_client, worker_runtime
 from tenancy.models import StorageMode, TenantSpec
 from tenancy.naming import provision_workflow_id
+from tenancy.rollouts import RolloutStatus
 from tenancy.settings import Settings
 from tenancy.status import TenantStatus
 from tests.conftest import unique_id
@@ -157,6 +158,15 @@ async def test_worker_metrics_endpoint_serves_sdk_and_domain_metrics(
     assert {dict(ls)["status"] for n, ls in samples if n == "platform_tenants"} == {
         status.value for status in TenantStatus
     }
+    # Refreshed by the same task: every status's longest wait, and the rollouts by status.
+    assert {dict(ls)["status"] for n, ls in samples if n == "platform_tenants_oldest_seconds"} == {
+        status.value for status in TenantStatus
+    }
+    assert {dict(ls)["status"] for n, ls in samples if n == "platform_rollouts"} == {
+        status.value for status in RolloutStatus
+    }
+    # No relay runs here (PLATFORM_EVENTS_BACKEND=none), so it has no gauge.
+    assert metric_value(samples, "platform_outbox_relay_leader") is None
 
 
 async def test_one_trace_covers_the_whole_provisioning_and_reaches_the_service(
