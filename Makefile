@@ -46,6 +46,9 @@ lint: $(STAMP)  ## ruff (lint + format) and mypy --strict
 
 # The handbook: the reference pages are generated from the code first (`python -m docgen`), then
 # MkDocs builds strictly (a broken link or a missing page fails) into site/, offline.
+# MkDocs 1.x prints a banner about its successor on every build; the build's output is what matters.
+docs docs-serve: export NO_MKDOCS_2_WARNING = 1
+
 docs: $(STAMP)  ## Build the handbook into site/ (reference pages regenerated from the code)
 	$(BIN)/python -m docgen
 	$(BIN)/mkdocs build --strict --quiet
