@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from docgen.markdown import banner, cell, code, table
+from docgen.markdown import anchor, banner, cell, code, table
 from infra.events import cloudevents
 
 PATH = "reference/events.md"
@@ -104,7 +104,7 @@ def render() -> str:
         table(
             ("Type", "When"),
             (
-                [f"[{code(s['title'])}](#{_anchor(s['title'])})", cell(s["description"])]
+                [f"[{code(s['title'])}](#{anchor(s['title'])})", cell(s["description"])]
                 for s in loaded
             ),
         ),
@@ -121,9 +121,3 @@ def render() -> str:
             ),
         ]
     return "\n".join(out)
-
-
-def _anchor(title: str) -> str:
-    """The id the toc extension gives a heading of `title` (dots and dashes dropped or kept
-    as it does)."""
-    return "".join(c for c in title.lower() if c.isalnum() or c in "-_")

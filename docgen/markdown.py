@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterable, Sequence
 
 COMMAND = "python -m docgen"
@@ -47,3 +48,9 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def anchor(heading: str) -> str:
+    """The id the toc extension gives a heading with this text (its default slugify)."""
+    text = re.sub(r"[^\w\s-]", "", heading).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)

@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from api.guard import required_scopes
 from api.main import create_app
-from docgen.markdown import banner, cell, code, prose, table
+from docgen.markdown import anchor, banner, cell, code, prose, table
 from tenancy.settings import Settings
 
 PATH = "reference/rest.md"
@@ -155,7 +155,7 @@ def render() -> str:
                 (
                     [
                         method.upper(),
-                        code(path),
+                        f"[{code(path)}](#{anchor(f'{method} {path}')})",
                         cell(operation.get("summary", "")),
                         scopes.get((method, path), "none"),
                     ]

@@ -15,13 +15,14 @@ from xml.etree import ElementTree
 
 import pytest
 import typer
+from markdown.extensions.toc import slugify  # type: ignore[import-untyped]
 from pydantic import BaseModel
 
 from api.main import create_app
 from cli.main import app as cli_app
 from docgen import status_machine
 from docgen.__main__ import main
-from docgen.markdown import cell
+from docgen.markdown import anchor, cell
 from docgen.pages import DOCS_DIR, GENERATED, Generated, stale, write
 from infra.telemetry.catalogue import METRICS
 from tenancy.fleet import StorageServer
@@ -113,9 +114,12 @@ def test_every_operation_is_on_the_rest_page_with_its_scope() -> None:
             assert f"### `{method.upper()} {path}`" in text, (method, path)
             count += 1
     assert count > 30
-    assert "| DELETE | `/api/tenants/{tenant_id}` | Delete Tenant | `tenants:delete` |" in text
+    assert (
+        "| DELETE | [`/api/tenants/{tenant_id}`](#delete-apitenantstenant_id) | Delete Tenant "
+        "| `tenants:delete` |"
+    ) in text
     assert "| `directory:read` or `tenants:read` |" in text
-    assert "| GET | `/healthz` | Healthz | none |" in text
+    assert "| GET | [`/healthz`](#get-healthz) | Healthz | none |" in text
     assert "[openapi.json](openapi.json)" in text
     downloaded = json.loads(page("reference/openapi.json"))
     assert downloaded == document
@@ -163,6 +167,13 @@ def test_a_status_without_a_place_fails_the_drawing_naming_it() -> None:
     allowed["ARCHIVED"] = frozenset({"DELETED"})
     with pytest.raises(ValueError, match=r"POSITIONS has no place for ARCHIVED"):
         status_machine.render(statuses=list(grown), allowed=allowed)
+
+
+@pytest.mark.parametrize(
+    "heading", ["GET /api/tenants/{tenant_id}", "io.platform-service.tenant.moved.v1"]
+)
+def test_an_anchor_is_the_one_the_toc_extension_gives_the_heading(heading: str) -> None:
+    assert anchor(heading) == slugify(heading, "-")
 
 
 def test_a_table_cell_keeps_pipes_and_tags_as_text_outside_code() -> None:
