@@ -102,8 +102,10 @@ def _section(ctx: typer.Context, command: Any) -> list[str]:
         out.append(f"{'#' * depth} {ctx.command_path}\n")
     usage = " ".join([ctx.command_path, *command.collect_usage_pieces(ctx)])
     out += [f"```\n{usage}\n```\n", f"{prose(command.help)}\n"]
-    if command.epilog and command.epilog != EXIT_CODES_HELP:
-        out.append(f"{prose(command.epilog)}\n")
+    # Every epilog ends with the exit codes, which the page states once.
+    epilog = prose((command.epilog or "").replace(EXIT_CODES_HELP, ""))
+    if epilog:
+        out.append(f"{epilog}\n")
     arguments = [p for p in command.params if isinstance(p, TyperArgument) and not p.hidden]
     options = [p for p in command.params if isinstance(p, TyperOption) and not p.hidden]
     if arguments:

@@ -94,6 +94,7 @@ def test_every_command_is_on_the_cli_page() -> None:
         assert f"\n{'#' * depth} {path}\n" in text, path
         assert f"```\n{path} [OPTIONS]" in text, path
     assert "| `6` | `SERVER` |" in text
+    assert "Exit codes: 0" not in text, "the exit codes are stated once, in their table"
     assert "| `--url` | text | `http://127.0.0.1:8000` | `PLATFORM_URL` |" in text
 
 
