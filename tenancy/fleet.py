@@ -68,15 +68,24 @@ class StorageServer(BaseModel):
         frozen=True,
         extra="forbid",
         hide_input_in_errors=True,
+        use_attribute_docstrings=True,
     )
 
     name: str = Field(pattern=SERVER_NAME_PATTERN)
+    """The server's name, unique in the list: how tenants (their `storageServer`) refer to it."""
     url: Annotated[PostgresDsn, BeforeValidator(_check_dsn)]
+    """The platform role's admin URL: SCHEMA tenants' schemas are created in its database,
+    DATABASE tenants' databases on its server. One TCP host and port, as the storage database
+    URL; a jdbcUrl names them."""
     pool: str = Field(default=DEFAULT_POOL, pattern=POOL_NAME_PATTERN)
+    """The pool it belongs to; `PLATFORM_PLACEMENT` maps each SLA tier to a pool."""
     max_tenants: int = Field(ge=0, le=10_000_000)
+    """How many tenants it may hold, in every status but DELETED; placement never puts more on
+    it."""
     storage_modes: tuple[StorageMode, ...] = Field(
         default=(StorageMode.SCHEMA, StorageMode.DATABASE), min_length=1
     )
+    """The storage modes of the tenants it takes (at least one)."""
 
     @property
     def dsn(self) -> str:

@@ -60,32 +60,45 @@ def _grantable_role(value: str | None) -> str | None:
 
 
 class DownstreamService(BaseModel):
-    """A service that runs its own migrations for each new tenant.
-
-    `db_role` is the PostgreSQL role the service connects to tenant storage with; the platform
-    grants it what it needs on each new schema or database. Without one nothing is granted,
-    so the service only works with credentials that own the storage already.
+    """A service that runs its own migrations for each new tenant: one entry of
+    `PLATFORM_DOWNSTREAM_SERVICES`, its keys in camelCase (`baseUrl`, `dbRole`).
 
     `transport` says how its migrate and teardown calls reach it: `http` (the default) calls
-    its internal endpoints at `base_url`; `events` publishes commands on the bus
-    (`platform.commands.<name>`) and waits for its replies, signed with a key whose public
-    half is `reply_key_file` or one of `reply_key_files` (several while the service rolls its
-    key; see `infra.events.commands`).
+    its internal endpoints at `baseUrl`; `events` publishes commands on the bus and waits for
+    its signed replies (see `infra.events.commands`).
     """
 
     # A refused baseUrl may carry a password: the error names the field, not the value.
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, frozen=True, hide_input_in_errors=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        hide_input_in_errors=True,
+        use_attribute_docstrings=True,
     )
 
     name: str = Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")
+    """The service's name, unique among the services: it names the service's migration task
+    queue, its command subject (`platform.commands.<name>`) and the service in rollouts."""
     base_url: AnyHttpUrl | None = None
+    """Where its internal migrate and teardown endpoints are (required with transport `http`)."""
     db_role: Annotated[
         str | None, Field(pattern=DB_ROLE_PATTERN), AfterValidator(_grantable_role)
     ] = None
+    """The PostgreSQL role the service connects to tenant storage with (63 bytes at most, not
+    `public`, `none` or `pg_*`, none shared by two services); the platform grants it what it
+    needs on each new schema or database. Unset: nothing is granted, so the service only works
+    with credentials that own the storage already."""
     transport: Literal["http", "events"] = "http"
+    """How its migrate and teardown calls reach it: `http` calls its endpoints at `baseUrl`;
+    `events` publishes commands on the bus (`platform.commands.<name>`, NATS only) and waits
+    for its signed replies."""
     reply_key_file: Path | None = None
+    """The public half (PEM) of the key its replies are signed with; transport `events` needs
+    this or `replyKeyFiles`."""
     reply_key_files: tuple[Path, ...] = ()
+    """Further public keys its replies may be signed with: several while the service rolls its
+    key."""
 
     @model_validator(mode="after")
     def _reachable(self) -> DownstreamService:
@@ -128,106 +141,152 @@ class Settings(BaseSettings):
     # Errors name the setting and the rule, never the value: a refused URL (and a model-level
     # error, which carries every value) may hold a password, and the error ends up in a log.
     model_config = SettingsConfigDict(
-        env_prefix="PLATFORM_", extra="ignore", hide_input_in_errors=True
+        env_prefix="PLATFORM_",
+        extra="ignore",
+        hide_input_in_errors=True,
+        use_attribute_docstrings=True,
     )
 
     database_url: PostgresDsn | None = None
+    """PostgreSQL for the platform's metadata, `postgresql://user:password@host:port/db`. One
+    TCP host: Unix-socket and multi-host URLs are refused, because jdbcUrls are built from host
+    and port. Unset: the embedded server `make dev` and the tests start."""
     storage_database_url: PostgresDsn | None = None
-    # The storage servers tenants are placed on, and the pool each SLA tier's tenants go to
-    # (tenancy.fleet). Unset: one server `default` at the storage database URL, every tier there.
+    """PostgreSQL where tenant schemas and databases are created (the role needs CREATE and
+    CREATEDB). Unset: the metadata database."""
     storage_servers: tuple[StorageServer, ...] = ()
+    """The storage servers tenants are placed on (tenancy.fleet), as a JSON list of objects
+    (the table below); a server that tenants live on must stay in the list, or the API and the
+    worker refuse to start. Unset: one server `default` in pool `default` at the storage
+    database URL, with no cap, every tier there."""
     placement: dict[SlaTier, str] = Field(default_factory=dict)
-    # How often the worker checks that each storage server answers (GET /api/storage-servers).
+    """The pool each SLA tier's tenants go to, a JSON object such as
+    `{"BASIC": "shared", "PREMIUM": "dedicated"}`; a pool without a server is refused at start.
+    A tier left out goes to the first server's pool."""
     storage_check_interval: Seconds = timedelta(seconds=15)
+    """How often the worker checks that each storage server answers (`reachable`, `checkedAt`
+    and `serverVersion` of GET /api/storage-servers; the `platform_storage_server_*` gauges)."""
     api_port: int = Field(default=8000, ge=1, le=65535)
-    # uvicorn worker processes serving the API (`python -m api.serve`); /metrics adds them up.
+    """The API's port (`make dev`, `python -m api.serve`)."""
     api_workers: int = Field(default=1, ge=1, le=64)
-    # The largest request body the API reads; a tenant spec is a few hundred bytes.
+    """uvicorn worker processes serving the API (`python -m api.serve`); /metrics adds them
+    up."""
     api_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    """The largest request body the API reads (larger: 413); a tenant spec is a few hundred
+    bytes."""
     downstream_services: tuple[DownstreamService, ...] = DEFAULT_DOWNSTREAM_SERVICES
+    """The services that run their own migrations for each new tenant, as a JSON list of
+    objects (the table below), names and dbRoles unique."""
     migration_max_attempts: int = Field(default=5, ge=1, le=100)
+    """Failed calls that reached a service (or timed out talking to it) before the tenant is
+    MIGRATION_ERROR; the platform's own failures do not count."""
     # Durations are plain seconds in the environment (e.g. PLATFORM_MIGRATION_INITIAL_INTERVAL=0.5).
     migration_initial_interval: Seconds = timedelta(seconds=1)
+    """The first delay before a migration call is retried (it doubles each attempt); not above
+    the longest delay."""
     migration_max_interval: Seconds = timedelta(seconds=30)
-    # Bounds one migration call, so a hung service or a dead worker shows within this time.
+    """The longest delay between two attempts of a migration call."""
     migration_timeout: Seconds = timedelta(seconds=60)
-    # How long a migration call waits on its service's task queue for a worker before the
-    # attempt fails (MIGRATION_ERROR naming the queue): a queue a deploy left unpolled.
+    """Bounds one migration call, so a hung service or a dead worker shows within this time."""
     migration_schedule_to_start: Seconds = timedelta(minutes=5)
-    # How long POST waits for the workflow to record the tenant row before answering 503.
+    """How long a migration call waits on its service's task queue for a worker before the
+    attempt fails (MIGRATION_ERROR naming the queue): a queue a deploy left unpolled."""
     create_timeout: Seconds = timedelta(seconds=15)
+    """How long POST waits for the workflow to record the tenant row before answering 503."""
     task_queue: str = TASK_QUEUE
-    # Fleet rollouts: tenants called at once per rollout (per batch activity), and the share of a
-    # wave's finished tenants that may fail before the rollout halts itself. 32 rather than 16:
-    # 1.5x the tenants/s of a no-op rollout over 1,000 tenants here, 1.6x of an apply, worker
-    # RSS 155 MiB instead of 150 (bench/results/fleet-rollouts/NOTES.md).
+    """The task queue of the worker and the API."""
+    # 32 rather than 16: 1.5x the tenants/s of a no-op rollout over 1,000 tenants here, 1.6x of
+    # an apply, worker RSS 155 MiB instead of 150 (bench/results/fleet-rollouts/NOTES.md).
     rollout_concurrency: int = Field(default=32, ge=1, le=256)
+    """Fleet rollouts: tenants called at once per rollout (per batch activity); a rollout's
+    default `concurrency`."""
     rollout_max_failure_ratio: float = Field(default=0.05, ge=0, le=1)
-    # Offboarding: how long a deleted tenant can be restored before its data is purged (the
-    # default of DELETE's graceSeconds), and where each tenant's storage is dumped before it is
-    # dropped (unset: no backup). The folder is the worker's; it is created if missing.
+    """Fleet rollouts: the share of a wave's finished tenants that may fail before the rollout
+    halts itself; a rollout's default `maxFailureRatio`."""
     deletion_grace_period: Seconds = timedelta(days=7)
+    """Offboarding: how long a deleted tenant can be restored before its data is purged (the
+    default of DELETE's graceSeconds)."""
     deletion_backup_dir: Path | None = None
-    # Bounds one pg_dump, so a hung dump shows as a failed (retryable) backup.
+    """Offboarding: where each tenant's storage is dumped before it is dropped (unset: no
+    backup). The folder is the worker's; it is created if missing."""
     deletion_backup_timeout: Seconds = timedelta(minutes=30)
-    # Moves between storage servers: a moved tenant's frozen source is dropped this long after
-    # the switch (a way back while it lasts); one copy (pg_dump and pg_restore) is bounded.
+    """Bounds one pg_dump, so a hung dump shows as a failed (retryable) backup."""
     move_source_retention: Seconds = timedelta(hours=1)
+    """Moves between storage servers: a moved tenant's frozen source is dropped this long after
+    the switch (a way back while it lasts)."""
     move_copy_timeout: Seconds = timedelta(hours=2)
-    # Per tenant storage server and worker process: a burst of provisionings queues for these
-    # slots instead of exhausting the server's connections (see infra.limits).
+    """Moves between storage servers: bounds one copy (pg_dump and pg_restore)."""
     max_concurrent_storage_creations: int = Field(default=4, ge=1, le=64)
-    # Per downstream service and worker process: the slots of the worker on the service's
-    # own migration task queue (see worker.build_worker).
+    """Per tenant storage server and worker process: a burst of provisionings queues for these
+    slots instead of exhausting the server's connections (see infra.limits)."""
     max_concurrent_migrations: int = Field(default=8, ge=1, le=256)
-    # Migration calls per second that the Temporal server hands out from each service's task
-    # queue, across all workers (unset: no rate, only the per-worker cap above).
+    """Per downstream service and worker process: the slots of the worker on the service's own
+    migration task queue (see worker.build_worker)."""
     migration_queue_activities_per_second: float | None = Field(default=None, gt=0)
-    # Workflow runs a worker keeps in memory between tasks (the SDK's sticky cache). Fewer
-    # bound the worker's memory when many tenants are in flight; an evicted run is replayed
-    # from its history at its next task, which costs CPU.
+    """Migration calls per second that the Temporal server hands out from each service's task
+    queue, across all workers (unset: no rate, only the per-worker cap above)."""
     worker_max_cached_workflows: int = Field(default=1000, ge=0, le=100_000)
+    """Workflow runs a worker keeps in memory between tasks (the SDK's sticky cache). Fewer
+    bound the worker's memory when many tenants are in flight; an evicted run is replayed from
+    its history at its next task, which costs CPU."""
 
-    # Lifecycle events (infra.events): the bus the worker's outbox relay publishes to, where
-    # it is, and the CloudEvents `source` it stamps. `none`: no relay; the outbox still records.
     events_backend: Literal["nats", "kafka", "none"] = "nats"
+    """Lifecycle events (infra.events): the bus the worker's outbox relay publishes to. `none`:
+    no relay; the outbox still records."""
     events_url: str = "nats://127.0.0.1:4222"
+    """Where the bus is: `nats://host:port`, or `kafka://host:port[,host:port]` (services with
+    transport `events` need NATS). `make dev` and the tests embed NATS unless it is set."""
     events_source: str = Field(default="/platform-service", min_length=1)
-    # Bounded event stores: published outbox events and settled commands are deleted once this
-    # old (by the worker); the PLATFORM_EVENTS stream is created with these limits (-1: none),
-    # and a stream that exists keeps the limits it has (an operator's).
+    """The CloudEvents `source` the relay stamps on every event."""
     events_retention: Seconds = timedelta(days=7)
+    """Published outbox events and settled commands are deleted (by the worker) once this
+    old."""
     events_stream_max_age: Seconds = timedelta(days=7)
+    """The `max_age` the PLATFORM_EVENTS stream is created with; a stream that exists keeps the
+    limits it has (an operator's)."""
     events_stream_max_bytes: int = Field(default=1024**3, ge=-1)
+    """The `max_bytes` the PLATFORM_EVENTS stream is created with (-1: none; JetStream drops the
+    oldest events beyond it); a stream that exists keeps the limits it has."""
 
-    # API authentication: bearer JWTs from an identity provider's JWKS, or (development) a
-    # local public key. With neither configured the API refuses to start.
     auth_jwks_url: AnyHttpUrl | None = None
+    """API authentication: the identity provider's JWKS that verifies bearer JWTs. With neither
+    this nor a public key file configured the API refuses to start."""
     auth_public_key_file: Path | None = None
+    """API authentication (development): a local PEM public key that verifies bearer JWTs."""
     auth_issuer: str | None = None
+    """The `iss` every token must carry (checked when set)."""
     auth_audience: str = "platform-service"
+    """The `aud` every token must carry."""
     auth_algorithms: tuple[Literal["RS256", "ES256"], ...] = ("RS256", "ES256")
+    """The JWS algorithms accepted (a JSON list)."""
 
-    # Signed calls to downstream services: the platform's private key (EC P-256 or RSA PEM).
-    # During a rotation the JWKS also publishes the next keys (not used to sign yet, so that
-    # verifiers can fetch them before the first token signed with them arrives) and the
-    # previous keys (no longer used, still valid for tokens signed before the switch).
     signing_key_file: Path | None = None
+    """Signed calls to downstream services: the platform's private key (EC P-256 or RSA PEM);
+    the API only needs its public half. The worker cannot call services without it."""
+    # During a rotation, keys are published before they sign, so that verifiers can fetch them
+    # before the first token signed with them arrives.
     signing_next_key_files: tuple[Path, ...] = ()
+    """Keys the JWKS also publishes during a rotation, not used to sign yet (a JSON list)."""
     signing_previous_key_files: tuple[Path, ...] = ()
+    """Keys the JWKS still publishes after a rotation, no longer used, still valid for tokens
+    signed before the switch (a JSON list)."""
     downstream_token_ttl: Seconds = timedelta(minutes=5)
+    """The lifetime of a downstream call's token."""
 
-    # Observability. Logs are JSON unless "console"; the worker's Prometheus endpoint is off
-    # unless an address is given; tracing follows the standard OTEL_* variables.
     log_format: Literal["json", "console"] = "json"
+    """Observability: logs are JSON unless `console`."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """The lowest level logged."""
     worker_metrics_address: str | None = None
-    # The connection itself is configured through the SDK's TEMPORAL_* variables (see
-    # infra.temporal); the address is read here only to know whether to embed a dev server.
+    """`host:port` of the worker's Prometheus endpoint (/metrics); off unless an address is
+    given. Tracing follows the standard OTEL_* variables."""
     temporal_address: str | None = Field(default=None, validation_alias="TEMPORAL_ADDRESS")
-    # The Temporal Web UI, for the console's links to a tenant's or a rollout's run
-    # (`make dev` sets its own); no links without it.
+    """The Temporal frontend. The connection itself is configured through the SDK's TEMPORAL_*
+    variables (see infra.temporal); the address is read here only to know whether to embed a
+    dev server (unset: one on 127.0.0.1:7233)."""
     temporal_ui_url: AnyHttpUrl | None = None
+    """The Temporal Web UI, for the console's links to a tenant's or a rollout's run (`make
+    dev` sets its own); no links without it."""
 
     @field_validator("database_url", "storage_database_url", mode="before")
     @classmethod
