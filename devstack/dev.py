@@ -1,13 +1,14 @@
 """`make dev`: the whole stack in the foreground, as `python -m devstack.dev`.
 
 Starts what the environment does not already name (embedded PostgreSQL, the Temporal dev server,
-the two reference downstream services), then the worker and the API, and prints how to use it
-once `/readyz` answers, with ready-to-paste tokens of the development identity provider (unless
-the environment names a real one). Two embedded PostgreSQL servers hold tenant storage
-(PLATFORM_STORAGE_SERVERS): `pg-shared` (pool `shared`: BASIC and STANDARD tenants, and the
-metadata database) and `pg-dedicated` (pool `dedicated`: PREMIUM tenants), unless the
-environment names a fleet. Each gets the deployment's roles (devstack.roles): the platform
-connects as `platform`, each reference service as its own role (`backend_service`,
+the two reference downstream services), then the worker and the API (and Prometheus, scraping
+both with the alert rules loaded, when a `prometheus` binary is on the PATH: devstack.prometheus),
+and prints how to use it once `/readyz` answers, with ready-to-paste tokens of the development
+identity provider (unless the environment names a real one). Two embedded PostgreSQL servers
+hold tenant storage (PLATFORM_STORAGE_SERVERS): `pg-shared` (pool `shared`: BASIC and STANDARD
+tenants, and the metadata database) and `pg-dedicated` (pool `dedicated`: PREMIUM tenants),
+unless the environment names a fleet. Each gets the deployment's roles (devstack.roles): the
+platform connects as `platform`, each reference service as its own role (`backend_service`,
 `auth_service`), never as the superuser. Their passwords, one per role and server, are
 generated once into the data folder; the embedded servers trust loopback connections, so they
 do not check them, but every connection gives them as a real server needs: the platform's URLs
@@ -47,6 +48,7 @@ from api.auth import DIRECTORY_SCOPE, READ_SCOPE
 from devstack import passfile
 from devstack.nats import EmbeddedNats
 from devstack.postgres import EmbeddedPostgres
+from devstack.prometheus import HOW_TO_GET, DevPrometheus, find_binary, scrape_target, write_config
 from devstack.roles import Layout, Login, apply_layout, login_url, service_role
 from devstack.supervisor import DevStackError, Interrupted, Stack
 from devstack.temporal import dev_server_command
@@ -77,6 +79,8 @@ class DevSettings(DevKeys):
     auth_port: Port = 8102
     worker_metrics_port: Port = 9464
     nats_port: Port = 4222
+    # make dev's Prometheus (devstack.prometheus), when a `prometheus` binary is on the PATH.
+    prometheus_port: Port = 9090
     # How the platform calls the reference services: `events` sends them commands on the bus
     # (each answers with replies signed by a key of its own, made in the keys folder).
     service_transport: Literal["http", "events"] = "http"
@@ -177,6 +181,8 @@ class Plan:
     service_database_urls: dict[str, str] = field(default_factory=dict, repr=False)
     # The lifecycle events' NATS server (unless PLATFORM_EVENTS_URL or another backend is set).
     embed_nats: bool = False
+    # Prometheus scraping the API and the worker (None: no `prometheus` binary on the PATH).
+    prometheus: DevPrometheus | None = None
 
     def postgres_dir(self, server: DevServer) -> Path:
         """The data folder of embedded server `server`."""
@@ -244,6 +250,8 @@ class Plan:
             ports.extend(self.dev.service_ports().values())
         if self.worker_metrics is not None:
             ports.append((self.dev.worker_metrics_port, "PLATFORM_DEV_WORKER_METRICS_PORT"))
+        if self.prometheus is not None:
+            ports.append((self.prometheus.port, "PLATFORM_DEV_PROMETHEUS_PORT"))
         return ports
 
 
@@ -387,6 +395,18 @@ def make_plan(
     if platform.worker_metrics_address is None:
         worker_metrics = f"127.0.0.1:{dev.worker_metrics_port}"
         env["PLATFORM_WORKER_METRICS_ADDRESS"] = worker_metrics
+    binary = find_binary()
+    prometheus = (
+        DevPrometheus(
+            binary,
+            dev.prometheus_port,
+            dev.data_dir,
+            api_target=f"127.0.0.1:{platform.api_port}",
+            worker_target=scrape_target(env["PLATFORM_WORKER_METRICS_ADDRESS"]),
+        )
+        if binary is not None and "PLATFORM_WORKER_METRICS_ADDRESS" in env
+        else None
+    )
     dev_idp = platform.auth_jwks_url is None and platform.auth_public_key_file is None
     if dev_idp:
         env["PLATFORM_AUTH_PUBLIC_KEY_FILE"] = str(dev.idp_key_file)
@@ -404,6 +424,7 @@ def make_plan(
         postgres,
         service_urls,
         embed_nats,
+        prometheus,
     )
 
 
@@ -503,6 +524,17 @@ def start_nats(stack: Stack, plan: Plan) -> None:
     stack.adopt("nats", server.process, essential=True, stop=server.stop)
 
 
+def start_prometheus(stack: Stack, plan: Plan) -> None:
+    """Prometheus with a configuration rendered into the data folder, once it is ready."""
+    prometheus = plan.prometheus
+    if prometheus is None:
+        return
+    write_config(prometheus)
+    _log.info("starting Prometheus on 127.0.0.1:%d", prometheus.port)
+    stack.spawn("prometheus", prometheus.command(), plan.env, essential=True)
+    stack.wait_until("Prometheus", lambda: http_ok(f"{prometheus.url}/-/ready"), timeout=60)
+
+
 def service_command(name: str, port: int) -> list[str]:
     """The reference downstream service `name` on loopback `port`."""
     options = ["--name", name, "--host", "127.0.0.1", "--port", str(port)]
@@ -574,6 +606,7 @@ def start_stack(stack: Stack, plan: Plan) -> None:
     stack.wait_until(
         "the API and the services", lambda: all(http_ok(url) for url in probes), timeout=90
     )
+    start_prometheus(stack, plan)
 
 
 @dataclass(frozen=True)
@@ -621,6 +654,14 @@ def _events_line(plan: Plan) -> str:
     url = plan.env.get("PLATFORM_EVENTS_URL", "nats://127.0.0.1:4222")
     shown = without_password(url)
     return f"{shown} ({'NATS JetStream' if backend == 'nats' else backend})"
+
+
+def _prometheus_line(plan: Plan) -> str:
+    """Where the alerts are, or how to get Prometheus."""
+    if plan.prometheus is None:
+        return f"  Prometheus        not started: {HOW_TO_GET}"
+    url = plan.prometheus.url
+    return f"  Prometheus        {url}   (alerts: {url}/alerts)"
 
 
 def _storage_lines(plan: Plan) -> list[str]:
@@ -679,6 +720,7 @@ def banner(plan: Plan, tokens: DevTokens | None) -> str:
             if plan.worker_metrics
             else []
         ),
+        _prometheus_line(plan),
         f"  Lifecycle events  {_events_line(plan)}",
         *(
             ["  Service calls     commands on the bus (PLATFORM_DEV_SERVICE_TRANSPORT=events)"]

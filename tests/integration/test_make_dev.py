@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +41,8 @@ CHILDREN = {
     "auth-service",
     "worker",
     "api",
+    # make dev's Prometheus, where the machine has the binary.
+    *(["prometheus"] if shutil.which("prometheus") else []),
 }
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 45.0
@@ -129,6 +132,7 @@ def _env(data_dir: Path, ports: dict[str, int]) -> dict[str, str]:
         "auth",
         "worker_metrics",
         "nats",
+        "prometheus",
     ):
         env[f"PLATFORM_DEV_{name.upper()}_PORT"] = str(ports[name])
     return env
@@ -239,6 +243,7 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
             "auth",
             "worker_metrics",
             "nats",
+            "prometheus",
         )
     }
     data_dir = tmp_path / "devdata"
@@ -263,6 +268,10 @@ def test_make_dev_serves_the_banner_walkthrough_and_keeps_data(tmp_path: Path) -
         assert f"http://127.0.0.1:{ports['temporal_ui']}" in banner
         assert str(data_dir) in banner
         assert "$(make -s token SUB=" in banner
+        prometheus = f"http://127.0.0.1:{ports['prometheus']}"
+        assert (
+            f"{prometheus}/alerts" if shutil.which("prometheus") else "apt-get install prometheus"
+        ) in banner
         assert f"pg-dedicated  127.0.0.1:{ports['dedicated_postgres']}  pool dedicated" in banner
         seen_pids |= set(_pids(run_dir).values())
 
