@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from playwright.async_api import Browser, Page, Request
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from tests.support.servers import serve
@@ -30,7 +32,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         check=True,
         timeout=120,
     )
-    with serve(StaticFiles(directory=folder, html=True)) as url:
+    # In an app of its own: a bare StaticFiles does not answer uvicorn's lifespan messages.
+    handbook = Starlette(routes=[Mount("/", StaticFiles(directory=folder, html=True))])
+    with serve(handbook) as url:
         yield f"{url}/"
 
 
@@ -54,7 +58,8 @@ async def test_home_asks_no_other_host_and_search_answers_offline(
     page, elsewhere = await _open(browser, site)
     assert await page.title() == "Platform Service handbook"
     await page.locator("label.md-search__icon, input.md-search__input").first.click()
-    await page.locator("input.md-search__input").fill("retry-migration")
+    # Typed key by key: the theme searches on keyboard input, not on a value set at once.
+    await page.locator("input.md-search__input").press_sequentially("reconciler", delay=20)
     results = page.locator(".md-search-result__item")
     await results.first.wait_for(timeout=15_000)
     assert await results.count() > 0
