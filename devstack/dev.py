@@ -48,7 +48,14 @@ from api.auth import DIRECTORY_SCOPE, READ_SCOPE
 from devstack import passfile
 from devstack.nats import EmbeddedNats
 from devstack.postgres import EmbeddedPostgres
-from devstack.prometheus import HOW_TO_GET, DevPrometheus, find_binary, scrape_target, write_config
+from devstack.prometheus import (
+    HOW_TO_GET,
+    DevPrometheus,
+    alerts_url,
+    find_binary,
+    scrape_target,
+    write_config,
+)
 from devstack.roles import Layout, Login, apply_layout, login_url, service_role
 from devstack.supervisor import DevStackError, Interrupted, Stack
 from devstack.temporal import dev_server_command
@@ -661,7 +668,7 @@ def _prometheus_line(plan: Plan) -> str:
     if plan.prometheus is None:
         return f"  Prometheus        not started: {HOW_TO_GET}"
     url = plan.prometheus.url
-    return f"  Prometheus        {url}   (alerts: {url}/alerts)"
+    return f"  Prometheus        {url}   (alerts: {alerts_url(url)})"
 
 
 def _storage_lines(plan: Plan) -> list[str]:

@@ -1,9 +1,9 @@
 """`make dev`'s Prometheus: when a `prometheus` binary is on the PATH, it scrapes the API and the
 worker every 5 s (jobs `platform-api` and `platform-worker`, as a deployment's must be named)
 and evaluates the alert rules of ops/prometheus/alerts.yml, so their state shows at
-http://127.0.0.1:9090/alerts while you work. Its configuration is rendered on every start from
-ops/prometheus/prometheus.dev.yml into the data folder, its time series kept in
-`.devdata/prometheus`.
+http://127.0.0.1:9090/alerts (Debian's build: /classic/alerts) while you work. Its
+configuration is rendered on every start from ops/prometheus/prometheus.dev.yml into the data
+folder, its time series kept in `.devdata/prometheus`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+
+import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_TEMPLATE = REPO_ROOT / "ops" / "prometheus" / "prometheus.dev.yml"
@@ -62,6 +64,18 @@ class DevPrometheus:
             "--storage.tsdb.retention.time=7d",
             "--log.level=warn",
         ]
+
+
+def alerts_url(base: str, timeout: float = 1.0) -> str:
+    """The alerts page of the Prometheus at `base`: `/alerts`, or `/classic/alerts` where the
+    build serves only the classic UI (Debian's package: its React UI is not packaged)."""
+    for path in ("/alerts", "/classic/alerts"):
+        try:
+            if httpx.get(f"{base}{path}", timeout=timeout).status_code == httpx.codes.OK:
+                return f"{base}{path}"
+        except httpx.HTTPError:
+            break
+    return f"{base}/alerts"
 
 
 def find_binary() -> str | None:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from playwright.async_api import Page, async_playwright
 
+from devstack.prometheus import alerts_url
+
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "docs" / "images"
 VIEWPORT = {"width": 1280, "height": 860}
@@ -61,10 +63,13 @@ async def _take(site: str, prometheus: str | None, browser_path: str) -> None:
         await _shoot(page, site, IMAGES / "handbook-home.png")
         await _shoot(page, f"{site}runbooks/migration-errors/", IMAGES / "runbook.png")
         if prometheus is not None:
-            await page.goto(f"{prometheus.rstrip('/')}/alerts", wait_until="networkidle")
-            # Prometheus folds each group's alerts: open them, as an operator would.
-            for toggle in await page.locator("text=/PENDING|FIRING/").all():
-                await toggle.click()
+            await page.goto(alerts_url(prometheus.rstrip("/")), wait_until="networkidle")
+            # Open the pending and firing alerts with their rule and annotations (the runbook
+            # link), as an operator would; the classic UI folds them.
+            for row in await page.locator(".alert-danger, .alert-warning").all():
+                await row.click()
+            # Its navigation bar is fixed: scrolled, a full-page shot would show it mid-page.
+            await page.evaluate("window.scrollTo(0, 0)")
             await page.screenshot(path=IMAGES / "prometheus-alerts.png", full_page=True)
             print(f"wrote {(IMAGES / 'prometheus-alerts.png').relative_to(REPO)}")  # noqa: T201
         await browser.close()

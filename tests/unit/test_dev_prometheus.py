@@ -9,12 +9,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from devstack.dev import DevSettings, banner, busy_ports, make_plan
-from devstack.prometheus import RULES_FILE, render_config, scrape_target
+from devstack.prometheus import RULES_FILE, alerts_url, render_config, scrape_target
 from tenancy.settings import Settings
 from tests.support.alert_rules import promtool, run_promtool
-from tests.support.servers import free_port
+from tests.support.servers import free_port, serve
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 
@@ -114,3 +118,19 @@ def test_without_the_binary_one_banner_line_says_how_to_get_it(
         "prometheus (Debian/Ubuntu), or the release tarball from https://prometheus.io/download/"
     ]
     assert 9090 not in {port for port, _ in plan.required_ports()}
+
+
+@pytest.mark.parametrize(
+    ("served", "expected"), [("/alerts", "/alerts"), ("/classic/alerts", "/classic/alerts")]
+)
+def test_the_banner_names_the_alerts_page_the_build_serves(served: str, expected: str) -> None:
+    async def page(_: Request) -> PlainTextResponse:
+        return PlainTextResponse("alerts")
+
+    with serve(Starlette(routes=[Route(served, page)])) as url:
+        assert alerts_url(url) == f"{url}{expected}"
+
+
+def test_without_an_answer_the_alerts_page_is_the_usual_one() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert alerts_url(url, timeout=0.5) == f"{url}/alerts"
