@@ -123,12 +123,16 @@ def bench_plan(
         worker_metrics_port=9474,
         # Beside make dev's 4222, like every other port here.
         nats_port=4232,
+        # Unused too (no Prometheus below), but apart from make dev's 9090.
+        prometheus_port=9100,
         service_transport=service_transport,
     )
     plan = make_plan(dev, Settings(), bench_fleet(dev, servers))
     env = {**plan.env, "PLATFORM_LOG_FORMAT": "json", "PLATFORM_API_PORT": str(BENCH_API_PORT)}
     env.update(extra_env)
-    return dataclasses.replace(plan, api_port=BENCH_API_PORT, env=env)
+    # No Prometheus: its scrapes would be load on the 2 cores the figures are measured on, and
+    # the figures are comparable with the runs before make dev had one.
+    return dataclasses.replace(plan, api_port=BENCH_API_PORT, env=env, prometheus=None)
 
 
 @contextmanager

@@ -29,6 +29,7 @@ def test_every_port_of_the_benchmark_differs_from_make_devs(
     dev_ports = {getattr(dev, name) for name in PORT_FIELDS} | {8000}
     assert bench_ports.isdisjoint(dev_ports), bench_ports & dev_ports
     assert plan.env["PLATFORM_EVENTS_URL"] == f"nats://127.0.0.1:{plan.dev.nats_port}"
+    assert plan.prometheus is None, "a scraper would load the machine the figures come from"
 
 
 def test_the_benchmark_spreads_tenants_over_n_servers_in_one_pool(
