@@ -8,6 +8,7 @@ folder, its time series kept in `.devdata/prometheus`.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,8 @@ def render_config(
     return Template(template.read_text()).substitute(
         scrape_interval=scrape_interval,
         handbook_url=handbook_url,
-        rules_file=str(rules_file),
+        # Quoted: a clone's path may hold what YAML reads as a comment (` #`) or a key (`: `).
+        rules_file=json.dumps(str(rules_file)),
         api_target=prometheus.api_target,
         worker_target=prometheus.worker_target,
     )

@@ -134,3 +134,17 @@ def test_the_banner_names_the_alerts_page_the_build_serves(served: str, expected
 def test_without_an_answer_the_alerts_page_is_the_usual_one() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     assert alerts_url(url, timeout=0.5) == f"{url}/alerts"
+
+
+def test_a_rule_file_path_yaml_would_misread_is_kept_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _path_with_prometheus(tmp_path, monkeypatch)
+    plan = make_plan(_dev(tmp_path), Settings())
+    assert plan.prometheus is not None
+    # A clone in a folder whose name YAML reads as a comment or a mapping.
+    rules = tmp_path / "team #2: platform" / "alerts.yml"
+
+    config = yaml.safe_load(render_config(plan.prometheus, rules_file=rules))
+
+    assert config["rule_files"] == [str(rules)]
