@@ -148,3 +148,14 @@ def test_a_rule_file_path_yaml_would_misread_is_kept_whole(
     config = yaml.safe_load(render_config(plan.prometheus, rules_file=rules))
 
     assert config["rule_files"] == [str(rules)]
+
+
+def test_a_worker_metrics_address_of_the_settings_is_scraped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _path_with_prometheus(tmp_path, monkeypatch)
+
+    plan = make_plan(_dev(tmp_path), Settings(worker_metrics_address="0.0.0.0:19999"))
+
+    assert plan.prometheus is not None
+    assert plan.prometheus.worker_target == "127.0.0.1:19999"
