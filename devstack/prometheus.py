@@ -69,10 +69,12 @@ class DevPrometheus:
 
 def alerts_url(base: str, timeout: float = 1.0) -> str:
     """The alerts page of the Prometheus at `base`: `/alerts`, or `/classic/alerts` where the
-    build serves only the classic UI (Debian's package: its React UI is not packaged)."""
+    build serves only the classic UI (Debian's package: its React UI is not packaged). Proxies
+    are ignored: make dev's Prometheus is on loopback."""
     for path in ("/alerts", "/classic/alerts"):
         try:
-            if httpx.get(f"{base}{path}", timeout=timeout).status_code == httpx.codes.OK:
+            answer = httpx.get(f"{base}{path}", timeout=timeout, trust_env=False)
+            if answer.status_code == httpx.codes.OK:
                 return f"{base}{path}"
         except httpx.HTTPError:
             break

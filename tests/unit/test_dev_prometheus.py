@@ -159,3 +159,19 @@ def test_a_worker_metrics_address_of_the_settings_is_scraped(
 
     assert plan.prometheus is not None
     assert plan.prometheus.worker_target == "127.0.0.1:19999"
+
+
+def test_the_alerts_page_is_asked_of_prometheus_not_of_a_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def page(_: Request) -> PlainTextResponse:
+        return PlainTextResponse("alerts")
+
+    # A proxy the environment names that nothing answers: loopback is asked directly.
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    with serve(Starlette(routes=[Route("/classic/alerts", page)])) as url:
+        assert alerts_url(url) == f"{url}/classic/alerts"
