@@ -399,8 +399,9 @@ def make_plan(
     if platform.deletion_backup_dir is None:
         env["PLATFORM_DELETION_BACKUP_DIR"] = str((dev.data_dir / "backups").resolve())
     worker_metrics = None
-    if platform.worker_metrics_address is None:
-        worker_metrics = f"127.0.0.1:{dev.worker_metrics_port}"
+    metrics_address = platform.worker_metrics_address
+    if metrics_address is None:
+        worker_metrics = metrics_address = f"127.0.0.1:{dev.worker_metrics_port}"
         env["PLATFORM_WORKER_METRICS_ADDRESS"] = worker_metrics
     binary = find_binary()
     prometheus = (
@@ -409,9 +410,9 @@ def make_plan(
             dev.prometheus_port,
             dev.data_dir,
             api_target=f"127.0.0.1:{platform.api_port}",
-            worker_target=scrape_target(env["PLATFORM_WORKER_METRICS_ADDRESS"]),
+            worker_target=scrape_target(metrics_address),
         )
-        if binary is not None and "PLATFORM_WORKER_METRICS_ADDRESS" in env
+        if binary is not None
         else None
     )
     dev_idp = platform.auth_jwks_url is None and platform.auth_public_key_file is None

@@ -8,6 +8,7 @@ folder, its time series kept in `.devdata/prometheus`.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +69,12 @@ class DevPrometheus:
 
 def alerts_url(base: str, timeout: float = 1.0) -> str:
     """The alerts page of the Prometheus at `base`: `/alerts`, or `/classic/alerts` where the
-    build serves only the classic UI (Debian's package: its React UI is not packaged)."""
+    build serves only the classic UI (Debian's package: its React UI is not packaged). Proxies
+    are ignored: make dev's Prometheus is on loopback."""
     for path in ("/alerts", "/classic/alerts"):
         try:
-            if httpx.get(f"{base}{path}", timeout=timeout).status_code == httpx.codes.OK:
+            answer = httpx.get(f"{base}{path}", timeout=timeout, trust_env=False)
+            if answer.status_code == httpx.codes.OK:
                 return f"{base}{path}"
         except httpx.HTTPError:
             break
@@ -105,7 +108,8 @@ def render_config(
     return Template(template.read_text()).substitute(
         scrape_interval=scrape_interval,
         handbook_url=handbook_url,
-        rules_file=str(rules_file),
+        # Quoted: a clone's path may hold what YAML reads as a comment (` #`) or a key (`: `).
+        rules_file=json.dumps(str(rules_file)),
         api_target=prometheus.api_target,
         worker_target=prometheus.worker_target,
     )

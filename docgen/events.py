@@ -19,7 +19,7 @@ SCHEMAS = Path(__file__).resolve().parents[1] / "events" / "schemas"
 @cache
 def schemas() -> tuple[dict[str, Any], ...]:
     """Every event type's schema, by type name."""
-    loaded = [json.loads(path.read_text()) for path in sorted(SCHEMAS.glob("*.json"))]
+    loaded = [json.loads(path.read_bytes()) for path in sorted(SCHEMAS.glob("*.json"))]
     return tuple(sorted(loaded, key=lambda s: str(s["title"])))
 
 

@@ -111,7 +111,8 @@ METRICS: tuple[MetricDoc, ...] = (
         m.TENANTS,
         "gauge",
         ("status",),
-        "Tenants in each status, zero included (refreshed every 15 s).",
+        "Tenants in each status, zero included (refreshed every "
+        f"{m.TENANT_GAUGE_INTERVAL.total_seconds():g} s).",
         "worker",
     ),
     MetricDoc(

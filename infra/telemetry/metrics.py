@@ -5,30 +5,8 @@ Prometheus endpoint (`PLATFORM_WORKER_METRICS_ADDRESS`). In a workflow the meter
 `workflow.metric_meter()`, which records nothing while history is replayed, so a metric is
 counted once per real event and adds nothing to the history.
 
-    platform_provisions_started     counter    storage_mode, sla_tier
-    platform_provisions_finished    counter    result, storage_mode, sla_tier
-    platform_provision_duration     histogram  storage_mode, sla_tier (ms, start -> ACTIVE)
-    platform_migration_attempts     counter    service, outcome (success|retryable|rejected)
-    platform_storage_errors         counter    kind (transient|permanent), sqlstate (or
-                                               "none", "throttled")
-    platform_deletions_finished     counter    result (DELETED|DELETION_ERROR|RESTORED),
-                                               storage_mode
-    platform_deletion_duration      histogram  storage_mode (ms, deletion request -> DELETED,
-                                               the grace period included)
-    platform_rollout_tenants        counter    result (SUCCEEDED|FAILED|SKIPPED)
-    platform_rollout_duration       histogram  result (ms, rollout start -> its end)
-    platform_tenants                gauge      status
-    platform_tenants_oldest_seconds gauge      status (s the longest-waiting tenant has been in
-                                               it, 0 when none is)
-    platform_rollouts               gauge      status (fleet rollouts, zero included)
-    platform_outbox_relay_leader    gauge      (1 while this worker's relay holds the outbox
-                                               lock, 0 while it stands by)
-    platform_outbox_backlog         gauge      (lifecycle events not yet published)
-    platform_outbox_oldest_seconds  gauge      (age of the oldest of them, 0 when none)
-    platform_events_published_total counter    family (tenants|rollouts)
-    platform_command_replies_total  counter    service, result (taken|ignored|refused|
-                                               unverified|dead_lettered): replies of services
-                                               with transport events
+Each metric's kind, labels and meaning are in `infra.telemetry.catalogue`, which the
+handbook's metrics page is generated from and a test holds to what the worker serves.
 """
 
 from __future__ import annotations

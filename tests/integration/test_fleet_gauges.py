@@ -19,7 +19,14 @@ from infra.db.repository import TenantRepository
 from infra.db.rollouts import RolloutRepository
 from infra.events.nats import NatsBus
 from infra.events.relay import OutboxRelay, RelayTiming, running_relay
-from infra.telemetry.metrics import RELAY_LEADER, ROLLOUTS, TENANTS, TENANTS_OLDEST, tenant_gauge
+from infra.telemetry.metrics import (
+    OUTBOX_BACKLOG,
+    RELAY_LEADER,
+    ROLLOUTS,
+    TENANTS,
+    TENANTS_OLDEST,
+    tenant_gauge,
+)
 from infra.temporal import worker_runtime
 from tenancy.rollouts import RolloutStatus
 from tenancy.settings import Settings
@@ -166,7 +173,10 @@ async def test_the_relay_holding_the_lock_shows_1_and_the_standby_0(
     async with running_relay(first):
         await gauge_at(first_address, RELAY_LEADER, lambda v: v == 1)
         async with running_relay(second):
-            await gauge_at(second_address, RELAY_LEADER, lambda v: v == 0)
+            # A standby records the backlog each time it fails to take the lock: once it has,
+            # its 0 is a standby's, not a relay's that has not tried yet.
+            await gauge_at(second_address, OUTBOX_BACKLOG, lambda v: v is not None)
+            assert value(await scrape(second_address), RELAY_LEADER) == 0
             assert first.holds_lock
             assert not second.holds_lock
             assert value(await scrape(first_address), RELAY_LEADER) == 1

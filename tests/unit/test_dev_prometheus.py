@@ -134,3 +134,44 @@ def test_the_banner_names_the_alerts_page_the_build_serves(served: str, expected
 def test_without_an_answer_the_alerts_page_is_the_usual_one() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     assert alerts_url(url, timeout=0.5) == f"{url}/alerts"
+
+
+def test_a_rule_file_path_yaml_would_misread_is_kept_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _path_with_prometheus(tmp_path, monkeypatch)
+    plan = make_plan(_dev(tmp_path), Settings())
+    assert plan.prometheus is not None
+    # A clone in a folder whose name YAML reads as a comment or a mapping.
+    rules = tmp_path / "team #2: platform" / "alerts.yml"
+
+    config = yaml.safe_load(render_config(plan.prometheus, rules_file=rules))
+
+    assert config["rule_files"] == [str(rules)]
+
+
+def test_a_worker_metrics_address_of_the_settings_is_scraped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _path_with_prometheus(tmp_path, monkeypatch)
+
+    plan = make_plan(_dev(tmp_path), Settings(worker_metrics_address="0.0.0.0:19999"))
+
+    assert plan.prometheus is not None
+    assert plan.prometheus.worker_target == "127.0.0.1:19999"
+
+
+def test_the_alerts_page_is_asked_of_prometheus_not_of_a_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def page(_: Request) -> PlainTextResponse:
+        return PlainTextResponse("alerts")
+
+    # A proxy the environment names that nothing answers: loopback is asked directly.
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    with serve(Starlette(routes=[Route("/classic/alerts", page)])) as url:
+        assert alerts_url(url) == f"{url}/classic/alerts"

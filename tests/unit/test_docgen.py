@@ -4,6 +4,7 @@ every setting, command, metric, operation and event type, and `python -m docgen 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -228,3 +229,32 @@ def test_write_creates_every_file_then_leaves_fresh_ones_alone(tmp_path: Path) -
     assert write(tmp_path) == [g.path for g in GENERATED]
     assert stale(tmp_path) == []
     assert write(tmp_path) == []
+
+
+# A deployment's environment, a narrow terminal and another time zone: none may show in a page.
+DEPLOYMENT_ENV = {
+    "PLATFORM_DATABASE_URL": "postgresql://platform:secret@db.internal:5432/platform",
+    "PLATFORM_DOWNSTREAM_SERVICES": '[{"name": "billing", "baseUrl": "http://billing:8080"}]',
+    "PLATFORM_AUTH_JWKS_URL": "https://idp.internal/jwks",
+    "PLATFORM_API_PORT": "9000",
+    "PLATFORM_EVENTS_BACKEND": "none",
+    "PLATFORM_DELETION_GRACE_PERIOD": "60",
+    "PLATFORM_URL": "https://platform.internal",
+    "TEMPORAL_ADDRESS": "temporal.internal:7233",
+    "COLUMNS": "40",
+    "TZ": "Asia/Tokyo",
+}
+
+
+def test_the_pages_are_the_same_whatever_the_environment_and_folder(tmp_path: Path) -> None:
+    checked = subprocess.run(
+        [sys.executable, "-m", "docgen", "--check", "--docs-dir", str(DOCS_DIR)],
+        cwd=tmp_path,
+        env={**os.environ, **DEPLOYMENT_ENV, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert checked.returncode == 0, checked.stderr
