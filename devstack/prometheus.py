@@ -22,8 +22,6 @@ RULES_FILE = REPO_ROOT / "ops" / "prometheus" / "alerts.yml"
 SCRAPE_INTERVAL = "5s"
 # `make docs-serve`: where the alerts' runbook links point under make dev.
 HANDBOOK_URL = "http://127.0.0.1:8001"
-API_JOB = "platform-api"
-WORKER_JOB = "platform-worker"
 HOW_TO_GET = (
     "no prometheus binary on the PATH: apt-get install prometheus (Debian/Ubuntu), or the "
     "release tarball from https://prometheus.io/download/"

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import functools
 import http.server
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,12 +24,12 @@ from pathlib import Path
 
 from playwright.async_api import Page, async_playwright
 
+from devstack.browser import LAUNCH_ARGS, find_chromium
 from devstack.prometheus import alerts_url
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "docs" / "images"
 VIEWPORT = {"width": 1280, "height": 860}
-_BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
 @contextmanager
@@ -57,7 +56,7 @@ async def _take(site: str, prometheus: str | None, browser_path: str) -> None:
         browser = await playwright.chromium.launch(
             executable_path=browser_path,
             headless=True,
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
+            args=list(LAUNCH_ARGS),
         )
         page = await browser.new_page(viewport=VIEWPORT)  # type: ignore[arg-type]
         await _shoot(page, site, IMAGES / "handbook-home.png")
@@ -80,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m docgen.screenshots", description=__doc__)
     parser.add_argument("--prometheus", help="a running Prometheus' base URL")
     args = parser.parse_args(argv)
-    browser_path = next(filter(None, map(shutil.which, _BROWSERS)), None)
+    browser_path = find_chromium()
     if browser_path is None:
-        parser.error("no Chromium on the PATH (Debian: apt-get install -y chromium)")
+        parser.error(
+            "no Chromium found (Debian: apt-get install -y chromium, or set PLATFORM_CHROMIUM)"
+        )
     with tempfile.TemporaryDirectory() as folder:
         subprocess.run(
             [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-d", folder],

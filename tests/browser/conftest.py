@@ -13,7 +13,6 @@ Screenshots of the main pages are kept under `test-artifacts/console/` (or
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from api.auth import (
     WRITE_SCOPE,
 )
 from api.main import create_app
+from devstack.browser import LAUNCH_ARGS, find_chromium
 from devstack.tokens import mint
 from tenancy.settings import Settings
 from tests.conftest import running_worker
@@ -40,21 +40,7 @@ from tests.support.servers import serve
 
 ALL_SCOPES = (WRITE_SCOPE, READ_SCOPE, DELETE_SCOPE, ROLLOUTS_WRITE_SCOPE, ROLLOUTS_READ_SCOPE)
 READ_ONLY = (READ_SCOPE, ROLLOUTS_READ_SCOPE)
-_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 REPO = Path(__file__).resolve().parents[2]
-
-
-def find_chromium(environ: dict[str, str] | None = None) -> str | None:
-    """The Chromium to drive: `PLATFORM_CHROMIUM`, else the first one on PATH."""
-    env = os.environ if environ is None else environ
-    named = env.get("PLATFORM_CHROMIUM")
-    if named:
-        return named if Path(named).exists() else None
-    for name in _CANDIDATES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 @pytest.fixture(scope="session")
@@ -79,8 +65,7 @@ async def browser(chromium_executable: str) -> AsyncIterator[Browser]:
         launched = await playwright.chromium.launch(
             executable_path=chromium_executable,
             headless=True,
-            # Root in a container has no user namespaces for the sandbox.
-            args=["--no-sandbox", "--disable-dev-shm-usage"],
+            args=list(LAUNCH_ARGS),
         )
         try:
             yield launched

@@ -20,9 +20,9 @@ from api.console.session import (
     token_lifetime,
 )
 from api.console.web import _same_origin, safe_next
+from devstack.browser import find_chromium
 from devstack.tokens import mint
 from infra.security.keys import generate_private_key
-from tests.browser.conftest import find_chromium
 
 
 def _request(headers: dict[str, str], scheme: str = "http") -> Request:
